@@ -1,0 +1,108 @@
+"""The shape every trigger shares: its rule model, its compiled form, and the step context."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .candidate import Candidate
+from .events import CustomerProfile, Event
+from .filters import CustomerFilter
+
+if TYPE_CHECKING:
+    from .ruleset import RuleSet
+    from .salary import SalaryCredit
+    from .state import CustomerState
+
+
+class RuleBase(BaseModel):
+    """Fields common to every rule; each trigger module adds its parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rule_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    campaign: str
+    description: str | None = None
+    customer_filter: CustomerFilter | None = None
+
+
+class Step:
+    """What a trigger sees while the engine evaluates one event or fires one timer.
+
+    One instance per engine, reset per event, so the hot path allocates
+    nothing but the candidates themselves.
+    """
+
+    __slots__ = ("customer_id", "profile", "state", "prev_activity_at", "salary", "out", "_arm")
+
+    def __init__(self, arm: Any) -> None:
+        self._arm = arm
+        self.customer_id = ""
+        self.profile: CustomerProfile | None = None
+        self.state: CustomerState | None = None
+        self.prev_activity_at: datetime | None = None  # newest activity before this event
+        self.salary: SalaryCredit | str | None = None  # this credit's salary reading
+        self.out: list[Candidate] = []
+
+    def arm(self, index: int, key: str, deadline: datetime) -> None:
+        """Make sure the engine will look at timer (index, key) no later than `deadline`."""
+        self._arm(self.customer_id, self.state, index, key, deadline)
+
+
+class Trigger:
+    """A rule compiled for the engine.
+
+    `on_event` sees each event of the types in `event_types`; timer triggers
+    also answer `deadline` (the current deadline of one of their timers, or
+    None when it is not armed) and `fire`. `horizon` is how long after a
+    customer's newest event this rule can still need its state.
+    """
+
+    name: ClassVar[str]
+    event_types: ClassVar[frozenset[str]] = frozenset()
+    uses_salary: ClassVar[bool] = False
+    uses_activity: ClassVar[bool] = False
+
+    def __init__(self, rule: Any, index: int, ruleset: RuleSet) -> None:
+        self.rule = rule
+        self.index = index
+        self.rule_id: str = rule.rule_id
+        self.campaign: str = rule.campaign
+        self.customer_filter = rule.customer_filter
+
+    @property
+    def horizon(self) -> timedelta:
+        raise NotImplementedError
+
+    def admits(self, step: Step) -> bool:
+        """The rule's customer filter, if any, against this customer's reference data."""
+        return self.customer_filter is None or self.customer_filter.admits(step.profile)
+
+    def on_event(self, step: Step, event: Event) -> None:
+        """React to one event of this customer (default: nothing)."""
+
+    def deadline(self, state: CustomerState, key: str) -> datetime | None:
+        """The current deadline of timer `key`, or None when it is not armed."""
+        return None
+
+    def fire(self, step: Step, key: str, deadline: datetime) -> None:
+        """Timer `key` reached its deadline."""
+        raise NotImplementedError
+
+    def emit(
+        self, step: Step, triggered_at: datetime, event_id: str, timer: bool = False, **attributes: Any
+    ) -> None:
+        """Append one candidate of this rule for the current customer."""
+        step.out.append(
+            Candidate(
+                rule_id=self.rule_id,
+                trigger=self.name,
+                campaign=self.campaign,
+                customer_id=step.customer_id,
+                triggered_at=triggered_at,
+                event_id=event_id,
+                attributes=attributes,
+                timer=timer,
+            )
+        )

@@ -1,0 +1,58 @@
+"""`dormancy`: no customer-initiated activity for `inactive` (section 3, item 4)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+
+from .base import RuleBase, Step, Trigger
+from .durations import Duration
+from .events import Event, is_activity
+
+if TYPE_CHECKING:
+    from .ruleset import RuleSet
+    from .state import CustomerState
+
+
+class DormancyRule(RuleBase):
+    trigger: Literal["dormancy"]
+    inactive: Duration = timedelta(days=90)
+
+
+class Dormancy(Trigger):
+    """Slot: the activity time the timer last fired for (one firing per quiet period).
+
+    The deadline is always `last activity + inactive`, read from the shared
+    activity clock, so a new activity simply moves it later and the engine's
+    heap entry is pushed forward lazily when it comes due.
+    """
+
+    name = "dormancy"
+    event_types = frozenset({"transaction", "app"})
+    uses_activity = True
+
+    def __init__(self, rule: DormancyRule, index: int, ruleset: RuleSet) -> None:
+        super().__init__(rule, index, ruleset)
+        self.inactive = rule.inactive
+
+    @property
+    def horizon(self) -> timedelta:
+        return self.inactive
+
+    def on_event(self, step: Step, event: Event) -> None:
+        if is_activity(event) and self.admits(step):
+            state = step.state
+            step.arm(self.index, "", state.last_activity_at + self.inactive)  # type: ignore[union-attr,operator]
+
+    def deadline(self, state: CustomerState, key: str) -> datetime | None:
+        last = state.last_activity_at
+        if last is None or state.rules[self.index] == last:
+            return None
+        return last + self.inactive
+
+    def fire(self, step: Step, key: str, deadline: datetime) -> None:
+        state = step.state
+        last = state.last_activity_at  # type: ignore[union-attr]
+        state.rules[self.index] = last  # type: ignore[union-attr]
+        event_id = state.last_activity_id  # type: ignore[union-attr]
+        self.emit(step, deadline, event_id, timer=True, inactive_days=self.inactive.days)

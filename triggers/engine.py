@@ -1,0 +1,202 @@
+"""The trigger engine: per-customer state, the watermark and event-time timers.
+
+Two entry points, shaped for a live dataflow as much as for a replay:
+
+- `step(event, profile)` evaluates one event of one customer;
+- `advance(watermark)` moves the engine clock and fires every timer whose
+  deadline it reached, in deadline order.
+
+A driver calls `advance(event.occurred_at - allowed_lateness)` before
+`step(event)` (`feed` does both), so a timer due at an event's time fires
+before that event is evaluated (docs/semantics.md section 2).
+
+Timers live in one heap of `(deadline, customer_id, rule index, key)`;
+checking for due timers is a look at the heap's top, whatever the number of
+customers. Rules never delete heap entries: a timer whose deadline moved
+later is pushed again when its stale entry comes due, and one that was
+cancelled is dropped then. Each customer also has one eviction entry at
+`last event + horizon` (the longest any rule needs its state), which deletes
+its state when nothing newer arrived, so quiet customers hold nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from heapq import heappop, heappush
+from typing import Any, NamedTuple
+
+from .base import Step, Trigger
+from .candidate import Candidate
+from .events import CustomerProfile, Event, is_activity
+from .ruleset import RuleSet
+from .salary import SalaryTracker
+from .state import CustomerState
+
+EVICT_KEY = ""
+
+
+class Fed(NamedTuple):
+    """What one event produced: timers it made due, then its own candidates."""
+
+    candidates: list[Candidate]
+    duplicate: bool
+
+
+class Engine:
+    """Runs one rule set over many customers."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self.triggers: list[Trigger] = ruleset.compile()
+        self.lateness = ruleset.engine.allowed_lateness
+        self.dedupe_window = ruleset.engine.dedupe_window
+        self.horizon = max([t.horizon for t in self.triggers] + [self.dedupe_window])
+        self.evict_index = len(self.triggers)  # sorts after every rule at the same deadline
+        self.tracks_activity = any(t.uses_activity for t in self.triggers)
+        self.salary = (
+            SalaryTracker(ruleset.salary) if any(t.uses_salary for t in self.triggers) else None
+        )
+        self._by_type = {
+            kind: [t for t in self.triggers if kind in t.event_types]
+            for kind in ("transaction", "app", "conversion")
+        }
+        self.customers: dict[str, CustomerState] = {}
+        self.watermark: datetime | None = None
+        self._heap: list[tuple[datetime, str, int, str]] = []
+        self._step = Step(self._schedule)
+
+    # -- the clock ---------------------------------------------------------
+
+    def advance(self, watermark: datetime) -> list[Candidate]:
+        """Move the watermark forward (never back) and fire the timers it reached."""
+        if self.watermark is None or watermark > self.watermark:
+            self.watermark = watermark
+        return self._fire_due([])
+
+    def feed(self, event: Event, profile: CustomerProfile | None = None) -> Fed:
+        """Advance to this event's watermark, then evaluate it: the replay's whole loop body."""
+        fired = self.advance(event.occurred_at - self.lateness)
+        own = self.step(event, profile)
+        if own is None:
+            return Fed(fired, True)
+        return Fed(fired + own if fired else own, False)
+
+    def pending_timers(self) -> int:
+        """Heap entries, stale ones included: what a due check could ever have to pop."""
+        return len(self._heap)
+
+    def _fire_due(self, out: list[Candidate]) -> list[Candidate]:
+        heap, watermark = self._heap, self.watermark
+        while heap and watermark is not None and heap[0][0] <= watermark:
+            deadline, customer_id, index, key = heappop(heap)
+            self._due(deadline, customer_id, index, key, out)
+        return out
+
+    def _due(self, deadline: datetime, customer_id: str, index: int, key: str, out: list) -> None:
+        state = self.customers.get(customer_id)
+        if state is None:
+            return
+        if state.queued.get((index, key)) == deadline:
+            del state.queued[(index, key)]
+        evicting = index == self.evict_index
+        actual = state.last_seen_at + self.horizon if evicting else self.triggers[index].deadline(state, key)
+        if actual is None:
+            return
+        if actual > deadline:
+            self._schedule(customer_id, state, index, key, actual)
+        elif evicting:
+            del self.customers[customer_id]
+        else:
+            step = self._begin(customer_id, state, None, out)
+            self.triggers[index].fire(step, key, actual)
+
+    def _schedule(
+        self, customer_id: str, state: CustomerState, index: int, key: str, deadline: datetime
+    ) -> None:
+        """Ensure a heap entry for this timer at or before `deadline` (see module docstring)."""
+        queued = state.queued.get((index, key))
+        if queued is None or deadline < queued:
+            state.queued[(index, key)] = deadline
+            heappush(self._heap, (deadline, customer_id, index, key))
+
+    # -- events ------------------------------------------------------------
+
+    def step(self, event: Event, profile: CustomerProfile | None = None) -> list[Candidate] | None:
+        """Evaluate one event; None when it repeats an event id inside the dedupe window."""
+        customer_id, at = event.customer_id, event.occurred_at
+        state = self.customers.get(customer_id)
+        if state is None:
+            state = self.customers[customer_id] = CustomerState(at, len(self.triggers))
+        elif self._is_duplicate(state, event):
+            return None
+        self._remember(customer_id, state, event)
+        step = self._begin(customer_id, state, profile, [])
+        if self.tracks_activity and is_activity(event):
+            step.prev_activity_at = self._record_activity(state, event)
+        if self.salary is not None and event.type == "transaction" and event.direction == "credit":
+            if state.payers is None:
+                state.payers = {}
+            step.salary = self.salary.observe(state.payers, event)
+        for trigger in self._by_type[event.type]:
+            trigger.on_event(step, event)
+        return self._fire_due(step.out)  # timers a late event armed in the past
+
+    def _begin(
+        self, customer_id: str, state: CustomerState, profile: CustomerProfile | None, out: list
+    ) -> Step:
+        step = self._step
+        step.customer_id, step.state, step.profile, step.out = customer_id, state, profile, out
+        step.prev_activity_at = None
+        step.salary = None
+        return step
+
+    def _is_duplicate(self, state: CustomerState, event: Event) -> bool:
+        seen_at = state.seen.get(event.event_id)
+        return seen_at is not None and abs(event.occurred_at - seen_at) <= self.dedupe_window
+
+    def _remember(self, customer_id: str, state: CustomerState, event: Event) -> None:
+        """Record the id for dedupe, drop ids that aged out, move the eviction entry."""
+        at = event.occurred_at
+        if at > state.last_seen_at:
+            state.last_seen_at = at
+        seen = state.seen
+        if self.dedupe_window:
+            seen.pop(event.event_id, None)
+            seen[event.event_id] = at
+            cutoff = state.last_seen_at - self.dedupe_window
+            while seen and (oldest := next(iter(seen))) and seen[oldest] < cutoff:
+                del seen[oldest]
+        self._schedule(customer_id, state, self.evict_index, EVICT_KEY, state.last_seen_at + self.horizon)
+
+    @staticmethod
+    def _record_activity(state: CustomerState, event: Event) -> datetime | None:
+        previous = state.last_activity_at
+        if previous is None or event.occurred_at > previous:
+            state.last_activity_at = event.occurred_at
+            state.last_activity_id = event.event_id
+        return previous
+
+    # -- snapshots ---------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data for a recovery snapshot: watermark, customer states, timer heap."""
+        return {"v": 1, "watermark": self.watermark, "customers": self.customers, "heap": self._heap}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Load what `snapshot` returned (from this rule set)."""
+        if snapshot.get("v") != 1:
+            raise ValueError(f"unknown engine snapshot version {snapshot.get('v')!r}")
+        self.watermark = snapshot["watermark"]
+        self.customers = snapshot["customers"]
+        self._heap = snapshot["heap"]
+
+
+def replay(
+    engine: Engine, events: Iterable[tuple[Event, CustomerProfile | None]]
+) -> Iterator[Fed]:
+    """Feed events in order; what the backtest and the property tests both drive."""
+    for event, profile in events:
+        yield engine.feed(event, profile)
+
+

@@ -1,0 +1,205 @@
+"""Domain events and customer reference data (docs/semantics.md section 1).
+
+These models are the engine's input. They are validated once, at the edge
+(`keymoment.connectors.wire`), and then trusted: the engine never re-checks
+them. Money is kept as integer minor units (cents) so no float ever reaches
+rule state; times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+MAX_AMOUNT_MINOR = 10**12 * 100  # 1e12 in major units
+
+TRANSACTION_KINDS = (
+    "cash_deposit",
+    "cash_withdrawal",
+    "transfer_in",
+    "transfer_out",
+    "card_payment",
+    "payroll",
+    "pension",
+    "interest",
+    "fee",
+    "loan_repayment",
+    "standing_order",
+    "other",
+)
+Kind = Literal[
+    "cash_deposit",
+    "cash_withdrawal",
+    "transfer_in",
+    "transfer_out",
+    "card_payment",
+    "payroll",
+    "pension",
+    "interest",
+    "fee",
+    "loan_repayment",
+    "standing_order",
+    "other",
+]
+Action = Literal[
+    "login", "page_view", "click", "search", "apply_start", "apply_submit", "logout"
+]
+Initiator = Literal["customer", "bank", "third_party"]
+
+DEFAULT_INITIATOR: dict[str, Initiator] = {
+    "interest": "bank",
+    "fee": "bank",
+    "standing_order": "bank",
+    "loan_repayment": "bank",
+    "payroll": "third_party",
+    "pension": "third_party",
+    "transfer_in": "third_party",
+}
+ACTIVITY_ACTIONS = frozenset({"login", "page_view", "click", "search", "apply_start", "apply_submit"})
+
+
+class AmountError(ValueError):
+    """An amount that is not a positive decimal with at most 2 places (reason `bad_amount`)."""
+
+
+def to_minor(value: object, *, allow_negative: bool = False) -> int:
+    """Convert a wire amount (decimal string or JSON number) to integer minor units.
+
+    Floats go through their shortest repr, so 0.1 is 10 cents, not
+    0.1000000000000000055...; anything with more than two decimals is refused
+    rather than rounded, because silently rounding money is worse than
+    rejecting it.
+    """
+    if type(value) is str and (minor := _fast_minor(value)) is not None:
+        pass
+    elif isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise AmountError("not a number")
+    elif isinstance(value, int):
+        minor = value * 100
+    else:
+        try:
+            dec = Decimal(value if isinstance(value, str | Decimal) else repr(value))
+        except InvalidOperation:
+            raise AmountError("not a decimal number") from None
+        if not dec.is_finite():
+            raise AmountError("not a finite number")
+        scaled = dec.scaleb(2)
+        if scaled != scaled.to_integral_value():
+            raise AmountError("more than 2 decimals")
+        minor = int(scaled)
+    if not allow_negative and minor <= 0:
+        raise AmountError("must be > 0")
+    if abs(minor) > MAX_AMOUNT_MINOR:
+        raise AmountError("above 1e12")
+    return minor
+
+
+def _fast_minor(text: str) -> int | None:
+    """Plain `[-]digits[.d[d]]` strings, the common case, without building a Decimal."""
+    whole, dot, frac = text.partition(".")
+    sign = 1
+    if whole.startswith("-"):
+        sign, whole = -1, whole[1:]
+    if not (whole.isascii() and whole.isdigit() and len(whole) <= 16):
+        return None
+    if not dot:
+        return sign * int(whole) * 100
+    if not (frac.isascii() and frac.isdigit() and len(frac) <= 2):
+        return None
+    return sign * (int(whole) * 100 + int(frac.ljust(2, "0")))
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value if value.utcoffset() == _ZERO else value.astimezone(UTC)
+
+
+_ZERO = timedelta(0)
+UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+EventId = Annotated[str, Field(min_length=1, max_length=128)]
+CustomerId = Annotated[str, Field(min_length=1, max_length=64)]
+Amount = Annotated[int, BeforeValidator(to_minor)]
+Balance = Annotated[int, BeforeValidator(lambda v: to_minor(v, allow_negative=True))]
+
+_EVENT_CONFIG = ConfigDict(extra="ignore", frozen=True, strict=False, coerce_numbers_to_str=False)
+
+
+class TransactionEvent(BaseModel):
+    """A posting on one of the customer's accounts; `amount` is in minor units."""
+
+    model_config = _EVENT_CONFIG
+    type: Literal["transaction"]
+    event_id: EventId
+    customer_id: CustomerId
+    occurred_at: UtcTime
+    account_id: Annotated[str, Field(min_length=1, max_length=64)]
+    direction: Literal["credit", "debit"]
+    amount: Amount
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    kind: Kind
+    initiated_by: Initiator | None = None
+    counterparty: Annotated[str, Field(max_length=128)] | None = None
+    balance_after: Balance | None = None
+    channel: Annotated[str, Field(max_length=32)] | None = None
+
+    @property
+    def initiator(self) -> Initiator:
+        """Who started the posting: the explicit field, else the default for its kind."""
+        return self.initiated_by or DEFAULT_INITIATOR.get(self.kind, "customer")
+
+
+class AppEvent(BaseModel):
+    """A mobile-app interaction."""
+
+    model_config = _EVENT_CONFIG
+    type: Literal["app"]
+    event_id: EventId
+    customer_id: CustomerId
+    occurred_at: UtcTime
+    action: Action
+    page: Annotated[str, Field(max_length=256)] | None = None
+    product: Annotated[str, Field(max_length=64)] | None = None
+    session_id: Annotated[str, Field(max_length=128)] | None = None
+
+
+class ConversionEvent(BaseModel):
+    """The customer took up a product; used for attribution, never for triggering by default."""
+
+    model_config = _EVENT_CONFIG
+    type: Literal["conversion"]
+    event_id: EventId
+    customer_id: CustomerId
+    occurred_at: UtcTime
+    product: Annotated[str, Field(min_length=1, max_length=64)]
+    offer_id: Annotated[str, Field(max_length=64)] | None = None
+
+
+Event = TransactionEvent | AppEvent | ConversionEvent
+AnyEvent = Annotated[Event, Field(discriminator="type")]
+
+
+def is_activity(event: Event) -> bool:
+    """Customer-initiated activity (section 2): what dormancy and reactivation watch."""
+    if event.type == "transaction":
+        return event.initiator == "customer"
+    if event.type == "app":
+        return event.action in ACTIVITY_ACTIONS
+    return False
+
+
+class CustomerProfile(BaseModel):
+    """Reference data for one customer: onboarding date, timezone, segment, consent."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    customer_id: CustomerId
+    opened_at: UtcTime | None = None
+    timezone: str | None = None
+    segment: str | None = None
+    tags: tuple[str, ...] = ()
+    consent: dict[str, bool] = Field(default_factory=dict)
+
+    def consents_to(self, channel: str) -> bool:
+        """A channel missing from `consent` means no consent for marketing on it."""
+        return self.consent.get(channel, False) is True

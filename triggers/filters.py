@@ -1,0 +1,96 @@
+"""Event and customer filters that operators write in the rules file.
+
+A filter is data (a pydantic model) and compiles once into a plain predicate,
+so the per-event cost is a few attribute reads, not model traversal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from .events import Event, CustomerProfile
+
+OneOrMany = str | list[str]
+
+
+def _as_set(value: OneOrMany | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    return frozenset([value] if isinstance(value, str) else value)
+
+
+def major_to_minor(value: Decimal) -> int:
+    """Rules-file amounts are major units; state and events use minor units."""
+    return int((value * 100).to_integral_value())
+
+
+class EventFilter(BaseModel):
+    """Which events a rule looks at; every field given must match (AND); lists mean "any of"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["transaction", "app", "conversion"] | None = None
+    direction: Literal["credit", "debit"] | None = None
+    kind: OneOrMany | None = None
+    action: OneOrMany | None = None
+    product: OneOrMany | None = None
+    page_prefix: str | None = None
+    amount_gte: Decimal | None = None
+    amount_lte: Decimal | None = None
+
+    @field_validator("kind", "action", "product")
+    @classmethod
+    def _non_empty(cls, value: OneOrMany | None) -> OneOrMany | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list matches nothing")
+        return value
+
+    def compile(self) -> Callable[[Event], bool]:
+        """A predicate over events equal to this filter, built from only the fields given."""
+        checks: list[Callable[[Event], bool]] = []
+        if self.type is not None:
+            checks.append(lambda e, t=self.type: e.type == t)
+        if self.direction is not None:
+            checks.append(lambda e, d=self.direction: getattr(e, "direction", None) == d)
+        for name in ("kind", "action", "product"):
+            allowed = _as_set(getattr(self, name))
+            if allowed is not None:
+                checks.append(lambda e, n=name, a=allowed: getattr(e, n, None) in a)
+        if self.page_prefix is not None:
+            checks.append(
+                lambda e, p=self.page_prefix: (getattr(e, "page", None) or "\0").startswith(p)
+            )
+        if self.amount_gte is not None:
+            low = major_to_minor(self.amount_gte)
+            checks.append(lambda e, lo=low: (getattr(e, "amount", None) or -1) >= lo)
+        if self.amount_lte is not None:
+            high = major_to_minor(self.amount_lte)
+            checks.append(lambda e, hi=high: 0 < (getattr(e, "amount", None) or 0) <= hi)
+        if len(checks) == 1:
+            return checks[0]
+        return lambda e: all(check(e) for check in checks)
+
+
+class CustomerFilter(BaseModel):
+    """Which customers a rule applies to, from their reference data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    segments: list[str] | None = None
+    segments_none: list[str] | None = None
+    tags_any: list[str] | None = None
+    tags_none: list[str] | None = None
+
+    def admits(self, profile: CustomerProfile | None) -> bool:
+        """True when the customer passes every part given; no profile means no segment, no tags."""
+        segment = profile.segment if profile else None
+        tags = set(profile.tags) if profile else set()
+        if self.segments is not None and segment not in self.segments:
+            return False
+        if self.segments_none is not None and segment in self.segments_none:
+            return False
+        if self.tags_any is not None and not tags.intersection(self.tags_any):
+            return False
+        return not (self.tags_none is not None and tags.intersection(self.tags_none))

@@ -1,0 +1,54 @@
+"""`reactivation`: activity after a quiet gap of at least `inactive` (section 3, item 5)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import model_validator
+
+from .base import RuleBase, Step, Trigger
+from .durations import Duration
+from .events import Event, is_activity
+
+if TYPE_CHECKING:
+    from .ruleset import RuleSet
+
+
+class ReactivationRule(RuleBase):
+    """`memory` bounds state: a customer silent for longer than it is new to the engine."""
+
+    trigger: Literal["reactivation"]
+    inactive: Duration = timedelta(days=90)
+    memory: Duration = timedelta(days=400)
+
+    @model_validator(mode="after")
+    def _memory_covers_gap(self) -> ReactivationRule:
+        if self.memory < self.inactive:
+            raise ValueError("memory must be at least inactive, or the rule can never fire")
+        return self
+
+
+class Reactivation(Trigger):
+    """Stateless: reads the activity clock as it stood before this event."""
+
+    name = "reactivation"
+    event_types = frozenset({"transaction", "app"})
+    uses_activity = True
+
+    def __init__(self, rule: ReactivationRule, index: int, ruleset: RuleSet) -> None:
+        super().__init__(rule, index, ruleset)
+        self.inactive = rule.inactive
+        self.memory = rule.memory
+
+    @property
+    def horizon(self) -> timedelta:
+        return self.memory
+
+    def on_event(self, step: Step, event: Event) -> None:
+        previous = step.prev_activity_at
+        if previous is None or not is_activity(event):
+            return
+        gap = event.occurred_at - previous
+        if self.inactive <= gap <= self.memory and self.admits(step):
+            self.emit(step, event.occurred_at, event.event_id, gap_days=gap.days)

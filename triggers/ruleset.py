@@ -1,0 +1,75 @@
+"""The engine's part of the rules file: engine settings, salary parameters and the rules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .absence import Absence, AbsenceRule
+from .balance_milestone import BalanceMilestone, BalanceMilestoneRule
+from .base import Trigger
+from .dormancy import Dormancy, DormancyRule
+from .durations import Duration
+from .large_deposit import LargeDeposit, LargeDepositRule
+from .reactivation import Reactivation, ReactivationRule
+from .salary import SalaryParams
+from .salary_credit import SalaryCreditRule, SalaryCreditTrigger
+from .salary_missed import SalaryMissed, SalaryMissedRule
+from .window_threshold import WindowThreshold, WindowThresholdRule
+
+Rule = Annotated[
+    LargeDepositRule
+    | SalaryCreditRule
+    | SalaryMissedRule
+    | DormancyRule
+    | ReactivationRule
+    | BalanceMilestoneRule
+    | WindowThresholdRule
+    | AbsenceRule,
+    Field(discriminator="trigger"),
+]
+
+TRIGGERS: dict[str, type[Trigger]] = {
+    "large_deposit": LargeDeposit,
+    "salary_credit": SalaryCreditTrigger,
+    "salary_missed": SalaryMissed,
+    "dormancy": Dormancy,
+    "reactivation": Reactivation,
+    "balance_milestone": BalanceMilestone,
+    "window_threshold": WindowThreshold,
+    "absence": Absence,
+}
+
+
+class EngineParams(BaseModel):
+    """The `engine:` block: how the engine treats time and repeats."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    allowed_lateness: Duration = timedelta(0)
+    max_future: Duration = timedelta(minutes=5)
+    dedupe_window: Duration = timedelta(hours=24)
+
+
+class RuleSet(BaseModel):
+    """Everything the trigger engine needs; the rules file adds the contact policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: int | str = 0
+    engine: EngineParams = EngineParams()
+    salary: SalaryParams = SalaryParams()
+    rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_rule_ids(self) -> RuleSet:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.rule_id in seen:
+                raise ValueError(f"rule_id {rule.rule_id!r} is used twice")
+            seen.add(rule.rule_id)
+        return self
+
+    def compile(self) -> list[Trigger]:
+        """One compiled trigger per rule, in file order (the order ties are broken in)."""
+        return [TRIGGERS[rule.trigger](rule, i, self) for i, rule in enumerate(self.rules)]

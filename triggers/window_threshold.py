@@ -1,0 +1,137 @@
+"""`window_threshold`: an operator-defined aggregate over a sliding window (section 3, item 7)."""
+
+from __future__ import annotations
+
+import operator
+from bisect import bisect_right
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import field_validator, model_validator
+
+from .base import RuleBase, Step, Trigger
+from .durations import Duration
+from .events import Event
+from .filters import EventFilter, major_to_minor
+
+if TYPE_CHECKING:
+    from .ruleset import RuleSet
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "gte": operator.ge,
+    "gt": operator.gt,
+    "lte": operator.le,
+    "lt": operator.lt,
+}
+AMOUNT_AGGREGATES = frozenset({"sum", "avg", "max"})
+DISTINCT_FIELDS = frozenset(
+    {"kind", "action", "product", "page", "channel", "account_id", "counterparty", "session_id"}
+)
+
+
+class WindowThresholdRule(RuleBase):
+    trigger: Literal["window_threshold"]
+    filter: EventFilter
+    aggregate: str = "count"
+    window: Duration
+    op: Literal["gte", "gt", "lte", "lt"] = "gte"
+    value: Decimal
+
+    @field_validator("aggregate")
+    @classmethod
+    def _known_aggregate(cls, value: str) -> str:
+        if value in {"count", *AMOUNT_AGGREGATES}:
+            return value
+        field = value.removeprefix("distinct:")
+        if value.startswith("distinct:") and field in DISTINCT_FIELDS:
+            return value
+        raise ValueError(
+            "expected count, sum, avg, max or distinct:<field> with field one of "
+            + ", ".join(sorted(DISTINCT_FIELDS))
+        )
+
+    @model_validator(mode="after")
+    def _amounts_need_transactions(self) -> WindowThresholdRule:
+        if self.aggregate in AMOUNT_AGGREGATES and self.filter.type != "transaction":
+            raise ValueError(f"aggregate {self.aggregate} needs filter.type: transaction")
+        return self
+
+
+class WindowThreshold(Trigger):
+    """Slot: [times, values, condition] of matching events, times sorted.
+
+    Entries older than the newest matching event minus `window` are dropped:
+    no later window ending at or after the newest event can hold them.
+    """
+
+    name = "window_threshold"
+
+    def __init__(self, rule: WindowThresholdRule, index: int, ruleset: RuleSet) -> None:
+        super().__init__(rule, index, ruleset)
+        self.matches = rule.filter.compile()
+        self.event_types = frozenset(
+            [rule.filter.type] if rule.filter.type else ["transaction", "app", "conversion"]
+        )
+        self.window = rule.window
+        self.compare = _OPS[rule.op]
+        self.aggregate = rule.aggregate
+        self.field = rule.aggregate.removeprefix("distinct:")
+        in_minor = rule.aggregate in AMOUNT_AGGREGATES
+        self.value = major_to_minor(rule.value) if in_minor else rule.value
+
+    @property
+    def horizon(self) -> timedelta:
+        return self.window
+
+    def on_event(self, step: Step, event: Event) -> None:
+        if not self.matches(event) or not self.admits(step):
+            return
+        slots = step.state.rules  # type: ignore[union-attr]
+        slot = slots[self.index]
+        if slot is None:
+            slot = slots[self.index] = [[], [], False]
+        times, values, was_true = slot
+        at = event.occurred_at
+        _drop_older(times, values, max(at, times[-1]) - self.window if times else at - self.window)
+        pos = bisect_right(times, at)
+        times.insert(pos, at)
+        values.insert(pos, self._value_of(event))
+        window = values[bisect_right(times, at - self.window) : pos + 1]
+        now_true = self.compare(self._aggregate(window), self.value)
+        slot[2] = now_true
+        if now_true and not was_true:
+            self.emit(step, at, event.event_id, aggregate=self.aggregate, window=_fmt(self.window))
+
+    def _value_of(self, event: Event) -> Any:
+        if self.aggregate == "count":
+            return 1
+        if self.aggregate in AMOUNT_AGGREGATES:
+            return event.amount  # type: ignore[union-attr]
+        return getattr(event, self.field, None)
+
+    def _aggregate(self, window: list[Any]) -> Any:
+        kind = self.aggregate
+        if kind == "count":
+            return len(window)
+        if kind == "sum":
+            return sum(window)
+        if kind == "avg":
+            return Fraction(sum(window), len(window))
+        if kind == "max":
+            return max(window)
+        return len({v for v in window if v is not None})
+
+
+def _drop_older(times: list[datetime], values: list[Any], cutoff: datetime) -> None:
+    drop = bisect_right(times, cutoff)
+    if drop:
+        del times[:drop], values[:drop]
+
+
+def _fmt(window: timedelta) -> str:
+    from .durations import format_duration
+
+    return format_duration(window)
