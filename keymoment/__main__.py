@@ -1,0 +1,5 @@
+import sys
+
+from keymoment.cli import main
+
+sys.exit(main())

@@ -1,0 +1,52 @@
+"""`keymoment` command line: one sub-command per module in `keymoment.commands`.
+
+Each module has `register(subparsers)` which adds its parser and sets
+`handler`; a handler returns the exit code. Errors a user can fix (a bad
+rules file, an unreachable server, a bad URL) are `UserError`s: printed as
+one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS = ("validate", "importer", "backtest", "run", "demo")
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keymoment",
+        description="Real-time trigger engine for retail-bank event marketing.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"keymoment.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"keymoment.commands.{name}":
+                continue  # a command not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as exc:
+        print(f"keymoment {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The operator's rules file: load, validate whole, report every problem by its path.
+
+`load_rules(path)` returns a `RulesFile` or raises `RulesError` whose
+`problems` read like `rules[3].window: expected a duration like 24h`, one
+per problem, so `keymoment validate` can list them all at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from keymoment.policy.config import Campaign, Cap, ChannelPolicy, PolicyParams
+from keymoment.triggers.ruleset import TRIGGERS, RuleSet
+
+DO_NOT_CONTACT = "do_not_contact"
+
+
+class RulesError(Exception):
+    """A rules file that cannot be used; `problems` names each problem by its path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+        self.source = source
+        self.problems = problems
+
+
+class RulesFile(RuleSet):
+    """The whole file: the engine's rule set plus campaigns, channels, caps and lists."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    timezone: str = "UTC"
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    campaigns: list[Campaign] = Field(default_factory=list)
+    channels: dict[str, ChannelPolicy] = Field(default_factory=dict)
+    caps: list[Cap] = Field(default_factory=list)
+    lists: dict[str, Path] = Field(default_factory=dict)
+    policy: PolicyParams = PolicyParams()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> RulesFile:
+        problems = list(self._reference_problems())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _reference_problems(self) -> list[str]:
+        campaign_ids = [c.campaign_id for c in self.campaigns]
+        known = set(campaign_ids)
+        problems = [f"campaign_id {c!r} is used twice" for c in known if campaign_ids.count(c) > 1]
+        problems += [
+            f"rules[{i}].campaign: no campaign {rule.campaign!r} in campaigns"
+            for i, rule in enumerate(self.rules)
+            if rule.campaign not in known
+        ]
+        for i, campaign in enumerate(self.campaigns):
+            problems += [
+                f"campaigns[{i}].lists: no list {name!r} in lists"
+                for name in campaign.lists
+                if name not in self.lists
+            ]
+        rule_ids = {rule.rule_id for rule in self.rules}
+        for i, cap in enumerate(self.caps):
+            problems += _cap_problems(i, cap, known, rule_ids)
+        return problems
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        return next(c for c in self.campaigns if c.campaign_id == campaign_id)
+
+
+def _cap_problems(i: int, cap: Cap, campaigns: set[str], rules: set[str]) -> list[str]:
+    allowed = {"customer": None, "customer_channel": "channel", "customer_campaign": "campaign",
+               "customer_rule": "rule"}[cap.scope]
+    problems = [
+        f"caps[{i}].{name}: only a {scope_of(name)} cap may name a {name}"
+        for name in ("channel", "campaign", "rule")
+        if getattr(cap, name) is not None and name != allowed
+    ]
+    if cap.campaign is not None and cap.campaign not in campaigns:
+        problems.append(f"caps[{i}].campaign: no campaign {cap.campaign!r} in campaigns")
+    if cap.rule is not None and cap.rule not in rules:
+        problems.append(f"caps[{i}].rule: no rule {cap.rule!r} in rules")
+    return problems
+
+
+def scope_of(name: str) -> str:
+    return f"customer_{name}"
+
+
+def load_rules(path: str | Path) -> RulesFile:
+    """Read, parse and validate a YAML or JSON rules file; list files resolve next to it."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise RulesError(source, [f"cannot read the file: {exc.strerror or exc}"]) from None
+    data = _parse(source, path, text)
+    if not isinstance(data, dict):
+        raise RulesError(source, ["the file must hold a mapping (rules:, campaigns:, ...)"])
+    try:
+        rules = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        raise RulesError(source, [p for err in exc.errors() for p in _problems(err)]) from None
+    return _resolve_lists(source, path.parent, rules)
+
+
+def _parse(source: str, path: Path, text: bytes) -> Any:
+    try:
+        if path.suffix.lower() == ".json":
+            return orjson.loads(text)
+        return yaml.safe_load(text)
+    except orjson.JSONDecodeError as exc:
+        raise RulesError(source, [f"not valid JSON: {exc}"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise RulesError(source, [f"not valid YAML: {where}{getattr(exc, 'problem', exc)}"]) from None
+
+
+def _resolve_lists(source: str, base: Path, rules: RulesFile) -> RulesFile:
+    resolved = {name: (base / p if not p.is_absolute() else p) for name, p in rules.lists.items()}
+    missing = [f"lists.{name}: no such file {str(p)!r}" for name, p in resolved.items() if not p.is_file()]
+    if missing:
+        raise RulesError(source, missing)
+    return rules.model_copy(update={"lists": resolved})
+
+
+def _problems(error: Any) -> list[str]:
+    """One pydantic error as `path: message` lines, dropping union tags from the path."""
+    parts: list[str] = []
+    for item in error["loc"]:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in TRIGGERS and parts and parts[-1].startswith("["):
+            continue  # the discriminator's branch name, not a field
+        elif item.startswith(("function-", "str-enum", "literal[")):
+            continue
+        else:
+            parts.append(f".{item}" if parts else item)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling; see examples/rules.yaml)"
+    elif error["type"] == "union_tag_invalid":
+        message = f"unknown trigger; expected one of {', '.join(TRIGGERS)}"
+    path = "".join(parts)
+    if not path:  # cross-checks arrive as one model-level error
+        return message.split("; ")
+    return [f"{path}: {message}"]

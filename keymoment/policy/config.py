@@ -1,0 +1,107 @@
+"""The contact-policy part of the rules file (docs/semantics.md sections 4 and 7)."""
+
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from keymoment.triggers.durations import Duration, parse_duration
+
+Id = str  # ids are checked by pattern where they are declared
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+CALENDAR_WINDOWS = ("day", "week", "month")
+_HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+class Campaign(BaseModel):
+    """What a rule's candidates become: an offer on one of `channels`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    campaign_id: str = Field(pattern=_ID)
+    offer_code: str = Field(min_length=1, max_length=64)
+    channels: list[str] = Field(min_length=1)
+    priority: int = 0
+    value: float = 0.0
+    ttl: Duration = timedelta(hours=24)
+    holdout: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_delay: Duration | None = None
+    lists: list[str] = Field(default_factory=list)
+    description: str | None = None
+
+    @property
+    def deferral_limit(self) -> timedelta:
+        """How far quiet hours may push `send_at` past `triggered_at` (default: the ttl)."""
+        return self.max_delay if self.max_delay is not None else self.ttl
+
+
+class QuietHours(BaseModel):
+    """Allowed local hours `HH:MM-HH:MM`; an end before the start wraps past midnight."""
+
+    model_config = ConfigDict(frozen=True)
+    start: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str) -> QuietHours:
+        match = _HOURS.match(text.strip())
+        if not match:
+            raise ValueError("expected allowed hours like 08:00-21:00")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2):
+            raise ValueError("hours must be 00:00..24:00")
+        to_time = lambda h, m: time(23, 59, 59, 999999) if h == 24 else time(h, m)  # noqa: E731
+        return cls(start=to_time(h1, m1), end=to_time(h2, m2))
+
+
+class ChannelPolicy(BaseModel):
+    """Per-channel settings; `quiet_hours` names the hours in which sending is allowed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    quiet_hours: QuietHours | None = None
+
+    @field_validator("quiet_hours", mode="before")
+    @classmethod
+    def _parse_hours(cls, value: object) -> object:
+        return QuietHours.parse(value) if isinstance(value, str) else value
+
+
+class Cap(BaseModel):
+    """At most `limit` offers per `window` within `scope` (section 4, caps)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=_ID)
+    scope: Literal["customer", "customer_channel", "customer_campaign", "customer_rule"]
+    limit: int = Field(ge=0)
+    window: str
+    channel: str | None = None
+    campaign: str | None = None
+    rule: str | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if value not in CALENDAR_WINDOWS:
+            try:
+                parse_duration(value)
+            except ValueError:
+                raise ValueError("expected a rolling window like 7d, or day, week or month") from None
+        return value
+
+    @property
+    def calendar(self) -> bool:
+        return self.window in CALENDAR_WINDOWS
+
+    @property
+    def rolling(self) -> timedelta:
+        """The rolling window's length (only for non-calendar caps)."""
+        return parse_duration(self.window)
+
+
+class PolicyParams(BaseModel):
+    """The `policy:` block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_offers_per_event: int = Field(default=1, ge=1)

@@ -1,0 +1,70 @@
+"""What the contact policy decides for each candidate (docs/semantics.md sections 4-5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from keymoment.triggers.candidate import Candidate
+
+Outcome = Literal[
+    "sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel"
+]
+OUTCOMES: tuple[Outcome, ...] = (
+    "sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One candidate's single outcome, with everything an offer or the decision log needs."""
+
+    candidate: Candidate
+    outcome: Outcome
+    reason: str | None
+    campaign_id: str
+    offer_code: str
+    rule_version: int | str
+    decided_at: datetime
+    channel: str | None = None
+    send_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def offer_id(self) -> str:
+        return self.candidate.offer_id
+
+    def offer(self) -> dict[str, Any]:
+        """The offer a channel connector receives (only for `sent`): no personal data."""
+        c = self.candidate
+        return {
+            "offer_id": c.offer_id,
+            "customer_id": c.customer_id,
+            "channel": self.channel,
+            "campaign_id": self.campaign_id,
+            "offer_code": self.offer_code,
+            "rule_id": c.rule_id,
+            "trigger": c.trigger,
+            "triggered_at": _iso(c.triggered_at),
+            "send_at": _iso(self.send_at),
+            "expires_at": _iso(self.expires_at),
+            "rule_version": self.rule_version,
+            "attributes": dict(c.attributes),
+        }
+
+    def log_record(self) -> dict[str, Any]:
+        """One decision-log line: the offer fields plus why, when and from which event."""
+        record = self.offer()
+        record["event_id"] = self.candidate.event_id
+        record["outcome"] = self.outcome
+        record["reason"] = self.reason
+        record["decided_at"] = _iso(self.decided_at)
+        return record
+
+
+def _iso(at: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a `Z`, the form every output uses."""
+    if at is None:
+        return None
+    return at.isoformat().replace("+00:00", "Z")
