@@ -1,0 +1,294 @@
+"""`keymoment backtest`: replay recorded events through the engine and the contact policy.
+
+The replay is the live engine on the event clock (docs/semantics.md section
+2): the watermark moves only with the events, several input files are
+merged by occurred_at, and at the end the watermark moves to `--until` (or
+the last event) so every timer due by then fires. Every candidate lands in
+the decision log with its outcome; the summary at the end is what an
+operator reads before rolling a rules change out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import heapq
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from keymoment.cli import UserError
+from keymoment.config import RulesError, RulesFile, load_rules
+from keymoment.connectors.customers import ReferenceDataError, read_profiles
+from keymoment.connectors.wire import DeadLetter, decode
+from keymoment.policy import ContactPolicy
+from keymoment.policy.decision import Decision
+from keymoment.triggers.engine import Engine
+from keymoment.triggers.events import CustomerProfile, Event
+
+PROGRESS_EVERY = 20_000
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "backtest", help="replay events through the rules and write the decision log"
+    )
+    parser.add_argument("--rules", required=True, help="rules file (YAML or JSON)")
+    parser.add_argument("--events", required=True, action="append", help="JSONL events (.gz ok); repeat to merge")
+    parser.add_argument("--customers", help="customer reference data (JSONL)")
+    parser.add_argument("--until", type=_timestamp, help="replay up to this RFC 3339 time; timers due by then fire")
+    parser.add_argument("--decisions", required=True, help="decision log output (JSONL, .gz ok)")
+    parser.add_argument("--dead-letters", help="dead-letter output (JSONL)")
+    parser.add_argument("--state", help="cap store URL (default: in memory; redis://host:port/0 to share)")
+    parser.set_defaults(handler=run)
+
+
+def _timestamp(text: str) -> datetime:
+    from keymoment.triggers.events import UtcTime
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(UtcTime).validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"expected an RFC 3339 time with offset, got {text!r}") from None
+
+
+@dataclass
+class Summary:
+    """What the operator sees at the end: counts only, never amounts or ids."""
+
+    lines: int = 0
+    events: int = 0
+    after_until: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    candidates: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    channels: Counter[tuple[str, str]] = field(default_factory=Counter)
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+    started: float = field(default_factory=time.perf_counter)
+
+    def count(self, decision: Decision) -> None:
+        rule = decision.candidate.rule_id
+        self.candidates[rule] += 1
+        self.outcomes[(rule, decision.outcome)] += 1
+        if decision.outcome == "sent" and decision.channel:
+            self.channels[(rule, decision.channel)] += 1
+        elif decision.outcome not in ("sent", "control") and decision.reason:
+            self.reasons[(decision.outcome, decision.reason)] += 1
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        rules = load_rules(args.rules)
+    except RulesError as exc:
+        print(f"{exc.source}: invalid, {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    profiles = _profiles(args.customers)
+    policy = _policy(rules, args.state)
+    summary = Summary()
+    with _Outputs(args.decisions, args.dead_letters) as out:
+        Replay(rules, profiles, policy, out, summary, args.until).run(args.events)
+    print(render(summary, rules, args.decisions))
+    return 0
+
+
+def _profiles(path: str | None) -> dict[str, CustomerProfile]:
+    if path is None:
+        return {}
+    try:
+        profiles, problems = read_profiles(path)
+    except ReferenceDataError as exc:
+        raise UserError(str(exc)) from None
+    if problems:
+        print(f"warning: {len(problems)} invalid customer record(s) skipped, first: {problems[0]}",
+              file=sys.stderr)
+    return profiles
+
+
+def _policy(rules: RulesFile, state_url: str | None) -> ContactPolicy:
+    from keymoment.policy import FirstChannelPolicy
+
+    if state_url:
+        raise UserError("--state needs the contact policy's cap stores, not built yet")
+    return FirstChannelPolicy(rules)
+
+
+class _Outputs:
+    """The decision log and the optional dead-letter file, as JSONL."""
+
+    def __init__(self, decisions: str, dead_letters: str | None) -> None:
+        self.decisions = _open_out(decisions)
+        self.dead_letters = _open_out(dead_letters) if dead_letters else None
+
+    def __enter__(self) -> _Outputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.decisions.close()
+        if self.dead_letters:
+            self.dead_letters.close()
+
+    def decision(self, decision: Decision) -> None:
+        self.decisions.write(orjson.dumps(decision.log_record()) + b"\n")
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        if self.dead_letters:
+            self.dead_letters.write(orjson.dumps(letter.record()) + b"\n")
+
+
+class Replay:
+    """One pass of merged input through engine and policy, in event time."""
+
+    def __init__(
+        self,
+        rules: RulesFile,
+        profiles: dict[str, CustomerProfile],
+        policy: ContactPolicy,
+        out: _Outputs,
+        summary: Summary,
+        until: datetime | None,
+    ) -> None:
+        self.engine = Engine(rules)
+        self.profiles, self.policy, self.out = profiles, policy, out
+        self.summary, self.until = summary, until
+        self.progress = _Progress() if sys.stderr.isatty() else None
+
+    def run(self, paths: list[str]) -> None:
+        inputs = [_Input(path, self) for path in paths]
+        merged = heapq.merge(*(iter(i) for i in inputs), key=lambda item: item[0].occurred_at)
+        last_at = None
+        for event, position in merged:
+            if self.until is not None and event.occurred_at > self.until:
+                self.summary.after_until += 1
+                continue
+            last_at = event.occurred_at
+            self._feed(event, position)
+            if self.progress:
+                self.progress.show(self.summary, sum(i.fraction() for i in inputs) / len(inputs))
+        end = self.until or last_at
+        if end is not None:
+            self._decide(self.engine.advance(end))
+        if self.progress:
+            self.progress.done()
+
+    def _feed(self, event: Event, position: str) -> None:
+        self.summary.events += 1
+        fed = self.engine.feed(event, self.profiles.get(event.customer_id))
+        if fed.duplicate:
+            self.dead_letter(DeadLetter("duplicate", position, event.event_id))
+        if fed.candidates:
+            self._decide(fed.candidates)
+
+    def _decide(self, candidates: list) -> None:
+        if not candidates:
+            return
+        for decision in self.policy.decide(candidates, self.profiles, self.engine.watermark):
+            self.summary.count(decision)
+            self.out.decision(decision)
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self.summary.dead_letters[letter.reason] += 1
+        self.out.dead_letter(letter)
+
+
+class _Input:
+    """One events file: decoded events in file order; rejects go straight to dead letters."""
+
+    def __init__(self, path: str, replay: Replay) -> None:
+        self.path, self.replay = path, replay
+        try:
+            self.raw = open(path, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        self.size = max(Path(path).stat().st_size, 1)
+        self.lines = gzip.GzipFile(fileobj=self.raw) if path.endswith(".gz") else self.raw
+
+    def __iter__(self) -> Iterator[tuple[Event, str]]:
+        summary, path = self.replay.summary, self.path
+        with self.raw:
+            for line_no, line in enumerate(self.lines, 1):
+                if not line.strip():
+                    continue
+                summary.lines += 1
+                position = f"{path}:{line_no}"
+                decoded = decode(line, position)
+                if isinstance(decoded, DeadLetter):
+                    self.replay.dead_letter(decoded)
+                else:
+                    yield decoded, position
+
+    def fraction(self) -> float:
+        return 1.0 if self.raw.closed else self.raw.tell() / self.size
+
+
+class _Progress:
+    """A one-line progress report on a terminal, refreshed every PROGRESS_EVERY events."""
+
+    def __init__(self) -> None:
+        self.next_at = PROGRESS_EVERY
+
+    def show(self, summary: Summary, fraction: float) -> None:
+        if summary.events < self.next_at:
+            return
+        self.next_at += PROGRESS_EVERY
+        elapsed = time.perf_counter() - summary.started
+        print(f"\r  {fraction:5.1%}  {summary.events:,} events  {summary.events / elapsed:,.0f}/s  "
+              f"{sum(summary.candidates.values()):,} candidates", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        print("\r" + " " * 72 + "\r", end="", file=sys.stderr, flush=True)
+
+
+def _open_out(path: str) -> IO[bytes]:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return gzip.open(path, "wb") if path.endswith(".gz") else open(path, "wb")  # noqa: SIM115
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
+    """The end-of-run summary as plain text tables."""
+    elapsed = time.perf_counter() - summary.started
+    rate = summary.events / elapsed if elapsed else 0.0
+    dead = sum(summary.dead_letters.values())
+    lines = [
+        f"replayed {summary.events:,} events from {summary.lines:,} lines in {elapsed:.1f}s "
+        f"({rate:,.0f} events/s), rules version {rules.version}",
+    ]
+    if summary.after_until:
+        lines.append(f"skipped {summary.after_until:,} events after --until")
+    lines.append(f"dead letters: {dead:,}" + "".join(
+        f"\n  {reason:<24}{n:>10,}" for reason, n in summary.dead_letters.most_common()))
+    lines.append(_rule_table(summary, rules))
+    if summary.channels:
+        lines.append("sent by channel:" + "".join(
+            f"\n  {rule:<20}{channel:<14}{n:>10,}" for (rule, channel), n in sorted(summary.channels.items())))
+    if summary.reasons:
+        lines.append("not sent, by reason:" + "".join(
+            f"\n  {outcome:<18}{reason:<24}{n:>8,}" for (outcome, reason), n in summary.reasons.most_common()))
+    lines.append(f"decision log: {decisions_path} ({sum(summary.candidates.values()):,} decisions)")
+    return "\n".join(lines)
+
+
+def _rule_table(summary: Summary, rules: RulesFile) -> str:
+    outcomes = ("sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel")
+    header = f"{'rule':<20}{'trigger':<19}{'candidates':>11}" + "".join(f"{o[:10]:>11}" for o in outcomes)
+    rows = [header]
+    for rule in rules.rules:
+        row = f"{rule.rule_id:<20}{rule.trigger:<19}{summary.candidates[rule.rule_id]:>11,}"
+        row += "".join(f"{summary.outcomes[(rule.rule_id, o)]:>11,}" for o in outcomes)
+        rows.append(row)
+    return "candidates and outcomes by rule:\n  " + "\n  ".join(rows)
+
+
+__all__ = ["Replay", "Summary", "render", "run"]
