@@ -1,0 +1,81 @@
+"""The one way the flow writes dict records to any sink, and the human-readable stdout sink.
+
+Every sink built by `keymoment.connectors.urls.sink_from_url` takes dict
+records (offers, decision-log records, dead letters). Most are Bytewax
+`DynamicSink`s and take the dicts as they are; the JSONL file sink is a
+`FixedPartitionedSink` (so it can rewind on resume) and needs `(key, dict)`
+pairs; the webhook sink can hand back its permanent failures as a stream.
+`output()` hides those differences from the flow.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, Sink, StatelessSinkPartition
+
+
+def output(step_id: str, records: Stream[dict], sink: Sink) -> Stream[dict] | None:
+    """Write `records` to `sink`; for a webhook sink, return the stream of its dead letters.
+
+    The webhook delivers inside a `flat_map_batch` step so that each 4xx
+    comes back into the dataflow as a dead-letter record the flow merges
+    into its dead-letter output (see docs/connectors.md). Other sinks
+    return None.
+    """
+    deliver = getattr(sink, "deliver_batch", None)
+    if deliver is not None:
+        return op.flat_map_batch(step_id, records, deliver)
+    if isinstance(sink, FixedPartitionedSink):
+        keyed = op.map(f"{step_id}-key", records, _with_empty_key)
+        op.output(step_id, keyed, sink)
+        return None
+    op.output(step_id, records, sink)
+    return None
+
+
+def _with_empty_key(record: dict) -> tuple[str, dict]:
+    return ("", record)
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One readable line for an offer, a decision-log record or a dead letter."""
+    if "offer_id" in record:
+        return _describe_offer(record)
+    if "reason" in record and "source" in record:
+        event = f" event {record['event_id']}" if record.get("event_id") else ""
+        return f"dead letter  {record['reason']}  at {record['source']}{event}"
+    return " ".join(f"{k}={v}" for k, v in record.items())
+
+
+def _describe_offer(r: dict[str, Any]) -> str:
+    head = f"{r.get('send_at') or r.get('triggered_at') or '-'}  {r.get('channel') or '-':<12}"
+    what = f"{r.get('campaign_id')}/{r.get('offer_code')}  customer {r.get('customer_id')}"
+    rule = f"rule {r.get('rule_id')} ({r.get('trigger')})"
+    line = f"{head}  {what}  {rule}  offer {r['offer_id']}"
+    if "outcome" in r:
+        reason = f": {r['reason']}" if r.get("reason") else ""
+        line = f"{line}  {r['outcome']}{reason}"
+    return line
+
+
+class _StdoutPartition(StatelessSinkPartition[dict]):
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write_batch(self, items: list[dict]) -> None:
+        self._stream.write("".join(describe(item) + "\n" for item in items))
+        self._stream.flush()
+
+
+class StdoutSink(DynamicSink[dict]):
+    """Human-readable lines on stdout, one per record: for people watching a demo, not machines."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self._stream = stream
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StdoutPartition:
+        return _StdoutPartition(self._stream or sys.stdout)
