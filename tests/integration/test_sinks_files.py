@@ -26,7 +26,7 @@ def _write(records: list[dict], sink) -> None:
     run_main(flow)
 
 
-def test_file_sink_writes_one_json_object_per_line_and_a_fresh_run_truncates(tmp_path: Path) -> None:
+def test_file_sink_writes_one_json_line_per_record_and_a_fresh_run_truncates(tmp_path: Path) -> None:
     """A fresh run replaces an old file; each record becomes one JSON line, unicode intact."""
     path = tmp_path / "sub" / "offers.jsonl"
     path.parent.mkdir()
@@ -36,7 +36,7 @@ def test_file_sink_writes_one_json_object_per_line_and_a_fresh_run_truncates(tmp
     assert [orjson.loads(line) for line in path.read_bytes().splitlines()] == records
 
 
-def test_stdout_sink_prints_one_readable_line_per_record(capsys: pytest.CaptureFixture[str]) -> None:
+def test_stdout_sink_prints_one_readable_line_per_record(capsys: pytest.CaptureFixture) -> None:
     """Offers, decision-log records and dead letters each print as one human-readable line."""
     decision = dict(OFFER, outcome="capped", reason="daily-any", event_id="e1")
     dead = {"reason": "schema:amount", "source": "tx.jsonl:4", "event_id": "e9"}

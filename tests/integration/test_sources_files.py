@@ -47,7 +47,7 @@ def test_plain_and_gzip_files_are_read_as_partitions_with_line_positions(tmp_pat
 
 @pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
 def test_partition_resumes_after_the_last_emitted_line(tmp_path: Path, name: str) -> None:
-    """A partition rebuilt from a mid-file snapshot continues with the next line, nothing repeated."""
+    """A partition rebuilt from a mid-file snapshot continues with the next line, none repeated."""
     path = _write(tmp_path / name, _events("e", 10) + [b"  ", b'{"tail":1}'])
     source = JsonlFileSource(path, batch_size=4)
     first = source.build_part("in", str(path), None)
@@ -81,7 +81,7 @@ class _CrashOnce:
 
 
 def test_crash_and_resume_gives_every_line_once_in_the_file_sink(tmp_path: Path) -> None:
-    """After a crash mid-gzip-file and a recovery run, the JSONL sink holds every line exactly once."""
+    """After a crash mid-gzip-file and a recovery run, the JSONL sink holds every line once."""
     path = _write(tmp_path / "in.jsonl.gz", _events("x", 500))
     out, db = tmp_path / "out.jsonl", tmp_path / "recovery"
     db.mkdir()
@@ -90,7 +90,8 @@ def test_crash_and_resume_gives_every_line_once_in_the_file_sink(tmp_path: Path)
     def flow() -> Dataflow:
         f = Dataflow("crash")
         items = op.input("in", f, JsonlFileSource(path, batch_size=7))
-        output("out", op.map("parse", items, _CrashOnce(f"{path}:321", tmp_path / "crashed")), JsonlFileSink(out))
+        parsed = op.map("parse", items, _CrashOnce(f"{path}:321", tmp_path / "crashed"))
+        output("out", parsed, JsonlFileSink(out))
         return f
 
     with pytest.raises(Exception, match="mapper"):
