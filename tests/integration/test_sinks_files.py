@@ -26,7 +26,7 @@ def _write(records: list[dict], sink) -> None:
     run_main(flow)
 
 
-def test_file_sink_writes_one_json_line_per_record_and_a_fresh_run_truncates(tmp_path: Path) -> None:
+def test_file_sink_writes_one_json_line_per_record_and_fresh_runs_truncate(tmp_path: Path) -> None:
     """A fresh run replaces an old file; each record becomes one JSON line, unicode intact."""
     path = tmp_path / "sub" / "offers.jsonl"
     path.parent.mkdir()
