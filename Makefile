@@ -1,0 +1,9 @@
+.PHONY: install test lint bench
+install:
+	pip install -e ".[dev]"
+test:
+	python -m pytest
+lint:
+	ruff check . && ruff format --check . && mypy keymoment
+bench:
+	python bench/bench_engine.py && python bench/bench_policy.py && python bench/bench_flow.py && python bench/bench_latency.py
