@@ -1,0 +1,131 @@
+"""The shared cap store: one Lua script per reservation, so processes never race past a cap.
+
+Every reservation is one `EVALSHA` of `reserve.lua` (loaded once with
+`SCRIPT LOAD`, reloaded on `NOSCRIPT` after a server restart), which checks
+every cap of every option and writes in all keys or none. Several
+reservations go in one pipeline; Redis runs them one after another in
+order, so a batch decides exactly what the same reservations one at a time
+would. All keys of one customer share the hash tag `{customer_id}`, so the
+script stays valid on Redis Cluster.
+
+The client never retries by itself and has short timeouts: an unreachable or
+slow server raises `CapStoreUnavailable` at once and the policy parks the
+candidates (fail closed). Connection errors and timeouts are counted in
+`counters`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .caps import Check, Reservation, Result, CapStoreUnavailable
+
+SCRIPT = files(__package__).joinpath("reserve.lua").read_text(encoding="utf-8")
+DEFAULT_TIMEOUT = 0.25  # seconds: slower than this counts as unavailable
+BATCH = 500  # reservations per pipeline round trip
+
+
+def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
+    """A client that fails fast and never retries behind the caller's back."""
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
+    )
+
+
+class RedisCapStore:
+    """`CapStore` on Redis 6.2+ sorted sets: member = offer_id, score = slot time in ms."""
+
+    def __init__(self, url: str, *, prefix: str = "km", timeout: float = DEFAULT_TIMEOUT,
+                 client: redis.Redis | None = None) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.client = client or redis_client(url, timeout)
+        self.sha: str | None = None
+        self.counters = {"round_trips": 0, "script_loads": 0, "connection_errors": 0,
+                         "timeouts": 0}
+
+    def reserve(self, reservation: Reservation) -> Result:
+        return self.reserve_many([reservation])[0]
+
+    def reserve_many(self, reservations: Sequence[Reservation]) -> list[Result]:
+        results: list[Result] = []
+        for start in range(0, len(reservations), BATCH):
+            results += self._batch(reservations[start:start + BATCH])
+        return results
+
+    def slots(self, key: str) -> list[tuple[str, int]]:
+        pairs = self._call(lambda: self.client.zrange(self._key(key), 0, -1, withscores=True))
+        return [(member, int(score)) for member, score in pairs]
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _batch(self, reservations: Sequence[Reservation]) -> list[Result]:
+        """One pipeline; a `NOSCRIPT` reloads the script and resends (safe: idempotent by offer)."""
+        for attempt in range(2):
+            replies = self._call(lambda: self._send(reservations))
+            if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                break
+            self.sha = None
+            if attempt:
+                raise CapStoreUnavailable("the reservation script could not be loaded")
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [_result(reply) for reply in replies]
+
+    def _send(self, reservations: Sequence[Reservation]) -> list[Any]:
+        if self.sha is None:
+            self.sha = self.client.script_load(SCRIPT)
+            self.counters["script_loads"] += 1
+        pipe = self.client.pipeline(transaction=False)
+        for reservation in reservations:
+            keys, args = self._arguments(reservation)
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+        self.counters["round_trips"] += 1
+        return pipe.execute(raise_on_error=False)
+
+    def _arguments(self, r: Reservation) -> tuple[list[str], list[Any]]:
+        keys = [self._key(f"offer:{{{r.customer_id}}}:{r.offer_id}")]
+        args: list[Any] = [r.offer_id, max(r.keep_ms, 1), len(r.options)]
+        for option in r.options:
+            args += [option.tag, option.slot_ms, len(option.checks)]
+            for check in option.checks:
+                keys.append(self._key(check.key))
+                args += _check_args(check, option.slot_ms)
+        return keys, args
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}:{key}"
+
+    def _call(self, action: Any) -> Any:
+        """Run one Redis call, turning connection trouble into `CapStoreUnavailable`."""
+        try:
+            return action()
+        except redis.exceptions.TimeoutError as exc:
+            self.counters["timeouts"] += 1
+            raise CapStoreUnavailable(f"redis timed out: {exc}") from None
+        except redis.exceptions.ConnectionError as exc:
+            self.counters["connection_errors"] += 1
+            raise CapStoreUnavailable(f"redis unreachable: {exc}") from None
+
+
+def _check_args(check: Check, slot_ms: int) -> list[Any]:
+    if check.kind == "calendar":
+        kind, lo, hi = "c", check.start_ms, check.end_ms
+    else:
+        kind, lo, hi = "r", slot_ms - check.window_ms, slot_ms + check.window_ms
+    return [check.cap_id, kind, check.limit, lo, hi, max(check.keep_ms, 1), check.prune_before_ms]
+
+
+def _result(reply: list[Any]) -> Result:
+    if int(reply[0]) == 1:
+        return Result(index=int(reply[1]), tag=str(reply[2]), replayed=bool(int(reply[3])))
+    return Result(index=None, refused=tuple(reply[1]))
