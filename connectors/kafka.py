@@ -1,0 +1,139 @@
+"""Kafka topics as a Bytewax source of `(position, value)` and dict records to a topic.
+
+Source: Bytewax's own `KafkaSource` does the consuming (partitions assigned
+directly, no consumer group, offsets kept only in Bytewax recovery state).
+This module wraps each of its partitions so that:
+
+- items are `(topic:partition:offset, value_bytes)`, the dead-letter
+  position and the raw JSON; a message without a value (a tombstone) is
+  emitted with an empty payload and becomes a `malformed_json` dead letter;
+- consumer errors never crash the flow: a message-level error is emitted as
+  an empty payload at its position (a dead letter), a client-level error
+  (broker down, ...) is logged and skipped, librdkafka reconnects by itself;
+- the snapshot is the next offset after the last message actually emitted.
+  (Bytewax's partition moves its offset on error messages too, whose offset
+  is negative; ours ignores those.)
+
+Sink: Bytewax's `KafkaSink` producer; each dict record becomes one message,
+value = the record as JSON, key = `record[key]` (default `customer_id`, so
+one customer's offers stay in order on one partition; `offer_id` is the
+other sensible choice). At-least-once: consumers de-duplicate by offer_id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import orjson
+from bytewax.connectors.kafka import (
+    KafkaError,
+    KafkaSink,
+    KafkaSinkMessage,
+    KafkaSource,
+    KafkaSourceMessage,
+)
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+
+log = logging.getLogger(__name__)
+Item = tuple[str, bytes]
+STARTS = {"earliest": OFFSET_BEGINNING, "latest": OFFSET_END}
+
+
+class _PositionedPartition(StatefulSourcePartition[Item, int]):
+    """Wraps one Bytewax Kafka partition: messages become `(position, value)`."""
+
+    def __init__(self, inner: StatefulSourcePartition, resume: int | None, start: int):
+        self._inner = inner
+        self._offset = start if resume is None else resume
+
+    def next_batch(self) -> list[Item]:
+        out: list[Item] = []
+        for msg in self._inner.next_batch():
+            item = _item(msg)
+            if item is None:
+                continue
+            out.append(item)
+            self._offset = max(self._offset, _offset_of(msg) + 1)
+        return out
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _offset_of(msg: KafkaSourceMessage | KafkaError) -> int:
+    source = msg.msg if isinstance(msg, KafkaError) else msg
+    return source.offset if source.offset is not None else -1
+
+
+def _item(msg: KafkaSourceMessage | KafkaError) -> Item | None:
+    if isinstance(msg, KafkaError):
+        return _error_item(msg)
+    return (f"{msg.topic}:{msg.partition}:{msg.offset}", msg.value or b"")
+
+
+def _error_item(err: KafkaError) -> Item | None:
+    """A positioned error is a dead letter; a client error is only logged (never its payload)."""
+    msg = err.msg
+    if msg.offset is None or msg.offset < 0:
+        log.warning("kafka consumer error on %s: %s", msg.topic, err.err.name())
+        return None
+    log.warning("kafka message error at %s:%s:%s: %s", msg.topic, msg.partition, msg.offset,
+                err.err.name())
+    return (f"{msg.topic}:{msg.partition}:{msg.offset}", b"")
+
+
+class KafkaEventSource(FixedPartitionedSource[Item, int]):
+    """Every partition of `topics` from `start` (`earliest` or `latest`); `tail=False` ends at EOF."""
+
+    def __init__(self, brokers: Sequence[str], topics: Sequence[str], start: str = "earliest",
+                 tail: bool = True, batch_size: int = 1000, config: dict | None = None):
+        if start not in STARTS:
+            raise ValueError(f"kafka start must be earliest or latest, not {start!r}")
+        if not topics:
+            raise ValueError("kafka source needs at least one topic")
+        self.start = STARTS[start]
+        self.inner = KafkaSource(list(brokers), list(topics), tail=tail,
+                                 starting_offset=self.start, add_config=config,
+                                 batch_size=batch_size, raise_on_errors=False)
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+        inner = self.inner.build_part(step_id, for_part, resume_state)
+        return _PositionedPartition(inner, resume_state, self.start)
+
+
+class _RecordPartition(StatelessSinkPartition[dict]):
+    def __init__(self, inner: StatelessSinkPartition, key: str):
+        self._inner, self._key = inner, key
+
+    def write_batch(self, items: list[dict]) -> None:
+        self._inner.write_batch([_message(item, self._key) for item in items])
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _message(record: dict, key: str) -> KafkaSinkMessage:
+    value = record.get(key)
+    return KafkaSinkMessage(str(value).encode() if value is not None else None,
+                            orjson.dumps(record))
+
+
+class KafkaRecordSink(DynamicSink[dict]):
+    """Dict records as JSON messages on `topic`, keyed by `record[key]`."""
+
+    def __init__(self, brokers: Sequence[str], topic: str, key: str = "customer_id",
+                 config: dict | None = None):
+        self.key = key
+        self.inner = KafkaSink(list(brokers), topic, add_config=config)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RecordPartition:
+        return _RecordPartition(self.inner.build(step_id, worker_index, worker_count), self.key)

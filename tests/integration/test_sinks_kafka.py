@@ -1,0 +1,58 @@
+"""Kafka sink against a real Tansu broker: one JSON message per record, keyed."""
+
+from __future__ import annotations
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from keymoment.connectors.kafka import KafkaRecordSink
+from keymoment.connectors.sinks import output
+from tests.integration.test_sources_kafka import create_topic
+
+
+def read_topic(bootstrap: str, topic: str, partition: int = 0) -> list[tuple[bytes, bytes]]:
+    """Everything on one partition, read with an assignment (Tansu hangs on group joins)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+                         "enable.partition.eof": True, "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, partition, 0)])
+    out: list[tuple[bytes, bytes]] = []
+    try:
+        while True:
+            msg = consumer.poll(10)
+            assert msg is not None, "timed out reading the topic"
+            if msg.error():
+                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                return out
+            out.append((msg.key(), msg.value()))
+    finally:
+        consumer.close()
+
+
+def test_records_become_json_messages_keyed_by_customer(kafka_broker) -> None:
+    """Each record is produced once, in order, value = its JSON and key = its customer_id."""
+    topic = create_topic(kafka_broker.bootstrap)
+    records = [{"offer_id": f"{i:032x}", "customer_id": f"c{i % 7}"} for i in range(200)]
+    flow = Dataflow("kafka-out")
+    items = op.input("in", flow, TestingSource(records, batch_size=25))
+    output("out", items, KafkaRecordSink([kafka_broker.bootstrap], topic))
+    run_main(flow)
+    got = read_topic(kafka_broker.bootstrap, topic)
+    assert [(k.decode(), orjson.loads(v)) for k, v in got] == [
+        (r["customer_id"], r) for r in records
+    ]
+
+
+def test_key_can_be_the_offer_id(kafka_broker) -> None:
+    """With key=offer_id every message is keyed by its offer's deterministic id."""
+    topic = create_topic(kafka_broker.bootstrap)
+    records = [{"offer_id": f"{i:032x}", "customer_id": "c"} for i in range(3)]
+    flow = Dataflow("kafka-out-key")
+    items = op.input("in", flow, TestingSource(records))
+    output("out", items, KafkaRecordSink([kafka_broker.bootstrap], topic, key="offer_id"))
+    run_main(flow)
+    assert [k.decode() for k, _ in read_topic(kafka_broker.bootstrap, topic)] == [
+        r["offer_id"] for r in records
+    ]
