@@ -21,8 +21,16 @@ from .caps import (
 from .memory_caps import MemoryCapStore
 
 __all__ = [
-    "CapStore", "CapStoreUnavailable", "Check", "MemoryCapStore", "Option", "Reservation",
-    "Result", "cap_key", "cap_store_from_url", "rolling_admits",
+    "CapStore",
+    "CapStoreUnavailable",
+    "Check",
+    "MemoryCapStore",
+    "Option",
+    "Reservation",
+    "Result",
+    "cap_key",
+    "cap_store_from_url",
+    "rolling_admits",
 ]
 
 

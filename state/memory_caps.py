@@ -73,13 +73,17 @@ class MemoryCapStore:
         entry = self._live(check.key, now_ms)
         times = [at for at, _ in entry.slots] if entry else []
         if check.kind == "calendar":
-            count = bisect.bisect_left(times, check.end_ms) - bisect.bisect_left(times, check.start_ms)
+            count = bisect.bisect_left(times, check.end_ms) - bisect.bisect_left(
+                times, check.start_ms
+            )
             return count < check.limit
         return rolling_admits(times, slot_ms, check.window_ms, check.limit)
 
     def _take(self, reservation: Reservation, option: Option) -> None:
         for check in option.checks:
-            entry = self._live(check.key, reservation.now_ms) or self._keys.setdefault(check.key, _Key())
+            entry = self._live(check.key, reservation.now_ms) or self._keys.setdefault(
+                check.key, _Key()
+            )
             cut = bisect.bisect_left(entry.slots, (check.prune_before_ms, ""))
             del entry.slots[:cut]
             bisect.insort(entry.slots, (option.slot_ms, reservation.offer_id))

@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .caps import Check, Reservation, Result, CapStoreUnavailable
+from .caps import CapStoreUnavailable, Check, Reservation, Result
 
 SCRIPT = files(__package__).joinpath("reserve.lua").read_text(encoding="utf-8")
 DEFAULT_TIMEOUT = 0.25  # seconds: slower than this counts as unavailable
@@ -34,22 +34,31 @@ BATCH = 500  # reservations per pipeline round trip
 def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
     """A client that fails fast and never retries behind the caller's back."""
     return redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0), retry_on_timeout=False, decode_responses=True,
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        decode_responses=True,
     )
 
 
 class RedisCapStore:
     """`CapStore` on Redis 6.2+ sorted sets: member = offer_id, score = slot time in ms."""
 
-    def __init__(self, url: str, *, prefix: str = "km", timeout: float = DEFAULT_TIMEOUT,
-                 client: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "km",
+        timeout: float = DEFAULT_TIMEOUT,
+        client: redis.Redis | None = None,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.client = client or redis_client(url, timeout)
         self.sha: str | None = None
-        self.counters = {"round_trips": 0, "script_loads": 0, "connection_errors": 0,
-                         "timeouts": 0}
+        self.counters = {"round_trips": 0, "script_loads": 0, "connection_errors": 0, "timeouts": 0}
 
     def reserve(self, reservation: Reservation) -> Result:
         return self.reserve_many([reservation])[0]
@@ -57,7 +66,7 @@ class RedisCapStore:
     def reserve_many(self, reservations: Sequence[Reservation]) -> list[Result]:
         results: list[Result] = []
         for start in range(0, len(reservations), BATCH):
-            results += self._batch(reservations[start:start + BATCH])
+            results += self._batch(reservations[start : start + BATCH])
         return results
 
     def slots(self, key: str) -> list[tuple[str, int]]:

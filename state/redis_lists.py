@@ -19,8 +19,14 @@ from .redis_caps import DEFAULT_TIMEOUT, redis_client
 class RedisListStore:
     """Reads (and, for operators and tests, writes) named customer-id sets."""
 
-    def __init__(self, url: str, *, prefix: str = "km", timeout: float = DEFAULT_TIMEOUT,
-                 client: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "km",
+        timeout: float = DEFAULT_TIMEOUT,
+        client: redis.Redis | None = None,
+    ) -> None:
         self.prefix = prefix
         self.client = client or redis_client(url, timeout)
         self.counters = {"connection_errors": 0, "timeouts": 0}

@@ -1,24 +1,38 @@
 """The contact policy: from candidates to decisions (docs/semantics.md section 4).
 
 `ContactPolicy.decide` takes the candidates of one engine call (one event
-and the timers it made due), so candidates that compete in arbitration
-always arrive together.
+and the timers it made due), or several such calls at once, so candidates
+that compete in arbitration always arrive together. `build_policy` is what
+the backtest, `run` and `demo` call; docs/policy.md describes the API.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from keymoment.state import CapStore, MemoryCapStore
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
+if TYPE_CHECKING:
+    from keymoment.config import RulesFile
+
+from .contact import RulesContactPolicy
 from .decision import Decision
+from .suppression import FileLists, ListSource, Suppression
+
+__all__ = ["ContactPolicy", "Decision", "FileLists", "RulesContactPolicy", "build_policy"]
 
 
 class ContactPolicy(Protocol):
-    """Decides every candidate exactly once: one outcome and a reason each."""
+    """Decides every candidate exactly once: one outcome and a reason each.
+
+    `decide` returns the decisions that are final now; candidates the cap
+    store could not take yet are parked, and come back from a later
+    `decide` or `retry_pending` (which the live flow calls on a timer tick).
+    """
 
     def decide(
         self,
@@ -29,13 +43,69 @@ class ContactPolicy(Protocol):
         """`clock_at` is the engine clock that `ttl` is measured against."""
         ...
 
+    def retry_pending(self, clock_at: datetime) -> list[Decision]:
+        """Decisions for parked candidates that became final (sent, or expired while waiting)."""
+        ...
+
+    @property
+    def pending(self) -> int:
+        """How many candidates wait for the cap store."""
+        ...
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Counts for the live view and metrics: parked, store errors, timeouts, ..."""
+        ...
+
 
 def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
+def build_policy(
+    rules: RulesFile,
+    *,
+    store: CapStore | None = None,
+    clock: Callable[[], datetime] = wall_clock,
+    lists: Sequence[ListSource] | None = None,
+    list_check_every: float = 5.0,
+    **options: Any,
+) -> RulesContactPolicy:
+    """The rules file's policy over `store` (memory by default).
+
+    Suppression reads the rules file's list files (re-read when they change,
+    checked at most every `list_check_every` seconds) and, when `store` is a
+    `RedisCapStore` and `lists` is not given, the Redis sets `<prefix>:list:<name>`
+    on the same server. `options` go to `RulesContactPolicy` (`max_pending`,
+    `retry_interval`, `max_retry_interval`).
+    """
+    store = store if store is not None else MemoryCapStore()
+    if lists is None:
+        lists = [FileLists(rules.lists, check_every=list_check_every), *_redis_lists(store)]
+    campaign_lists = {c.campaign_id: c.lists for c in rules.campaigns}
+    return RulesContactPolicy(
+        rules, store, Suppression(lists, campaign_lists), clock=clock, **options
+    )
+
+
+def _redis_lists(store: CapStore) -> list[ListSource]:
+    from keymoment.state.redis_caps import RedisCapStore
+
+    if not isinstance(store, RedisCapStore):
+        return []
+    from keymoment.state.redis_lists import RedisListStore
+
+    return [RedisListStore(store.url, prefix=store.prefix, client=store.client)]
+
+
 class FirstChannelPolicy:
-    """Placeholder until the full policy lands: every candidate `sent` on its first channel."""
+    """Every candidate `sent` on its first channel: a policy-off baseline for benchmarks."""
+
+    pending = 0
+    counters: dict[str, int] = {}
+
+    def retry_pending(self, clock_at: datetime) -> list[Decision]:
+        return []
 
     def __init__(self, rules, clock: Callable[[], datetime] = wall_clock) -> None:  # type: ignore[no-untyped-def]
         self.rules = rules

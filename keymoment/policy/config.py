@@ -87,7 +87,9 @@ class Cap(BaseModel):
             try:
                 parse_duration(value)
             except ValueError:
-                raise ValueError("expected a rolling window like 7d, or day, week or month") from None
+                raise ValueError(
+                    "expected a rolling window like 7d, or day, week or month"
+                ) from None
         return value
 
     @property

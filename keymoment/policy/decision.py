@@ -12,7 +12,13 @@ Outcome = Literal[
     "sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel"
 ]
 OUTCOMES: tuple[Outcome, ...] = (
-    "sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel"
+    "sent",
+    "control",
+    "suppressed",
+    "arbitration_lost",
+    "capped",
+    "expired",
+    "no_channel",
 )
 
 

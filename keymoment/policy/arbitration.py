@@ -1,0 +1,42 @@
+"""Arbitration between candidates that compete for one moment (semantics section 4.3).
+
+Candidates of one customer compete when they share the triggering `event_id`
+(timers: the same `triggered_at`). They are ranked by campaign priority desc,
+value desc, rule_id asc; the first `max_offers` go on and the others lose to
+the top-ranked rule. Timer and event candidates never compete with each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from keymoment.triggers.candidate import Candidate
+
+from .config import Campaign
+
+
+def moment(candidate: Candidate) -> tuple[str, str, str]:
+    """What a candidate competes over."""
+    if candidate.timer:
+        return (candidate.customer_id, "timer", candidate.triggered_at.isoformat())
+    return (candidate.customer_id, "event", candidate.event_id)
+
+
+def arbitrate(
+    candidates: Sequence[Candidate], campaign_of: Callable[[Candidate], Campaign], max_offers: int
+) -> tuple[list[Candidate], list[tuple[Candidate, str]]]:
+    """Split into winners (in input order) and `(loser, winner's rule_id)` pairs."""
+    groups: dict[tuple[str, str, str], list[Candidate]] = {}
+    for candidate in candidates:
+        groups.setdefault(moment(candidate), []).append(candidate)
+    keep: set[int] = set()
+    losers: list[tuple[Candidate, str]] = []
+    for group in groups.values():
+        ranked = sorted(group, key=lambda c: _rank(c, campaign_of(c)))
+        keep.update(id(c) for c in ranked[:max_offers])
+        losers += [(c, ranked[0].rule_id) for c in ranked[max_offers:]]
+    return [c for c in candidates if id(c) in keep], losers
+
+
+def _rank(candidate: Candidate, campaign: Campaign) -> tuple[int, float, str]:
+    return (-campaign.priority, -campaign.value, candidate.rule_id)

@@ -1,0 +1,264 @@
+"""The contact policy of the rules file: every candidate gets exactly one outcome and a reason.
+
+Steps in the order of semantics section 4: suppression, holdout,
+arbitration, ttl, channel choice with consent, quiet hours and caps. The
+store-facing steps fail closed: when the cap store (or the Redis list
+source) cannot answer, the candidates are parked in a bounded queue instead
+of being decided, and `retry_pending(clock_at)` (called by the flow on a
+timer tick, and at the start of each `decide`) decides them once the store
+answers, or ends them `expired` / `cap_store_unavailable` when their ttl
+passes while they wait. While the store is known to be down, new work is
+parked without calling it, so an outage never costs a timeout per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from keymoment.state.caps import CapStore, CapStoreUnavailable, Result
+from keymoment.triggers.candidate import Candidate
+from keymoment.triggers.events import CustomerProfile
+
+from .arbitration import arbitrate
+from .config import Campaign
+from .decision import Decision, Outcome
+from .holdout import in_control
+from .planning import Plan, Planner, from_ms
+from .suppression import Suppression
+
+Profiles = Mapping[str, CustomerProfile]
+UNAVAILABLE = "cap_store_unavailable"
+
+if TYPE_CHECKING:
+    from keymoment.config import RulesFile
+
+
+@dataclass(slots=True)
+class _Parked:
+    """Work the store could not take yet; `screened` ones already passed steps 1-3."""
+
+    candidates: list[Candidate]
+    profiles: dict[str, CustomerProfile]
+    screened: bool
+
+
+class RulesContactPolicy:
+    """`ContactPolicy` for one rules file over one `CapStore` and some list sources."""
+
+    def __init__(
+        self,
+        rules: RulesFile,
+        store: CapStore,
+        suppression: Suppression,
+        *,
+        clock: Callable[[], datetime],
+        max_pending: int = 100_000,
+        retry_interval: float = 0.5,
+        max_retry_interval: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rules, self.store, self.suppression, self.clock = rules, store, suppression, clock
+        self.campaigns = {c.campaign_id: c for c in rules.campaigns}
+        self.planner = Planner(rules)
+        self.max_pending = max_pending
+        self.retry_interval, self.max_retry_interval = retry_interval, max_retry_interval
+        self.monotonic = monotonic
+        self._pending: deque[_Parked] = deque()
+        self._pending_count = 0
+        self._backoff = retry_interval
+        self._retry_at = float("-inf")
+        self._counts = {
+            "decided": 0,
+            "parked": 0,
+            "store_failures": 0,
+            "expired_waiting": 0,
+            "pending_overflow": 0,
+        }
+
+    # -- the API the flow and the backtest call ---------------------------------------------
+    def decide(
+        self, candidates: Sequence[Candidate], profiles: Profiles, clock_at: datetime
+    ) -> list[Decision]:
+        """Final decisions for `candidates` (and for parked ones that could now be decided)."""
+        out = self.retry_pending(clock_at) if self._pending else []
+        if self._pending or not self._store_may_answer():
+            return out + self._park(list(candidates), profiles, screened=False)
+        return out + self._run(list(candidates), profiles, clock_at, parked=False)
+
+    def retry_pending(self, clock_at: datetime) -> list[Decision]:
+        """Expire parked candidates past their ttl; retry the rest when the store may answer."""
+        out = self._expire_waiting(clock_at)
+        if not self._pending or not self._store_may_answer():
+            return out
+        items, self._pending, self._pending_count = self._pending, deque(), 0
+        for item in items:
+            if self._pending:  # failed again in this round: keep the order, do not hammer
+                out += self._park(item.candidates, item.profiles, item.screened)
+            elif item.screened:
+                out += self._reserve(item.candidates, item.profiles, clock_at, parked=True)
+            else:
+                out += self._run(item.candidates, item.profiles, clock_at, parked=True)
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Candidates waiting for the store."""
+        return self._pending_count
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Policy counts plus the store's and list sources' (connection errors, timeouts...)."""
+        merged = dict(self._counts, pending=self._pending_count)
+        for name, source in [
+            ("store", self.store),
+            *(("lists", s) for s in self.suppression.sources),
+        ]:
+            for key, value in getattr(source, "counters", {}).items():
+                merged[f"{name}_{key}"] = merged.get(f"{name}_{key}", 0) + value
+        return merged
+
+    # -- the steps --------------------------------------------------------------------------
+    def _run(
+        self, candidates: list[Candidate], profiles: Profiles, clock_at: datetime, parked: bool
+    ) -> list[Decision]:
+        try:
+            listed = self.suppression.lookup([c.customer_id for c in candidates])
+        except CapStoreUnavailable:
+            self._failed()
+            return self._park(candidates, profiles, screened=False)
+        out, eligible = [], []
+        for c in candidates:
+            campaign = self.campaigns[c.campaign]
+            name = self.suppression.first_list(
+                campaign.campaign_id, listed.get(c.customer_id, set())
+            )
+            if name is not None:
+                out.append(self._final(c, "suppressed", name))
+            elif in_control(campaign.campaign_id, c.customer_id, campaign.holdout):
+                out.append(self._final(c, "control", "holdout"))
+            else:
+                eligible.append(c)
+        winners, losers = arbitrate(
+            eligible, self._campaign, self.rules.policy.max_offers_per_event
+        )
+        out += [self._final(c, "arbitration_lost", winner) for c, winner in losers]
+        out += self._reserve(winners, profiles, clock_at, parked)
+        order = {id(c): i for i, c in enumerate(candidates)}
+        return sorted(out, key=lambda d: order[id(d.candidate)])
+
+    def _reserve(
+        self, candidates: list[Candidate], profiles: Profiles, clock_at: datetime, parked: bool
+    ) -> list[Decision]:
+        out, plans = [], []
+        for c in candidates:
+            campaign = self._campaign(c)
+            if clock_at - c.triggered_at > campaign.ttl:
+                out.append(self._final(c, "expired", UNAVAILABLE if parked else "ttl"))
+                continue
+            plan = self.planner.plan(c, campaign, profiles.get(c.customer_id), clock_at)
+            if plan.reservation is None:
+                out.append(self._unplaced(plan))
+            else:
+                plans.append(plan)
+        if not plans:
+            return out
+        try:
+            results = self.store.reserve_many([p.reservation for p in plans])  # type: ignore[misc]
+        except CapStoreUnavailable:
+            self._failed()
+            return out + self._park([p.candidate for p in plans], profiles, screened=True)
+        self._succeeded()
+        return out + [self._placed(p, r) for p, r in zip(plans, results, strict=True)]
+
+    def _unplaced(self, plan: Plan) -> Decision:
+        if plan.deferral_blocked:
+            return self._final(plan.candidate, "expired", "max_delay")
+        return self._final(
+            plan.candidate, "no_channel", "no_consent" if plan.has_profile else "no_profile"
+        )
+
+    def _placed(self, plan: Plan, result: Result) -> Decision:
+        if result.tag is None:
+            return self._final(plan.candidate, "capped", result.refused[0])
+        channel, _, slot = result.tag.partition("|")
+        send_at = from_ms(int(slot))
+        reason = "deferred_quiet_hours" if send_at > plan.earliest else "admitted"
+        if result.replayed:
+            reason = "already_reserved"
+        return self._final(plan.candidate, "sent", reason, channel=channel, send_at=send_at)
+
+    # -- fail closed ------------------------------------------------------------------------
+    def _park(
+        self, candidates: list[Candidate], profiles: Profiles, screened: bool
+    ) -> list[Decision]:
+        room = max(self.max_pending - self._pending_count, 0)
+        keep, overflow = candidates[:room], candidates[room:]
+        if keep:
+            wanted = {c.customer_id for c in keep}
+            self._pending.append(
+                _Parked(keep, {k: v for k, v in profiles.items() if k in wanted}, screened)
+            )
+            self._pending_count += len(keep)
+            self._counts["parked"] += len(keep)
+        self._counts["pending_overflow"] += len(overflow)
+        return [self._final(c, "expired", "pending_queue_full") for c in overflow]
+
+    def _expire_waiting(self, clock_at: datetime) -> list[Decision]:
+        out: list[Decision] = []
+        for item in self._pending:
+            alive = []
+            for c in item.candidates:
+                if clock_at - c.triggered_at <= self._campaign(c).ttl:
+                    alive.append(c)
+                else:
+                    out.append(self._final(c, "expired", UNAVAILABLE))
+            item.candidates = alive
+        self._pending = deque(item for item in self._pending if item.candidates)
+        self._pending_count = sum(len(item.candidates) for item in self._pending)
+        self._counts["expired_waiting"] += len(out)
+        return out
+
+    def _store_may_answer(self) -> bool:
+        return self.monotonic() >= self._retry_at
+
+    def _failed(self) -> None:
+        self._counts["store_failures"] += 1
+        self._retry_at = self.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.max_retry_interval)
+
+    def _succeeded(self) -> None:
+        self._backoff = self.retry_interval
+        self._retry_at = float("-inf")
+
+    # -- decisions --------------------------------------------------------------------------
+    def _campaign(self, c: Candidate) -> Campaign:
+        return self.campaigns[c.campaign]
+
+    def _final(
+        self,
+        c: Candidate,
+        outcome: Outcome,
+        reason: str,
+        *,
+        channel: str | None = None,
+        send_at: datetime | None = None,
+    ) -> Decision:
+        campaign = self._campaign(c)
+        self._counts["decided"] += 1
+        return Decision(
+            candidate=c,
+            outcome=outcome,
+            reason=reason,
+            campaign_id=campaign.campaign_id,
+            offer_code=campaign.offer_code,
+            rule_version=self.rules.version,
+            decided_at=self.clock(),
+            channel=channel,
+            send_at=send_at,
+            expires_at=c.triggered_at + campaign.ttl,
+        )

@@ -1,0 +1,67 @@
+"""Local time for quiet hours and calendar caps, DST-safe (semantics section 4.4).
+
+Local wall times are turned into instants with `fold=0`, so a period or an
+opening that falls in a DST gap starts at the first real instant after it,
+and in a repeated hour at its first occurrence. Every boundary is computed
+the same way, so consecutive periods always meet exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from .config import QuietHours
+
+END_OF_DAY = time(23, 59, 59, 999999)  # how QuietHours writes 24:00
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def at_local(day: date, clock: time, tz: ZoneInfo) -> datetime:
+    """The UTC instant of wall time `clock` on `day` in `tz` (first occurrence; gaps move on)."""
+    return datetime.combine(day, clock, tzinfo=tz).astimezone(UTC)
+
+
+def allowed(local: time, hours: QuietHours) -> bool:
+    """`start <= t < end`; an end before the start wraps past midnight; equal means always."""
+    start, end = hours.start, hours.end
+    if start == end:
+        return True
+    if end == END_OF_DAY:
+        return local >= start
+    if start < end:
+        return start <= local < end
+    return local >= start or local < end
+
+
+def next_opening(earliest: datetime, hours: QuietHours | None, tz: ZoneInfo) -> datetime:
+    """`earliest` itself when sending is allowed then, else the next instant it is."""
+    if hours is None:
+        return earliest
+    local = earliest.astimezone(tz)
+    if allowed(local.time().replace(tzinfo=None), hours):
+        return earliest
+    for days in range(3):
+        opening = at_local(local.date() + timedelta(days=days), hours.start, tz)
+        if opening > earliest:
+            return opening
+    raise AssertionError("an opening always exists within two days")  # pragma: no cover
+
+
+def period(at: datetime, window: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """The calendar `day`, `week` (from Monday) or `month` holding `at`, as UTC `[start, end)`."""
+    day = at.astimezone(tz).date()
+    if window == "day":
+        first, after = day, day + timedelta(days=1)
+    elif window == "week":
+        first = day - timedelta(days=day.weekday())
+        after = first + timedelta(days=7)
+    else:
+        first = day.replace(day=1)
+        after = (first + timedelta(days=32)).replace(day=1)
+    return at_local(first, time(0), tz), at_local(after, time(0), tz)
