@@ -22,7 +22,7 @@ its state when nothing newer arrived, so quiet customers hold nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from heapq import heappop, heappush
 from typing import Any, NamedTuple
 
@@ -34,6 +34,10 @@ from .salary import SalaryTracker
 from .state import CustomerState
 
 EVICT_KEY = ""
+# Eviction waits one tick past the horizon: rules whose memory is inclusive
+# ("at most 400d", "forgotten after 400d") still see the state of an event
+# exactly `horizon` after the customer's last one.
+EVICT_SLACK = timedelta(microseconds=1)
 
 
 class Fed(NamedTuple):
@@ -51,7 +55,7 @@ class Engine:
         self.triggers: list[Trigger] = ruleset.compile()
         self.lateness = ruleset.engine.allowed_lateness
         self.dedupe_window = ruleset.engine.dedupe_window
-        self.horizon = max([t.horizon for t in self.triggers] + [self.dedupe_window])
+        self.horizon = max([t.horizon for t in self.triggers] + [self.dedupe_window]) + EVICT_SLACK
         self.evict_index = len(self.triggers)  # sorts after every rule at the same deadline
         self.tracks_activity = any(t.uses_activity for t in self.triggers)
         self.salary = (
@@ -131,7 +135,10 @@ class Engine:
         elif self._is_duplicate(state, event):
             return None
         self._remember(customer_id, state, event)
-        step = self._begin(customer_id, state, profile, [])
+        out: list[Candidate] = []
+        if self.lateness and len(state.queued) > 1:
+            self._fire_own_due(customer_id, state, at, out)
+        step = self._begin(customer_id, state, profile, out)
         if self.tracks_activity and is_activity(event):
             step.prev_activity_at = self._record_activity(state, event)
         if self.salary is not None and event.type == "transaction" and event.direction == "credit":
@@ -141,6 +148,21 @@ class Engine:
         for trigger in self._by_type[event.type]:
             trigger.on_event(step, event)
         return self._fire_due(step.out)  # timers a late event armed in the past
+
+    def _fire_own_due(self, customer_id: str, state: CustomerState, at: datetime, out: list) -> None:
+        """Under allowed lateness, fire this customer's timers due at or before its own event.
+
+        The watermark may still be behind them, but an event of the customer
+        at or past a deadline must not cancel or move it (docs/engine.md):
+        the result is then the same whatever the lateness.
+        """
+        due = []
+        for index, key in state.queued:
+            actual = None if index == self.evict_index else self.triggers[index].deadline(state, key)
+            if actual is not None and actual <= at:
+                due.append((actual, index, key))
+        for actual, index, key in sorted(due):
+            self.triggers[index].fire(self._begin(customer_id, state, None, out), key, actual)
 
     def _begin(
         self, customer_id: str, state: CustomerState, profile: CustomerProfile | None, out: list

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import field_validator, model_validator
 
 from .base import RuleBase, Step, Trigger
-from .durations import Duration
+from .durations import Duration, format_duration
 from .events import Event
 from .filters import EventFilter, major_to_minor
 
@@ -80,7 +80,8 @@ class WindowThreshold(Trigger):
         self.aggregate = rule.aggregate
         self.field = rule.aggregate.removeprefix("distinct:")
         in_minor = rule.aggregate in AMOUNT_AGGREGATES
-        self.value = major_to_minor(rule.value) if in_minor else rule.value
+        self.value = major_to_minor(rule.value) if in_minor else _exact(rule.value)
+        self.label = format_duration(rule.window)
 
     @property
     def horizon(self) -> timedelta:
@@ -95,15 +96,18 @@ class WindowThreshold(Trigger):
             slot = slots[self.index] = [[], [], False]
         times, values, was_true = slot
         at = event.occurred_at
-        _drop_older(times, values, max(at, times[-1]) - self.window if times else at - self.window)
+        start = at - self.window
+        _drop_older(times, values, max(at, times[-1]) - self.window if times else start)
         pos = bisect_right(times, at)
+        first = bisect_right(times, start)
+        if first == pos:
+            was_true = False  # nothing earlier in this window: a new episode (docs/engine.md)
         times.insert(pos, at)
         values.insert(pos, self._value_of(event))
-        window = values[bisect_right(times, at - self.window) : pos + 1]
-        now_true = self.compare(self._aggregate(window), self.value)
+        now_true = self.compare(self._aggregate(values[first : pos + 1]), self.value)
         slot[2] = now_true
         if now_true and not was_true:
-            self.emit(step, at, event.event_id, aggregate=self.aggregate, window=_fmt(self.window))
+            self.emit(step, at, event.event_id, aggregate=self.aggregate, window=self.label)
 
     def _value_of(self, event: Event) -> Any:
         if self.aggregate == "count":
@@ -131,7 +135,6 @@ def _drop_older(times: list[datetime], values: list[Any], cutoff: datetime) -> N
         del times[:drop], values[:drop]
 
 
-def _fmt(window: timedelta) -> str:
-    from .durations import format_duration
-
-    return format_duration(window)
+def _exact(value: Decimal) -> int | Fraction:
+    """Counts compare faster and exactly against an int (or a Fraction) than a Decimal."""
+    return int(value) if value == value.to_integral_value() else Fraction(value)

@@ -1,0 +1,195 @@
+"""The engine around the triggers: dedupe, the watermark, timer order, eviction, lateness,
+snapshots (docs/semantics.md sections 1-3)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from keymoment.triggers.engine import Engine
+from test_triggers_support import app, at, brief, ruleset, run, tx
+
+DORM = {"rule_id": "dorm", "trigger": "dormancy"}
+LOAN = {
+    "rule_id": "loan",
+    "trigger": "absence",
+    "within": "30m",
+    "start": {"type": "app", "action": "apply_start", "product": "loan"},
+    "cancel": {"type": "app", "action": "apply_submit", "product": "loan"},
+}
+BIG = {"rule_id": "big", "trigger": "large_deposit"}
+WEALTH = {
+    "rule_id": "wealth",
+    "trigger": "window_threshold",
+    "filter": {"type": "app", "action": "page_view", "product": "wealth"},
+    "window": "24h",
+    "value": 3,
+}
+
+
+# -- dedupe --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("later", "duplicate"),
+    [(at(hours=23, minutes=59), True), (at(hours=24), True), (at(hours=24, seconds=1), False)],
+)
+def test_repeat_of_an_event_id_within_24h_is_a_duplicate(later, duplicate):
+    """Same customer, same id, |dt| <= dedupe_window: dropped and flagged; beyond it: a new event."""
+    engine = Engine(ruleset(BIG))
+    assert engine.feed(tx("x", at(0), "60000"), None).duplicate is False
+    fed = engine.feed(tx("x", later, "60000"), None)
+    assert fed.duplicate is duplicate
+    assert [c.event_id for c in fed.candidates] == ([] if duplicate else ["x"])
+
+
+def test_duplicate_is_per_customer():
+    """The same event id for another customer is a different event."""
+    engine = Engine(ruleset(BIG))
+    first = engine.feed(tx("x", at(0), "60000", customer="a"), None)
+    second = engine.feed(tx("x", at(0), "60000", customer="b"), None)
+    assert (first.duplicate, second.duplicate) == (False, False)
+    assert [c.customer_id for c in first.candidates + second.candidates] == ["a", "b"]
+
+
+def test_duplicate_leaves_rule_state_untouched():
+    """A dropped repeat neither counts in a window nor arms a timer."""
+    events = [app("v", at(hours=h), "page_view", "wealth") for h in (0, 1, 2)]
+    assert run(ruleset(WEALTH), events) == []
+
+
+# -- timers and the watermark ----------------------------------------------------
+
+
+def test_timers_fire_in_deadline_order_across_customers_before_the_event():
+    """An event far ahead fires every due timer first, earliest deadline first."""
+    events = [
+        app("sb", at(minutes=5), "apply_start", "loan", customer="b"),
+        app("sa", at(minutes=10), "apply_start", "loan", customer="a"),
+        app("sc", at(minutes=1), "apply_start", "loan", customer="c"),
+        app("late", at(hours=5), "apply_start", "loan", customer="d"),
+    ]
+    engine = Engine(ruleset(LOAN))
+    fed = [engine.feed(e, None) for e in events]
+    assert [(c.customer_id, c.triggered_at) for c in fed[3].candidates] == [
+        ("c", at(minutes=31)),
+        ("b", at(minutes=35)),
+        ("a", at(minutes=40)),
+    ]
+    assert all(f.candidates == [] for f in fed[:3])
+
+
+def test_timer_fires_once_however_far_the_watermark_moves():
+    """Advancing repeatedly past a deadline produces the candidate once."""
+    engine = Engine(ruleset(LOAN))
+    engine.feed(app("s", at(0), "apply_start", "loan"), None)
+    fired = [c for t in (at(minutes=30), at(minutes=31), at(2)) for c in engine.advance(t)]
+    assert [c.event_id for c in fired] == ["s"]
+
+
+def test_watermark_never_moves_back():
+    """An earlier watermark is ignored; a timer does not fire again or early."""
+    engine = Engine(ruleset(LOAN))
+    engine.feed(app("s", at(1), "apply_start", "loan"), None)
+    assert engine.advance(at(0)) == []
+    assert engine.watermark == at(1)
+
+
+def test_heap_does_not_grow_with_events_of_a_busy_customer():
+    """Dormancy re-arms lazily: a thousand logins leave O(1) heap entries, not a thousand."""
+    engine = Engine(ruleset(DORM))
+    for i in range(1000):
+        engine.feed(app(f"l{i}", at(minutes=i)), None)
+    assert engine.pending_timers() <= 3
+
+
+def test_timer_candidates_have_deadline_ids_and_offer_keys():
+    """A timer's offer key is `arming event_id@deadline`, so offer ids are stable per deadline."""
+    got = run(ruleset(LOAN), [app("s", at(0), "apply_start", "loan")], until=at(1))
+    assert got[0].timer and got[0].offer_key == f"s@{at(minutes=30).isoformat()}"
+    assert len(got[0].offer_id) == 32
+
+
+# -- eviction ------------------------------------------------------------------
+
+
+def test_quiet_customer_with_nothing_pending_holds_no_state_after_the_horizon():
+    """A window-only rule set forgets a customer once its 24h window (and dedupe) has passed."""
+    engine = Engine(ruleset(WEALTH))
+    engine.feed(app("v", at(0), "page_view", "wealth"), None)
+    engine.advance(at(hours=23))
+    assert "c1" in engine.customers
+    engine.advance(at(hours=24, seconds=1))
+    assert engine.customers == {}
+    assert engine.pending_timers() == 0
+
+
+def test_pending_timer_keeps_state_until_it_fired():
+    """A dormancy customer is kept until day 90 (fires), then dropped after the horizon."""
+    engine = Engine(ruleset(DORM))
+    engine.feed(app("l", at(0)), None)
+    assert engine.advance(at(89)) == [] and "c1" in engine.customers
+    assert [c.event_id for c in engine.advance(at(90))] == ["l"]
+    engine.advance(at(91))
+    assert engine.customers == {}
+
+
+def test_evicted_customer_starts_fresh():
+    """After eviction the next event finds no history (a window starts over)."""
+    events = [app(f"v{h}", at(hours=h), "page_view", "wealth") for h in (0, 1, 30, 31, 32)]
+    assert [c.event_id for c in run(ruleset(WEALTH), events)] == ["v32"]
+
+
+# -- allowed lateness ------------------------------------------------------------
+
+
+def test_allowed_lateness_holds_timers_for_late_cancels():
+    """With 1h lateness a cancel arriving after another customer's later event still counts."""
+    events = [
+        app("s", at(0), "apply_start", "loan"),
+        app("other", at(minutes=45), customer="b"),
+        app("x", at(minutes=29), "apply_submit", "loan"),
+    ]
+    assert [c.event_id for c in run(ruleset(LOAN), events, until=at(1))] == ["s"]
+    late = ruleset(LOAN, engine={"allowed_lateness": "1h"})
+    assert run(late, events, until=at(1)) == []
+
+
+def test_allowed_lateness_fires_when_the_watermark_reaches_the_deadline():
+    """Watermark = newest event minus lateness: the timer waits an extra hour of traffic."""
+    engine = Engine(ruleset(LOAN, engine={"allowed_lateness": "1h"}))
+    engine.feed(app("s", at(0), "apply_start", "loan"), None)
+    assert engine.feed(app("o", at(minutes=89), customer="b"), None).candidates == []
+    got = engine.feed(app("o2", at(minutes=90), customer="b"), None).candidates
+    assert brief(got) == [("loan", at(minutes=30), "s", {"within": "30m"})]
+
+
+def test_customers_own_event_past_a_deadline_fires_it_first_under_lateness():
+    """Our choice (docs/engine.md): lateness never lets an event at/after a deadline cancel it."""
+    events = [app("s", at(0), "apply_start", "loan"), app("x", at(minutes=30), "apply_submit", "loan")]
+    late = ruleset(LOAN, engine={"allowed_lateness": "1h"})
+    assert [c.event_id for c in run(late, events)] == ["s"]
+
+
+# -- snapshots -----------------------------------------------------------------
+
+
+def test_snapshot_pickles_and_restores_pending_timers_and_windows():
+    """A restored engine continues exactly where the snapshot was taken."""
+    rules = ruleset(LOAN, WEALTH, DORM)
+    first = [app("s", at(0), "apply_start", "loan"), app("v0", at(0), "page_view", "wealth"),
+             app("v1", at(hours=1), "page_view", "wealth")]  # fmt: skip
+    rest = [app("v2", at(hours=2), "page_view", "wealth")]
+    straight = run(rules, first + rest, until=at(100))
+    engine = Engine(rules)
+    head = run(engine, first)
+    restored = Engine(rules)
+    restored.restore(pickle.loads(pickle.dumps(engine.snapshot())))
+    assert head + run(restored, rest, until=at(100)) == straight
+
+
+def test_restore_refuses_an_unknown_snapshot_version():
+    """A snapshot from another format is an error, not silently wrong state."""
+    with pytest.raises(ValueError, match="snapshot version"):
+        Engine(ruleset(DORM)).restore({"v": 99})
