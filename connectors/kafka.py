@@ -89,7 +89,7 @@ def _error_item(err: KafkaError) -> Item | None:
 
 
 class KafkaEventSource(FixedPartitionedSource[Item, int]):
-    """Every partition of `topics` from `start` (`earliest` or `latest`); `tail=False` ends at EOF."""
+    """All partitions of `topics` from `start` (`earliest`/`latest`); `tail=False` ends at EOF."""
 
     def __init__(self, brokers: Sequence[str], topics: Sequence[str], start: str = "earliest",
                  tail: bool = True, batch_size: int = 1000, config: dict | None = None):

@@ -46,7 +46,7 @@ def _values(prefix: str, start: int, n: int) -> list[bytes | None]:
 
 
 def test_two_topics_give_positions_and_values_and_tombstones_become_empty(kafka_broker) -> None:
-    """Every message of a transactions and an app topic comes out as (`topic:part:offset`, value)."""
+    """All messages of a transactions and an app topic comes out as (`topic:part:offset`, value)."""
     tx, app = create_topic(kafka_broker.bootstrap, 2), create_topic(kafka_broker.bootstrap)
     produce(kafka_broker.bootstrap, tx, _values("a", 0, 30), partition=0)
     produce(kafka_broker.bootstrap, tx, _values("b", 0, 20), partition=1)
@@ -68,7 +68,7 @@ def test_recovery_resumes_from_the_snapshotted_offset(kafka_broker, tmp_path) ->
     assert len(_collect(source, db)) == 25
     produce(kafka_broker.bootstrap, topic, _values("x", 25, 5))
     got = _collect(source, db)
-    assert got == [(f"{topic}:0:{i}", v) for i, v in zip(range(25, 30), _values("x", 25, 5))]
+    assert got == [(f"{topic}:0:{i}", v) for i, v in zip(range(25, 30), _values("x", 25, 5), strict=True)]
 
 
 def test_unknown_start_is_refused() -> None:

@@ -1,4 +1,4 @@
-"""Redis Streams source against a real redis-server: positions, resume from the stream id, outages."""
+"""Redis Streams source on a real redis-server: positions, resume from the stream id, outages."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ class _CrashOnce:
 
 
 def test_crash_mid_stream_then_resume_gives_each_entry_once(client, redis_server, tmp_path) -> None:
-    """Killed mid-stream and resumed, the flow delivers every entry to the file sink exactly once."""
+    """Crashed mid-stream and resumed, the flow writes every entry to the file sink exactly once."""
     stream, db, out = f"tx-{uuid.uuid4().hex}", tmp_path / "db", tmp_path / "out.jsonl"
     db.mkdir()
     init_db_dir(db, 1)
@@ -86,7 +86,8 @@ def test_crash_mid_stream_then_resume_gives_each_entry_once(client, redis_server
     def flow() -> Dataflow:
         f = Dataflow("redis-crash")
         items = op.input("in", f, RedisStreamSource(redis_server.url, [stream], 9, tail=False))
-        output("out", op.map("parse", items, _CrashOnce(200, tmp_path / "flag")), JsonlFileSink(out))
+        parsed = op.map("parse", items, _CrashOnce(200, tmp_path / "flag"))
+        output("out", parsed, JsonlFileSink(out))
         return f
 
     with pytest.raises(Exception, match="mapper"):

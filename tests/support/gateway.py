@@ -1,0 +1,115 @@
+"""A channel gateway for tests: a real HTTP server that verifies every webhook independently.
+
+Signatures are checked with the `svix` package (its own Standard Webhooks
+implementation, not ours). A `script(offer_id, attempt) -> status` decides
+each answer, so tests can fail some offers with 500 (transient) or 400
+(permanent), or `SLOW` to answer 200 only after a delay longer than the
+client's timeout. Like a real gateway it honours `Idempotency-Key`: an
+offer accepted once is acknowledged again but never accepted twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+from svix.webhooks import Webhook, WebhookVerificationError
+
+from tests.support.servers import free_port
+
+SLOW = -1  # script answer: accept, but only after `slow_seconds`
+Script = Callable[[str, int], int]
+
+
+def always_ok(offer_id: str, attempt: int) -> int:
+    return 200
+
+
+class Gateway:
+    """Records attempts, acceptances, repeats, bad signatures and peak concurrency."""
+
+    def __init__(self, secret: str, script: Script = always_ok, port: int | None = None,
+                 slow_seconds: float = 0.5, work_seconds: float = 0.0):
+        self.secret, self.script, self.port = secret, script, port or free_port()
+        self.slow_seconds, self.work_seconds = slow_seconds, work_seconds
+        self.attempts: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.repeats: Counter[str] = Counter()
+        self.bad_signatures = 0
+        self.problems: list[str] = []
+        self.in_flight = self.peak_in_flight = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/offers"
+
+    def start(self) -> Gateway:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def handle(self, body: bytes, headers: dict[str, str]) -> int:
+        """Verify, consult the script, count: the status to answer (SLOW: sleep, then 200)."""
+        try:
+            Webhook(self.secret).verify(body, headers)
+        except WebhookVerificationError:
+            with self._lock:
+                self.bad_signatures += 1
+            return 401
+        offer_id = orjson.loads(body)["offer_id"]
+        if headers.get("idempotency-key") != offer_id or headers.get("webhook-id") != offer_id:
+            self.problems.append(f"ids differ for {offer_id}")
+        with self._lock:
+            self.attempts[offer_id] += 1
+            attempt = self.attempts[offer_id]
+        status = self.script(offer_id, attempt)
+        if status == SLOW:
+            time.sleep(self.slow_seconds)
+            status = 200
+        if 200 <= status < 300:
+            with self._lock:
+                (self.repeats if self.accepted[offer_id] else self.accepted)[offer_id] += 1
+        return status
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
+def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            gateway.enter()
+            try:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                time.sleep(gateway.work_seconds)
+                status = gateway.handle(body, {k.lower(): v for k, v in self.headers.items()})
+            finally:
+                gateway.leave()
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    return Handler
