@@ -1,0 +1,57 @@
+"""Runtime settings of the live flow: one model, passed to `get_flow()` through the environment.
+
+`python -m bytewax.run` passes only literal arguments to a flow factory, so
+`keymoment run` (or a user running `bytewax.run` by hand) puts the settings
+as JSON in the `KEYMOMENT_FLOW` environment variable and `get_flow()` reads
+them back. Every worker process of a cluster reads the same variable.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV = "KEYMOMENT_FLOW"
+ALL_CHANNELS = "*"
+
+
+class SettingsError(Exception):
+    """Settings that cannot run: a one-line message for the user."""
+
+
+class FlowSettings(BaseModel):
+    """Where the flow reads and writes, and how its clock runs (docs/dataflow.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rules: str
+    sources: list[str] = Field(min_length=1)
+    sinks: dict[str, str] = Field(default_factory=dict)  # channel (or "*") -> sink URL
+    decisions: str | None = None
+    dead_letters: str | None = None
+    customers: str | None = None
+    state: str | None = None  # cap store URL for the contact policy
+    clock: Literal["wall", "event"] = "wall"
+    until: datetime | None = None  # event clock: skip later events, advance here at the end
+    shards: int = Field(default=8, ge=1, le=4096)
+    tick_seconds: float = Field(default=1.0, gt=0)  # wall clock: how often quiet shards advance
+    recovery: bool = False  # snapshots are only built when Bytewax recovery is on
+    batch_size: int = Field(default=1000, ge=1)
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV: self.model_dump_json()}
+
+
+def from_env(environ: dict[str, str] | None = None) -> FlowSettings:
+    """The settings `keymoment run` exported, or a one-line error naming the variable."""
+    raw = (environ if environ is not None else os.environ).get(ENV)
+    if not raw:
+        raise SettingsError(f"{ENV} is not set: run the flow with `keymoment run` or export it")
+    try:
+        return FlowSettings.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SettingsError(f"{ENV}: {where}: {first['msg']}") from None
