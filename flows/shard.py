@@ -149,12 +149,11 @@ class Shard:
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data: the engine's snapshot, the last event time, the policy's own state."""
-        policy_snapshot = getattr(self.policy, "snapshot", None)
         return {
             "v": SNAPSHOT_VERSION,
             "engine": self.engine.snapshot(),
             "last_at": self.last_at,
-            "policy": policy_snapshot() if policy_snapshot else None,
+            "policy": policy_state(self.policy),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -162,6 +161,33 @@ class Shard:
             raise ValueError(f"unknown shard snapshot version {snap.get('v')!r}")
         self.engine.restore(snap["engine"])
         self.last_at = snap["last_at"]
-        restore = getattr(self.policy, "restore", None)
-        if restore is not None and snap["policy"] is not None:
-            restore(snap["policy"])
+        if snap["policy"] is not None:
+            restore_policy(self.policy, snap["policy"])
+
+
+def policy_state(policy: Any) -> Any:
+    """What the policy must carry across a restart: its own snapshot when it has one.
+
+    Until the policy offers `snapshot()`/`restore()`, an in-memory cap store
+    (whose reservations live only in this process) and the queue of
+    candidates parked while the store was unreachable are taken as they are;
+    a Redis cap store keeps its reservations itself (idempotent by offer_id).
+    """
+    own = getattr(policy, "snapshot", None)
+    if own is not None:
+        return ("own", own())
+    store = getattr(policy, "store", None)
+    memory = store if type(store).__name__ == "MemoryCapStore" else None
+    return ("parts", memory, list(getattr(policy, "_pending", ())))
+
+
+def restore_policy(policy: Any, state: Any) -> None:
+    if state[0] == "own":
+        policy.restore(state[1])
+        return
+    _, memory, pending = state
+    if memory is not None:
+        policy.store = memory
+    if pending and hasattr(policy, "_pending"):
+        policy._pending.extend(pending)  # noqa: SLF001 - see policy_state
+        policy._pending_count = sum(len(p.candidates) for p in pending)  # noqa: SLF001

@@ -1,0 +1,83 @@
+"""Counters over the flow's results, for `keymoment demo`'s live view and summary.
+
+Fed by an `inspect` step with one result per shard call, so it costs a few
+dictionary updates per batch, not per event. Counts only: never amounts,
+accounts or counterparties.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+
+class FlowStats:
+    """Running totals, safe to read from another thread while the flow writes them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.lines = 0
+        self.candidates: Counter[str] = Counter()  # by rule
+        self.outcomes: Counter[str] = Counter()
+        self.offers: Counter[tuple[str, str]] = Counter()  # (rule, channel)
+        self.dead: Counter[str] = Counter()  # by reason
+
+    def __call__(self, result: tuple[list[dict], list[dict], list[dict], int]) -> None:
+        decisions, offers, dead, lines = result
+        with self.lock:
+            self.lines += lines
+            for d in decisions:
+                self.candidates[d["rule_id"]] += 1
+                self.outcomes[d["outcome"]] += 1
+            for o in offers:
+                self.offers[(o["rule_id"], o["channel"])] += 1
+            for d in dead:
+                self.dead[d["reason"]] += 1
+
+    def copy(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "elapsed": time.monotonic() - self.started,
+                "lines": self.lines,
+                "candidates": Counter(self.candidates),
+                "outcomes": Counter(self.outcomes),
+                "offers": Counter(self.offers),
+                "dead": Counter(self.dead),
+            }
+
+
+class _StoppablePartition(StatefulSourcePartition):
+    def __init__(self, inner: StatefulSourcePartition, stop: threading.Event) -> None:
+        self.inner, self.stop = inner, stop
+
+    def next_batch(self) -> list:
+        if self.stop.is_set():
+            raise StopIteration
+        return self.inner.next_batch()
+
+    def next_awake(self):  # noqa: ANN201
+        return self.inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class StoppableSource(FixedPartitionedSource):
+    """Wraps a source so another thread can end the input (the demo's Ctrl-C and --duration)."""
+
+    def __init__(self, inner: FixedPartitionedSource, stop: threading.Event) -> None:
+        self.inner, self.stop = inner, stop
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _StoppablePartition:
+        return _StoppablePartition(self.inner.build_part(step_id, for_part, resume_state), self.stop)

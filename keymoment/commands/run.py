@@ -1,0 +1,154 @@
+"""`keymoment run`: the live dataflow on the operator's sources, sinks and rules.
+
+Builds `keymoment.flows.dataflow` in this process and runs it with Bytewax's
+own runner (`-w` threads, optionally one process of a cluster), with Bytewax
+recovery when `--recovery DIR` is given (the directory is initialised on
+first use). Everything that can be checked before starting (rules file,
+URLs, files, servers) is, and fails as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from keymoment.cli import UserError
+
+NETWORK_SCHEMES = {"redis": 6379, "rediss": 6379, "kafka": 9092}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="run the live dataflow (sources -> engine -> policy -> sinks)")
+    p.add_argument("--rules", required=True, help="rules file (YAML or JSON)")
+    p.add_argument("--source", required=True, action="append", metavar="URL",
+                   help="input URL (file:events.jsonl, kafka://host:port/topic, redis://host:port/0?stream=tx); repeat")
+    p.add_argument("--sink", action="append", default=[], metavar="[CHANNEL=]URL",
+                   help="where sent offers go; CHANNEL= routes one channel, no prefix takes the others; repeat")
+    p.add_argument("--decisions", metavar="URL", help="decision log: one record per candidate")
+    p.add_argument("--dead-letters", metavar="URL", help="rejected input and failed deliveries")
+    p.add_argument("--customers", metavar="URL", help="customer reference data (JSONL file)")
+    p.add_argument("--state", metavar="URL", help="cap store (default in memory; redis://host:port/0 to share)")
+    p.add_argument("--clock", choices=("wall", "event"), default="wall",
+                   help="wall: live (default); event: the backtest's clock, for recorded input")
+    p.add_argument("--until", type=_timestamp, help="event clock: ignore later events, fire timers due by then")
+    p.add_argument("--workers", type=int, default=1, help="worker threads in this process")
+    p.add_argument("--shards", type=int, default=8, help="engine shards (keep it fixed across restarts)")
+    p.add_argument("--tick", type=float, default=1.0, help="wall clock: seconds between timer sweeps")
+    p.add_argument("--batch-size", type=int, default=1000, help="file source lines per batch")
+    p.add_argument("--recovery", metavar="DIR", help="enable Bytewax recovery with state in DIR")
+    p.add_argument("--snapshot-interval", type=int, default=10, metavar="S",
+                   help="seconds between recovery snapshots (also the epoch length)")
+    p.add_argument("--backup-interval", type=int, default=0, metavar="S",
+                   help="seconds to keep superseded snapshots")
+    p.add_argument("--process-id", type=int, help="this process's index in a cluster")
+    p.add_argument("--addresses", help="cluster addresses host:port;host:port (with --process-id)")
+    p.set_defaults(handler=run)
+
+
+def _timestamp(text: str) -> datetime:
+    from pydantic import TypeAdapter, ValidationError
+
+    from keymoment.triggers.events import UtcTime
+
+    try:
+        return TypeAdapter(UtcTime).validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"expected an RFC 3339 time with offset, got {text!r}") from None
+
+
+def parse_sinks(specs: list[str]) -> dict[str, str]:
+    """`sms=URL` routes a channel; a bare URL takes every channel without its own sink."""
+    from keymoment.flows.settings import ALL_CHANNELS
+
+    sinks: dict[str, str] = {}
+    for spec in specs:
+        head, sep, rest = spec.partition("=")
+        channel, url = (head, rest) if sep and head.isidentifier() else (ALL_CHANNELS, spec)
+        if channel in sinks:
+            raise UserError(f"--sink given twice for {'all channels' if channel == ALL_CHANNELS else channel}")
+        sinks[channel] = url
+    return sinks
+
+
+def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imported lazily
+    from pydantic import ValidationError
+
+    from keymoment.flows.settings import FlowSettings
+
+    try:
+        return FlowSettings(
+            rules=args.rules, sources=args.source, sinks=parse_sinks(args.sink),
+            decisions=args.decisions, dead_letters=args.dead_letters, customers=args.customers,
+            state=args.state, clock=args.clock, until=args.until, shards=args.shards,
+            tick_seconds=args.tick, recovery=args.recovery is not None, batch_size=args.batch_size,
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise UserError(f"--{first['loc'][0]}: {first['msg']}") from None
+
+
+def check_reachable(urls: list[str], timeout: float = 3.0) -> None:
+    """Fail in one line, before Bytewax starts, when a server in a URL does not answer."""
+    for url in urls:
+        parts = urlsplit(url)
+        scheme = parts.scheme.split("+")[0]
+        if scheme not in NETWORK_SCHEMES and scheme not in ("http", "https", "webhook"):
+            continue
+        host = parts.hostname or "localhost"
+        try:
+            port = parts.port or NETWORK_SCHEMES.get(scheme) or (443 if url.startswith(("https", "webhook+https")) else 80)
+        except ValueError:
+            raise UserError(f"bad port in URL {url}") from None
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as exc:
+            raise UserError(f"cannot reach {host}:{port} for {url}: {exc.strerror or exc}") from None
+
+
+def recovery_config(args: argparse.Namespace, partitions: int):  # noqa: ANN201
+    """Bytewax's recovery config; an empty or new directory gets `partitions` databases."""
+    if args.recovery is None:
+        return None
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    directory = Path(args.recovery)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not any(directory.glob("part-*.sqlite3")):
+            init_db_dir(directory, partitions)
+    except OSError as exc:
+        raise UserError(f"cannot use recovery directory {directory}: {exc.strerror or exc}") from None
+    return RecoveryConfig(str(directory), timedelta(seconds=args.backup_interval))
+
+
+def run(args: argparse.Namespace) -> int:
+    from bytewax._bytewax import cli_main
+
+    from keymoment.flows.connect import ConnectError
+    from keymoment.flows.dataflow import build_flow
+
+    if (args.process_id is None) != (args.addresses is None):
+        raise UserError("--process-id and --addresses go together")
+    settings = settings_from(args)
+    urls = [*settings.sources, *settings.sinks.values(), settings.decisions, settings.dead_letters,
+            settings.state, settings.customers]
+    check_reachable([u for u in urls if u])
+    try:
+        flow = build_flow(settings)
+    except ConnectError as exc:
+        raise UserError(str(exc)) from None
+    addresses = args.addresses.split(";") if args.addresses else None
+    processes = len(addresses) if addresses else 1
+    cli_main(
+        flow,
+        workers_per_process=args.workers,
+        process_id=args.process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=args.snapshot_interval),
+        recovery_config=recovery_config(args, args.workers * processes),
+    )
+    return 0
