@@ -66,7 +66,7 @@ class LargeDeposit(Trigger):
         at, amount = event.occurred_at, event.amount  # type: ignore[union-attr]
         earlier = _within(times, amounts, at - self.lookback, at)
         if amount >= self.min_amount and self.admits(step):
-            if len(earlier) < self.min_history or 2 * amount >= self.multiple * median2(earlier):
+            if len(earlier) < max(self.min_history, 1) or 2 * amount >= self.multiple * median2(earlier):
                 self.emit(step, at, event.event_id, amount_band=amount_band(amount))
         pos = bisect_right(times, at)
         times.insert(pos, at)
