@@ -1,0 +1,320 @@
+"""URLs -> sources, sinks and customer reference data: the forms `keymoment run` accepts.
+
+Sources (each emits `(position, payload_bytes)`):
+    file:events.jsonl | file:events.jsonl.gz | events.jsonl   (several URLs: several partitions)
+    kafka://host:port[,host:port]/topic[,topic2][?start=earliest|latest&tail=1&batch=1000]
+    redis://host:port/0?stream=tx[&stream=app][&start=0|$&tail=1&batch=1000]
+    generator:?customers=1000&rate=5000&seed=7[&count=N&days=240&live=1&noise=0&batch=1000]
+Sinks (each takes dict records):
+    stdout: | file:out.jsonl | kafka://host:port/topic[?key=customer_id|offer_id]
+    redis://host:port/0?stream=offers[&maxlen=100000]
+    webhook+http(s)://host:port/path?secret_env=NAME[&max_in_flight=8&timeout=5&max_attempts=6]
+Customers:
+    file:customers.jsonl | customers.jsonl | redis://host:port/0?prefix=customer:
+    generator:?customers=1000&seed=7   (the profiles of the generator source's customers)
+
+Every problem is a `ValueError` with one line: an unknown scheme or
+parameter, a missing file, a secret variable that is not set, and (with
+`check=True`, the default) a Redis or Kafka server that does not answer or
+a Kafka topic that does not exist. Secrets never appear in a URL or in a
+message: the webhook secret comes from the environment variable named by
+`secret_env`. Messages name servers as host:port, never with a password.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from keymoment.triggers.events import CustomerProfile
+
+log = logging.getLogger(__name__)
+Query = dict[str, list[str]]
+
+
+def _split(url: str) -> tuple[str, str]:
+    scheme, sep, rest = url.partition(":")
+    if not sep or "/" in scheme or "\\" in scheme or len(scheme) == 1:
+        return "", url  # a plain path (a one-letter scheme would be a Windows drive)
+    return scheme.lower(), rest
+
+
+def _file_path(rest: str) -> Path:
+    path = rest.removeprefix("//")  # file:///abs/path and file://rel/path as well as file:path
+    if not path:
+        raise ValueError("file URL needs a path, like file:events.jsonl")
+    return Path(path)
+
+
+def _query(url: str, allowed: set[str]) -> Query:
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r} in {_safe(url)}; "
+                         f"allowed: {', '.join(sorted(allowed)) or 'none'}")
+    return query
+
+
+def _one(query: Query, name: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
+    values = query.get(name)
+    if not values:
+        return default
+    try:
+        return cast(values[-1])
+    except ValueError:
+        raise ValueError(f"parameter {name}={values[-1]!r} is not valid") from None
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _safe(url: str) -> str:
+    """The URL without user or password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _server_url(url: str) -> str:
+    """A redis URL without our own query parameters (the client must not see them)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query=""))
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}"
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+def source_from_url(url: str, check: bool = True, **opts: Any) -> Source:
+    """The Bytewax source for one URL; `opts` (such as `batch_size`) override URL defaults."""
+    scheme, rest = _split(url)
+    if scheme in ("", "file"):
+        from keymoment.connectors.files import JsonlFileSource
+
+        path = _file_path(rest) if scheme else Path(url)
+        return JsonlFileSource(path, batch_size=opts.get("batch_size", 1000))
+    build = _SOURCES.get(scheme)
+    if build is None:
+        raise ValueError(f"unsupported source URL {_safe(url)!r}: use file:, kafka://, "
+                         "redis:// or generator:")
+    return build(url, check, opts)
+
+
+def _kafka_source(url: str, check: bool, opts: dict) -> Source:
+    from keymoment.connectors.kafka import KafkaEventSource
+
+    brokers, topics = _kafka_target(url)
+    q = _query(url, {"start", "tail", "batch"})
+    if check:
+        _check_kafka(brokers, topics)
+    return KafkaEventSource(brokers, topics, start=_one(q, "start", "earliest"),
+                            tail=_one(q, "tail", True, _flag),
+                            batch_size=opts.get("batch_size", _one(q, "batch", 1000, int)))
+
+
+def _kafka_target(url: str) -> tuple[list[str], list[str]]:
+    parts = urlsplit(url)
+    brokers = [b for b in parts.netloc.split(",") if b]
+    topics = [t for t in parts.path.strip("/").split(",") if t]
+    if not brokers or not topics:
+        raise ValueError(f"kafka URL must be kafka://host:port/topic, not {_safe(url)!r}")
+    return brokers, topics
+
+
+def _check_kafka(brokers: list[str], topics: list[str], timeout: float = 5.0) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": ",".join(brokers)})
+    try:
+        known = admin.list_topics(timeout=timeout).topics
+    except KafkaException:
+        raise ValueError(f"cannot reach kafka at {','.join(brokers)}") from None
+    missing = [t for t in topics if t not in known]
+    if missing:
+        raise ValueError(f"kafka topic {missing[0]!r} does not exist at {','.join(brokers)}")
+
+
+def _redis_source(url: str, check: bool, opts: dict) -> Source:
+    from keymoment.connectors.redis_streams import RedisStreamSource
+
+    q = _query(url, {"stream", "start", "tail", "batch"})
+    streams = q.get("stream", [])
+    if not streams:
+        raise ValueError(f"redis source needs ?stream=NAME: {_safe(url)}")
+    server = _server_url(url)
+    if check:
+        _check_redis(server)
+    return RedisStreamSource(server, streams, start=_one(q, "start", "0"),
+                             batch_size=opts.get("batch_size", _one(q, "batch", 1000, int)),
+                             tail=_one(q, "tail", True, _flag))
+
+
+def _check_redis(server: str) -> None:
+    import redis
+
+    from keymoment.connectors.redis_streams import connect
+
+    try:
+        with connect(server) as client:
+            client.ping()
+    except redis.AuthenticationError:
+        raise ValueError(f"redis at {_where(server)} refused the credentials") from None
+    except redis.RedisError as exc:
+        raise ValueError(f"cannot reach redis at {_where(server)} ({type(exc).__name__})") from None
+
+
+def _generator_source(url: str, check: bool, opts: dict) -> Source:
+    from keymoment.connectors.synthetic import GeneratorSource
+
+    q = _query(url, {"customers", "rate", "seed", "count", "days", "live", "noise", "batch"})
+    live = _one(q, "live", None, _flag)
+    return GeneratorSource(
+        seed=_one(q, "seed", 7, int), customers=_one(q, "customers", 1000, int),
+        rate=_one(q, "rate", 0.0, float), count=_one(q, "count", None, int), live=live,
+        days=_one(q, "days", 240, int), noise=_one(q, "noise", 0.0, float),
+        batch_size=opts.get("batch_size", _one(q, "batch", 1000, int)))
+
+
+_SOURCES = {"kafka": _kafka_source, "redis": _redis_source, "rediss": _redis_source,
+            "generator": _generator_source}
+
+
+# --- sinks ---------------------------------------------------------------------------------
+
+
+def sink_from_url(url: str, check: bool = True, **opts: Any) -> Sink:
+    """The Bytewax sink for one URL; write to it with `keymoment.connectors.sinks.output`."""
+    if url in ("stdout:", "stdout", "-"):
+        from keymoment.connectors.sinks import StdoutSink
+
+        return StdoutSink()
+    scheme, rest = _split(url)
+    if scheme in ("", "file"):
+        from keymoment.connectors.files import JsonlFileSink
+
+        return JsonlFileSink(_file_path(rest) if scheme else Path(url),
+                             fsync=opts.get("fsync", False))
+    build = _SINKS.get(scheme)
+    if build is None:
+        raise ValueError(f"unsupported sink URL {_safe(url)!r}: use stdout:, file:, kafka://, "
+                         "redis:// or webhook+https://")
+    return build(url, check, opts)
+
+
+def _kafka_sink(url: str, check: bool, opts: dict) -> Sink:
+    from keymoment.connectors.kafka import KafkaRecordSink
+
+    brokers, topics = _kafka_target(url)
+    if len(topics) != 1:
+        raise ValueError(f"a kafka sink writes to one topic: {_safe(url)}")
+    q = _query(url, {"key"})
+    if check:
+        _check_kafka(brokers, [])
+    return KafkaRecordSink(brokers, topics[0], key=_one(q, "key", "customer_id"))
+
+
+def _redis_sink(url: str, check: bool, opts: dict) -> Sink:
+    from keymoment.connectors.redis_streams import RedisStreamSink
+
+    q = _query(url, {"stream", "maxlen"})
+    streams = q.get("stream", [])
+    if len(streams) != 1:
+        raise ValueError(f"redis sink needs exactly one ?stream=NAME: {_safe(url)}")
+    server = _server_url(url)
+    if check:
+        _check_redis(server)
+    return RedisStreamSink(server, streams[0], maxlen=_one(q, "maxlen", None, int))
+
+
+_WEBHOOK_OPTIONS = {"secret_env", "max_in_flight", "timeout", "max_attempts"}
+
+
+def _webhook_sink(url: str, check: bool, opts: dict) -> Sink:
+    from keymoment.connectors.webhook import RetryPolicy, WebhookSink
+
+    parts = urlsplit(url.split("+", 1)[1])
+    query = parse_qs(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query.items() if k in _WEBHOOK_OPTIONS}
+    theirs = [(k, v) for k, vs in query.items() if k not in _WEBHOOK_OPTIONS for v in vs]
+    target = urlunsplit(parts._replace(query=urlencode(theirs)))
+    name = _one(ours, "secret_env", None)
+    if not name:
+        raise ValueError("webhook URL needs ?secret_env=NAME (never the secret itself)")
+    secret = os.environ.get(name)
+    if not secret:
+        raise ValueError(f"environment variable {name} (the webhook secret) is not set")
+    retry = RetryPolicy(max_attempts=_one(ours, "max_attempts", 6, int))
+    return WebhookSink(target, secret, max_in_flight=_one(ours, "max_in_flight", 8, int),
+                       timeout=_one(ours, "timeout", 5.0, float), retry=retry,
+                       **{k: v for k, v in opts.items() if k == "on_dead_letter"})
+
+
+_SINKS = {"kafka": _kafka_sink, "redis": _redis_sink, "rediss": _redis_sink,
+          "webhook+http": _webhook_sink, "webhook+https": _webhook_sink}
+
+
+# --- customers -----------------------------------------------------------------------------
+
+
+def profiles_from_url(url: str) -> dict[str, CustomerProfile]:
+    """Reference data from a JSONL file or Redis hashes; invalid records are logged and skipped."""
+    from keymoment.connectors.customers import read_profiles, read_redis_profiles
+
+    scheme, rest = _split(url)
+    if scheme in ("", "file"):
+        profiles, problems = read_profiles(_file_path(rest) if scheme else Path(url))
+    elif scheme in ("redis", "rediss"):
+        profiles, problems = _redis_profiles(url, read_redis_profiles)
+    elif scheme == "generator":
+        profiles, problems = _generator_profiles(url), []
+    else:
+        raise ValueError(f"unsupported customers URL {_safe(url)!r}: use file:, redis:// "
+                         "or generator:")
+    if problems:
+        log.warning("%d customer records skipped, first: %s", len(problems), problems[0])
+    return profiles
+
+
+def _redis_profiles(url: str, read: Callable) -> tuple[dict, list[str]]:
+    import redis
+
+    from keymoment.connectors.redis_streams import connect
+
+    q = _query(url, {"prefix"})
+    prefix = _one(q, "prefix", "customer:")
+    server = _server_url(url)
+    try:
+        with connect(server) as client:
+            return read(client, prefix)
+    except redis.RedisError as exc:
+        raise ValueError(f"cannot read customers from redis at {_where(server)} "
+                         f"({type(exc).__name__})") from None
+
+
+def _generator_profiles(url: str) -> dict[str, CustomerProfile]:
+    from keymoment.connectors.customers import parse_profile
+
+    source = _generator_source(url, False, {})
+    profiles = (parse_profile(record) for record in source.profiles())  # type: ignore[attr-defined]
+    return {profile.customer_id: profile for profile in profiles}
