@@ -8,9 +8,14 @@ from collections.abc import Callable, Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from hypothesis.stateful import run_state_machine_as_test
-
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from keymoment.state import CapStore, Check, MemoryCapStore, Option, Reservation
 from keymoment.state.redis_caps import RedisCapStore
 
@@ -39,15 +44,30 @@ def make_store(request) -> Iterator[Callable[[], CapStore]]:  # type: ignore[no-
 
 def rolling(key: str, limit: int, now: int, slot: int, cap_id: str | None = None) -> Check:
     floor = now - HORIZON
-    return Check(cap_id or key, key, "rolling", limit, window_ms=WINDOW,
-                 keep_ms=slot + WINDOW - floor, prune_before_ms=floor - WINDOW)
+    return Check(
+        cap_id or key,
+        key,
+        "rolling",
+        limit,
+        window_ms=WINDOW,
+        keep_ms=slot + WINDOW - floor,
+        prune_before_ms=floor - WINDOW,
+    )
 
 
 def calendar(key: str, limit: int, now: int, slot: int, cap_id: str | None = None) -> Check:
     start = slot // PERIOD * PERIOD
     floor = now - HORIZON
-    return Check(cap_id or key, key, "calendar", limit, start_ms=start, end_ms=start + PERIOD,
-                 keep_ms=start + PERIOD - floor, prune_before_ms=floor - 2 * PERIOD)
+    return Check(
+        cap_id or key,
+        key,
+        "calendar",
+        limit,
+        start_ms=start,
+        end_ms=start + PERIOD,
+        keep_ms=start + PERIOD - floor,
+        prune_before_ms=floor - 2 * PERIOD,
+    )
 
 
 def one(offer: str, slot: int, *checks: Check, now: int = 0, customer: str = "C1") -> Reservation:
@@ -86,7 +106,10 @@ def test_options_are_tried_in_order_and_refusals_reported_per_option(make_store)
     """The first admitted option wins; when none is, each option names its first refusing cap."""
     store = make_store()
     store.reserve(one("o1", 0, rolling("x", 1, 0, 0)))
-    options = (Option("x|0", 0, (rolling("x", 1, 0, 0),)), Option("y|0", 0, (rolling("y", 1, 0, 0),)))
+    options = (
+        Option("x|0", 0, (rolling("x", 1, 0, 0),)),
+        Option("y|0", 0, (rolling("y", 1, 0, 0),)),
+    )
     assert store.reserve(Reservation("o2", "C1", 0, options)).tag == "y|0"
     r = store.reserve(Reservation("o3", "C1", 0, options))
     assert (r.index, r.refused) == (None, ("x", "y"))
@@ -110,8 +133,10 @@ def test_rolling_slots_may_arrive_out_of_time_order(make_store):
 
 def test_a_batch_decides_exactly_what_one_at_a_time_decides(make_store):
     """reserve_many over a mixed batch equals reserving the same requests one by one."""
-    batch = [one(f"o{i}", (i % 5) * H, rolling("k", 2, 0, (i % 5) * H), customer=f"C{i % 3}")
-             for i in range(12)] + [one("o0", 0, rolling("k", 2, 0, 0))]
+    batch = [
+        one(f"o{i}", (i % 5) * H, rolling("k", 2, 0, (i % 5) * H), customer=f"C{i % 3}")
+        for i in range(12)
+    ] + [one("o0", 0, rolling("k", 2, 0, 0))]
     a, b = make_store(), make_store()
     assert a.reserve_many(batch) == [b.reserve(r) for r in batch]
 
@@ -142,8 +167,12 @@ def test_old_slots_are_pruned_and_keys_expire(make_store):
 def most_in_a_window(slots: list[int], t: int, window: int) -> int:
     """Brute force: the most slots in any closed [a, b] with b - a < window and a <= t <= b."""
     points = sorted(slots + [t])
-    return max(sum(a <= s <= b for s in points)
-               for a in points for b in points if a <= t <= b and b - a < window)
+    return max(
+        sum(a <= s <= b for s in points)
+        for a in points
+        for b in points
+        if a <= t <= b and b - a < window
+    )
 
 
 class CapModel(RuleBasedStateMachine):
@@ -160,8 +189,14 @@ class CapModel(RuleBasedStateMachine):
         self.count = 0
 
     def options(self, customer: str, slot: int) -> tuple[Option, ...]:
-        a = (rolling(f"{customer}:a", 2, self.now, slot), calendar(f"{customer}:d", 3, self.now, slot))
-        b = (calendar(f"{customer}:d", 3, self.now, slot), rolling(f"{customer}:b", 1, self.now, slot))
+        a = (
+            rolling(f"{customer}:a", 2, self.now, slot),
+            calendar(f"{customer}:d", 3, self.now, slot),
+        )
+        b = (
+            calendar(f"{customer}:d", 3, self.now, slot),
+            rolling(f"{customer}:b", 1, self.now, slot),
+        )
         return (Option(f"a|{slot}", slot, a), Option(f"b|{slot}", slot, b))
 
     def expected(self, customer: str, slot: int) -> tuple[str | None, tuple[str, ...]]:
@@ -178,17 +213,22 @@ class CapModel(RuleBasedStateMachine):
         day = sum(start <= s < start + PERIOD for s in self.slots.get(f"{customer}:d", [])) < 3
         a = most_in_a_window(self.slots.get(f"{customer}:a", []), slot, WINDOW) <= 2
         b = most_in_a_window(self.slots.get(f"{customer}:b", []), slot, WINDOW) <= 1
-        return [("a", [(f"{customer}:a", a), (f"{customer}:d", day)]),
-                ("b", [(f"{customer}:d", day), (f"{customer}:b", b)])]
+        return [
+            ("a", [(f"{customer}:a", a), (f"{customer}:d", day)]),
+            ("b", [(f"{customer}:d", day), (f"{customer}:b", b)]),
+        ]
 
-    @rule(customer=st.sampled_from(["C1", "C2"]),
-          offset=st.integers(-HORIZON // H, DEFER // H).map(lambda h: h * H // 2))
+    @rule(
+        customer=st.sampled_from(["C1", "C2"]),
+        offset=st.integers(-HORIZON // H, DEFER // H).map(lambda h: h * H // 2),
+    )
     def reserve(self, customer: str, offset: int) -> None:
         slot = self.now + offset
         self.count += 1
         offer = f"{customer}-{self.count}"
-        got = self.store.reserve(Reservation(offer, customer, self.now,
-                                             self.options(customer, slot), keep_ms=DEFER))
+        got = self.store.reserve(
+            Reservation(offer, customer, self.now, self.options(customer, slot), keep_ms=DEFER)
+        )
         name, refused = self.expected(customer, slot)
         assert (got.tag.split("|")[0] if got.tag else None, got.refused) == (name, refused)
         if name is not None:
@@ -203,8 +243,9 @@ class CapModel(RuleBasedStateMachine):
         live = sorted(o for o, (_, exp) in self.offers.items() if exp > self.now)
         offer = data.draw(st.sampled_from(live))
         customer = offer.split("-")[0]
-        got = self.store.reserve(Reservation(offer, customer, self.now,
-                                             self.options(customer, self.now), keep_ms=DEFER))
+        got = self.store.reserve(
+            Reservation(offer, customer, self.now, self.options(customer, self.now), keep_ms=DEFER)
+        )
         assert (got.tag, got.replayed) == (self.offers[offer][0], True)
 
     @rule(hours=st.integers(1, 30))
@@ -230,6 +271,12 @@ class CapModel(RuleBasedStateMachine):
 def test_store_matches_the_model(make_store):
     """Random reserve / retry / clock runs decide exactly what the model decides."""
     machine = type("Machine", (CapModel,), {"factory": staticmethod(make_store)})
-    run_state_machine_as_test(machine, settings=settings(
-        max_examples=40, stateful_step_count=30, deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]))
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+
+from keymoment.state import MemoryCapStore, cap_key
 
 from keymoment.policy import build_policy
 from keymoment.policy.holdout import bucket, in_control
 from keymoment.policy.suppression import FileLists
-from keymoment.state import MemoryCapStore, cap_key
 from tests.unit.test_policy_support import (
     T0,
     campaign,
@@ -49,8 +49,10 @@ def test_holdout_threshold_is_exact_in_decimal():
 def test_control_candidates_are_logged_and_take_no_slot():
     """A customer in the control bucket ends `control`/`holdout` and no cap slot is used."""
     cid = next(f"C{i}" for i in range(1000) if bucket("c1", f"C{i}") < 5000)
-    rules = rules_file([campaign("c1", holdout=0.5)],
-                       caps=[{"id": "any", "scope": "customer", "limit": 1, "window": "day"}])
+    rules = rules_file(
+        [campaign("c1", holdout=0.5)],
+        caps=[{"id": "any", "scope": "customer", "limit": 1, "window": "day"}],
+    )
     store = MemoryCapStore()
     out = decide(rules, [candidate("r-c1", "c1", cid)], profiles(profile(cid)), store=store)
     assert outcomes(out) == [("r-c1", "control", "holdout")]
@@ -61,29 +63,41 @@ def test_control_candidates_are_logged_and_take_no_slot():
 def test_arbitration_orders_by_priority_then_value_then_rule_id():
     """Same event: priority desc wins; on a tie value desc; on a tie rule_id asc."""
     rules = rules_file(
-        [campaign("low", priority=1, value=99.0), campaign("high", priority=5, value=1.0),
-         campaign("high2", priority=5, value=1.0), campaign("rich", priority=5, value=2.0)],
+        [
+            campaign("low", priority=1, value=99.0),
+            campaign("high", priority=5, value=1.0),
+            campaign("high2", priority=5, value=1.0),
+            campaign("rich", priority=5, value=2.0),
+        ],
         rules=[("r-low", "low"), ("b-high", "high"), ("a-high", "high2"), ("z-rich", "rich")],
     )
-    cands = [candidate(r, c, event_id="E1") for r, c in
-             [("r-low", "low"), ("b-high", "high"), ("a-high", "high2"), ("z-rich", "rich")]]
+    cands = [
+        candidate(r, c, event_id="E1")
+        for r, c in [("r-low", "low"), ("b-high", "high"), ("a-high", "high2"), ("z-rich", "rich")]
+    ]
     out = dict((r, (o, why)) for r, o, why in outcomes(decide(rules, cands, profiles(profile()))))
     assert out["z-rich"] == ("sent", "admitted")
     assert out["r-low"] == out["b-high"] == out["a-high"] == ("arbitration_lost", "z-rich")
-    tie = rules_file([campaign("high", priority=5), campaign("high2", priority=5)],
-                     rules=[("b-high", "high"), ("a-high", "high2")])
+    tie = rules_file(
+        [campaign("high", priority=5), campaign("high2", priority=5)],
+        rules=[("b-high", "high"), ("a-high", "high2")],
+    )
     out = outcomes(decide(tie, cands[1:3], profiles(profile())))
     assert out == [("b-high", "arbitration_lost", "a-high"), ("a-high", "sent", "admitted")]
 
 
 def test_arbitration_groups_by_event_and_timer_deadline_only():
     """Different event ids do not compete; timers compete on the same triggered_at only."""
-    rules = rules_file([campaign("a", priority=2), campaign("b", priority=1)],
-                       channels={}, max_offers=1)
+    rules = rules_file(
+        [campaign("a", priority=2), campaign("b", priority=1)], channels={}, max_offers=1
+    )
     later = T0 + timedelta(seconds=1)
-    cands = [candidate("r-a", "a", event_id="E1"), candidate("r-b", "b", event_id="E2"),
-             candidate("r-a", "a", at=later, event_id="X", timer=True),
-             candidate("r-b", "b", at=later, event_id="Y", timer=True)]
+    cands = [
+        candidate("r-a", "a", event_id="E1"),
+        candidate("r-b", "b", event_id="E2"),
+        candidate("r-a", "a", at=later, event_id="X", timer=True),
+        candidate("r-b", "b", at=later, event_id="Y", timer=True),
+    ]
     out = outcomes(decide(rules, cands, profiles(profile(consent=["sms", "app_push"])), later))
     assert [o for _, o, _ in out] == ["sent", "sent", "sent", "arbitration_lost"]
     assert out[3][2] == "r-a"
@@ -91,12 +105,17 @@ def test_arbitration_groups_by_event_and_timer_deadline_only():
 
 def test_max_offers_per_event_lets_several_through():
     """With max_offers_per_event 2 the two best go on and the third loses to the best."""
-    rules = rules_file([campaign(n, priority=p, channels=["sms"]) for n, p in
-                        [("a", 3), ("b", 2), ("c", 1)]], max_offers=2)
+    rules = rules_file(
+        [campaign(n, priority=p, channels=["sms"]) for n, p in [("a", 3), ("b", 2), ("c", 1)]],
+        max_offers=2,
+    )
     cands = [candidate(f"r-{n}", n, event_id="E") for n in "cba"]
     out = outcomes(decide(rules, cands, profiles(profile())))
-    assert out == [("r-c", "arbitration_lost", "r-a"), ("r-b", "sent", "admitted"),
-                   ("r-a", "sent", "admitted")]
+    assert out == [
+        ("r-c", "arbitration_lost", "r-a"),
+        ("r-b", "sent", "admitted"),
+        ("r-a", "sent", "admitted"),
+    ]
 
 
 # -- suppression ---------------------------------------------------------------------------------
@@ -105,13 +124,23 @@ def test_do_not_contact_applies_everywhere_and_named_lists_only_to_their_campaig
     dnc, black = tmp_path / "dnc.txt", tmp_path / "black.txt"
     dnc.write_text("# asked not to be contacted\nD1\n\n")
     black.write_text("B1   # fraud review\n")
-    rules = rules_file([campaign("a", lists=["blacklist"]), campaign("b")],
-                       lists={"do_not_contact": dnc, "blacklist": black})
-    cands = [candidate("r-a", "a", "D1"), candidate("r-b", "b", "D1"),
-             candidate("r-a", "a", "B1"), candidate("r-b", "b", "B1")]
+    rules = rules_file(
+        [campaign("a", lists=["blacklist"]), campaign("b")],
+        lists={"do_not_contact": dnc, "blacklist": black},
+    )
+    cands = [
+        candidate("r-a", "a", "D1"),
+        candidate("r-b", "b", "D1"),
+        candidate("r-a", "a", "B1"),
+        candidate("r-b", "b", "B1"),
+    ]
     out = outcomes(decide(rules, cands, profiles(profile("D1"), profile("B1"))))
-    assert out == [("r-a", "suppressed", "do_not_contact"), ("r-b", "suppressed", "do_not_contact"),
-                   ("r-a", "suppressed", "blacklist"), ("r-b", "sent", "admitted")]
+    assert out == [
+        ("r-a", "suppressed", "do_not_contact"),
+        ("r-b", "suppressed", "do_not_contact"),
+        ("r-a", "suppressed", "blacklist"),
+        ("r-b", "sent", "admitted"),
+    ]
 
 
 def test_a_changed_list_file_takes_effect_after_the_check_interval(tmp_path):
@@ -155,8 +184,9 @@ def test_a_candidate_older_than_ttl_at_decision_time_expires():
     """triggered_at more than ttl behind the engine clock -> expired/ttl; exactly ttl is sent."""
     rules = rules_file([campaign("a", ttl="2h")])
     c = candidate("r-a", "a")
-    assert outcomes(decide(rules, [c], profiles(profile()), T0 + timedelta(hours=2, seconds=1))) \
-        == [("r-a", "expired", "ttl")]
+    assert outcomes(
+        decide(rules, [c], profiles(profile()), T0 + timedelta(hours=2, seconds=1))
+    ) == [("r-a", "expired", "ttl")]
     out = decide(rules, [c], profiles(profile()), T0 + timedelta(hours=2))
     assert out[0].outcome == "sent"
     assert out[0].expires_at == T0 + timedelta(hours=2)
@@ -204,22 +234,25 @@ def test_deferral_beyond_max_delay_tries_the_next_channel_then_expires():
 
     tz = ZoneInfo("Europe/Prague")
     hours = {"sms": {"quiet_hours": "08:00-21:00"}, "app_push": {"quiet_hours": "07:00-23:00"}}
-    rules = rules_file([campaign("a", channels=["sms", "app_push"], max_delay="8h")],
-                       channels=hours)
+    rules = rules_file(
+        [campaign("a", channels=["sms", "app_push"], max_delay="8h")], channels=hours
+    )
     d = sent_at(rules, datetime(2026, 3, 2, 21, 30, tzinfo=tz), "Europe/Prague")
     assert (d.channel, d.send_at) == ("app_push", datetime(2026, 3, 2, 21, 30, tzinfo=tz))
     d = sent_at(rules, datetime(2026, 3, 2, 23, 30, tzinfo=tz), "Europe/Prague")
     assert (d.channel, d.send_at) == ("app_push", datetime(2026, 3, 3, 7, tzinfo=tz))
-    short = rules_file([campaign("a", channels=["sms", "app_push"], max_delay="1h")],
-                       channels=hours)
+    short = rules_file(
+        [campaign("a", channels=["sms", "app_push"], max_delay="1h")], channels=hours
+    )
     d = sent_at(short, datetime(2026, 3, 2, 23, 30, tzinfo=tz), "Europe/Prague")
     assert (d.outcome, d.reason) == ("expired", "max_delay")
 
 
 def test_wrapping_quiet_hours_and_the_rules_file_timezone():
     """Hours 22:00-06:00 wrap midnight; a customer without a timezone uses the file's."""
-    rules = rules_file([campaign("a")], channels={"sms": {"quiet_hours": "22:00-06:00"}},
-                       timezone="Asia/Tokyo")  # noon UTC is 21:00 in Tokyo
+    rules = rules_file(
+        [campaign("a")], channels={"sms": {"quiet_hours": "22:00-06:00"}}, timezone="Asia/Tokyo"
+    )  # noon UTC is 21:00 in Tokyo
     out = decide(rules, [candidate("r-a", "a")], profiles(profile()))
     assert out[0].send_at == datetime(2026, 3, 2, 13, tzinfo=UTC)
 
@@ -227,8 +260,10 @@ def test_wrapping_quiet_hours_and_the_rules_file_timezone():
 # -- caps ----------------------------------------------------------------------------------------
 def test_all_or_none_across_several_caps():
     """When one cap refuses, no other cap keeps a slot for the refused offer."""
-    caps = [{"id": "weekly", "scope": "customer", "limit": 5, "window": "7d"},
-            {"id": "daily", "scope": "customer", "limit": 1, "window": "day"}]
+    caps = [
+        {"id": "weekly", "scope": "customer", "limit": 5, "window": "7d"},
+        {"id": "daily", "scope": "customer", "limit": 1, "window": "day"},
+    ]
     rules = rules_file([campaign("a")], caps=caps)
     store = MemoryCapStore()
     policy = build_policy(rules, store=store, clock=fixed_clock)
@@ -240,31 +275,47 @@ def test_all_or_none_across_several_caps():
 
 def test_capped_reason_is_the_first_refusing_cap_and_channels_fall_back():
     """A channel cap refusing SMS moves the offer to push; when all refuse, reason = first cap."""
-    caps = [{"id": "sms-1", "scope": "customer_channel", "channel": "sms", "limit": 1,
-             "window": "24h"},
-            {"id": "per-channel", "scope": "customer_channel", "limit": 2, "window": "24h"}]
+    caps = [
+        {"id": "sms-1", "scope": "customer_channel", "channel": "sms", "limit": 1, "window": "24h"},
+        {"id": "per-channel", "scope": "customer_channel", "limit": 2, "window": "24h"},
+    ]
     rules = rules_file([campaign("a", channels=["sms", "app_push"])], caps=caps)
     policy = build_policy(rules, store=MemoryCapStore(), clock=fixed_clock)
-    got = [policy.decide([candidate("r-a", "a", event_id=f"E{i}")], profiles(profile()), T0)[0]
-           for i in range(4)]
+    got = [
+        policy.decide([candidate("r-a", "a", event_id=f"E{i}")], profiles(profile()), T0)[0]
+        for i in range(4)
+    ]
     assert [(d.outcome, d.channel, d.reason) for d in got] == [
-        ("sent", "sms", "admitted"), ("sent", "app_push", "admitted"),
-        ("sent", "app_push", "admitted"), ("capped", None, "sms-1")]
+        ("sent", "sms", "admitted"),
+        ("sent", "app_push", "admitted"),
+        ("sent", "app_push", "admitted"),
+        ("capped", None, "sms-1"),
+    ]
 
 
 def test_campaign_and_rule_scopes_count_separately():
     """customer_campaign / customer_rule caps count per campaign / rule, or only the named one."""
-    caps = [{"id": "per-campaign", "scope": "customer_campaign", "limit": 1, "window": "month"},
-            {"id": "only-r2", "scope": "customer_rule", "rule": "r2", "limit": 0, "window": "24h"}]
-    rules = rules_file([campaign("a"), campaign("b"), campaign("c")], caps=caps,
-                       rules=[("r1", "a"), ("r2", "c"), ("r3", "b")])
+    caps = [
+        {"id": "per-campaign", "scope": "customer_campaign", "limit": 1, "window": "month"},
+        {"id": "only-r2", "scope": "customer_rule", "rule": "r2", "limit": 0, "window": "24h"},
+    ]
+    rules = rules_file(
+        [campaign("a"), campaign("b"), campaign("c")],
+        caps=caps,
+        rules=[("r1", "a"), ("r2", "c"), ("r3", "b")],
+    )
     policy = build_policy(rules, store=MemoryCapStore(), clock=fixed_clock)
     run = [("r1", "a"), ("r3", "b"), ("r1", "a"), ("r2", "c")]
-    got = [policy.decide([candidate(r, c, event_id=f"E{i}")], profiles(profile()), T0)[0]
-           for i, (r, c) in enumerate(run)]
+    got = [
+        policy.decide([candidate(r, c, event_id=f"E{i}")], profiles(profile()), T0)[0]
+        for i, (r, c) in enumerate(run)
+    ]
     assert [(d.outcome, d.reason) for d in got] == [
-        ("sent", "admitted"), ("sent", "admitted"), ("capped", "per-campaign"),
-        ("capped", "only-r2")]
+        ("sent", "admitted"),
+        ("sent", "admitted"),
+        ("capped", "per-campaign"),
+        ("capped", "only-r2"),
+    ]
 
 
 def test_calendar_week_starts_on_monday_in_the_customers_timezone():
@@ -288,15 +339,20 @@ def test_calendar_day_on_a_dst_day_is_23_hours_long():
     start, end = period(datetime(2026, 3, 29, 12, tzinfo=UTC), "day", zone("Europe/Prague"))
     assert (start, end - start) == (datetime(2026, 3, 28, 23, tzinfo=UTC), timedelta(hours=23))
     start, end = period(datetime(2026, 1, 31, 23, 30, tzinfo=UTC), "month", zone("Asia/Shanghai"))
-    assert (start, end) == (datetime(2026, 1, 31, 16, tzinfo=UTC),
-                            datetime(2026, 2, 28, 16, tzinfo=UTC))
+    assert (start, end) == (
+        datetime(2026, 1, 31, 16, tzinfo=UTC),
+        datetime(2026, 2, 28, 16, tzinfo=UTC),
+    )
 
 
 def test_a_deferred_slot_counts_in_its_future_window():
     """Rolling caps see a deferred offer at its send_at, so an earlier-sent offer still fits."""
     caps = [{"id": "r6h", "scope": "customer", "limit": 1, "window": "6h"}]
-    rules = rules_file([campaign("a", channels=["sms"]), campaign("b", channels=["app_push"])],
-                       caps=caps, channels={"sms": {"quiet_hours": "08:00-21:00"}})
+    rules = rules_file(
+        [campaign("a", channels=["sms"]), campaign("b", channels=["app_push"])],
+        caps=caps,
+        channels={"sms": {"quiet_hours": "08:00-21:00"}},
+    )
     policy = build_policy(rules, store=MemoryCapStore(), clock=fixed_clock)
     night = datetime(2026, 3, 2, 22, tzinfo=UTC)
     p = profiles(profile())
@@ -304,8 +360,11 @@ def test_a_deferred_slot_counts_in_its_future_window():
     assert d1.send_at == datetime(2026, 3, 3, 8, tzinfo=UTC)
     d2 = policy.decide([candidate("r-b", "b", at=night, event_id="E2")], p, night)[0]
     assert (d2.outcome, d2.send_at) == ("sent", night)  # 10h before the deferred slot
-    d3 = policy.decide([candidate("r-b", "b", at=night + timedelta(hours=5), event_id="E3")], p,
-                       night + timedelta(hours=5))[0]
+    d3 = policy.decide(
+        [candidate("r-b", "b", at=night + timedelta(hours=5), event_id="E3")],
+        p,
+        night + timedelta(hours=5),
+    )[0]
     assert (d3.outcome, d3.reason) == ("capped", "r6h")  # 5h after E2's slot
 
 
@@ -314,8 +373,12 @@ def test_every_candidate_gets_exactly_one_decision_in_input_order(tmp_path):
     dnc = tmp_path / "dnc.txt"
     dnc.write_text("S\n")
     rules = rules_file([campaign("a"), campaign("b", priority=9)], lists={"do_not_contact": dnc})
-    cands = [candidate("r-a", "a", "S"), candidate("r-a", "a", "C1", event_id="E"),
-             candidate("r-b", "b", "C1", event_id="E"), candidate("r-a", "a", "NOPROF")]
+    cands = [
+        candidate("r-a", "a", "S"),
+        candidate("r-a", "a", "C1", event_id="E"),
+        candidate("r-b", "b", "C1", event_id="E"),
+        candidate("r-a", "a", "NOPROF"),
+    ]
     out = decide(rules, cands, profiles(profile("S"), profile("C1")))
     assert [d.candidate for d in out] == cands
     assert [d.outcome for d in out] == ["suppressed", "arbitration_lost", "sent", "no_channel"]

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from keymoment.config import RulesFile
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
+
+from keymoment.config import RulesFile
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday, noon UTC
 
@@ -33,32 +34,52 @@ def rules_file(
     max_offers: int = 1,
 ) -> RulesFile:
     """A valid rules file; by default one dormancy rule `r-<campaign>` per campaign."""
-    pairs = list(rules) if rules is not None else [(f"r-{c['campaign_id']}", c["campaign_id"])
-                                                   for c in campaigns]
-    return RulesFile.model_validate({
-        "version": 3,
-        "timezone": timezone,
-        "rules": [{"rule_id": r, "trigger": "dormancy", "campaign": c} for r, c in pairs],
-        "campaigns": list(campaigns),
-        "caps": list(caps),
-        "channels": channels or {},
-        "lists": {k: str(v) for k, v in (lists or {}).items()},
-        "policy": {"max_offers_per_event": max_offers},
-    })
+    pairs = (
+        list(rules)
+        if rules is not None
+        else [(f"r-{c['campaign_id']}", c["campaign_id"]) for c in campaigns]
+    )
+    return RulesFile.model_validate(
+        {
+            "version": 3,
+            "timezone": timezone,
+            "rules": [{"rule_id": r, "trigger": "dormancy", "campaign": c} for r, c in pairs],
+            "campaigns": list(campaigns),
+            "caps": list(caps),
+            "channels": channels or {},
+            "lists": {k: str(v) for k, v in (lists or {}).items()},
+            "policy": {"max_offers_per_event": max_offers},
+        }
+    )
 
 
-def candidate(rule_id: str, campaign_id: str, customer_id: str = "C1", at: datetime = T0,
-              event_id: str | None = None, timer: bool = False) -> Candidate:
-    return Candidate(rule_id=rule_id, trigger="dormancy", campaign=campaign_id,
-                     customer_id=customer_id, triggered_at=at,
-                     event_id=event_id or f"e-{rule_id}-{customer_id}-{at.isoformat()}",
-                     timer=timer)
+def candidate(
+    rule_id: str,
+    campaign_id: str,
+    customer_id: str = "C1",
+    at: datetime = T0,
+    event_id: str | None = None,
+    timer: bool = False,
+) -> Candidate:
+    return Candidate(
+        rule_id=rule_id,
+        trigger="dormancy",
+        campaign=campaign_id,
+        customer_id=customer_id,
+        triggered_at=at,
+        event_id=event_id or f"e-{rule_id}-{customer_id}-{at.isoformat()}",
+        timer=timer,
+    )
 
 
-def profile(customer_id: str = "C1", timezone: str | None = None,
-            consent: Iterable[str] = ("sms", "app_push", "email")) -> CustomerProfile:
-    return CustomerProfile(customer_id=customer_id, timezone=timezone,
-                           consent={channel: True for channel in consent})
+def profile(
+    customer_id: str = "C1",
+    timezone: str | None = None,
+    consent: Iterable[str] = ("sms", "app_push", "email"),
+) -> CustomerProfile:
+    return CustomerProfile(
+        customer_id=customer_id, timezone=timezone, consent={channel: True for channel in consent}
+    )
 
 
 def profiles(*items: CustomerProfile) -> dict[str, CustomerProfile]:
