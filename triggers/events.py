@@ -113,7 +113,16 @@ def _fast_minor(text: str) -> int | None:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value if value.utcoffset() == _ZERO else value.astimezone(UTC)
+    """Always the one `UTC` tzinfo: comparisons between equal tzinfos skip utcoffset() calls.
+
+    Years outside 1900..9000 are refused: the engine adds durations of up
+    to years to event times, and datetime.max + 400 days would overflow.
+    """
+    if not 1900 <= value.year <= 9000:
+        raise ValueError("year out of range 1900..9000")
+    if value.tzinfo is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if value.utcoffset() == _ZERO else value.astimezone(UTC)
 
 
 _ZERO = timedelta(0)
