@@ -13,8 +13,8 @@ dead letter carrying the position.
 Reads never block the worker: a non-blocking XREAD of up to `batch_size`
 entries, then, when the stream is drained, a short `next_awake` pause
 (`poll_interval`) instead of a sleep, so epochs keep closing. A lost
-connection is retried with capped exponential backoff and logged once per
-outage; the position is kept, so nothing is skipped or repeated.
+connection is retried with exponential backoff capped at 0.5 s (below any
+snapshot interval) and logged once per outage; the position is kept, so nothing is skipped or repeated.
 
 Sink: XADD of `data` = the record as JSON, with an optional approximate
 MAXLEN; one pipeline round trip per batch. Delivery is at-least-once
@@ -36,7 +36,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 log = logging.getLogger(__name__)
 Item = tuple[str, bytes]
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = 5.0  # sink retries
+MAX_NAP = 0.5  # source backoff cap: a sleeping partition holds back every epoch
 LOST = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -85,7 +86,7 @@ class _StreamPartition(StatefulSourcePartition[Item, str]):
             log.warning("redis stream %s unreachable (%s); retrying", self._stream,
                         type(exc).__name__)
         self._failures += 1
-        delay = min(0.05 * 2 ** min(self._failures, 10), MAX_BACKOFF)
+        delay = min(0.05 * 2 ** min(self._failures, 10), MAX_NAP)
         self._awake = datetime.now(UTC) + timedelta(seconds=delay)
         return []
 

@@ -37,6 +37,7 @@ from keymoment.connectors.generator import Generator
 
 Item = tuple[str, bytes]
 TICK = 0.002  # seconds between paced batches: well below any latency we report
+MAX_NAP = 0.25  # never sleep longer: a sleeping partition holds back every epoch
 
 
 def _live_cycles(make: GeneratorFactory) -> Iterator[dict]:
@@ -86,7 +87,7 @@ class _GeneratorPartition(StatefulSourcePartition[Item, int]):
         if self._rate <= 0:
             return None
         next_due = self._start + (self._emitted - self._start_count + 1) / self._rate
-        wait = max(next_due - time.monotonic(), TICK)
+        wait = min(max(next_due - time.monotonic(), TICK), MAX_NAP)
         return datetime.now(UTC) + timedelta(seconds=wait)
 
     def snapshot(self) -> int:
