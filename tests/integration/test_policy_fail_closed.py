@@ -1,0 +1,103 @@
+"""Fail closed: with Redis down, slow or restarted, nothing is sent without a reservation."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import redis
+from keymoment.state import cap_key
+from keymoment.state.redis_caps import RedisCapStore
+
+from keymoment.policy import build_policy
+from tests.support.servers import free_port
+from tests.unit.test_policy_support import (
+    T0,
+    campaign,
+    candidate,
+    fixed_clock,
+    profile,
+    profiles,
+    rules_file,
+)
+
+CAPS = [{"id": "daily", "scope": "customer", "limit": 2, "window": "day"}]
+
+
+def policy_on(url: str, **options):  # type: ignore[no-untyped-def]
+    rules = rules_file([campaign("a", ttl="2h")], caps=CAPS)
+    store = RedisCapStore(url, timeout=0.2)
+    return build_policy(rules, store=store, clock=fixed_clock, lists=[], **options), store
+
+
+def test_unreachable_redis_parks_then_expires_and_counts_errors():
+    """No server: candidates wait (bounded), end expired/cap_store_unavailable, errors counted."""
+    policy, _ = policy_on(f"redis://127.0.0.1:{free_port()}/0", max_pending=3, retry_interval=0)
+    cands = [candidate("r-a", "a", f"C{i}") for i in range(5)]
+    out = policy.decide(cands, profiles(*(profile(f"C{i}") for i in range(5))), T0)
+    assert [(d.outcome, d.reason) for d in out] == [("expired", "pending_queue_full")] * 2
+    assert policy.pending == 3
+    assert policy.retry_pending(T0 + timedelta(hours=1)) == []
+    late = policy.retry_pending(T0 + timedelta(hours=2, seconds=1))
+    assert [(d.outcome, d.reason) for d in late] == [("expired", "cap_store_unavailable")] * 3
+    counters = policy.counters
+    assert policy.pending == 0 and counters["store_connection_errors"] >= 2
+    assert counters["store_failures"] >= 2 and counters["expired_waiting"] == 3
+
+
+def test_redis_killed_mid_run_and_restarted(fresh_redis):
+    """Kill, keep deciding, restart: every candidate gets one outcome, every sent one a slot."""
+    policy, store = policy_on(fresh_redis.url, retry_interval=0)
+    customers = [f"C{i}" for i in range(6)]
+    profs = profiles(*(profile(c) for c in customers))
+    decisions, reserved = [], set()
+    clock = T0
+
+    def batch(n: int) -> list:  # type: ignore[type-arg]
+        return [
+            candidate("r-a", "a", customers[(n + i) % 6], clock, event_id=f"E{n}-{i}")
+            for i in range(3)
+        ]
+
+    for n in range(4):  # Redis up
+        decisions += policy.decide(batch(n), profs, clock)
+    reserved |= {o for c in customers for o, _ in store.slots(cap_key(c, "daily", ""))}
+    fresh_redis.kill()
+    for n in range(4, 8):  # Redis down: everything parks
+        clock += timedelta(minutes=30)
+        decisions += policy.decide(batch(n), profs, clock)
+    assert policy.pending == 12 and not [d for d in decisions if d.decided_at is None]
+    fresh_redis.start()
+    clock += timedelta(minutes=31)  # the first down batch is now 2h01m old: it has expired
+    decisions += policy.retry_pending(clock)
+    decisions += policy.decide(batch(8), profs, clock)
+    reserved |= {o for c in customers for o, _ in store.slots(cap_key(c, "daily", ""))}
+
+    assert policy.pending == 0
+    assert sorted(d.candidate.event_id for d in decisions) == sorted(
+        f"E{n}-{i}" for n in range(9) for i in range(3)
+    )
+    sent = [d for d in decisions if d.outcome == "sent"]
+    assert sent and {d.offer_id for d in sent} <= reserved
+    waited = [d for d in decisions if d.candidate.event_id.startswith("E4-")]
+    assert {(d.outcome, d.reason) for d in waited} == {("expired", "cap_store_unavailable")}
+    assert policy.counters["store_connection_errors"] >= 1
+    assert store.counters["script_loads"] == 2  # NOSCRIPT after the restart reloaded it
+
+
+def test_a_slow_redis_times_out_and_the_retry_takes_one_slot(redis_server):
+    """A reservation that times out is parked; its retry does not take a second slot."""
+    policy, store = policy_on(redis_server.url, retry_interval=0)
+    store.prefix = "slow"
+    c = candidate("r-a", "a", "S1")
+    pauser = redis.Redis.from_url(redis_server.url)
+    store.client.ping()
+    pauser.execute_command("CLIENT", "PAUSE", 600, "ALL")
+    assert policy.decide([c], profiles(profile("S1")), T0) == []
+    assert policy.counters["store_timeouts"] == 1 and policy.pending == 1
+    time.sleep(0.7)  # the pause ends
+    out = policy.retry_pending(T0 + timedelta(minutes=1))
+    assert [(d.outcome, d.offer_id) for d in out] == [("sent", c.offer_id)]
+    assert [o for o, _ in store.slots(cap_key("S1", "daily", ""))] == [c.offer_id]
+    assert policy.pending == 0
+    pauser.close()
