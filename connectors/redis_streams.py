@@ -14,7 +14,8 @@ Reads never block the worker: a non-blocking XREAD of up to `batch_size`
 entries, then, when the stream is drained, a short `next_awake` pause
 (`poll_interval`) instead of a sleep, so epochs keep closing. A lost
 connection is retried with exponential backoff capped at 0.5 s (below any
-snapshot interval) and logged once per outage; the position is kept, so nothing is skipped or repeated.
+snapshot interval) and logged once per outage; the position is kept, so
+nothing is skipped or repeated.
 
 Sink: XADD of `data` = the record as JSON, with an optional approximate
 MAXLEN; one pipeline round trip per batch. Delivery is at-least-once

@@ -106,7 +106,7 @@ def _where(url: str) -> str:
 
 
 def source_from_url(url: str, check: bool = True, **opts: Any) -> Source:
-    """The Bytewax source for one URL; `opts` (such as `batch_size`) override URL defaults."""
+    """The Bytewax source for one URL; `opts` (`batch_size`) are defaults the URL overrides."""
     scheme, rest = _split(url)
     if scheme in ("", "file"):
         from keymoment.connectors.files import JsonlFileSource
@@ -129,7 +129,7 @@ def _kafka_source(url: str, check: bool, opts: dict) -> Source:
         _check_kafka(brokers, topics)
     return KafkaEventSource(brokers, topics, start=_one(q, "start", "earliest"),
                             tail=_one(q, "tail", True, _flag),
-                            batch_size=opts.get("batch_size", _one(q, "batch", 1000, int)))
+                            batch_size=_one(q, "batch", opts.get("batch_size", 1000), int))
 
 
 def _kafka_target(url: str) -> tuple[list[str], list[str]]:
@@ -166,7 +166,7 @@ def _redis_source(url: str, check: bool, opts: dict) -> Source:
     if check:
         _check_redis(server)
     return RedisStreamSource(server, streams, start=_one(q, "start", "0"),
-                             batch_size=opts.get("batch_size", _one(q, "batch", 1000, int)),
+                             batch_size=_one(q, "batch", opts.get("batch_size", 1000), int),
                              tail=_one(q, "tail", True, _flag))
 
 
@@ -193,7 +193,7 @@ def _generator_source(url: str, check: bool, opts: dict) -> Source:
         seed=_one(q, "seed", 7, int), customers=_one(q, "customers", 1000, int),
         rate=_one(q, "rate", 0.0, float), count=_one(q, "count", None, int), live=live,
         days=_one(q, "days", 240, int), noise=_one(q, "noise", 0.0, float),
-        batch_size=opts.get("batch_size", _one(q, "batch", 1000, int)))
+        batch_size=_one(q, "batch", opts.get("batch_size", 1000), int))
 
 
 _SOURCES = {"kafka": _kafka_source, "redis": _redis_source, "rediss": _redis_source,
