@@ -16,7 +16,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from keymoment.policy.config import Campaign, Cap, ChannelPolicy, PolicyParams
-from keymoment.triggers.ruleset import TRIGGERS, RuleSet
+from keymoment.triggers.ruleset import TRIGGERS, RuleSet, duplicate_rule_ids
 
 DO_NOT_CONTACT = "do_not_contact"
 
@@ -52,6 +52,11 @@ class RulesFile(RuleSet):
         return value
 
     @model_validator(mode="after")
+    def _unique_rule_ids(self) -> RulesFile:
+        """Replaces RuleSet's check: duplicates are reported with the other cross-checks."""
+        return self
+
+    @model_validator(mode="after")
     def _cross_check(self) -> RulesFile:
         problems = list(self._reference_problems())
         if problems:
@@ -61,7 +66,12 @@ class RulesFile(RuleSet):
     def _reference_problems(self) -> list[str]:
         campaign_ids = [c.campaign_id for c in self.campaigns]
         known = set(campaign_ids)
-        problems = [f"campaign_id {c!r} is used twice" for c in known if campaign_ids.count(c) > 1]
+        problems = duplicate_rule_ids(self.rules)
+        problems += [
+            f"campaigns[{i}].campaign_id: {c!r} is already used by campaigns[{campaign_ids.index(c)}]"
+            for i, c in enumerate(campaign_ids)
+            if campaign_ids.index(c) != i
+        ]
         problems += [
             f"rules[{i}].campaign: no campaign {rule.campaign!r} in campaigns"
             for i, rule in enumerate(self.rules)
@@ -155,8 +165,10 @@ def _problems(error: Any) -> list[str]:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field (check the spelling; see examples/rules.yaml)"
-    elif error["type"] == "union_tag_invalid":
-        message = f"unknown trigger; expected one of {', '.join(TRIGGERS)}"
+    elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        found = "unknown trigger" if error["type"] == "union_tag_invalid" else "missing"
+        message = f"{found}; expected one of {', '.join(TRIGGERS)}"
+        parts.append(".trigger")
     path = "".join(parts)
     if not path:  # cross-checks arrive as one model-level error
         return message.split("; ")

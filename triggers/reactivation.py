@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator
 
 from .base import RuleBase, Step, Trigger
 from .durations import Duration
@@ -22,11 +22,13 @@ class ReactivationRule(RuleBase):
     inactive: Duration = timedelta(days=90)
     memory: Duration = timedelta(days=400)
 
-    @model_validator(mode="after")
-    def _memory_covers_gap(self) -> ReactivationRule:
-        if self.memory < self.inactive:
-            raise ValueError("memory must be at least inactive, or the rule can never fire")
-        return self
+    @field_validator("memory")
+    @classmethod
+    def _memory_covers_gap(cls, memory: timedelta, info: ValidationInfo) -> timedelta:
+        inactive = info.data.get("inactive")
+        if inactive is not None and memory < inactive:
+            raise ValueError("must be at least inactive, or the rule can never fire")
+        return memory
 
 
 class Reactivation(Trigger):

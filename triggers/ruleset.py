@@ -63,13 +63,22 @@ class RuleSet(BaseModel):
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> RuleSet:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.rule_id in seen:
-                raise ValueError(f"rule_id {rule.rule_id!r} is used twice")
-            seen.add(rule.rule_id)
+        problems = duplicate_rule_ids(self.rules)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def compile(self) -> list[Trigger]:
         """One compiled trigger per rule, in file order (the order ties are broken in)."""
         return [TRIGGERS[rule.trigger](rule, i, self) for i, rule in enumerate(self.rules)]
+
+
+def duplicate_rule_ids(rules: list[Rule]) -> list[str]:
+    """`rules[i].rule_id: ...` for every rule reusing an earlier rule's id."""
+    first: dict[str, int] = {}
+    problems = []
+    for i, rule in enumerate(rules):
+        if rule.rule_id in first:
+            problems.append(f"rules[{i}].rule_id: {rule.rule_id!r} is already used by rules[{first[rule.rule_id]}]")
+        first.setdefault(rule.rule_id, i)
+    return problems

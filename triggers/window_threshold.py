@@ -10,7 +10,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import ValidationInfo, field_validator
 
 from .base import RuleBase, Step, Trigger
 from .durations import Duration, format_duration
@@ -42,8 +42,13 @@ class WindowThresholdRule(RuleBase):
 
     @field_validator("aggregate")
     @classmethod
-    def _known_aggregate(cls, value: str) -> str:
-        if value in {"count", *AMOUNT_AGGREGATES}:
+    def _known_aggregate(cls, value: str, info: ValidationInfo) -> str:
+        if value in AMOUNT_AGGREGATES:
+            event_filter = info.data.get("filter")
+            if event_filter is not None and event_filter.type != "transaction":
+                raise ValueError(f"{value} needs filter.type: transaction")
+            return value
+        if value == "count":
             return value
         field = value.removeprefix("distinct:")
         if value.startswith("distinct:") and field in DISTINCT_FIELDS:
@@ -53,11 +58,6 @@ class WindowThresholdRule(RuleBase):
             + ", ".join(sorted(DISTINCT_FIELDS))
         )
 
-    @model_validator(mode="after")
-    def _amounts_need_transactions(self) -> WindowThresholdRule:
-        if self.aggregate in AMOUNT_AGGREGATES and self.filter.type != "transaction":
-            raise ValueError(f"aggregate {self.aggregate} needs filter.type: transaction")
-        return self
 
 
 class WindowThreshold(Trigger):
