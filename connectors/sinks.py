@@ -23,12 +23,16 @@ def output(step_id: str, records: Stream[dict], sink: Sink) -> Stream[dict] | No
 
     The webhook delivers inside a `flat_map_batch` step so that each 4xx
     comes back into the dataflow as a dead-letter record the flow merges
-    into its dead-letter output (see docs/connectors.md). Other sinks
+    into its dead-letter output (see docs/connectors.md); the step also
+    ends in an output of its own, so delivery runs even when the caller
+    drops that stream (each dead letter is logged regardless). Other sinks
     return None.
     """
     deliver = getattr(sink, "deliver_batch", None)
     if deliver is not None:
-        return op.flat_map_batch(step_id, records, deliver)
+        dead = op.flat_map_batch(step_id, records, deliver)
+        op.output(f"{step_id}-settled", dead, _Settled())  # a flow must end in an output
+        return dead
     if isinstance(sink, FixedPartitionedSink):
         keyed = op.map(f"{step_id}-key", records, _with_empty_key)
         op.output(step_id, keyed, sink)
@@ -39,6 +43,18 @@ def output(step_id: str, records: Stream[dict], sink: Sink) -> Stream[dict] | No
 
 def _with_empty_key(record: dict) -> tuple[str, dict]:
     return ("", record)
+
+
+class _Ignore(StatelessSinkPartition[dict]):
+    def write_batch(self, items: list[dict]) -> None:
+        return
+
+
+class _Settled(DynamicSink[dict]):
+    """Terminates the webhook step: Bytewax refuses a flow whose steps lead to no output."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Ignore:
+        return _Ignore()
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -149,3 +149,45 @@ def test_bad_secret_is_refused(secret: str) -> None:
     """A secret that is not base64 or is too short is refused with a one-line ValueError."""
     with pytest.raises(ValueError, match="webhook secret"):
         parse_secret(secret)
+
+
+class _CrashOnce:
+    """Turns lines into offers; raises once at one position: a crash between deliveries."""
+
+    def __init__(self, position: str, flag):
+        self.position, self.flag = position, flag
+
+    def __call__(self, item: tuple[str, bytes]) -> dict:
+        if item[0] == self.position and not self.flag.exists():
+            self.flag.touch()
+            raise RuntimeError("injected crash")
+        return _offers(1000)[int(item[1])]
+
+
+def test_crash_and_resume_the_gateway_accepts_every_offer_exactly_once(gateway, tmp_path) -> None:
+    """After a crash mid-stream and a recovery run, each 2xx offer is accepted once (repeats ok)."""
+    from datetime import timedelta
+
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    from keymoment.connectors.files import JsonlFileSource
+
+    path, db = tmp_path / "in.jsonl", tmp_path / "db"
+    path.write_text("".join(f"{i}\n" for i in range(400)))
+    db.mkdir()
+    init_db_dir(db, 1)
+
+    def flow() -> Dataflow:
+        f = Dataflow("webhook-crash")
+        lines = op.input("in", f, JsonlFileSource(path, batch_size=9))
+        offers = op.map("offer", lines, _CrashOnce(f"{path}:250", tmp_path / "flag"))
+        output("deliver", offers, WebhookSink(gateway.url, SECRET, retry=FAST))
+        return f
+
+    with pytest.raises(Exception, match="mapper"):
+        run_main(flow(), epoch_interval=timedelta(0), recovery_config=RecoveryConfig(db))
+    before = len(gateway.accepted)
+    run_main(flow(), epoch_interval=timedelta(0), recovery_config=RecoveryConfig(db))
+    expected = {o["offer_id"] for o in _offers(400) if _bucket(o["offer_id"]) != 0}
+    assert 0 < before < len(expected)
+    assert set(gateway.accepted) == expected and set(gateway.accepted.values()) == {1}
