@@ -12,6 +12,7 @@ a second (plain lines when stdout is not a terminal); the run ends after
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     worker = threading.Thread(target=_run_flow, args=(run_main, flow, failure), daemon=True)
     print(f"keymoment demo: {args.customers:,} synthetic customers at {args.rate:,.0f} events/s "
           f"for {args.duration:g}s (Ctrl-C ends early); rules {settings.rules}", flush=True)
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C ends the input, not the process
     worker.start()
     _watch(worker, stats, stop, args.duration, sys.stdout)
     if failure:
@@ -83,18 +85,17 @@ def _watch(worker: threading.Thread, stats: Any, stop: threading.Event, duration
     tty = out.isatty()
     ends_at = time.monotonic() + duration
     previous = (0.0, 0)
-    try:
-        while worker.is_alive() and time.monotonic() < ends_at:
-            worker.join(timeout=1.0)
-            snap = stats.copy()
-            rate = (snap["lines"] - previous[1]) / max(snap["elapsed"] - previous[0], 1e-9)
-            previous = (snap["elapsed"], snap["lines"])
-            out.write(view(snap, rate) if tty else status_line(snap, rate) + "\n")
-            out.flush()
-    except KeyboardInterrupt:
+    while worker.is_alive() and time.monotonic() < ends_at and not stop.is_set():
+        worker.join(timeout=1.0)
+        snap = stats.copy()
+        rate = (snap["lines"] - previous[1]) / max(snap["elapsed"] - previous[0], 1e-9)
+        previous = (snap["elapsed"], snap["lines"])
+        out.write(view(snap, rate) if tty else status_line(snap, rate) + "\n")
+        out.flush()
+    if stop.is_set():
         out.write("\nstopping...\n")
     stop.set()
-    worker.join(timeout=30)
+    worker.join()
 
 
 def status_line(snap: dict[str, Any], rate: float) -> str:

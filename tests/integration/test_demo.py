@@ -1,0 +1,39 @@
+"""`keymoment demo` on a fresh install: no server, packaged rules, a live view and a summary."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+
+def demo(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "keymoment", "demo", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_demo_runs_for_its_duration_and_prints_a_summary() -> None:
+    """Plain status lines each second when piped, then a summary with offers by rule and channel."""
+    proc = demo("--duration", "3", "--rate", "3000", "--customers", "800")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    status = [line for line in out.splitlines() if re.match(r"\s*\d+\.\ds\s+events", line)]
+    assert len(status) >= 2
+    assert "\x1b[" not in out, "terminal escapes written to a pipe"
+    summary = out[out.index("summary:"):]
+    events = int(re.search(r"summary: ([\d,]+) events", summary).group(1).replace(",", ""))
+    assert events > 3000
+    assert re.search(r"honeymoon\s+[1-9]", summary) and "app_push" in summary
+    assert "dead letters:" in summary
+
+
+def test_demo_ends_on_ctrl_c_with_a_summary() -> None:
+    """SIGINT ends the run early and still prints the summary, exit code 0."""
+    proc = demo("--duration", "120", "--rate", "2000", "--customers", "500")
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "summary:" in out and "Traceback" not in err
