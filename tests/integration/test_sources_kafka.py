@@ -12,10 +12,13 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from bytewax.inputs import StatefulSourcePartition
+from confluent_kafka import KafkaError as ConfluentError
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from keymoment.connectors.kafka import KafkaEventSource
+from keymoment.connectors.kafka import KafkaEventSource, _PositionedPartition
 
 
 def create_topic(bootstrap: str, partitions: int = 1) -> str:
@@ -76,3 +79,31 @@ def test_unknown_start_is_refused() -> None:
     """A start other than earliest/latest is a one-line ValueError."""
     with pytest.raises(ValueError, match="earliest or latest"):
         KafkaEventSource(["127.0.0.1:1"], ["t"], start="middle")
+
+
+class _Scripted(StatefulSourcePartition):
+    """Stands in for Bytewax's Kafka partition only to inject errors a live broker never sends."""
+
+    def __init__(self, batches: list[list]):
+        self.batches = batches
+
+    def next_batch(self) -> list:
+        return self.batches.pop(0)
+
+    def snapshot(self) -> None:
+        return None
+
+
+def _msg(offset: int | None, value: bytes | None = b"{}") -> KafkaSourceMessage:
+    return KafkaSourceMessage(key=None, value=value, topic="tx", partition=0, offset=offset)
+
+
+def test_consumer_errors_become_dead_letter_items_or_are_skipped() -> None:
+    """A positioned error is emitted empty at its offset; a client error is skipped."""
+    transport = KafkaError(ConfluentError(ConfluentError._TRANSPORT), _msg(-1001, None))
+    broken = KafkaError(ConfluentError(ConfluentError._MSG_TIMED_OUT), _msg(5, b"oops"))
+    part = _PositionedPartition(_Scripted([[_msg(3), _msg(4)], [transport, broken]]), None, -2)
+    assert part.next_batch() == [("tx:0:3", b"{}"), ("tx:0:4", b"{}")]
+    assert part.snapshot() == 5
+    assert part.next_batch() == [("tx:0:5", b"")]
+    assert part.snapshot() == 6
