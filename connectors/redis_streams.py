@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import redis
@@ -42,13 +43,16 @@ MAX_NAP = 0.5  # source backoff cap: a sleeping partition holds back every epoch
 LOST = (redis.ConnectionError, redis.TimeoutError)
 
 
-def connect(url: str) -> redis.Redis:
-    """A client with short timeouts: a dead server must not freeze the worker for long."""
+def connect(url: str) -> Any:
+    """A client with short timeouts: a dead server must not freeze the worker for long.
+
+    Typed `Any`: redis-py's reply types are unions of every RESP shape.
+    """
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
                                 health_check_interval=30)
 
 
-def resolve_start(client: redis.Redis, stream: str, start: str) -> str:
+def resolve_start(client: Any, stream: str, start: str) -> str:
     """`0` reads the whole stream; `$` means after the current last entry, fixed now as an id."""
     if start != "$":
         return start

@@ -140,7 +140,8 @@ class WebhookDelivery:
         for attempt in range(1, self.retry.max_attempts + 1):
             status, retry_after = self._attempt(offer_id, body)
             if status is not None and 200 <= status < 300:
-                return self._count("delivered")
+                self._count("delivered")
+                return None
             if status is not None and not _transient(status):
                 return self._dead(offer, "webhook_rejected", status, attempt)
             if attempt < self.retry.max_attempts:

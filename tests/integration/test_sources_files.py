@@ -101,3 +101,17 @@ def test_crash_and_resume_gives_every_line_once_in_the_file_sink(tmp_path: Path)
     run_main(flow(), epoch_interval=timedelta(0), recovery_config=RecoveryConfig(db))
     events = [orjson.loads(line)["event"] for line in out.read_bytes().splitlines()]
     assert events == [f"x{i}" for i in range(500)]
+
+
+def test_two_workers_read_each_file_once_and_share_one_output_file(tmp_path: Path) -> None:
+    """With two workers, each file partition is read by one worker and the sink gets all lines."""
+    from bytewax.testing import cluster_main
+
+    paths = [_write(tmp_path / f"p{i}.jsonl", _events(f"p{i}-", 700)) for i in range(3)]
+    out = tmp_path / "out.jsonl"
+    flow = Dataflow("two-workers")
+    items = op.input("in", flow, JsonlFileSource(paths, batch_size=50))
+    output("out", op.map("parse", items, lambda item: orjson.loads(item[1])), JsonlFileSink(out))
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    got = sorted(orjson.loads(line)["event_id"] for line in out.read_bytes().splitlines())
+    assert got == sorted(f"p{i}-{n}" for i in range(3) for n in range(700))
