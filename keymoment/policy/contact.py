@@ -140,7 +140,7 @@ class RulesContactPolicy:
             if name is not None:
                 out.append(self._final(c, "suppressed", name))
             elif in_control(campaign.campaign_id, c.customer_id, campaign.holdout):
-                out.append(self._final(c, "control", "holdout"))
+                out.append(self._control(c, profiles.get(c.customer_id), clock_at))
             else:
                 eligible.append(c)
         winners, losers = arbitrate(
@@ -174,6 +174,14 @@ class RulesContactPolicy:
             return out + self._park([p.candidate for p in plans], profiles, screened=True)
         self._succeeded()
         return out + [self._placed(p, r) for p, r in zip(plans, results, strict=True)]
+
+    def _control(
+        self, c: Candidate, profile: CustomerProfile | None, clock_at: datetime
+    ) -> Decision:
+        """Logged as would-have-sent: the first channel consent and quiet hours allow; no slot."""
+        plan = self.planner.plan(c, self._campaign(c), profile, clock_at)
+        channel, send_at = plan.channels[0] if plan.channels else (None, None)
+        return self._final(c, "control", "holdout", channel=channel, send_at=send_at)
 
     def _unplaced(self, plan: Plan) -> Decision:
         if plan.deferral_blocked:

@@ -10,7 +10,8 @@ costs one atomic step (and one round trip on Redis).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -29,7 +30,12 @@ if TYPE_CHECKING:
 
 
 def to_ms(at: datetime) -> int:
-    return (at - _EPOCH) // timedelta(milliseconds=1)
+    """Milliseconds since the epoch, in integer arithmetic (the store's time unit)."""
+    return span_ms(at - _EPOCH)
+
+
+def span_ms(span: timedelta) -> int:
+    return (span.days * 86_400 + span.seconds) * 1000 + span.microseconds // 1000
 
 
 def from_ms(ms: int) -> datetime:
@@ -57,7 +63,8 @@ class Planner:
         self.rules = rules
         self.default_zone = rules.timezone
         # how far behind the clock a slot can ever be asked for: the longest ttl
-        self.horizon_ms = max((to_ms(_EPOCH + c.ttl) for c in rules.campaigns), default=DAY_MS)
+        self.horizon_ms = max((span_ms(c.ttl) for c in rules.campaigns), default=DAY_MS)
+        self.caps = [(cap, 0 if cap.calendar else span_ms(cap.rolling)) for cap in rules.caps]
 
     def plan(
         self,
@@ -116,30 +123,37 @@ class Planner:
         now_ms: int,
     ) -> tuple[Check, ...]:
         checks = []
-        for cap in self.rules.caps:
+        slot_ms = to_ms(send_at)
+        for cap, window_ms in self.caps:
             scope = scope_value(cap, c, campaign, channel)
             if scope is not None:
-                checks.append(
-                    self._check(cap, cap_key(c.customer_id, cap.id, scope), send_at, tz, now_ms)
-                )
+                key = cap_key(c.customer_id, cap.id, scope)
+                checks.append(self._check(cap, window_ms, key, send_at, slot_ms, tz, now_ms))
         return tuple(checks)
 
-    def _check(self, cap: Cap, key: str, send_at: datetime, tz: ZoneInfo, now_ms: int) -> Check:
-        slot_ms = to_ms(send_at)
+    def _check(
+        self,
+        cap: Cap,
+        window_ms: int,
+        key: str,
+        send_at: datetime,
+        slot_ms: int,
+        tz: ZoneInfo,
+        now_ms: int,
+    ) -> Check:
         floor_ms = now_ms - self.horizon_ms
-        if cap.calendar:
-            start, end = period(send_at, cap.window, tz)
+        if window_ms == 0:
+            start_ms, end_ms = period_ms(send_at, cap.window, tz)
             return Check(
                 cap.id,
                 key,
                 "calendar",
                 cap.limit,
-                start_ms=to_ms(start),
-                end_ms=to_ms(end),
-                keep_ms=max(to_ms(end) - floor_ms, 1),
+                start_ms=start_ms,
+                end_ms=end_ms,
+                keep_ms=max(end_ms - floor_ms, 1),
                 prune_before_ms=floor_ms - CALENDAR_SPAN_MS,
             )
-        window_ms = to_ms(_EPOCH + cap.rolling)
         return Check(
             cap.id,
             key,
@@ -149,6 +163,17 @@ class Planner:
             keep_ms=max(slot_ms + window_ms - floor_ms, 1),
             prune_before_ms=floor_ms - window_ms,
         )
+
+
+def period_ms(at: datetime, window: str, tz: ZoneInfo) -> tuple[int, int]:
+    """`period` in store milliseconds, cached per zone, window and local date."""
+    return _period_ms(tz, window, at.astimezone(tz).date())
+
+
+@lru_cache(maxsize=65536)
+def _period_ms(tz: ZoneInfo, window: str, day: date) -> tuple[int, int]:
+    start, end = period(datetime.combine(day, time(12), tzinfo=tz), window, tz)
+    return to_ms(start), to_ms(end)
 
 
 def scope_value(cap: Cap, c: Candidate, campaign: Campaign, channel: str) -> str | None:

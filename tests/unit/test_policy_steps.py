@@ -56,6 +56,7 @@ def test_control_candidates_are_logged_and_take_no_slot():
     store = MemoryCapStore()
     out = decide(rules, [candidate("r-c1", "c1", cid)], profiles(profile(cid)), store=store)
     assert outcomes(out) == [("r-c1", "control", "holdout")]
+    assert (out[0].channel, out[0].send_at) == ("sms", T0)  # would have gone on sms, at once
     assert store.slots(cap_key(cid, "any", "")) == []
 
 

@@ -1,0 +1,20 @@
+"""`cap_store_from_url`: the `--state` flag's forms."""
+
+from __future__ import annotations
+
+import pytest
+
+from keymoment.state import MemoryCapStore, cap_store_from_url
+from keymoment.state.redis_caps import RedisCapStore
+
+
+def test_state_urls_pick_the_store():
+    """None and memory: give the memory store; redis:// a Redis store with its options."""
+    assert isinstance(cap_store_from_url(None), MemoryCapStore)
+    assert isinstance(cap_store_from_url("memory:"), MemoryCapStore)
+    store = cap_store_from_url("redis://127.0.0.1:6390/2?timeout=0.5&prefix=bank1")
+    assert isinstance(store, RedisCapStore) and store.prefix == "bank1"
+    kwargs = store.client.connection_pool.connection_kwargs
+    assert (kwargs["port"], kwargs["db"], kwargs["socket_timeout"]) == (6390, 2, 0.5)
+    with pytest.raises(ValueError, match="unsupported state URL"):
+        cap_store_from_url("postgres://x")
