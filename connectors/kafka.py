@@ -12,7 +12,11 @@ This module wraps each of its partitions so that:
   (broker down, ...) is logged and skipped, librdkafka reconnects by itself;
 - the snapshot is the next offset after the last message actually emitted.
   (Bytewax's partition moves its offset on error messages too, whose offset
-  is negative; ours ignores those.)
+  is negative; ours ignores those.) `start=latest` is fixed as a concrete
+  offset (the high watermark) when the partition is first built, so a crash
+  before the first message does not skip what arrived meanwhile. (Tansu,
+  the test broker, reports the watermark as the last batch's base offset
+  + 1: exact only when every produce request carries one message.)
 
 Sink: Bytewax's `KafkaSink` producer; each dict record becomes one message,
 value = the record as JSON, key = `record[key]` (default `customer_id`, so
@@ -35,7 +39,7 @@ from bytewax.connectors.kafka import (
 )
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 log = logging.getLogger(__name__)
 Item = tuple[str, bytes]
@@ -98,6 +102,7 @@ class KafkaEventSource(FixedPartitionedSource[Item, int]):
         if not topics:
             raise ValueError("kafka source needs at least one topic")
         self.start = STARTS[start]
+        self.brokers, self.config = list(brokers), dict(config or {})
         self.inner = KafkaSource(list(brokers), list(topics), tail=tail,
                                  starting_offset=self.start, add_config=config,
                                  batch_size=batch_size, raise_on_errors=False)
@@ -106,8 +111,22 @@ class KafkaEventSource(FixedPartitionedSource[Item, int]):
         return self.inner.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+        if resume_state is None and self.start == OFFSET_END:
+            resume_state = self._end_offset(for_part)
         inner = self.inner.build_part(step_id, for_part, resume_state)
         return _PositionedPartition(inner, resume_state, self.start)
+
+    def _end_offset(self, for_part: str) -> int:
+        """`latest` fixed as a number now, so a snapshot taken before any message is exact."""
+        idx, topic = for_part.split("-", 1)
+        config = {"bootstrap.servers": ",".join(self.brokers), "group.id": "keymoment-unused",
+                  "enable.auto.commit": False, **self.config}
+        consumer = Consumer(config)
+        try:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, int(idx)), 10.0)
+        finally:
+            consumer.close()
+        return high
 
 
 class _RecordPartition(StatelessSinkPartition[dict]):
