@@ -33,73 +33,19 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from keymoment.connectors.urlparts import (
+    file_path,
+    flag,
+    one,
+    query,
+    safe,
+    server_url,
+    split,
+    where,
+)
 from keymoment.triggers.events import CustomerProfile
 
 log = logging.getLogger(__name__)
-Query = dict[str, list[str]]
-
-
-def _split(url: str) -> tuple[str, str]:
-    scheme, sep, rest = url.partition(":")
-    if not sep or "/" in scheme or "\\" in scheme or len(scheme) == 1:
-        return "", url  # a plain path (a one-letter scheme would be a Windows drive)
-    return scheme.lower(), rest
-
-
-def _file_path(rest: str) -> Path:
-    path = rest.removeprefix("//")  # file:///abs/path and file://rel/path as well as file:path
-    if not path:
-        raise ValueError("file URL needs a path, like file:events.jsonl")
-    return Path(path)
-
-
-def _query(url: str, allowed: set[str]) -> Query:
-    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        raise ValueError(f"unknown parameter {unknown[0]!r} in {_safe(url)}; "
-                         f"allowed: {', '.join(sorted(allowed)) or 'none'}")
-    return query
-
-
-def _one(query: Query, name: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
-    values = query.get(name)
-    if not values:
-        return default
-    try:
-        return cast(values[-1])
-    except ValueError:
-        raise ValueError(f"parameter {name}={values[-1]!r} is not valid") from None
-
-
-def _flag(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
-
-
-def _safe(url: str) -> str:
-    """The URL without user or password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _server_url(url: str) -> str:
-    """A redis URL without our own query parameters (the client must not see them)."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(query=""))
-
-
-def _where(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port or 6379}"
 
 
 # --- sources -------------------------------------------------------------------------------
@@ -107,15 +53,15 @@ def _where(url: str) -> str:
 
 def source_from_url(url: str, check: bool = True, **opts: Any) -> Source:
     """The Bytewax source for one URL; `opts` (`batch_size`) are defaults the URL overrides."""
-    scheme, rest = _split(url)
+    scheme, rest = split(url)
     if scheme in ("", "file"):
         from keymoment.connectors.files import JsonlFileSource
 
-        path = _file_path(rest) if scheme else Path(url)
+        path = file_path(rest) if scheme else Path(url)
         return JsonlFileSource(path, batch_size=opts.get("batch_size", 1000))
     build = _SOURCES.get(scheme)
     if build is None:
-        raise ValueError(f"unsupported source URL {_safe(url)!r}: use file:, kafka://, "
+        raise ValueError(f"unsupported source URL {safe(url)!r}: use file:, kafka://, "
                          "redis:// or generator:")
     return build(url, check, opts)
 
@@ -124,12 +70,12 @@ def _kafka_source(url: str, check: bool, opts: dict) -> Source:
     from keymoment.connectors.kafka import KafkaEventSource
 
     brokers, topics = _kafka_target(url)
-    q = _query(url, {"start", "tail", "batch"})
+    q = query(url, {"start", "tail", "batch"})
     if check:
         _check_kafka(brokers, topics)
-    return KafkaEventSource(brokers, topics, start=_one(q, "start", "earliest"),
-                            tail=_one(q, "tail", True, _flag),
-                            batch_size=_one(q, "batch", opts.get("batch_size", 1000), int))
+    return KafkaEventSource(brokers, topics, start=one(q, "start", "earliest"),
+                            tail=one(q, "tail", True, flag),
+                            batch_size=one(q, "batch", opts.get("batch_size", 1000), int))
 
 
 def _kafka_target(url: str) -> tuple[list[str], list[str]]:
@@ -137,7 +83,7 @@ def _kafka_target(url: str) -> tuple[list[str], list[str]]:
     brokers = [b for b in parts.netloc.split(",") if b]
     topics = [t for t in parts.path.strip("/").split(",") if t]
     if not brokers or not topics:
-        raise ValueError(f"kafka URL must be kafka://host:port/topic, not {_safe(url)!r}")
+        raise ValueError(f"kafka URL must be kafka://host:port/topic, not {safe(url)!r}")
     return brokers, topics
 
 
@@ -158,16 +104,16 @@ def _check_kafka(brokers: list[str], topics: list[str], timeout: float = 5.0) ->
 def _redis_source(url: str, check: bool, opts: dict) -> Source:
     from keymoment.connectors.redis_streams import RedisStreamSource
 
-    q = _query(url, {"stream", "start", "tail", "batch"})
+    q = query(url, {"stream", "start", "tail", "batch"})
     streams = q.get("stream", [])
     if not streams:
-        raise ValueError(f"redis source needs ?stream=NAME: {_safe(url)}")
-    server = _server_url(url)
+        raise ValueError(f"redis source needs ?stream=NAME: {safe(url)}")
+    server = server_url(url)
     if check:
         _check_redis(server)
-    return RedisStreamSource(server, streams, start=_one(q, "start", "0"),
-                             batch_size=_one(q, "batch", opts.get("batch_size", 1000), int),
-                             tail=_one(q, "tail", True, _flag))
+    return RedisStreamSource(server, streams, start=one(q, "start", "0"),
+                             batch_size=one(q, "batch", opts.get("batch_size", 1000), int),
+                             tail=one(q, "tail", True, flag))
 
 
 def _check_redis(server: str) -> None:
@@ -179,21 +125,21 @@ def _check_redis(server: str) -> None:
         with connect(server) as client:
             client.ping()
     except redis.AuthenticationError:
-        raise ValueError(f"redis at {_where(server)} refused the credentials") from None
+        raise ValueError(f"redis at {where(server)} refused the credentials") from None
     except redis.RedisError as exc:
-        raise ValueError(f"cannot reach redis at {_where(server)} ({type(exc).__name__})") from None
+        raise ValueError(f"cannot reach redis at {where(server)} ({type(exc).__name__})") from None
 
 
 def _generator_source(url: str, check: bool, opts: dict) -> Source:
     from keymoment.connectors.synthetic import GeneratorSource
 
-    q = _query(url, {"customers", "rate", "seed", "count", "days", "live", "noise", "batch"})
-    live = _one(q, "live", None, _flag)
+    q = query(url, {"customers", "rate", "seed", "count", "days", "live", "noise", "batch"})
+    live = one(q, "live", None, flag)
     return GeneratorSource(
-        seed=_one(q, "seed", 7, int), customers=_one(q, "customers", 1000, int),
-        rate=_one(q, "rate", 0.0, float), count=_one(q, "count", None, int), live=live,
-        days=_one(q, "days", 240, int), noise=_one(q, "noise", 0.0, float),
-        batch_size=_one(q, "batch", opts.get("batch_size", 1000), int))
+        seed=one(q, "seed", 7, int), customers=one(q, "customers", 1000, int),
+        rate=one(q, "rate", 0.0, float), count=one(q, "count", None, int), live=live,
+        days=one(q, "days", 240, int), noise=one(q, "noise", 0.0, float),
+        batch_size=one(q, "batch", opts.get("batch_size", 1000), int))
 
 
 _SOURCES = {"kafka": _kafka_source, "redis": _redis_source, "rediss": _redis_source,
@@ -209,15 +155,15 @@ def sink_from_url(url: str, check: bool = True, **opts: Any) -> Sink:
         from keymoment.connectors.sinks import StdoutSink
 
         return StdoutSink()
-    scheme, rest = _split(url)
+    scheme, rest = split(url)
     if scheme in ("", "file"):
         from keymoment.connectors.files import JsonlFileSink
 
-        return JsonlFileSink(_file_path(rest) if scheme else Path(url),
+        return JsonlFileSink(file_path(rest) if scheme else Path(url),
                              fsync=opts.get("fsync", False))
     build = _SINKS.get(scheme)
     if build is None:
-        raise ValueError(f"unsupported sink URL {_safe(url)!r}: use stdout:, file:, kafka://, "
+        raise ValueError(f"unsupported sink URL {safe(url)!r}: use stdout:, file:, kafka://, "
                          "redis:// or webhook+https://")
     return build(url, check, opts)
 
@@ -227,24 +173,24 @@ def _kafka_sink(url: str, check: bool, opts: dict) -> Sink:
 
     brokers, topics = _kafka_target(url)
     if len(topics) != 1:
-        raise ValueError(f"a kafka sink writes to one topic: {_safe(url)}")
-    q = _query(url, {"key"})
+        raise ValueError(f"a kafka sink writes to one topic: {safe(url)}")
+    q = query(url, {"key"})
     if check:
         _check_kafka(brokers, [])
-    return KafkaRecordSink(brokers, topics[0], key=_one(q, "key", "customer_id"))
+    return KafkaRecordSink(brokers, topics[0], key=one(q, "key", "customer_id"))
 
 
 def _redis_sink(url: str, check: bool, opts: dict) -> Sink:
     from keymoment.connectors.redis_streams import RedisStreamSink
 
-    q = _query(url, {"stream", "maxlen"})
+    q = query(url, {"stream", "maxlen"})
     streams = q.get("stream", [])
     if len(streams) != 1:
-        raise ValueError(f"redis sink needs exactly one ?stream=NAME: {_safe(url)}")
-    server = _server_url(url)
+        raise ValueError(f"redis sink needs exactly one ?stream=NAME: {safe(url)}")
+    server = server_url(url)
     if check:
         _check_redis(server)
-    return RedisStreamSink(server, streams[0], maxlen=_one(q, "maxlen", None, int))
+    return RedisStreamSink(server, streams[0], maxlen=one(q, "maxlen", None, int))
 
 
 _WEBHOOK_OPTIONS = {"secret_env", "max_in_flight", "timeout", "max_attempts"}
@@ -254,19 +200,19 @@ def _webhook_sink(url: str, check: bool, opts: dict) -> Sink:
     from keymoment.connectors.webhook import RetryPolicy, WebhookSink
 
     parts = urlsplit(url.split("+", 1)[1])
-    query = parse_qs(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query.items() if k in _WEBHOOK_OPTIONS}
-    theirs = [(k, v) for k, vs in query.items() if k not in _WEBHOOK_OPTIONS for v in vs]
+    params = parse_qs(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in params.items() if k in _WEBHOOK_OPTIONS}
+    theirs = [(k, v) for k, vs in params.items() if k not in _WEBHOOK_OPTIONS for v in vs]
     target = urlunsplit(parts._replace(query=urlencode(theirs)))
-    name = _one(ours, "secret_env", None)
+    name = one(ours, "secret_env", None)
     if not name:
         raise ValueError("webhook URL needs ?secret_env=NAME (never the secret itself)")
     secret = os.environ.get(name)
     if not secret:
         raise ValueError(f"environment variable {name} (the webhook secret) is not set")
-    retry = RetryPolicy(max_attempts=_one(ours, "max_attempts", 6, int))
-    return WebhookSink(target, secret, max_in_flight=_one(ours, "max_in_flight", 8, int),
-                       timeout=_one(ours, "timeout", 5.0, float), retry=retry,
+    retry = RetryPolicy(max_attempts=one(ours, "max_attempts", 6, int))
+    return WebhookSink(target, secret, max_in_flight=one(ours, "max_in_flight", 8, int),
+                       timeout=one(ours, "timeout", 5.0, float), retry=retry,
                        **{k: v for k, v in opts.items() if k == "on_dead_letter"})
 
 
@@ -281,15 +227,15 @@ def profiles_from_url(url: str) -> dict[str, CustomerProfile]:
     """Reference data from a JSONL file or Redis hashes; invalid records are logged and skipped."""
     from keymoment.connectors.customers import read_profiles, read_redis_profiles
 
-    scheme, rest = _split(url)
+    scheme, rest = split(url)
     if scheme in ("", "file"):
-        profiles, problems = read_profiles(_file_path(rest) if scheme else Path(url))
+        profiles, problems = read_profiles(file_path(rest) if scheme else Path(url))
     elif scheme in ("redis", "rediss"):
         profiles, problems = _redis_profiles(url, read_redis_profiles)
     elif scheme == "generator":
         profiles, problems = _generator_profiles(url), []
     else:
-        raise ValueError(f"unsupported customers URL {_safe(url)!r}: use file:, redis:// "
+        raise ValueError(f"unsupported customers URL {safe(url)!r}: use file:, redis:// "
                          "or generator:")
     if problems:
         log.warning("%d customer records skipped, first: %s", len(problems), problems[0])
@@ -301,14 +247,14 @@ def _redis_profiles(url: str, read: Callable) -> tuple[dict, list[str]]:
 
     from keymoment.connectors.redis_streams import connect
 
-    q = _query(url, {"prefix"})
-    prefix = _one(q, "prefix", "customer:")
-    server = _server_url(url)
+    q = query(url, {"prefix"})
+    prefix = one(q, "prefix", "customer:")
+    server = server_url(url)
     try:
         with connect(server) as client:
             return read(client, prefix)
     except redis.RedisError as exc:
-        raise ValueError(f"cannot read customers from redis at {_where(server)} "
+        raise ValueError(f"cannot read customers from redis at {where(server)} "
                          f"({type(exc).__name__})") from None
 
 
