@@ -159,19 +159,36 @@ class WebhookDelivery:
             "webhook-signature": signature(self._key, offer_id, timestamp, body),
             "idempotency-key": offer_id,
         }
+        reused = getattr(self._local, "conn", None) is not None
+        try:
+            response = self._post(body, headers)
+        except _STALE:
+            if not reused:  # a fresh connection that fails is a real failure
+                return self._network_failure(offer_id, "connection closed")
+            try:  # the gateway closed an idle keep-alive connection: once more, fresh
+                response = self._post(body, headers)
+            except (OSError, http.client.HTTPException) as exc:
+                return self._network_failure(offer_id, type(exc).__name__)
+        except (OSError, http.client.HTTPException) as exc:
+            return self._network_failure(offer_id, type(exc).__name__)
+        if response.will_close:
+            self._drop_connection()
+        return response.status, _retry_after(response.getheader("retry-after"))
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
         conn = self._connection()
         try:
             conn.request("POST", self.endpoint.path, body, headers)
             response = conn.getresponse()
             response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            log.debug("webhook %s: %s on offer %s", self.endpoint.label, type(exc).__name__,
-                      offer_id)
+        except BaseException:
             self._drop_connection()
-            return None, None
-        if response.will_close:
-            self._drop_connection()
-        return response.status, _retry_after(response.getheader("retry-after"))
+            raise
+        return response
+
+    def _network_failure(self, offer_id: str, what: str) -> tuple[None, None]:
+        log.debug("webhook %s: %s on offer %s", self.endpoint.label, what, offer_id)
+        return None, None
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
@@ -200,6 +217,8 @@ class WebhookDelivery:
         self._pool.shutdown(wait=True)
 
 
+# What an idle keep-alive connection closed by the server looks like on reuse.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 _OFFER_KEYS = ("offer_id", "customer_id", "channel", "campaign_id", "rule_id")
 
 

@@ -191,3 +191,14 @@ def test_crash_and_resume_the_gateway_accepts_every_offer_exactly_once(gateway, 
     expected = {o["offer_id"] for o in _offers(400) if _bucket(o["offer_id"]) != 0}
     assert 0 < before < len(expected)
     assert set(gateway.accepted) == expected and set(gateway.accepted.values()) == {1}
+
+
+def test_a_keep_alive_connection_closed_by_the_gateway_is_reopened_without_a_retry() -> None:
+    """Reusing a connection the gateway dropped while idle costs no attempt and no backoff."""
+    gw = Gateway(SECRET, drop_idle=True).start()
+    try:
+        delivery = WebhookDelivery(gw.url, SECRET, max_in_flight=1, retry=FAST)
+        assert delivery.deliver_batch(_offers(6)) == []
+    finally:
+        gw.stop()
+    assert delivery.retries == 0 and set(gw.attempts.values()) == {1} and len(gw.accepted) == 6

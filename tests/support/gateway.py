@@ -4,7 +4,8 @@ Signatures are checked with the `svix` package (its own Standard Webhooks
 implementation, not ours). A `script(offer_id, attempt) -> status` decides
 each answer, so tests can fail some offers with 500 (transient) or 400
 (permanent), or `SLOW` to answer 200 only after a delay longer than the
-client's timeout. Like a real gateway it honours `Idempotency-Key`: an
+client's timeout. `drop_idle` closes every connection after its answer
+without saying so, as an idle timeout does. Like a real gateway it honours `Idempotency-Key`: an
 offer accepted once is acknowledged again but never accepted twice.
 """
 
@@ -33,9 +34,11 @@ class Gateway:
     """Records attempts, acceptances, repeats, bad signatures and peak concurrency."""
 
     def __init__(self, secret: str, script: Script = always_ok, port: int | None = None,
-                 slow_seconds: float = 0.5, work_seconds: float = 0.0):
+                 slow_seconds: float = 0.5, work_seconds: float = 0.0,
+                 drop_idle: bool = False):
         self.secret, self.script, self.port = secret, script, port or free_port()
         self.slow_seconds, self.work_seconds = slow_seconds, work_seconds
+        self.drop_idle = drop_idle  # close each connection after answering, unannounced
         self.attempts: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
         self.repeats: Counter[str] = Counter()
@@ -108,6 +111,8 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()
+            if gateway.drop_idle:  # like an idle timeout: the client learns on its next send
+                self.close_connection = True
 
         def log_message(self, *args: object) -> None:
             return
