@@ -113,7 +113,8 @@ class _JsonlSinkPartition(StatefulSinkPartition[dict, int]):
     def __init__(self, path: Path, resume_offset: int | None, fsync: bool):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "ab")  # noqa: SIM115 - closed in close()
-        self._file.truncate(resume_offset or 0)
+        size = self._file.seek(0, os.SEEK_END)
+        self._file.truncate(min(resume_offset or 0, size))  # never pad a shorter file with NULs
         self._file.seek(0, os.SEEK_END)
         self._fsync = fsync
 
