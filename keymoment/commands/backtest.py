@@ -28,8 +28,9 @@ from keymoment.cli import UserError
 from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.connectors.customers import ReferenceDataError, read_profiles
 from keymoment.connectors.wire import DeadLetter, decode
-from keymoment.policy import ContactPolicy
+from keymoment.policy import ContactPolicy, FirstChannelPolicy, build_policy
 from keymoment.policy.decision import Decision
+from keymoment.state import cap_store_from_url
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile, Event
 
@@ -47,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--decisions", required=True, help="decision log output (JSONL, .gz ok)")
     parser.add_argument("--dead-letters", help="dead-letter output (JSONL)")
     parser.add_argument("--state", help="cap store URL (default: in memory; redis://host:port/0 to share)")
+    parser.add_argument(
+        "--policy", choices=("on", "off"), default="on",
+        help="off: every candidate 'sent' on its first channel, to see raw rule volumes [%(default)s]",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -73,6 +78,7 @@ class Summary:
     channels: Counter[tuple[str, str]] = field(default_factory=Counter)
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
+    still_pending: int = 0
 
     def count(self, decision: Decision) -> None:
         rule = decision.candidate.rule_id
@@ -93,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     profiles = _profiles(args.customers)
-    policy = _policy(rules, args.state)
+    policy = _policy(rules, args.state, args.policy == "on")
     summary = Summary()
     with _Outputs(args.decisions, args.dead_letters) as out:
         Replay(rules, profiles, policy, out, summary, args.until).run(args.events)
@@ -114,12 +120,14 @@ def _profiles(path: str | None) -> dict[str, CustomerProfile]:
     return profiles
 
 
-def _policy(rules: RulesFile, state_url: str | None) -> ContactPolicy:
-    from keymoment.policy import FirstChannelPolicy
-
-    if state_url:
-        raise UserError("--state needs the contact policy's cap stores, not built yet")
-    return FirstChannelPolicy(rules)
+def _policy(rules: RulesFile, state_url: str | None, enabled: bool) -> ContactPolicy:
+    if not enabled:
+        return FirstChannelPolicy(rules)
+    try:
+        store = cap_store_from_url(state_url)
+    except ValueError as exc:
+        raise UserError(f"--state: {exc}") from None
+    return build_policy(rules, store=store)
 
 
 class _Outputs:
@@ -177,6 +185,7 @@ class Replay:
         end = self.until or last_at
         if end is not None:
             self._decide(self.engine.advance(end))
+            self._settle(end)
         if self.progress:
             self.progress.done()
 
@@ -194,6 +203,13 @@ class Replay:
         for decision in self.policy.decide(candidates, self.profiles, self.engine.watermark):
             self.summary.count(decision)
             self.out.decision(decision)
+
+    def _settle(self, end: datetime) -> None:
+        """Candidates parked while a shared cap store was unreachable: decide them now or expire."""
+        for decision in self.policy.retry_pending(end):
+            self.summary.count(decision)
+            self.out.decision(decision)
+        self.summary.still_pending = self.policy.pending
 
     def dead_letter(self, letter: DeadLetter) -> None:
         self.summary.dead_letters[letter.reason] += 1
@@ -276,6 +292,9 @@ def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
     if summary.reasons:
         lines.append("not sent, by reason:" + "".join(
             f"\n  {outcome:<18}{reason:<24}{n:>8,}" for (outcome, reason), n in summary.reasons.most_common()))
+    if summary.still_pending:
+        lines.append(f"warning: {summary.still_pending:,} candidates still wait for the cap store "
+                     "and are not in the decision log")
     lines.append(f"decision log: {decisions_path} ({sum(summary.candidates.values()):,} decisions)")
     return "\n".join(lines)
 
