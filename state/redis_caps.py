@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
+import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -102,14 +103,19 @@ class RedisCapStore:
         return pipe.execute(raise_on_error=False)
 
     def _arguments(self, r: Reservation) -> tuple[list[str], list[Any]]:
+        """KEYS (each cap key once) and one JSON argument: few arguments pack fast."""
         keys = [self._key(f"offer:{{{r.customer_id}}}:{r.offer_id}")]
-        args: list[Any] = [r.offer_id, max(r.keep_ms, 1), len(r.options)]
+        index: dict[str, int] = {}
+        options = []
         for option in r.options:
-            args += [option.tag, option.slot_ms, len(option.checks)]
+            checks = []
             for check in option.checks:
-                keys.append(self._key(check.key))
-                args += _check_args(check, option.slot_ms)
-        return keys, args
+                if check.key not in index:
+                    keys.append(self._key(check.key))
+                    index[check.key] = len(keys)  # Lua tables count from 1
+                checks.append(_check_args(index[check.key], check, option.slot_ms))
+            options.append([option.tag, str(option.slot_ms), checks])
+        return keys, [orjson.dumps([r.offer_id, max(r.keep_ms, 1), options])]
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:{key}"
@@ -126,12 +132,21 @@ class RedisCapStore:
             raise CapStoreUnavailable(f"redis unreachable: {exc}") from None
 
 
-def _check_args(check: Check, slot_ms: int) -> list[Any]:
+def _check_args(key_index: int, check: Check, slot_ms: int) -> list[Any]:
+    keep, prune = max(check.keep_ms, 1), f"({check.prune_before_ms}"
     if check.kind == "calendar":
-        kind, lo, hi = "c", check.start_ms, check.end_ms
-    else:
-        kind, lo, hi = "r", slot_ms - check.window_ms, slot_ms + check.window_ms
-    return [check.cap_id, kind, check.limit, lo, hi, max(check.keep_ms, 1), check.prune_before_ms]
+        return [
+            key_index,
+            check.cap_id,
+            "c",
+            check.limit,
+            str(check.start_ms),
+            f"({check.end_ms}",
+            keep,
+            prune,
+        ]
+    lo, hi = f"({slot_ms - check.window_ms}", f"({slot_ms + check.window_ms}"
+    return [key_index, check.cap_id, "r", check.limit, lo, hi, keep, prune, check.window_ms]
 
 
 def _result(reply: list[Any]) -> Result:

@@ -1,11 +1,12 @@
 -- Check every cap of each option in order and reserve the first option that all admit,
 -- in all of its keys or in none; idempotent by offer_id (KEYS[1] records the reservation).
 --
--- KEYS: [1] the offer record, then one key per check in argument order.
--- ARGV: offer_id, record_keep_ms, n_options, then per option: tag, slot_ms, n_checks,
---       then per check: cap_id, kind ('r' rolling | 'c' calendar), limit,
---       lo, hi (rolling: slot-window, slot+window; calendar: period start, end),
---       keep_ms, prune_before_ms.
+-- KEYS: [1] the offer record, then every cap key once.
+-- ARGV[1]: JSON [offer_id, record_keep_ms, options]; an option is [tag, slot, checks]
+--   (slot as a decimal string) and a check is
+--   [key_index, cap_id, kind ('r' rolling | 'c' calendar), limit, lo, hi, keep_ms, prune]
+--   with lo/hi/prune as ready-made score bounds: rolling '(slot-window' '(slot+window',
+--   calendar 'start' '(end', prune '(before'. Rolling checks also carry window_ms as [9].
 -- Returns {1, index, tag, replayed} or {0, {first refusing cap id per option}}.
 
 local record = redis.call('GET', KEYS[1])
@@ -15,8 +16,8 @@ if record then
 end
 
 -- Admit iff no half-open interval [x, x+window) containing the new slot holds more than limit.
-local function rolling_ok(key, slot, lo, hi, limit)
-  local raw = redis.call('ZRANGEBYSCORE', key, '(' .. lo, '(' .. hi, 'WITHSCORES')
+local function rolling_ok(key, slot, c)
+  local raw = redis.call('ZRANGEBYSCORE', key, c[5], c[6], 'WITHSCORES')
   local times, inserted = {}, false
   for i = 2, #raw, 2 do
     local t = tonumber(raw[i])
@@ -27,8 +28,7 @@ local function rolling_ok(key, slot, lo, hi, limit)
     times[#times + 1] = t
   end
   if not inserted then times[#times + 1] = slot end
-  local window = slot - tonumber(lo)
-  local j = 1
+  local window, limit, j = c[9], c[4], 1
   for i = 1, #times do
     if times[i] > slot then break end
     if j < i then j = i end
@@ -39,36 +39,35 @@ local function rolling_ok(key, slot, lo, hi, limit)
 end
 
 local function admits(c, slot)
-  if c.kind == 'c' then
-    return redis.call('ZCOUNT', c.key, c.lo, '(' .. c.hi) < c.limit
+  local key = KEYS[c[1]]
+  if c[3] == 'c' then
+    return redis.call('ZCOUNT', key, c[5], c[6]) < c[4]
   end
-  return rolling_ok(c.key, slot, c.lo, c.hi, c.limit)
+  return rolling_ok(key, slot, c)
 end
 
 local function take(c, slot_text, offer_id)
-  redis.call('ZREMRANGEBYSCORE', c.key, '-inf', '(' .. c.prune)
-  redis.call('ZADD', c.key, slot_text, offer_id)
-  if redis.call('PTTL', c.key) < c.keep then
-    redis.call('PEXPIRE', c.key, c.keep)
+  local key = KEYS[c[1]]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', c[8])
+  redis.call('ZADD', key, slot_text, offer_id)
+  if redis.call('PTTL', key) < c[7] then
+    redis.call('PEXPIRE', key, c[7])
   end
 end
 
-local offer_id, record_keep, n_options = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local a, k, refused = 4, 2, {}
-for o = 1, n_options do
-  local tag, slot_text, n_checks = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local slot = tonumber(slot_text)
-  a = a + 3
-  local checks, refusal = {}, nil
-  for i = 1, n_checks do
-    local c = {key = KEYS[k], cap = ARGV[a], kind = ARGV[a + 1], limit = tonumber(ARGV[a + 2]),
-               lo = ARGV[a + 3], hi = ARGV[a + 4], keep = tonumber(ARGV[a + 5]), prune = ARGV[a + 6]}
-    checks[i] = c
-    k, a = k + 1, a + 7
-    if refusal == nil and not admits(c, slot) then refusal = c.cap end
+local request = cjson.decode(ARGV[1])
+local offer_id, record_keep, refused = request[1], request[2], {}
+for o, option in ipairs(request[3]) do
+  local tag, slot_text = option[1], option[2]
+  local slot, refusal = tonumber(slot_text), nil
+  for _, c in ipairs(option[3]) do
+    if not admits(c, slot) then
+      refusal = c[2]
+      break
+    end
   end
   if refusal == nil then
-    for _, c in ipairs(checks) do take(c, slot_text, offer_id) end
+    for _, c in ipairs(option[3]) do take(c, slot_text, offer_id) end
     redis.call('SET', KEYS[1], (o - 1) .. '|' .. tag, 'PX', record_keep)
     return {1, o - 1, tag, 0}
   end
