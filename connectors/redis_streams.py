@@ -20,7 +20,10 @@ nothing is skipped or repeated.
 Sink: XADD of `data` = the record as JSON, with an optional approximate
 MAXLEN; one pipeline round trip per batch. Delivery is at-least-once
 (Bytewax replays the last epoch after a crash): consumers de-duplicate by
-`offer_id`, which is deterministic.
+`offer_id`, which is deterministic, or the sink does it with `dedupe_ttl`
+(a marker key per offer_id, set atomically with the XADD by a Lua script;
+single-node Redis, as the marker and the stream may hash to different
+cluster slots).
 """
 
 from __future__ import annotations
@@ -132,10 +135,25 @@ class RedisStreamSource(FixedPartitionedSource[Item, str]):
                                 self.poll_interval, self.tail)
 
 
+# XADD only if this offer_id was not added within the TTL: one round trip, atomic.
+_ADD_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  if ARGV[3] ~= '' then
+    return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[1])
+  end
+  return redis.call('XADD', KEYS[1], '*', 'data', ARGV[1])
+end
+return false
+"""
+
+
 class _StreamSinkPartition(StatelessSinkPartition[dict]):
-    def __init__(self, url: str, stream: str, maxlen: int | None, retry_for: float):
+    def __init__(self, url: str, stream: str, maxlen: int | None, retry_for: float,
+                 dedupe_ttl: int | None):
         self._client = connect(url)
         self._stream, self._maxlen, self._retry_for = stream, maxlen, retry_for
+        self._dedupe_ttl = dedupe_ttl
+        self._add_once = self._client.register_script(_ADD_ONCE)
 
     def write_batch(self, items: list[dict]) -> None:
         deadline = time.monotonic() + self._retry_for
@@ -153,8 +171,14 @@ class _StreamSinkPartition(StatelessSinkPartition[dict]):
     def _xadd(self, items: list[dict]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for item in items:
-            pipe.xadd(self._stream, {"data": orjson.dumps(item)}, maxlen=self._maxlen,
-                      approximate=True)
+            offer_id = item.get("offer_id") if self._dedupe_ttl else None
+            if offer_id:
+                seen = f"{self._stream}:seen:{offer_id}"
+                self._add_once(keys=[self._stream, seen], client=pipe, args=[
+                    orjson.dumps(item), self._dedupe_ttl, self._maxlen or ""])
+            else:
+                pipe.xadd(self._stream, {"data": orjson.dumps(item)}, maxlen=self._maxlen,
+                          approximate=True)
         pipe.execute()
 
     def close(self) -> None:
@@ -162,10 +186,18 @@ class _StreamSinkPartition(StatelessSinkPartition[dict]):
 
 
 class RedisStreamSink(DynamicSink[dict]):
-    """XADD each record as JSON in field `data`; waits up to `retry_for` s for a lost server."""
+    """XADD each record as JSON in field `data`; waits up to `retry_for` s for a lost server.
 
-    def __init__(self, url: str, stream: str, maxlen: int | None = None, retry_for: float = 30.0):
+    With `dedupe_ttl` (seconds), a record whose `offer_id` was already added
+    within that time is dropped (a marker key `<stream>:seen:<offer_id>`),
+    so the epoch Bytewax replays after a crash adds nothing twice.
+    """
+
+    def __init__(self, url: str, stream: str, maxlen: int | None = None, retry_for: float = 30.0,
+                 dedupe_ttl: int | None = None):
         self.url, self.stream, self.maxlen, self.retry_for = url, stream, maxlen, retry_for
+        self.dedupe_ttl = dedupe_ttl
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StreamSinkPartition:
-        return _StreamSinkPartition(self.url, self.stream, self.maxlen, self.retry_for)
+        return _StreamSinkPartition(self.url, self.stream, self.maxlen, self.retry_for,
+                                    self.dedupe_ttl)

@@ -7,7 +7,7 @@ Sources (each emits `(position, payload_bytes)`):
     generator:?customers=1000&rate=5000&seed=7[&count=N&days=240&live=1&noise=0&batch=1000]
 Sinks (each takes dict records):
     stdout: | file:out.jsonl | kafka://host:port/topic[?key=customer_id|offer_id]
-    redis://host:port/0?stream=offers[&maxlen=100000]
+    redis://host:port/0?stream=offers[&maxlen=100000&dedupe=SECONDS]
     webhook+http(s)://host:port/path?secret_env=NAME[&max_in_flight=8&timeout=5&max_attempts=6]
 Customers:
     file:customers.jsonl | customers.jsonl | redis://host:port/0?prefix=customer:
@@ -183,14 +183,15 @@ def _kafka_sink(url: str, check: bool, opts: dict) -> Sink:
 def _redis_sink(url: str, check: bool, opts: dict) -> Sink:
     from keymoment.connectors.redis_streams import RedisStreamSink
 
-    q = query(url, {"stream", "maxlen"})
+    q = query(url, {"stream", "maxlen", "dedupe"})
     streams = q.get("stream", [])
     if len(streams) != 1:
         raise ValueError(f"redis sink needs exactly one ?stream=NAME: {safe(url)}")
     server = server_url(url)
     if check:
         _check_redis(server)
-    return RedisStreamSink(server, streams[0], maxlen=one(q, "maxlen", None, int))
+    return RedisStreamSink(server, streams[0], maxlen=one(q, "maxlen", None, int),
+                           dedupe_ttl=one(q, "dedupe", None, int))
 
 
 _WEBHOOK_OPTIONS = {"secret_env", "max_in_flight", "timeout", "max_attempts"}

@@ -53,3 +53,15 @@ def test_sink_waits_for_a_restarted_server_instead_of_dropping(fresh_redis) -> N
     assert [orjson.loads(f[b"data"])["offer_id"] for _, f in entries] == [
         r["offer_id"] for r in _offers(3)
     ]
+
+
+def test_dedupe_adds_each_offer_id_once_across_a_replayed_batch(redis_server) -> None:
+    """With dedupe on, writing a batch again (a resumed epoch) adds no entry twice."""
+    stream = f"offers-{uuid.uuid4().hex}"
+    sink = RedisStreamSink(redis_server.url, stream, maxlen=1000, dedupe_ttl=3600)
+    part = sink.build("out", 0, 1)
+    part.write_batch(_offers(30))
+    part.write_batch(_offers(45) + [{"reason": "malformed_json", "source": "tx:1"}])
+    entries = redis.Redis.from_url(redis_server.url).xrange(stream)
+    ids = [orjson.loads(f[b"data"]).get("offer_id") for _, f in entries]
+    assert ids == [o["offer_id"] for o in _offers(45)] + [None]

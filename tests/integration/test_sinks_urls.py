@@ -26,9 +26,10 @@ def test_stdout_file_kafka_and_redis_forms(tmp_path: Path, kafka_broker, redis_s
     topic = create_topic(kafka_broker.bootstrap)
     kafka = sink_from_url(f"kafka://{kafka_broker.bootstrap}/{topic}?key=offer_id")
     assert isinstance(kafka, KafkaRecordSink) and kafka.key == "offer_id"
-    stream = sink_from_url(f"{redis_server.url}?stream=offers&maxlen=500")
+    stream = sink_from_url(f"{redis_server.url}?stream=offers&maxlen=500&dedupe=86400")
     assert isinstance(stream, RedisStreamSink)
     assert (stream.stream, stream.maxlen, stream.url) == ("offers", 500, redis_server.url)
+    assert stream.dedupe_ttl == 86400
 
 
 def test_webhook_secret_comes_from_the_environment(monkeypatch) -> None:
