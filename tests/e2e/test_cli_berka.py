@@ -181,15 +181,17 @@ def milestones(evs: list[dict], opened_at: datetime) -> int:
 
 
 def cash_bursts(evs: list[dict]) -> int:
+    """Edge-triggered; an empty window before the event also counts as "false" (docs/engine.md)."""
     fired, was, seen = 0, False, []
     for e in evs:
         if e["kind"] != "cash_withdrawal":
             continue
-        seen.append((e["t"], e["amt"]))
-        total = sum(a for t, a in seen if e["t"] - timedelta(days=7) < t <= e["t"])
-        now = total >= 20000
+        inside = [a for t, a in seen if e["t"] - timedelta(days=7) < t <= e["t"]]
+        was = was and bool(inside)
+        now = sum(inside) + e["amt"] >= 20000
         fired += now and not was
         was = now
+        seen.append((e["t"], e["amt"]))
     return fired
 
 
