@@ -8,7 +8,8 @@ Sources (each emits `(position, payload_bytes)`):
 Sinks (each takes dict records):
     stdout: | file:out.jsonl | kafka://host:port/topic[?key=customer_id|offer_id]
     redis://host:port/0?stream=offers[&maxlen=100000&dedupe=SECONDS]
-    webhook+http(s)://host:port/path?secret_env=NAME[&max_in_flight=8&timeout=5&max_attempts=6]
+    webhook+http(s)://host:port/path?secret_env=NAME[&max_in_flight=8&timeout=5&max_attempts=6
+                                                     &ca_file=PEM]
 Customers:
     file:customers.jsonl | customers.jsonl | redis://host:port/0?prefix=customer:
     generator:?customers=1000&seed=7   (the profiles of the generator source's customers)
@@ -194,7 +195,7 @@ def _redis_sink(url: str, check: bool, opts: dict) -> Sink:
                            dedupe_ttl=one(q, "dedupe", None, int))
 
 
-_WEBHOOK_OPTIONS = {"secret_env", "max_in_flight", "timeout", "max_attempts"}
+_WEBHOOK_OPTIONS = {"secret_env", "max_in_flight", "timeout", "max_attempts", "ca_file"}
 
 
 def _webhook_sink(url: str, check: bool, opts: dict) -> Sink:
@@ -214,6 +215,7 @@ def _webhook_sink(url: str, check: bool, opts: dict) -> Sink:
     retry = RetryPolicy(max_attempts=one(ours, "max_attempts", 6, int))
     return WebhookSink(target, secret, max_in_flight=one(ours, "max_in_flight", 8, int),
                        timeout=one(ours, "timeout", 5.0, float), retry=retry,
+                       ca_file=one(ours, "ca_file", None),
                        **{k: v for k, v in opts.items() if k == "on_dead_letter"})
 
 

@@ -26,6 +26,9 @@ Bytewax sink (`op.output`), `WebhookSink` passes each dead letter to its
 `on_dead_letter` callback (default: only the warning logged for every
 dead letter).
 
+HTTPS verifies the gateway's certificate and host name against the system
+trust store, or against `ca_file` (a PEM bundle) for a private bank CA.
+
 At most `max_in_flight` requests are open at once per process: a thread
 pool of that size, one keep-alive `http.client` connection per thread.
 Logs carry offer ids, statuses and counts: never the secret, the body,
@@ -39,7 +42,9 @@ import hashlib
 import hmac
 import http.client
 import logging
+import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -95,9 +100,10 @@ class Endpoint:
         port = f":{self.port}" if self.port else ""
         return f"webhook:{self.host}{port}{self.path.partition('?')[0]}"
 
-    def connect(self, timeout: float) -> http.client.HTTPConnection:
-        kind = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        return kind(self.host, self.port, timeout=timeout)
+    def connect(self, timeout: float, tls: ssl.SSLContext | None) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=tls)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -119,9 +125,11 @@ class WebhookDelivery:
     """Delivers batches of offers with bounded concurrency; thread-safe; returns dead letters."""
 
     def __init__(self, url: str, secret: str | bytes, max_in_flight: int = 8,
-                 timeout: float = 5.0, retry: RetryPolicy | None = None):
+                 timeout: float = 5.0, retry: RetryPolicy | None = None,
+                 ca_file: str | None = None):
         self.endpoint = Endpoint.parse(url)
         self._key = parse_secret(secret)
+        self._tls = ssl.create_default_context(cafile=ca_file)  # verifies host and chain
         self.timeout, self.retry = timeout, retry or RetryPolicy()
         self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="webhook")
         self._local = threading.local()
@@ -193,7 +201,7 @@ class WebhookDelivery:
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self.endpoint.connect(self.timeout)
+            conn = self._local.conn = self.endpoint.connect(self.timeout, self._tls)
         return conn
 
     def _drop_connection(self) -> None:
@@ -253,9 +261,12 @@ class WebhookSink(DynamicSink[dict]):
 
     def __init__(self, url: str, secret: str | bytes, max_in_flight: int = 8,
                  timeout: float = 5.0, retry: RetryPolicy | None = None,
-                 on_dead_letter: Callable[[dict], None] = _log_dead_letter):
+                 on_dead_letter: Callable[[dict], None] = _log_dead_letter,
+                 ca_file: str | None = None):
         parse_secret(secret)  # refuse a bad secret when the flow is built, not on first send
-        self._args = (url, secret, max_in_flight, timeout, retry)
+        if ca_file is not None and not os.path.isfile(ca_file):
+            raise ValueError(f"webhook ca_file not found: {ca_file}")
+        self._args = (url, secret, max_in_flight, timeout, retry, ca_file)
         self.endpoint = Endpoint.parse(url)
         self._on_dead = on_dead_letter
         self._shared: WebhookDelivery | None = None

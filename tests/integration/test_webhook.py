@@ -202,3 +202,29 @@ def test_a_keep_alive_connection_closed_by_the_gateway_is_reopened_without_a_ret
     finally:
         gw.stop()
     assert delivery.retries == 0 and set(gw.attempts.values()) == {1} and len(gw.accepted) == 6
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 made with the openssl command line (a test prerequisite)."""
+    import subprocess
+
+    cert, key = str(tmp_path / "gw.pem"), str(tmp_path / "gw.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def test_https_gateway_is_verified_against_the_given_ca(tmp_path) -> None:
+    """Over HTTPS the gateway's certificate must check out: trusted via ca_file, else refused."""
+    cert, key = _self_signed(tmp_path)
+    gw = Gateway(SECRET, tls=(cert, key)).start()
+    try:
+        trusted = WebhookDelivery(gw.url, SECRET, retry=FAST, ca_file=cert)
+        assert trusted.deliver_batch(_offers(3)) == []
+        untrusted = WebhookDelivery(gw.url, SECRET, retry=FAST)
+        dead = untrusted.deliver_batch(_offers(1))
+    finally:
+        gw.stop()
+    assert len(gw.accepted) == 3 and gw.bad_signatures == 0
+    assert dead[0]["reason"] == "webhook_unavailable" and dead[0]["status"] is None

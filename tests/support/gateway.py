@@ -11,6 +11,7 @@ offer accepted once is acknowledged again but never accepted twice.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -35,10 +36,11 @@ class Gateway:
 
     def __init__(self, secret: str, script: Script = always_ok, port: int | None = None,
                  slow_seconds: float = 0.5, work_seconds: float = 0.0,
-                 drop_idle: bool = False):
+                 drop_idle: bool = False, tls: tuple[str, str] | None = None):
         self.secret, self.script, self.port = secret, script, port or free_port()
         self.slow_seconds, self.work_seconds = slow_seconds, work_seconds
         self.drop_idle = drop_idle  # close each connection after answering, unannounced
+        self.tls = tls  # (certfile, keyfile): serve HTTPS
         self.attempts: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
         self.repeats: Counter[str] = Counter()
@@ -50,10 +52,14 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/offers"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/offers"
 
     def start(self) -> Gateway:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
