@@ -59,7 +59,13 @@ class RedisCapStore:
         self.prefix = prefix
         self.client = client or redis_client(url, timeout)
         self.sha: str | None = None
-        self.counters = {"round_trips": 0, "script_loads": 0, "connection_errors": 0, "timeouts": 0}
+        self.counters = {
+            "round_trips": 0,
+            "script_loads": 0,
+            "connection_errors": 0,
+            "timeouts": 0,
+            "errors": 0,
+        }
 
     def reserve(self, reservation: Reservation) -> Result:
         return self.reserve_many([reservation])[0]
@@ -86,9 +92,11 @@ class RedisCapStore:
             self.sha = None
             if attempt:
                 raise CapStoreUnavailable("the reservation script could not be loaded")
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        if failed is not None:  # OOM, READONLY after a failover...: retry the whole batch later;
+            # the reservations in it that did succeed come back as replays of their offer_id
+            self.counters["errors"] += 1
+            raise CapStoreUnavailable(f"redis refused the reservation: {failed}")
         return [_result(reply) for reply in replies]
 
     def _send(self, reservations: Sequence[Reservation]) -> list[Any]:
@@ -130,6 +138,9 @@ class RedisCapStore:
         except redis.exceptions.ConnectionError as exc:
             self.counters["connection_errors"] += 1
             raise CapStoreUnavailable(f"redis unreachable: {exc}") from None
+        except redis.exceptions.RedisError as exc:
+            self.counters["errors"] += 1
+            raise CapStoreUnavailable(f"redis error: {exc}") from None
 
 
 def _check_args(key_index: int, check: Check, slot_ms: int) -> list[Any]:

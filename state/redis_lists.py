@@ -29,7 +29,7 @@ class RedisListStore:
     ) -> None:
         self.prefix = prefix
         self.client = client or redis_client(url, timeout)
-        self.counters = {"connection_errors": 0, "timeouts": 0}
+        self.counters = {"connection_errors": 0, "timeouts": 0, "errors": 0}
 
     def members(self, names: Sequence[str], customer_ids: Sequence[str]) -> dict[str, set[str]]:
         """For each list name, which of `customer_ids` it holds; one round trip in all."""
@@ -69,3 +69,6 @@ class RedisListStore:
         except redis.exceptions.ConnectionError as exc:
             self.counters["connection_errors"] += 1
             raise CapStoreUnavailable(f"redis unreachable: {exc}") from None
+        except redis.exceptions.RedisError as exc:
+            self.counters["errors"] += 1
+            raise CapStoreUnavailable(f"redis error: {exc}") from None

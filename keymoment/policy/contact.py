@@ -29,7 +29,7 @@ from .config import Campaign
 from .decision import Decision, Outcome
 from .holdout import in_control
 from .planning import Plan, Planner, from_ms
-from .suppression import Suppression
+from .suppression import FileLists, Suppression
 
 Profiles = Mapping[str, CustomerProfile]
 UNAVAILABLE = "cap_store_unavailable"
@@ -105,6 +105,20 @@ class RulesContactPolicy:
                 out += self._run(item.candidates, item.profiles, clock_at, parked=True)
         return out
 
+    def update_rules(self, rules: RulesFile) -> None:
+        """Roll out a new rules file: parked candidates, counters and the store carry over.
+
+        List files are re-resolved from the new file; other list sources (Redis) stay.
+        """
+        others = [s for s in self.suppression.sources if not isinstance(s, FileLists)]
+        files = [s for s in self.suppression.sources if isinstance(s, FileLists)]
+        check_every = files[0].check_every if files else 5.0
+        sources = [FileLists(rules.lists, check_every=check_every), *others] if files else others
+        lists = {c.campaign_id: c.lists for c in rules.campaigns}
+        self.rules, self.suppression = rules, Suppression(sources, lists)
+        self.campaigns = {c.campaign_id: c for c in rules.campaigns}
+        self.planner = Planner(rules)
+
     @property
     def pending(self) -> int:
         """Candidates waiting for the store."""
@@ -133,7 +147,10 @@ class RulesContactPolicy:
             return self._park(candidates, profiles, screened=False)
         out, eligible = [], []
         for c in candidates:
-            campaign = self.campaigns[c.campaign]
+            campaign = self.campaigns.get(c.campaign)
+            if campaign is None:  # its rule was removed by a rules update while it waited
+                out.append(self._final(c, "no_channel", "unknown_campaign"))
+                continue
             name = self.suppression.first_list(
                 campaign.campaign_id, listed.get(c.customer_id, set())
             )
@@ -156,7 +173,10 @@ class RulesContactPolicy:
     ) -> list[Decision]:
         out, plans = [], []
         for c in candidates:
-            campaign = self._campaign(c)
+            campaign = self.campaigns.get(c.campaign)
+            if campaign is None:
+                out.append(self._final(c, "no_channel", "unknown_campaign"))
+                continue
             if clock_at - c.triggered_at > campaign.ttl:
                 out.append(self._final(c, "expired", UNAVAILABLE if parked else "ttl"))
                 continue
@@ -221,7 +241,8 @@ class RulesContactPolicy:
         for item in self._pending:
             alive = []
             for c in item.candidates:
-                if clock_at - c.triggered_at <= self._campaign(c).ttl:
+                campaign = self.campaigns.get(c.campaign)
+                if campaign is not None and clock_at - c.triggered_at <= campaign.ttl:
                     alive.append(c)
                 else:
                     out.append(self._final(c, "expired", UNAVAILABLE))
@@ -256,17 +277,17 @@ class RulesContactPolicy:
         channel: str | None = None,
         send_at: datetime | None = None,
     ) -> Decision:
-        campaign = self._campaign(c)
+        campaign = self.campaigns.get(c.campaign)
         self._counts["decided"] += 1
         return Decision(
             candidate=c,
             outcome=outcome,
             reason=reason,
-            campaign_id=campaign.campaign_id,
-            offer_code=campaign.offer_code,
+            campaign_id=c.campaign,
+            offer_code=campaign.offer_code if campaign else "",
             rule_version=self.rules.version,
             decided_at=self.clock(),
             channel=channel,
             send_at=send_at,
-            expires_at=c.triggered_at + campaign.ttl,
+            expires_at=c.triggered_at + campaign.ttl if campaign else None,
         )

@@ -101,3 +101,17 @@ def test_a_slow_redis_times_out_and_the_retry_takes_one_slot(redis_server):
     assert [o for o, _ in store.slots(cap_key("S1", "daily", ""))] == [c.offer_id]
     assert policy.pending == 0
     pauser.close()
+
+
+def test_a_redis_that_refuses_writes_counts_as_unavailable(fresh_redis):
+    """A READONLY reply (a replica after a failover) parks the candidate; it is sent later."""
+    policy, store = policy_on(fresh_redis.url, retry_interval=0)
+    admin = redis.Redis.from_url(fresh_redis.url)
+    admin.replicaof("127.0.0.1", free_port())  # a replica of nobody: reads work, writes fail
+    c = candidate("r-a", "a", "M1")
+    assert policy.decide([c], profiles(profile("M1")), T0) == []
+    assert policy.pending == 1 and policy.counters["store_errors"] == 1
+    admin.replicaof("no", "one")
+    out = policy.retry_pending(T0)
+    assert [(d.outcome, d.reason) for d in out] == [("sent", "admitted")]
+    admin.close()

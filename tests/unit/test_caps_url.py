@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from keymoment.state import MemoryCapStore, cap_store_from_url
 from keymoment.state.redis_caps import RedisCapStore
 

@@ -384,3 +384,33 @@ def test_every_candidate_gets_exactly_one_decision_in_input_order(tmp_path):
     assert [d.candidate for d in out] == cands
     assert [d.outcome for d in out] == ["suppressed", "arbitration_lost", "sent", "no_channel"]
     assert all(d.reason for d in out)
+
+
+def test_a_rules_update_applies_to_the_next_batch_and_keeps_the_history(tmp_path):
+    """New caps and lists apply at once, old slots still count, removed campaigns are named."""
+    dnc = tmp_path / "dnc.txt"
+    dnc.write_text("X\n")
+    cap = {"id": "daily", "scope": "customer", "limit": 1, "window": "day"}
+    old = rules_file([campaign("a"), campaign("gone")], caps=[cap])
+    policy = build_policy(old, store=MemoryCapStore(), clock=fixed_clock)
+    p = profiles(profile(), profile("X"))
+    assert policy.decide([candidate("r-a", "a", event_id="E1")], p, T0)[0].outcome == "sent"
+    new = rules_file([campaign("a")], caps=[cap | {"limit": 2}], lists={"do_not_contact": dnc})
+    policy.update_rules(new)
+    got = policy.decide(
+        [
+            candidate("r-a", "a", event_id="E2"),
+            candidate("r-a", "a", event_id="E3"),
+            candidate("r-a", "a", "X", event_id="E4"),
+            candidate("r-gone", "gone", event_id="E5"),
+        ],
+        p,
+        T0,
+    )
+    assert outcomes(got) == [
+        ("r-a", "sent", "admitted"),
+        ("r-a", "capped", "daily"),
+        ("r-a", "suppressed", "do_not_contact"),
+        ("r-gone", "no_channel", "unknown_campaign"),
+    ]
+    assert got[3].rule_version == 3 and got[3].expires_at is None
