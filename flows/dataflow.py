@@ -28,6 +28,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
 
 from keymoment.config import RulesFile
 from keymoment.connectors.sinks import output
@@ -98,8 +99,12 @@ def build_flow(
     sources: Sequence[Source] | None = None,
     observe: Callable[[Result], None] | None = None,
     profiles: Mapping[str, CustomerProfile] | None = None,
+    offer_sink: Sink | None = None,
 ) -> Dataflow:
-    """The whole dataflow; `sources`, `profiles` and `observe` let `keymoment demo` plug in."""
+    """The whole dataflow; the optional arguments let `keymoment demo` and benchmarks plug in.
+
+    `offer_sink`, when given, receives every sent offer (beside any URL sinks).
+    """
     rules = rules_from(settings.rules)
     if profiles is None:
         profiles = profiles_from(settings.customers)
@@ -113,13 +118,16 @@ def build_flow(
     results = op.map("results", keyed, itemgetter(1))
     if observe is not None:
         op.inspect("observe", results, lambda _step, item: observe(item))
-    _outputs(settings, results)
+    _outputs(settings, results, offer_sink)
     return flow
 
 
-def _outputs(settings: FlowSettings, results: Stream[Result]) -> None:
+def _outputs(settings: FlowSettings, results: Stream[Result], offer_sink: Sink | None) -> None:
     dead = op.flat_map("dead-letters", results, itemgetter(2))
-    failures = _offers(settings, op.flat_map("offers", results, itemgetter(1)))
+    offers = op.flat_map("offers", results, itemgetter(1))
+    failures = _offers(settings, offers)
+    if offer_sink is not None:
+        op.output("offers-extra-out", offers, offer_sink)
     if settings.decisions:
         decisions = op.flat_map("decisions", results, itemgetter(0))
         output("decisions-out", decisions, sink_from_url(settings.decisions))

@@ -1,0 +1,142 @@
+"""End-to-end replay throughput of the live flow, beside the engine alone, in the same run.
+
+    .venv/bin/python bench/bench_flow.py [--events 300000] [--customers 100000] [--shards 8]
+
+Writes a seeded synthetic JSONL file, then measures on the same decoded input:
+
+1. decode only: `wire.decode` over every line (orjson + pydantic);
+2. engine only: a plain loop of `decode` + `Engine.feed` (the backtest's core,
+   no policy, no output): the ceiling for any dataflow;
+3. engine + policy: the backtest's loop with the contact policy;
+4. the flow: `python -m bytewax.run keymoment.flows.dataflow:get_flow`, one
+   process, one worker, file source -> decision log + offers as JSONL files,
+   event clock; its startup (same flow on a one-line file) is measured and
+   subtracted, and reported;
+5. the recovery snapshot: pickling every shard's state once the whole input
+   went through (what each epoch costs when every shard was touched).
+
+Figures are wall-clock on a shared machine: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from keymoment.connectors.generator import Generator
+from keymoment.connectors.wire import DeadLetter, decode
+from keymoment.flows.connect import policy_for, rules_from
+from keymoment.flows.settings import FlowSettings
+from keymoment.flows.shard import Shard
+from keymoment.flows.stamp import shard_of
+from keymoment.triggers.engine import Engine
+
+RULES = Path(__file__).resolve().parents[1] / "examples" / "rules.yaml"
+
+
+def write_input(out: Path, events: int, customers: int, days: int) -> tuple[Path, Path]:
+    gen = Generator(seed=3, customers=customers, days=days, noise=0.001)
+    path, profiles = out / "events.jsonl", out / "customers.jsonl"
+    with path.open("wb") as f:
+        for line in gen.iter_bytes(limit=events):
+            f.write(line + b"\n")
+    profiles.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+    return path, profiles
+
+
+def timed(label: str, n: int, fn) -> float:  # noqa: ANN001
+    started = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - started
+    print(f"{label:<46}{seconds:8.2f} s {n / seconds:>12,.0f} events/s {seconds / n * 1e6:8.1f} us/event")
+    return seconds
+
+
+def run_flow(settings: FlowSettings) -> float:
+    env = dict(os.environ, **settings.to_env())
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bytewax.run", "keymoment.flows.dataflow:get_flow"],
+                   env=env, check=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=240)
+    parser.add_argument("--shards", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="km-bench-") as tmp:
+        out = Path(tmp)
+        events_path, profiles_path = write_input(out, args.events, args.customers, args.days)
+        lines = events_path.read_bytes().splitlines()
+        n = len(lines)
+        rules = rules_from(str(RULES))
+        print(f"{n:,} events, {args.customers:,} customers, rules {RULES.name}, python {sys.version.split()[0]}")
+        decoded: list = []
+        timed("decode only", n, lambda: decoded.extend(decode(raw, "b") for raw in lines))
+        events = [e for e in decoded if not isinstance(e, DeadLetter)]
+
+        def engine_only() -> None:
+            engine = Engine(rules)
+            for raw in lines:
+                event = decode(raw, "b")
+                if not isinstance(event, DeadLetter):
+                    engine.feed(event)
+
+        timed("engine only (decode + Engine.feed)", n, engine_only)
+        profiles = {}
+        from keymoment.connectors.customers import read_profiles
+
+        profiles, _ = read_profiles(profiles_path)
+
+        def engine_policy() -> None:
+            engine, policy = Engine(rules), policy_for(rules, None)
+            for event in events:
+                fed = engine.feed(event, profiles.get(event.customer_id))
+                if fed.candidates:
+                    policy.decide(fed.candidates, profiles, engine.watermark)
+
+        timed("engine + policy (pre-decoded)", len(events), engine_policy)
+        settings = FlowSettings(
+            rules=str(RULES), sources=[f"file:{events_path}"], clock="event",
+            customers=f"file:{profiles_path}", decisions=f"file:{out / 'decisions.jsonl'}",
+            sinks={"*": f"file:{out / 'offers.jsonl'}"}, shards=args.shards, batch_size=1000,
+        )
+        one = out / "one.jsonl"
+        one.write_bytes(lines[0] + b"\n")
+        startup = run_flow(settings.model_copy(update={"sources": [f"file:{one}"]}))
+        total = run_flow(settings)
+        flow = total - startup
+        print(f"{'flow startup (one-line input)':<46}{startup:8.2f} s")
+        print(f"{'flow, bytewax.run -w 1, file -> JSONL sinks':<46}{flow:8.2f} s {n / flow:>12,.0f} events/s "
+              f"{flow / n * 1e6:8.1f} us/event (startup excluded)")
+        decisions = sum(1 for _ in (out / "decisions.jsonl").open("rb"))
+        print(f"decisions written: {decisions:,}")
+        snapshot_cost(rules, profiles, events, args.shards)
+
+
+def snapshot_cost(rules, profiles, events, shards: int) -> None:  # noqa: ANN001
+    """Feed everything into `shards` shards, then pickle each as `ShardLogic.snapshot` does."""
+    parts = [Shard(Engine(rules), policy_for(rules, None), profiles, wall=False) for _ in range(shards)]
+    for event in events:
+        parts[shard_of(event.customer_id, shards)].engine.feed(event)
+    customers = sum(len(p.engine.customers) for p in parts)
+    started = time.perf_counter()
+    size = sum(len(pickle.dumps(p.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)) for p in parts)
+    seconds = time.perf_counter() - started
+    print(f"snapshot of all {shards} shards: {customers:,} customers in state, {size / 1e6:.1f} MB, "
+          f"{seconds:.2f} s ({seconds / max(customers, 1) * 1e6:.1f} us/customer)")
+
+
+if __name__ == "__main__":
+    main()

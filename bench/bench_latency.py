@@ -1,0 +1,208 @@
+"""Live latency from an event's creation to its offer, at fixed open-loop input rates.
+
+    .venv/bin/python bench/bench_latency.py [--rates 5000,10000,20000,40000] [--seconds 20]
+
+Each rate runs in a fresh process. Synthetic events are generated once
+(generation costs more than processing, so it must not share the flow's
+core) and replayed by an open-loop paced source that sets `occurred_at` to
+the wall clock at emission: event time is creation time. The whole flow
+runs on the wall clock with the customers' reference data; a sink in this
+script stamps each sent offer on arrival, and an observer stamps every
+decision as the shard emits it (more samples: caps stop most offers).
+Latency = arrival - `triggered_at`, for event triggers only (timer
+candidates carry a deadline, not a creation time). The first `--warmup`
+seconds are dropped. "keeps up" means the flow finished within a second of
+the input's end and the median latency did not grow from the first half of
+the run to the second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+RULES = Path(__file__).resolve().parents[1] / "examples" / "rules.yaml"
+BATCH = 1000  # most events one source batch carries, as the Kafka source's default
+TIMERS = {"dormancy", "salary_missed", "absence"}
+
+
+class _Stamp(StatelessSinkPartition):
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    def write_batch(self, items: list[dict]) -> None:
+        stamp(self.seen, items)
+
+
+def stamp(seen: list, records: list[dict]) -> None:
+    now = time.time()
+    for record in records:
+        if record["trigger"] not in TIMERS:
+            at = datetime.fromisoformat(record["triggered_at"]).timestamp()
+            seen.append((at, now - at))
+
+
+class StampSink(DynamicSink):
+    """Records (created_at, latency seconds) of each event-triggered offer on arrival."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float]] = []
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Stamp:
+        return _Stamp(self.seen)
+
+
+class _Paced(StatefulSourcePartition):
+    """Pre-generated events at `rate`/s from the start, `occurred_at` set to the wall clock."""
+
+    def __init__(self, parts: list[tuple[bytes, bytes]], rate: float) -> None:
+        self.parts, self.rate, self.next = parts, rate, 0
+        self.start = time.monotonic()
+
+    def next_batch(self) -> list:
+        if self.next >= len(self.parts):
+            raise StopIteration
+        due = min(int((time.monotonic() - self.start) * self.rate), len(self.parts))
+        first, self.next = self.next, max(self.next, min(due, self.next + BATCH))
+        now = datetime.now(UTC).isoformat(timespec="microseconds").encode()
+        return [(f"paced:{i}", head + now + tail) for i, (head, tail) in
+                enumerate(self.parts[first:self.next], first)]
+
+    def next_awake(self) -> datetime:
+        return datetime.now(UTC) + timedelta(milliseconds=1)
+
+    def snapshot(self) -> int:
+        return self.next
+
+
+class PacedSource(FixedPartitionedSource):
+    """Open loop: a slow flow does not slow the schedule down, it falls behind."""
+
+    def __init__(self, parts: list[tuple[bytes, bytes]], rate: float) -> None:
+        self.parts, self.rate = parts, rate
+
+    def list_parts(self) -> list[str]:
+        return ["paced"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: object) -> _Paced:
+        return _Paced(self.parts, self.rate)
+
+
+def split_at_time(line: bytes) -> tuple[bytes, bytes]:
+    """The line around its occurred_at value, so restamping is two byte concatenations."""
+    key = b'"occurred_at":"'
+    start = line.index(key) + len(key)
+    return line[:start], line[line.index(b'"', start):]
+
+
+def prepare(path: Path, events: int, customers: int) -> None:
+    """Events and profiles once for all rates (generating costs more than processing)."""
+    import orjson
+
+    from keymoment.connectors.generator import Generator
+
+    gen = Generator(seed=9, customers=customers, days=240)
+    with path.open("wb") as f:
+        for line in gen.iter_bytes(limit=events):
+            f.write(line + b"\n")
+    profiles = path.with_suffix(".customers.jsonl")
+    profiles.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+
+
+def child(path: Path, rate: float, seconds: float, gc_tuning: bool) -> dict:
+    """One measured run in this process; prints a JSON line."""
+    from bytewax.testing import run_main
+
+    from keymoment.connectors.customers import read_profiles
+    from keymoment.flows.dataflow import build_flow
+    from keymoment.flows.observe import FlowStats
+    from keymoment.flows.settings import FlowSettings
+
+    count = int(rate * seconds)
+    lines = path.read_bytes().splitlines()[:count]
+    profiles, _ = read_profiles(path.with_suffix(".customers.jsonl"))
+    settings = FlowSettings(rules=str(RULES), sources=["paced:"], clock="wall", shards=4)
+    sink, stats, decided = StampSink(), FlowStats(), []
+
+    def observe(result: tuple) -> None:
+        stats(result)
+        stamp(decided, result[0])
+
+    source = PacedSource([split_at_time(line) for line in lines], rate)
+    flow = build_flow(settings, sources=[source], observe=observe, profiles=profiles, offer_sink=sink)
+    if gc_tuning:
+        gc.collect()
+        gc.freeze()
+    started = time.time()
+    run_main(flow)
+    return {"rate": rate, "emitted": len(lines), "processed": stats.lines,
+            "elapsed": time.time() - started, "offers": sink.seen, "decisions": decided,
+            "started": started}
+
+
+def quantiles(values: list[float]) -> str:
+    if not values:
+        return "no samples"
+    values = sorted(values)
+
+    def q(p: float) -> float:
+        return values[min(int(p * len(values)), len(values) - 1)] * 1000
+
+    return (f"n {len(values):>7,}  p50 {q(0.5):7.1f}  p99 {q(0.99):7.1f}  p999 {q(0.999):7.1f}  "
+            f"max {values[-1] * 1000:7.1f} ms")
+
+
+def summarise(result: dict, warmup: float, seconds: float) -> str:
+    cut = result["started"] + warmup
+    offers = [v for at, v in result["offers"] if at >= cut]
+    decisions = [v for at, v in result["decisions"] if at >= cut]
+    mid = cut + (seconds - warmup) / 2
+    first = sorted(v for at, v in result["decisions"] if cut <= at < mid)
+    second = sorted(v for at, v in result["decisions"] if at >= mid)
+    grows = bool(first and second) and second[len(second) // 2] > 2 * first[len(first) // 2] + 0.05
+    lag = result["elapsed"] - seconds
+    keeps_up = result["processed"] >= result["emitted"] and lag < 1.0 and not grows
+    return (f"{result['rate']:>8,.0f}/s  offers: {quantiles(offers)}\n"
+            f"{'':>10}  decisions: {quantiles(decisions)}\n"
+            f"{'':>10}  finished {lag:+.1f}s after the input ended; keeps up: {'yes' if keeps_up else 'NO'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="5000,10000,20000,40000")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--no-gc-tuning", action="store_true", help="skip gc.freeze() after startup")
+    parser.add_argument("--child", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    data = Path(tempfile.gettempdir()) / f"km-latency-{args.customers}.jsonl"
+    if args.child:
+        print(json.dumps(child(data, args.child, args.seconds, not args.no_gc_tuning)))
+        return
+    rates = [float(r) for r in args.rates.split(",")]
+    needed = int(max(rates) * args.seconds)
+    if not data.exists() or sum(1 for _ in data.open("rb")) < needed:
+        print(f"generating {needed:,} events once into {data} ...", flush=True)
+        prepare(data, needed, args.customers)
+    print(f"live latency, event creation -> offer at the sink, {args.customers:,} customers, "
+          f"{args.seconds:g}s per rate (first {args.warmup:g}s dropped), one process, one worker")
+    for rate in rates:
+        cmd = [sys.executable, __file__, "--child", str(rate), "--seconds", str(args.seconds),
+               "--customers", str(args.customers)] + (["--no-gc-tuning"] if args.no_gc_tuning else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        print(summarise(json.loads(out.strip().splitlines()[-1]), args.warmup, args.seconds), flush=True)
+
+
+if __name__ == "__main__":
+    main()
