@@ -75,9 +75,8 @@ def profiles(customers: int) -> dict[str, CustomerProfile]:
 
 
 def rate(label: str, count: int, seconds: float, note: str = "") -> None:
-    print(
-        f"  {label:<44} {count / seconds:>12,.0f} /s   ({seconds * 1e6 / count:,.1f} us each) {note}"
-    )
+    each = seconds * 1e6 / count
+    print(f"  {label:<44} {count / seconds:>12,.0f} /s   ({each:,.1f} us each) {note}")
 
 
 def bench_stores(n: int, url: str) -> None:
