@@ -143,6 +143,8 @@ class WebhookDelivery:
 
     def deliver(self, offer: dict) -> dict | None:
         """One offer, retried as needed: None when delivered, else its dead letter."""
+        if not offer.get("offer_id"):  # not an offer: nothing to sign or de-duplicate by
+            return self._dead(offer, "webhook_no_offer_id", None, 0)
         body, offer_id = orjson.dumps(offer), str(offer["offer_id"])
         status: int | None = None
         for attempt in range(1, self.retry.max_attempts + 1):
@@ -215,7 +217,7 @@ class WebhookDelivery:
             setattr(self, name, getattr(self, name) + 1)
 
     def _dead(self, offer: dict, reason: str, status: int | None, attempts: int) -> dict:
-        self._count("rejected" if reason == "webhook_rejected" else "unavailable")
+        self._count("unavailable" if reason == "webhook_unavailable" else "rejected")
         log.warning("webhook %s: offer %s %s (status %s after %d attempts)", self.endpoint.label,
                     offer.get("offer_id"), reason, status, attempts)
         return {"reason": reason, "source": self.endpoint.label, "status": status,

@@ -228,3 +228,12 @@ def test_https_gateway_is_verified_against_the_given_ca(tmp_path) -> None:
         gw.stop()
     assert len(gw.accepted) == 3 and gw.bad_signatures == 0
     assert dead[0]["reason"] == "webhook_unavailable" and dead[0]["status"] is None
+
+
+def test_a_record_without_offer_id_is_a_dead_letter_not_a_crash(gateway) -> None:
+    """Something that is not an offer is never sent; it comes back as a dead letter."""
+    dead = WebhookDelivery(gateway.url, SECRET, retry=FAST).deliver_batch([{"customer_id": "c"}])
+    assert dead == [{"reason": "webhook_no_offer_id", "source": "webhook:127.0.0.1:"
+                     f"{gateway.port}/offers", "status": None, "attempts": 0, "offer_id": None,
+                     "customer_id": "c", "channel": None, "campaign_id": None, "rule_id": None}]
+    assert not gateway.attempts
