@@ -1,7 +1,8 @@
 """URLs -> sources, sinks and customer reference data: the forms `keymoment run` accepts.
 
 Sources (each emits `(position, payload_bytes)`):
-    file:events.jsonl | file:events.jsonl.gz | events.jsonl   (several URLs: several partitions)
+    file:events.jsonl | file:events.jsonl.gz | events.jsonl | file:data/*.jsonl.gz
+                                          (each file of a glob or each URL: one partition)
     kafka://host:port[,host:port]/topic[,topic2][?start=earliest|latest&tail=1&batch=1000]
     redis://host:port/0?stream=tx[&stream=app][&start=0|$&tail=1&batch=1000]
     generator:?customers=1000&rate=5000&seed=7[&count=N&days=240&live=1&noise=0&batch=1000]
@@ -59,12 +60,22 @@ def source_from_url(url: str, check: bool = True, **opts: Any) -> Source:
         from keymoment.connectors.files import JsonlFileSource
 
         path = file_path(rest) if scheme else Path(url)
-        return JsonlFileSource(path, batch_size=opts.get("batch_size", 1000))
+        return JsonlFileSource(_expand(path), batch_size=opts.get("batch_size", 1000))
     build = _SOURCES.get(scheme)
     if build is None:
         raise ValueError(f"unsupported source URL {safe(url)!r}: use file:, kafka://, "
                          "redis:// or generator:")
     return build(url, check, opts)
+
+
+def _expand(path: Path) -> list[Path]:
+    """A glob (`data/*.jsonl.gz`) names several files, one partition each, in name order."""
+    if path.exists() or not any(c in str(path) for c in "*?["):
+        return [path]
+    matches = sorted(Path(path.anchor or ".").glob(str(path.relative_to(path.anchor or "."))))
+    if not matches:
+        raise ValueError(f"no input file matches {path}")
+    return matches
 
 
 def _kafka_source(url: str, check: bool, opts: dict) -> Source:

@@ -28,6 +28,9 @@ def test_file_forms_all_give_the_jsonl_source(tmp_path: Path) -> None:
         source = source_from_url(url, batch_size=7)
         assert isinstance(source, JsonlFileSource) and source.batch_size == 7
     assert source_from_url(f"file:{packed}").paths == [packed]
+    assert source_from_url(f"file:{tmp_path}/*.json*").paths == [plain, packed]
+    with pytest.raises(ValueError, match="no input file matches"):
+        source_from_url(f"file:{tmp_path}/*.csv")
 
 
 def test_kafka_url_lists_topics_and_checks_they_exist(kafka_broker) -> None:
