@@ -87,8 +87,10 @@ class _GeneratorPartition(StatefulSourcePartition[Item, int]):
         if self._rate <= 0:
             return None
         next_due = self._start + (self._emitted - self._start_count + 1) / self._rate
-        wait = min(max(next_due - time.monotonic(), TICK), MAX_NAP)
-        return datetime.now(UTC) + timedelta(seconds=wait)
+        wait = next_due - time.monotonic()
+        if wait <= 0:
+            return None  # behind schedule: catch up at once
+        return datetime.now(UTC) + timedelta(seconds=min(max(wait, TICK), MAX_NAP))
 
     def snapshot(self) -> int:
         return self._emitted
