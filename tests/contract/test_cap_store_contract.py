@@ -252,6 +252,26 @@ class CapModel(RuleBasedStateMachine):
     def advance(self, hours: int) -> None:
         self.now += hours * H
 
+    @rule()
+    def expire(self) -> None:
+        """Expiry drops only what no future check can see (the invariant re-checks the rest).
+
+        The memory store expires on the caller's clock (`sweep`); Redis on its own wall
+        clock, so there every key must carry a TTL no longer than the longest keep.
+        """
+        if isinstance(self.store, MemoryCapStore):
+            self.store.sweep(self.now)
+            live = {
+                k
+                for k, v in self.slots.items()
+                if any(s + max(WINDOW, PERIOD) > self.now - HORIZON for s in v)
+            }
+            assert len(self.store) <= len(live) + len(self.offers)
+        else:
+            keys = self.store.client.keys(f"{self.store.prefix}:*")
+            longest = HORIZON + DEFER + PERIOD + WINDOW
+            assert all(0 < self.store.client.pttl(k) <= longest for k in keys)
+
     @invariant()
     def slot_counts_match(self) -> None:
         """What the store holds within reach of the clock equals the model's slots."""
@@ -259,7 +279,8 @@ class CapModel(RuleBasedStateMachine):
             return
         for key, model in self.slots.items():
             reach = self.now - HORIZON  # no new slot is ever earlier than this
-            floor = reach // PERIOD * PERIOD if key.endswith(":d") else reach - WINDOW
+            # a rolling slot matters while some new slot could share a window with it
+            floor = reach // PERIOD * PERIOD if key.endswith(":d") else reach - WINDOW + 1
             held = sorted(at for _, at in self.store.slots(key) if at >= floor)
             assert held == sorted(s for s in model if s >= floor)
 
