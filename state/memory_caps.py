@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .caps import Check, Option, Reservation, Result, rolling_admits
 
@@ -58,6 +59,15 @@ class MemoryCapStore:
     def close(self) -> None:
         self._keys.clear()
         self._offers.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data (lists and tuples) for a restart of the process that owns this store."""
+        keys = {k: (list(v.slots), v.expires_ms) for k, v in self._keys.items()}
+        return {"keys": keys, "offers": dict(self._offers)}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self._keys = {k: _Key(list(slots), exp) for k, (slots, exp) in snap["keys"].items()}
+        self._offers = dict(snap["offers"])
 
     def __len__(self) -> int:
         """Keys plus offer records held: what the expiry tests watch shrink."""

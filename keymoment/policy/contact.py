@@ -18,9 +18,10 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keymoment.state.caps import CapStore, CapStoreUnavailable, Result
+from keymoment.state.memory_caps import MemoryCapStore
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
@@ -118,6 +119,22 @@ class RulesContactPolicy:
         self.rules, self.suppression = rules, Suppression(sources, lists)
         self.campaigns = {c.campaign_id: c for c in rules.campaigns}
         self.planner = Planner(rules)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data for a restart: the memory store's contents and the parked candidates.
+
+        A Redis store keeps its reservations itself (idempotent by offer_id), so only
+        the memory store is carried.
+        """
+        memory = self.store.snapshot() if isinstance(self.store, MemoryCapStore) else None
+        parked = [(list(p.candidates), dict(p.profiles), p.screened) for p in self._pending]
+        return {"v": 1, "store": memory, "pending": parked}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        if snap.get("store") is not None and isinstance(self.store, MemoryCapStore):
+            self.store.restore(snap["store"])
+        self._pending = deque(_Parked(c, p, s) for c, p, s in snap.get("pending", []))
+        self._pending_count = sum(len(p.candidates) for p in self._pending)
 
     @property
     def pending(self) -> int:

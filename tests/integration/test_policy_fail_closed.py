@@ -115,3 +115,18 @@ def test_a_redis_that_refuses_writes_counts_as_unavailable(fresh_redis):
     out = policy.retry_pending(T0)
     assert [(d.outcome, d.reason) for d in out] == [("sent", "admitted")]
     admin.close()
+
+
+def test_parked_candidates_survive_a_snapshot_and_restore(redis_server):
+    """Work parked while Redis was down is carried by snapshot() into a restarted process."""
+    import pickle
+
+    down, _ = policy_on(f"redis://127.0.0.1:{free_port()}/0", retry_interval=0)
+    c = candidate("r-a", "a", "P1")
+    assert down.decide([c], profiles(profile("P1")), T0) == []
+    snap = pickle.loads(pickle.dumps(down.snapshot()))
+    up, store = policy_on(redis_server.url, retry_interval=0)
+    store.prefix = "snap"
+    up.restore(snap)
+    assert up.pending == 1
+    assert [(d.outcome, d.offer_id) for d in up.retry_pending(T0)] == [("sent", c.offer_id)]

@@ -414,3 +414,21 @@ def test_a_rules_update_applies_to_the_next_batch_and_keeps_the_history(tmp_path
         ("r-gone", "no_channel", "unknown_campaign"),
     ]
     assert got[3].rule_version == 3 and got[3].expires_at is None
+
+
+def test_a_restored_snapshot_decides_what_the_original_decides():
+    """snapshot() -> pickle -> restore() in a new policy carries the memory store's history."""
+    import pickle
+
+    caps = [{"id": "weekly", "scope": "customer", "limit": 2, "window": "7d"}]
+    rules = rules_file([campaign("a")], caps=caps)
+    first = build_policy(rules, store=MemoryCapStore(), clock=fixed_clock)
+    p = profiles(profile())
+    first.decide([candidate("r-a", "a", event_id="E1")], p, T0)
+    second = build_policy(rules, store=MemoryCapStore(), clock=fixed_clock)
+    second.restore(pickle.loads(pickle.dumps(first.snapshot())))
+    later = [candidate("r-a", "a", at=T0 + timedelta(days=d), event_id=f"E{d}") for d in (1, 2, 8)]
+    for c in later:
+        assert outcomes(first.decide([c], p, c.triggered_at)) == outcomes(
+            second.decide([c], p, c.triggered_at)
+        )
