@@ -43,6 +43,7 @@ class BalanceMilestone(Trigger):
         self.thresholds = [major_to_minor(t) for t in rule.thresholds]
         self.labels = [format(t, "f").rstrip("0").rstrip(".") if "." in str(t) else str(t) for t in rule.thresholds]
         self.onboarding = rule.onboarding
+        self.all_reached = (1 << len(self.thresholds)) - 1
 
     @property
     def horizon(self) -> timedelta:
@@ -53,11 +54,13 @@ class BalanceMilestone(Trigger):
         if balance is None:
             return
         state = step.state
+        reached = state.rules[self.index] or 0  # type: ignore[union-attr]
+        if reached == self.all_reached:
+            return
         profile = step.profile
         opened_at = (profile.opened_at if profile else None) or state.first_seen_at  # type: ignore[union-attr]
         if not timedelta(0) <= event.occurred_at - opened_at <= self.onboarding:
             return
-        reached = state.rules[self.index] or 0  # type: ignore[union-attr]
         newly = [i for i, t in enumerate(self.thresholds) if balance >= t and not reached >> i & 1]
         if not newly or not self.admits(step):
             return

@@ -63,6 +63,11 @@ class Trigger:
     event_types: ClassVar[frozenset[str]] = frozenset()
     uses_salary: ClassVar[bool] = False
     uses_activity: ClassVar[bool] = False
+    # The engine calls `on_event` only for events that satisfy these, so
+    # most triggers are not even called for most events.
+    only_activity: ClassVar[bool] = False  # customer-initiated activity (section 2)
+    only_credits: ClassVar[bool] = False  # transactions with direction credit
+    only_salary_readings: ClassVar[bool] = False  # credits the salary tracker had a reading for
 
     def __init__(self, rule: Any, index: int, ruleset: RuleSet) -> None:
         self.rule = rule
@@ -74,6 +79,15 @@ class Trigger:
     @property
     def horizon(self) -> timedelta:
         raise NotImplementedError
+
+    def wants(self, event_type: str, *, active: bool, credit: bool, salary: bool) -> bool:
+        """Whether the engine should call `on_event` for events of this description."""
+        return (
+            event_type in self.event_types
+            and (active or not self.only_activity)
+            and (credit or not self.only_credits)
+            and (salary or not self.only_salary_readings)
+        )
 
     def admits(self, step: Step) -> bool:
         """The rule's customer filter, if any, against this customer's reference data."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .base import RuleBase, Step, Trigger
 from .durations import Duration
-from .events import Event, is_activity
+from .events import Event
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
@@ -29,6 +29,7 @@ class Dormancy(Trigger):
 
     name = "dormancy"
     event_types = frozenset({"transaction", "app"})
+    only_activity = True
     uses_activity = True
 
     def __init__(self, rule: DormancyRule, index: int, ruleset: RuleSet) -> None:
@@ -40,7 +41,7 @@ class Dormancy(Trigger):
         return self.inactive
 
     def on_event(self, step: Step, event: Event) -> None:
-        if is_activity(event) and self.admits(step):
+        if self.admits(step):
             state = step.state
             step.arm(self.index, "", state.last_activity_at + self.inactive)  # type: ignore[union-attr,operator]
 

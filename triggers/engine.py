@@ -61,9 +61,14 @@ class Engine:
         self.salary = (
             SalaryTracker(ruleset.salary) if any(t.uses_salary for t in self.triggers) else None
         )
-        self._by_type = {
-            kind: [t for t in self.triggers if kind in t.event_types]
+        self._dispatch = {
+            (kind, active, credit, salary): [
+                t for t in self.triggers if t.wants(kind, active=active, credit=credit, salary=salary)
+            ]
             for kind in ("transaction", "app", "conversion")
+            for active in (False, True)
+            for credit in (False, True)
+            for salary in (False, True)
         }
         self.customers: dict[str, CustomerState] = {}
         self.watermark: datetime | None = None
@@ -80,7 +85,14 @@ class Engine:
 
     def feed(self, event: Event, profile: CustomerProfile | None = None) -> Fed:
         """Advance to this event's watermark, then evaluate it: the replay's whole loop body."""
-        fired = self.advance(event.occurred_at - self.lateness)
+        at = event.occurred_at
+        mark = at - self.lateness if self.lateness else at
+        fired: list[Candidate] = []
+        if self.watermark is None or mark > self.watermark:
+            self.watermark = mark
+            heap = self._heap
+            if heap and heap[0][0] <= mark:  # the common case, nothing due, costs one look
+                self._fire_due(fired)
         own = self.step(event, profile)
         if own is None:
             return Fed(fired, True)
@@ -101,8 +113,9 @@ class Engine:
         state = self.customers.get(customer_id)
         if state is None:
             return
-        if state.queued.get((index, key)) == deadline:
-            del state.queued[(index, key)]
+        slot = timer_slot(index, key)
+        if state.queued.get(slot) == deadline:
+            del state.queued[slot]
         evicting = index == self.evict_index
         actual = state.last_seen_at + self.horizon if evicting else self.triggers[index].deadline(state, key)
         if actual is None:
@@ -119,9 +132,10 @@ class Engine:
         self, customer_id: str, state: CustomerState, index: int, key: str, deadline: datetime
     ) -> None:
         """Ensure a heap entry for this timer at or before `deadline` (see module docstring)."""
-        queued = state.queued.get((index, key))
+        slot = timer_slot(index, key)
+        queued = state.queued.get(slot)
         if queued is None or deadline < queued:
-            state.queued[(index, key)] = deadline
+            state.queued[slot] = deadline
             heappush(self._heap, (deadline, customer_id, index, key))
 
     # -- events ------------------------------------------------------------
@@ -132,22 +146,28 @@ class Engine:
         state = self.customers.get(customer_id)
         if state is None:
             state = self.customers[customer_id] = CustomerState(at, len(self.triggers))
-        elif self._is_duplicate(state, event):
+            self._schedule(customer_id, state, self.evict_index, EVICT_KEY, at + self.horizon)
+        elif event.event_id in state.seen and self._is_duplicate(state, event):
             return None
-        self._remember(customer_id, state, event)
+        self._remember(state, event)
         out: list[Candidate] = []
         if self.lateness and len(state.queued) > 1:
             self._fire_own_due(customer_id, state, at, out)
         step = self._begin(customer_id, state, profile, out)
-        if self.tracks_activity and is_activity(event):
+        active = self.tracks_activity and is_activity(event)
+        if active:
             step.prev_activity_at = self._record_activity(state, event)
-        if self.salary is not None and event.type == "transaction" and event.direction == "credit":
+        credit = event.type == "transaction" and event.direction == "credit"  # type: ignore[union-attr]
+        if credit and self.salary is not None:
             if state.payers is None:
                 state.payers = {}
-            step.salary = self.salary.observe(state.payers, event)
-        for trigger in self._by_type[event.type]:
+            step.salary = self.salary.observe(state.payers, event)  # type: ignore[arg-type]
+        for trigger in self._dispatch[(event.type, active, credit, step.salary is not None)]:
             trigger.on_event(step, event)
-        return self._fire_due(step.out)  # timers a late event armed in the past
+        heap, watermark = self._heap, self.watermark
+        if heap and watermark is not None and heap[0][0] <= watermark:
+            self._fire_due(out)  # timers a late event armed in the past
+        return out
 
     def _fire_own_due(self, customer_id: str, state: CustomerState, at: datetime, out: list) -> None:
         """Under allowed lateness, fire this customer's timers due at or before its own event.
@@ -157,7 +177,8 @@ class Engine:
         the result is then the same whatever the lateness.
         """
         due = []
-        for index, key in state.queued:
+        for slot in state.queued:
+            index, key = (slot, "") if type(slot) is int else slot
             actual = None if index == self.evict_index else self.triggers[index].deadline(state, key)
             if actual is not None and actual <= at:
                 due.append((actual, index, key))
@@ -177,19 +198,25 @@ class Engine:
         seen_at = state.seen.get(event.event_id)
         return seen_at is not None and abs(event.occurred_at - seen_at) <= self.dedupe_window
 
-    def _remember(self, customer_id: str, state: CustomerState, event: Event) -> None:
-        """Record the id for dedupe, drop ids that aged out, move the eviction entry."""
-        at = event.occurred_at
-        if at > state.last_seen_at:
-            state.last_seen_at = at
-        seen = state.seen
-        if self.dedupe_window:
-            seen.pop(event.event_id, None)
+    def _remember(self, state: CustomerState, event: Event) -> None:
+        """Record the id for dedupe and drop ids that aged out.
+
+        The eviction entry is not touched: when it comes due it re-reads
+        `last_seen_at` and moves itself (see the module docstring).
+        """
+        at, window = event.occurred_at, self.dedupe_window
+        newest = at if at > state.last_seen_at else state.last_seen_at
+        if window:
+            seen = state.seen
+            cutoff = newest - window
+            if state.last_seen_at < cutoff:
+                seen.clear()  # the common case for a customer seen a day or more ago
+            else:
+                seen.pop(event.event_id, None)
+                while seen and (oldest := next(iter(seen))) and seen[oldest] < cutoff:
+                    del seen[oldest]
             seen[event.event_id] = at
-            cutoff = state.last_seen_at - self.dedupe_window
-            while seen and (oldest := next(iter(seen))) and seen[oldest] < cutoff:
-                del seen[oldest]
-        self._schedule(customer_id, state, self.evict_index, EVICT_KEY, state.last_seen_at + self.horizon)
+        state.last_seen_at = newest
 
     @staticmethod
     def _record_activity(state: CustomerState, event: Event) -> datetime | None:
@@ -212,6 +239,11 @@ class Engine:
         self.watermark = snapshot["watermark"]
         self.customers = snapshot["customers"]
         self._heap = snapshot["heap"]
+
+
+def timer_slot(index: int, key: str) -> int | tuple[int, str]:
+    """The `queued` key of a timer: the bare rule index for keyless timers, saving a tuple each."""
+    return (index, key) if key else index
 
 
 def replay(

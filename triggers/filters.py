@@ -49,29 +49,30 @@ class EventFilter(BaseModel):
         return value
 
     def compile(self) -> Callable[[Event], bool]:
-        """A predicate over events equal to this filter, built from only the fields given."""
-        checks: list[Callable[[Event], bool]] = []
-        if self.type is not None:
-            checks.append(lambda e, t=self.type: e.type == t)
-        if self.direction is not None:
-            checks.append(lambda e, d=self.direction: getattr(e, "direction", None) == d)
-        for name in ("kind", "action", "product"):
-            allowed = _as_set(getattr(self, name))
-            if allowed is not None:
-                checks.append(lambda e, n=name, a=allowed: getattr(e, n, None) in a)
-        if self.page_prefix is not None:
-            checks.append(
-                lambda e, p=self.page_prefix: (getattr(e, "page", None) or "\0").startswith(p)
-            )
-        if self.amount_gte is not None:
-            low = major_to_minor(self.amount_gte)
-            checks.append(lambda e, lo=low: (getattr(e, "amount", None) or -1) >= lo)
-        if self.amount_lte is not None:
-            high = major_to_minor(self.amount_lte)
-            checks.append(lambda e, hi=high: 0 < (getattr(e, "amount", None) or 0) <= hi)
-        if len(checks) == 1:
-            return checks[0]
-        return lambda e: all(check(e) for check in checks)
+        """A predicate over events equal to this filter, built from only the fields given.
+
+        Field tests become one tuple of (attribute, allowed values) checked in a
+        plain loop; amounts and page prefixes, rarer, get their own checks.
+        """
+        tests = [("type", frozenset([self.type])), ("direction", frozenset([self.direction]))]
+        tests += [(name, _as_set(getattr(self, name))) for name in ("kind", "action", "product")]
+        fields = tuple((name, allowed) for name, allowed in tests if allowed != frozenset([None]) and allowed)
+        low = major_to_minor(self.amount_gte) if self.amount_gte is not None else None
+        high = major_to_minor(self.amount_lte) if self.amount_lte is not None else None
+        prefix = self.page_prefix
+
+        def matches(event: Event) -> bool:
+            for name, allowed in fields:
+                if getattr(event, name, None) not in allowed:
+                    return False
+            if prefix is not None and not (getattr(event, "page", None) or "\0").startswith(prefix):
+                return False
+            amount = getattr(event, "amount", None) if low is not None or high is not None else 0
+            if low is not None and (amount is None or amount < low):
+                return False
+            return high is None or (amount is not None and 0 < amount <= high)
+
+        return matches
 
 
 class CustomerFilter(BaseModel):

@@ -46,6 +46,7 @@ class LargeDeposit(Trigger):
 
     name = "large_deposit"
     event_types = frozenset({"transaction"})
+    only_credits = True
 
     def __init__(self, rule: LargeDepositRule, index: int, ruleset: object) -> None:
         super().__init__(rule, index, ruleset)

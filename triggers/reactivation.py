@@ -9,7 +9,7 @@ from pydantic import ValidationInfo, field_validator
 
 from .base import RuleBase, Step, Trigger
 from .durations import Duration
-from .events import Event, is_activity
+from .events import Event
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
@@ -36,6 +36,7 @@ class Reactivation(Trigger):
 
     name = "reactivation"
     event_types = frozenset({"transaction", "app"})
+    only_activity = True
     uses_activity = True
 
     def __init__(self, rule: ReactivationRule, index: int, ruleset: RuleSet) -> None:
@@ -49,7 +50,7 @@ class Reactivation(Trigger):
 
     def on_event(self, step: Step, event: Event) -> None:
         previous = step.prev_activity_at
-        if previous is None or not is_activity(event):
+        if previous is None:
             return
         gap = event.occurred_at - previous
         if self.inactive <= gap <= self.memory and self.admits(step):

@@ -23,6 +23,7 @@ class SalaryCreditTrigger(Trigger):
 
     name = "salary_credit"
     event_types = frozenset({"transaction"})
+    only_salary_readings = True
     uses_salary = True
 
     def __init__(self, rule: SalaryCreditRule, index: int, ruleset: RuleSet) -> None:

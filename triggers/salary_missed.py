@@ -30,6 +30,7 @@ class SalaryMissed(Trigger):
 
     name = "salary_missed"
     event_types = frozenset({"transaction"})
+    only_salary_readings = True
     uses_salary = True
 
     def __init__(self, rule: SalaryMissedRule, index: int, ruleset: RuleSet) -> None:

@@ -33,7 +33,7 @@ class CustomerState:
         self.seen: dict[str, datetime] = {}  # event ids inside the dedupe window
         self.rules: list[Any] = [None] * rule_count  # one slot per rule, owned by its trigger
         self.payers: dict[str, Any] | None = None  # salary tracking, keyed by counterparty
-        self.queued: dict[tuple[int, str], datetime] = {}  # earliest heap entry per timer
+        self.queued: dict[Any, datetime] = {}  # earliest heap entry per timer (engine.timer_slot)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
