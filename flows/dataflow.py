@@ -18,7 +18,9 @@ keymoment.flows.dataflow:get_flow` with the settings in `KEYMOMENT_FLOW`.
 
 from __future__ import annotations
 
+import gc
 import pickle
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -47,6 +49,34 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class YoungGc:
+    """Keeps Python's cyclic GC off the engine state: collect the young, freeze the survivors.
+
+    The engine holds millions of long-lived objects (100k customers); left to
+    itself the collector rescans all of them in full collections whenever
+    the heap grows by a quarter, pausing the flow for 0.3-0.6 s each
+    (measured: 6 s of a 15 s live run). Every `every` seconds this collects
+    the two young generations (garbage cycles made since the last call) and
+    `gc.freeze()`s what survived, so full collections only ever see objects
+    younger than that. Frozen objects are still freed by reference counting
+    when the engine drops them; only cyclic garbage older than a pass would
+    stay, and the young collection just before each freeze catches that.
+    """
+
+    def __init__(self, every: float = 0.25) -> None:
+        self.every, self.last = every, 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            gc.collect(1)
+            gc.freeze()
+
+
+YOUNG_GC = YoungGc()
+
+
 class ShardLogic(StatefulBatchLogic[Message, Result, Any]):
     """Adapts one `Shard` to Bytewax: batches, the wall-clock tick, end of input, snapshots."""
 
@@ -60,6 +90,7 @@ class ShardLogic(StatefulBatchLogic[Message, Result, Any]):
         self.next_tick_at = _now() + self.tick if self.tick else None
 
     def on_batch(self, values: list[Message]) -> tuple[list[Result], bool]:
+        YOUNG_GC()
         now = _now()
         return [self.shard.process(msg, now).as_tuple() for msg in values], self.RETAIN
 
