@@ -173,3 +173,45 @@ def test_decode_never_raises_on_arbitrary_field_values(base, changes):
 def test_decode_never_raises_on_arbitrary_objects(data):
     """Arbitrary JSON objects are dead letters, never exceptions."""
     assert isinstance(decode(orjson.dumps(data), "fuzz"), DeadLetter | TransactionEvent | AppEvent | ConversionEvent)
+
+
+# -- the fast path agrees with pydantic ------------------------------------------
+
+VALUES = st.one_of(
+    JSON,
+    st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00+00:00", "2026-02-30T00:00:00Z",
+                     "1899-12-31T23:59:59Z", "2026-01-01T24:00:00Z", "2026-01-01 00:00:00Z",
+                     "2026-01-01T00:00:00.5Z", "credit", "debit", "payroll", "fee", "login", "CZK",
+                     "czk", "bank", "52000.00", "0.00", "-1.50", "1.", "007", "1e3", "١٢", "", "x" * 65,
+                     "x" * 129, "x" * 257]),
+)  # fmt: skip
+FIELDS = ["type", "event_id", "customer_id", "occurred_at", "account_id", "direction", "kind",
+          "amount", "balance_after", "currency", "initiated_by", "counterparty", "channel",
+          "action", "page", "product", "session_id", "offer_id"]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from([TX, APP, CONV]), st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=4))
+def test_fast_path_builds_exactly_what_validation_builds(base, changes):
+    """Whenever the fast path accepts a payload, pydantic accepts it too with equal fields."""
+    from pydantic import TypeAdapter
+
+    from keymoment.connectors.wire import plain_event
+    from keymoment.triggers.events import AnyEvent
+
+    data = {**base, **changes}
+    fast = plain_event(data)
+    if fast is None:
+        return
+    slow = TypeAdapter(AnyEvent).validate_python(data)
+    assert fast == slow and fast.__dict__ == slow.__dict__
+    assert fast.model_fields_set == slow.model_fields_set
+    assert fast.occurred_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize("base", [TX, APP, CONV])
+def test_fast_path_takes_the_common_shape(base):
+    """Plain payloads with `Z` times and string amounts do not need pydantic (the point of it)."""
+    from keymoment.connectors.wire import plain_event
+
+    assert plain_event({**base, "occurred_at": "2026-01-01T00:00:00Z"}) is not None
