@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -49,8 +48,6 @@ Action = Literal[
     "login", "page_view", "click", "search", "apply_start", "apply_submit", "logout"
 ]
 Initiator = Literal["customer", "bank", "third_party"]
-ACTIONS = frozenset(("login", "page_view", "click", "search", "apply_start", "apply_submit", "logout"))
-INITIATORS = frozenset(("customer", "bank", "third_party"))
 
 DEFAULT_INITIATOR: dict[str, Initiator] = {
     "interest": "bank",
@@ -76,7 +73,7 @@ def to_minor(value: object, *, allow_negative: bool = False) -> int:
     rather than rounded, because silently rounding money is worse than
     rejecting it.
     """
-    if type(value) is str and (minor := fast_minor(value)) is not None:
+    if type(value) is str and (minor := _fast_minor(value)) is not None:
         pass
     elif isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise AmountError("not a number")
@@ -100,7 +97,7 @@ def to_minor(value: object, *, allow_negative: bool = False) -> int:
     return minor
 
 
-def fast_minor(text: str) -> int | None:
+def _fast_minor(text: str) -> int | None:
     """Plain `[-]digits[.d[d]]` strings, the common case, without building a Decimal."""
     whole, dot, frac = text.partition(".")
     sign = 1
@@ -215,19 +212,3 @@ class CustomerProfile(BaseModel):
     def consents_to(self, channel: str) -> bool:
         """A channel missing from `consent` means no consent for marketing on it."""
         return self.consent.get(channel, False) is True
-
-
-def trusted(cls: type[BaseModel], fields: dict[str, object], given: Iterable[str]) -> Any:
-    """An event model built from values already checked (the decoder's fast path).
-
-    Equal to what validation would build: same field values, same
-    `model_fields_set`; it only skips re-checking them.
-    """
-    event = cls.__new__(cls)
-    values = dict.fromkeys(cls.model_fields)
-    values.update(fields)
-    object.__setattr__(event, "__dict__", values)
-    object.__setattr__(event, "__pydantic_fields_set__", {k for k in given if k in values})
-    object.__setattr__(event, "__pydantic_extra__", None)
-    object.__setattr__(event, "__pydantic_private__", None)
-    return event
