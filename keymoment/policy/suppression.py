@@ -5,7 +5,9 @@ campaign's own `lists` holds them, in any source. Files are checked for a
 change (mtime, size, inode) at most every `check_every` seconds and re-read
 whole, so an operator's edit takes effect without a restart. A file that
 cannot be read keeps its last good contents (deleting a list by accident
-must not release everyone on it) and the failure is counted.
+must not release everyone on it) and the failure is counted; a list that was
+never read holds everyone (fail closed: nobody is contacted for the campaigns
+that name it until it can be read).
 """
 
 from __future__ import annotations
@@ -46,13 +48,19 @@ class FileLists:
         self.monotonic = monotonic
         self.counters = {"list_reloads": 0, "list_read_errors": 0}
         self._stamps: dict[str, tuple[int, int, int] | None] = {name: None for name in paths}
-        self._sets: dict[str, frozenset[str]] = {name: frozenset() for name in paths}
+        self._sets: dict[str, frozenset[str] | None] = {name: None for name in paths}
         self._checked_at = float("-inf")
         self.refresh(force=True)
 
     def members(self, names: Sequence[str], customer_ids: Sequence[str]) -> dict[str, set[str]]:
         self.refresh()
-        return {n: {c for c in customer_ids if c in self._sets.get(n, ())} for n in names}
+        return {n: self._members(n, customer_ids) for n in names}
+
+    def _members(self, name: str, customer_ids: Sequence[str]) -> set[str]:
+        if name not in self._sets:
+            return set()
+        held = self._sets[name]
+        return set(customer_ids) if held is None else {c for c in customer_ids if c in held}
 
     def refresh(self, force: bool = False) -> None:
         """Re-read the lists whose file changed, at most every `check_every` seconds."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from keymoment.state import MemoryCapStore, cap_key
-
 from keymoment.policy import build_policy
 from keymoment.policy.holdout import bucket, in_control
 from keymoment.policy.suppression import FileLists
+from keymoment.state import MemoryCapStore, cap_key
 from tests.unit.test_policy_support import (
     T0,
     campaign,
@@ -432,3 +431,23 @@ def test_a_restored_snapshot_decides_what_the_original_decides():
         assert outcomes(first.decide([c], p, c.triggered_at)) == outcomes(
             second.decide([c], p, c.triggered_at)
         )
+
+
+def test_a_list_never_read_suppresses_everyone_it_applies_to(tmp_path):
+    """Fail closed: an unreadable list (bad bytes) suppresses its campaigns until it is fixed."""
+    black = tmp_path / "black.txt"
+    black.write_bytes(b"\xff\xfe broken\n")
+    rules = rules_file(
+        [campaign("a", lists=["blacklist"]), campaign("b")], lists={"blacklist": black}
+    )
+    policy = build_policy(rules, store=MemoryCapStore(), clock=fixed_clock, list_check_every=0)
+    p = profiles(profile())
+    got = policy.decide(
+        [candidate("r-a", "a", event_id="E1"), candidate("r-b", "b", event_id="E2")], p, T0
+    )
+    assert outcomes(got) == [("r-a", "suppressed", "blacklist"), ("r-b", "sent", "admitted")]
+    black.write_text("SOMEONE\n")
+    assert outcomes(policy.decide([candidate("r-a", "a", event_id="E3")], p, T0)) == [
+        ("r-a", "sent", "admitted")
+    ]
+    assert policy.counters["lists_list_read_errors"] >= 1
