@@ -54,15 +54,21 @@ def berka_payloads() -> tuple[list[bytes], dict[str, CustomerProfile], datetime 
     """The Berka transactions in time order (up to 1994-10-30, as the README asks), as bytes."""
     from keymoment.commands.importer import berka_customers, berka_events
 
-    events = [e for e in berka_events(BERKA / "trans_first100k.asc.gz") if e["occurred_at"] < "1994-10-31"]
+    events = [
+        e for e in berka_events(BERKA / "trans_first100k.asc.gz") if e["occurred_at"] < "1994-10-31"
+    ]
     events.sort(key=lambda e: e["occurred_at"])  # stable: file order within a day
     profiles = {p["customer_id"]: CustomerProfile.model_validate(p)
                 for p in berka_customers(BERKA / "account.asc", ["app_push", "sms"])}  # fmt: skip
     return [orjson.dumps(e) for e in events], profiles, None
 
 
-def synthetic_payloads(args: argparse.Namespace) -> tuple[list[bytes], dict[str, CustomerProfile], datetime]:
-    gen = Generator(seed=args.seed, customers=args.customers, days=args.days, activity=args.activity)
+def synthetic_payloads(
+    args: argparse.Namespace,
+) -> tuple[list[bytes], dict[str, CustomerProfile], datetime]:
+    gen = Generator(
+        seed=args.seed, customers=args.customers, days=args.days, activity=args.activity
+    )
     profiles = {p["customer_id"]: CustomerProfile.model_validate(p) for p in gen.profiles()}
     return list(gen.iter_bytes(limit=args.events)), profiles, gen.until_at
 
@@ -91,7 +97,9 @@ def feed_all(rules: Any, events: list[Any], profiles: dict, until: datetime | No
     return engine
 
 
-def decode_and_feed(rules: Any, payloads: list[bytes], profiles: dict, until: datetime | None) -> Engine:
+def decode_and_feed(
+    rules: Any, payloads: list[bytes], profiles: dict, until: datetime | None
+) -> Engine:
     engine = Engine(rules)
     feed, get = engine.feed, profiles.get
     for raw in payloads:
@@ -102,11 +110,15 @@ def decode_and_feed(rules: Any, payloads: list[bytes], profiles: dict, until: da
     return engine
 
 
-def count_candidates(rules: Any, events: list[Any], profiles: dict, until: datetime | None) -> Counter:
+def count_candidates(
+    rules: Any, events: list[Any], profiles: dict, until: datetime | None
+) -> Counter:
     engine, counts = Engine(rules), Counter()
     for event in events:
         if type(event) is not DeadLetter:
-            counts.update(c.rule_id for c in engine.feed(event, profiles.get(event.customer_id)).candidates)
+            counts.update(
+                c.rule_id for c in engine.feed(event, profiles.get(event.customer_id)).candidates
+            )
     counts.update(c.rule_id for c in engine.advance(until or engine.watermark))
     return counts
 
@@ -150,7 +162,11 @@ def bench(name: str, payloads: list[bytes], profiles: dict, until: datetime | No
     dead = Counter(e.reason for e in events if type(e) is DeadLetter)
     t_engine, engine = best_of(args.repeat, lambda: feed_all(rules, events, profiles, until))
     t_both, _ = best_of(args.repeat, lambda: decode_and_feed(rules, payloads, profiles, until))
-    rows = [("decode alone (baseline)", t_decode), ("engine alone", t_engine), ("decode+engine", t_both)]
+    rows = [
+        ("decode alone (baseline)", t_decode),
+        ("engine alone", t_engine),
+        ("decode+engine", t_both),
+    ]
     for label, seconds in rows:
         goal = GOALS.get(label.split(" ")[0] if label.startswith("engine") else label, 0)
         rate = n / seconds
@@ -158,11 +174,17 @@ def bench(name: str, payloads: list[bytes], profiles: dict, until: datetime | No
         print(f"  {label:26s} {seconds:7.2f} s  {rate:10,.0f} events/s{note}")
     held, deep, pickled = state_size(engine)
     print(f"  state at end: {held:,} customers held, {deep:,.0f} B/customer in memory "
-          f"(goal < 2,048), {pickled:,.0f} B/customer pickled; {engine.pending_timers():,} heap entries")  # fmt: skip
+          f"(goal < 2,048), {pickled:,.0f} B/customer pickled; "
+          f"{engine.pending_timers():,} heap entries")  # fmt: skip
     print(f"  dead letters: {dict(dead) or 0}")
     counts = count_candidates(rules, events, profiles, until)
-    print("  candidates per rule: " + ", ".join(f"{rule.rule_id}={counts.get(rule.rule_id, 0):,}" for rule in rules.rules))
-    print(f"  peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    print(
+        "  candidates per rule: "
+        + ", ".join(f"{rule.rule_id}={counts.get(rule.rule_id, 0):,}" for rule in rules.rules)
+    )
+    print(
+        f"  peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
+    )
     if args.profile:
         profile(rules, payloads, profiles, until)
 
@@ -191,7 +213,9 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, one process, one core; figures are best of {args.repeat}")
+    print(
+        f"python {sys.version.split()[0]}, one process, one core; figures are best of {args.repeat}"
+    )
     if not args.skip_berka:
         if (BERKA / "trans_first100k.asc.gz").is_file():
             bench("berka", *berka_payloads(), args)
@@ -200,7 +224,10 @@ def main() -> None:
     if not args.skip_synthetic:
         started = time.perf_counter()
         data = synthetic_payloads(args)
-        print(f"\n(generated {len(data[0]):,} synthetic payloads in {time.perf_counter() - started:.1f} s, untimed)")
+        print(
+            f"\n(generated {len(data[0]):,} synthetic payloads"
+            f" in {time.perf_counter() - started:.1f} s, untimed)"
+        )
         bench(f"synthetic seed={args.seed}", *data, args)
 
 

@@ -314,7 +314,14 @@ def _plan_period(p: Persona, first: int, last: int, out: list[Planned]) -> None:
         _plan_loan(rng, day, add)
     if first <= p.large_day < last and p.active_on(p.large_day):
         amount = 5_000_000 + rng.below(25_000_000)
-        add(p.large_day + rng.uniform(0.3, 0.7), "transaction", "credit", "cash_deposit", amount, None)
+        add(
+            p.large_day + rng.uniform(0.3, 0.7),
+            "transaction",
+            "credit",
+            "cash_deposit",
+            amount,
+            None,
+        )
 
 
 def _plan_bank(p: Persona, rng: Rng, first: int, last: int, add: Callable[..., None]) -> None:
@@ -336,7 +343,14 @@ def _plan_onboarding(p: Persona, rng: Rng, add: Callable[..., None]) -> None:
     """A new customer funds the account over the first weeks, crossing balance milestones."""
     for _ in range(1 + rng.below(4)):
         amount = 50_000 + rng.below(3_000_000)
-        add(p.opened_day + rng.uniform(0.1, 40), "transaction", "credit", "transfer_in", amount, None)
+        add(
+            p.opened_day + rng.uniform(0.1, 40),
+            "transaction",
+            "credit",
+            "transfer_in",
+            amount,
+            None,
+        )
 
 
 def _plan_wealth_burst(rng: Rng, day: float, add: Callable[..., None]) -> None:

@@ -76,7 +76,9 @@ def _rejection(exc: ValidationError, source: str, data: dict[str, Any]) -> DeadL
     if error["type"] in ("union_tag_not_found", "union_tag_invalid") or not loc:
         field = "type"
     else:
-        field = loc[1] if loc[0] in ("transaction", "app", "conversion") and len(loc) > 1 else loc[0]
+        field = (
+            loc[1] if loc[0] in ("transaction", "app", "conversion") and len(loc) > 1 else loc[0]
+        )
     event_id = data.get("event_id")
     readable = event_id if isinstance(event_id, str) and 0 < len(event_id) <= 128 else None
     if field == "amount" and error["type"] != "missing":

@@ -41,7 +41,10 @@ class BalanceMilestone(Trigger):
     def __init__(self, rule: BalanceMilestoneRule, index: int, ruleset: RuleSet) -> None:
         super().__init__(rule, index, ruleset)
         self.thresholds = [major_to_minor(t) for t in rule.thresholds]
-        self.labels = [format(t, "f").rstrip("0").rstrip(".") if "." in str(t) else str(t) for t in rule.thresholds]
+        self.labels = [
+            format(t, "f").rstrip("0").rstrip(".") if "." in str(t) else str(t)
+            for t in rule.thresholds
+        ]
         self.onboarding = rule.onboarding
         self.all_reached = (1 << len(self.thresholds)) - 1
 

@@ -105,7 +105,12 @@ class Trigger:
         raise NotImplementedError
 
     def emit(
-        self, step: Step, triggered_at: datetime, event_id: str, timer: bool = False, **attributes: Any
+        self,
+        step: Step,
+        triggered_at: datetime,
+        event_id: str,
+        timer: bool = False,
+        **attributes: Any,
     ) -> None:
         """Append one candidate of this rule for the current customer."""
         step.out.append(

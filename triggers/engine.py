@@ -63,7 +63,9 @@ class Engine:
         )
         self._dispatch = {
             (kind, active, credit, salary): [
-                t for t in self.triggers if t.wants(kind, active=active, credit=credit, salary=salary)
+                t
+                for t in self.triggers
+                if t.wants(kind, active=active, credit=credit, salary=salary)
             ]
             for kind in ("transaction", "app", "conversion")
             for active in (False, True)
@@ -117,7 +119,11 @@ class Engine:
         if state.queued.get(slot) == deadline:
             del state.queued[slot]
         evicting = index == self.evict_index
-        actual = state.last_seen_at + self.horizon if evicting else self.triggers[index].deadline(state, key)
+        actual = (
+            state.last_seen_at + self.horizon
+            if evicting
+            else self.triggers[index].deadline(state, key)
+        )
         if actual is None:
             return
         if actual > deadline:
@@ -169,7 +175,9 @@ class Engine:
             self._fire_due(out)  # timers a late event armed in the past
         return out
 
-    def _fire_own_due(self, customer_id: str, state: CustomerState, at: datetime, out: list) -> None:
+    def _fire_own_due(
+        self, customer_id: str, state: CustomerState, at: datetime, out: list
+    ) -> None:
         """Under allowed lateness, fire this customer's timers due at or before its own event.
 
         The watermark may still be behind them, but an event of the customer
@@ -179,7 +187,9 @@ class Engine:
         due = []
         for slot in state.queued:
             index, key = (slot, "") if type(slot) is int else slot
-            actual = None if index == self.evict_index else self.triggers[index].deadline(state, key)
+            actual = (
+                None if index == self.evict_index else self.triggers[index].deadline(state, key)
+            )
             if actual is not None and actual <= at:
                 due.append((actual, index, key))
         for actual, index, key in sorted(due):
@@ -230,7 +240,12 @@ class Engine:
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for a recovery snapshot: watermark, customer states, timer heap."""
-        return {"v": 1, "watermark": self.watermark, "customers": self.customers, "heap": self._heap}
+        return {
+            "v": 1,
+            "watermark": self.watermark,
+            "customers": self.customers,
+            "heap": self._heap,
+        }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Load what `snapshot` returned (from this rule set)."""
@@ -246,11 +261,7 @@ def timer_slot(index: int, key: str) -> int | tuple[int, str]:
     return (index, key) if key else index
 
 
-def replay(
-    engine: Engine, events: Iterable[tuple[Event, CustomerProfile | None]]
-) -> Iterator[Fed]:
+def replay(engine: Engine, events: Iterable[tuple[Event, CustomerProfile | None]]) -> Iterator[Fed]:
     """Feed events in order; what the backtest and the property tests both drive."""
     for event, profile in events:
         yield engine.feed(event, profile)
-
-

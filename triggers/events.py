@@ -44,9 +44,7 @@ Kind = Literal[
     "standing_order",
     "other",
 ]
-Action = Literal[
-    "login", "page_view", "click", "search", "apply_start", "apply_submit", "logout"
-]
+Action = Literal["login", "page_view", "click", "search", "apply_start", "apply_submit", "logout"]
 Initiator = Literal["customer", "bank", "third_party"]
 
 DEFAULT_INITIATOR: dict[str, Initiator] = {
@@ -58,7 +56,9 @@ DEFAULT_INITIATOR: dict[str, Initiator] = {
     "pension": "third_party",
     "transfer_in": "third_party",
 }
-ACTIVITY_ACTIONS = frozenset({"login", "page_view", "click", "search", "apply_start", "apply_submit"})
+ACTIVITY_ACTIONS = frozenset(
+    {"login", "page_view", "click", "search", "apply_start", "apply_submit"}
+)
 
 
 class AmountError(ValueError):

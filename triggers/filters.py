@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from .events import Event, CustomerProfile
+from .events import CustomerProfile, Event
 
 OneOrMany = str | list[str]
 
@@ -56,7 +56,9 @@ class EventFilter(BaseModel):
         """
         tests = [("type", frozenset([self.type])), ("direction", frozenset([self.direction]))]
         tests += [(name, _as_set(getattr(self, name))) for name in ("kind", "action", "product")]
-        fields = tuple((name, allowed) for name, allowed in tests if allowed != frozenset([None]) and allowed)
+        fields = tuple(
+            (name, allowed) for name, allowed in tests if allowed != frozenset([None]) and allowed
+        )
         low = major_to_minor(self.amount_gte) if self.amount_gte is not None else None
         high = major_to_minor(self.amount_lte) if self.amount_lte is not None else None
         prefix = self.page_prefix

@@ -10,9 +10,9 @@ from typing import Literal
 from pydantic import Field
 
 from .base import RuleBase, Step, Trigger
+from .durations import Duration
 from .events import Event, Kind
 from .filters import major_to_minor
-from .durations import Duration
 
 # Coarse bands for the candidate: enough for copy ("a large deposit"), never the amount.
 _BANDS = ((100_000_000, "1m+"), (50_000_000, "500k-1m"), (10_000_000, "100k-500k"), (0, "<100k"))
@@ -66,12 +66,17 @@ class LargeDeposit(Trigger):
         times, amounts = self._history(step, event.occurred_at)
         at, amount = event.occurred_at, event.amount  # type: ignore[union-attr]
         earlier = _within(times, amounts, at - self.lookback, at)
-        if amount >= self.min_amount and self.admits(step):
-            if len(earlier) < max(self.min_history, 1) or 2 * amount >= self.multiple * median2(earlier):
-                self.emit(step, at, event.event_id, amount_band=amount_band(amount))
+        if amount >= self.min_amount and self.admits(step) and self._unusual(amount, earlier):
+            self.emit(step, at, event.event_id, amount_band=amount_band(amount))
         pos = bisect_right(times, at)
         times.insert(pos, at)
         amounts.insert(pos, amount)
+
+    def _unusual(self, amount: int, earlier: list[int]) -> bool:
+        """`multiple` x the median of enough earlier credits; with none, min_amount decides."""
+        if len(earlier) < max(self.min_history, 1):
+            return True
+        return 2 * amount >= self.multiple * median2(earlier)
 
     def _history(self, step: Step, at: datetime) -> tuple[list[datetime], list[int]]:
         """This rule's history for the customer, with entries older than any window dropped."""
@@ -90,6 +95,3 @@ class LargeDeposit(Trigger):
 def _within(times: list[datetime], amounts: list[int], low: datetime, high: datetime) -> list[int]:
     """Amounts with time in (low, high]."""
     return amounts[bisect_right(times, low) : bisect_right(times, high)]
-
-
-

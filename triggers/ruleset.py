@@ -79,6 +79,9 @@ def duplicate_rule_ids(rules: list[Rule]) -> list[str]:
     problems = []
     for i, rule in enumerate(rules):
         if rule.rule_id in first:
-            problems.append(f"rules[{i}].rule_id: {rule.rule_id!r} is already used by rules[{first[rule.rule_id]}]")
+            problems.append(
+                f"rules[{i}].rule_id: {rule.rule_id!r} is already used"
+                f" by rules[{first[rule.rule_id]}]"
+            )
         first.setdefault(rule.rule_id, i)
     return problems

@@ -61,7 +61,9 @@ class SalaryTracker:
     def __init__(self, params: SalaryParams) -> None:
         self.params = params
 
-    def observe(self, payers: dict[str, Payer], event: TransactionEvent) -> SalaryCredit | str | None:
+    def observe(
+        self, payers: dict[str, Payer], event: TransactionEvent
+    ) -> SalaryCredit | str | None:
         """Update the series for this credit; say whether it is a salary credit."""
         counterparty = event.counterparty or ""
         if event.kind == "payroll":
@@ -88,11 +90,15 @@ class SalaryTracker:
         payer.payrolls.append(at)
         return self._recognise(payer, at, counterparty, len(payer.payrolls))
 
-    def _transfer(self, payer: Payer, event: TransactionEvent, counterparty: str) -> SalaryCredit | str:
+    def _transfer(
+        self, payer: Payer, event: TransactionEvent, counterparty: str
+    ) -> SalaryCredit | str:
         at, amount, p = event.occurred_at, event.amount, self.params
-        if payer.last_at is not None and p.min_interval <= at - payer.last_at <= p.max_interval and abs(
-            amount - payer.last_amount
-        ) <= p.tolerance * payer.last_amount:
+        if (
+            payer.last_at is not None
+            and p.min_interval <= at - payer.last_at <= p.max_interval
+            and abs(amount - payer.last_amount) <= p.tolerance * payer.last_amount
+        ):
             payer.length += 1
         else:
             payer.length = 1
@@ -101,7 +107,9 @@ class SalaryTracker:
             return OTHER_CREDIT
         return self._recognise(payer, at, counterparty, payer.length)
 
-    def _recognise(self, payer: Payer, at: datetime, counterparty: str, occurrence: int) -> SalaryCredit:
+    def _recognise(
+        self, payer: Payer, at: datetime, counterparty: str, occurrence: int
+    ) -> SalaryCredit:
         first = payer.salary_at is None or at - payer.salary_at > self.params.memory
         payer.salary_at = at if payer.salary_at is None else max(payer.salary_at, at)
         return SalaryCredit(counterparty, occurrence, first)

@@ -59,7 +59,6 @@ class WindowThresholdRule(RuleBase):
         )
 
 
-
 class WindowThreshold(Trigger):
     """Slot: [times, values, condition] of matching events, times sorted.
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from test_triggers_support import app, at, brief, ruleset, run, tx
 
 from keymoment.triggers.engine import Engine
-from test_triggers_support import app, at, brief, ruleset, run, tx
 
 DORM = {"rule_id": "dorm", "trigger": "dormancy"}
 LOAN = {
@@ -36,7 +36,7 @@ WEALTH = {
     [(at(hours=23, minutes=59), True), (at(hours=24), True), (at(hours=24, seconds=1), False)],
 )
 def test_repeat_of_an_event_id_within_24h_is_a_duplicate(later, duplicate):
-    """Same customer, same id, |dt| <= dedupe_window: dropped and flagged; beyond it: a new event."""
+    """Same customer, same id, |dt| <= dedupe_window: dropped; beyond it: a new event."""
     engine = Engine(ruleset(BIG))
     assert engine.feed(tx("x", at(0), "60000"), None).duplicate is False
     fed = engine.feed(tx("x", later, "60000"), None)
@@ -167,7 +167,10 @@ def test_allowed_lateness_fires_when_the_watermark_reaches_the_deadline():
 
 def test_customers_own_event_past_a_deadline_fires_it_first_under_lateness():
     """Our choice (docs/engine.md): lateness never lets an event at/after a deadline cancel it."""
-    events = [app("s", at(0), "apply_start", "loan"), app("x", at(minutes=30), "apply_submit", "loan")]
+    events = [
+        app("s", at(0), "apply_start", "loan"),
+        app("x", at(minutes=30), "apply_submit", "loan"),
+    ]
     late = ruleset(LOAN, engine={"allowed_lateness": "1h"})
     assert [c.event_id for c in run(late, events)] == ["s"]
 

@@ -36,7 +36,9 @@ def test_profiles_are_valid_reference_data_with_consent_per_channel():
     """Profiles parse, name IANA zones, and give consent per channel."""
     profiles = [parse_profile(p) for p in Generator(seed=3, customers=50).profiles()]
     assert len({p.customer_id for p in profiles}) == 50
-    assert all(set(p.consent) == {"app_push", "sms", "wecom", "call_center", "rm_task"} for p in profiles)
+    assert all(
+        set(p.consent) == {"app_push", "sms", "wecom", "call_center", "rm_task"} for p in profiles
+    )
     assert len({p.timezone for p in profiles}) > 1
 
 

@@ -10,9 +10,9 @@ from fractions import Fraction
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_triggers_support import T0, app, ruleset, run, tx
 
 from keymoment.triggers.engine import Engine
-from test_triggers_support import T0, app, ruleset, run, tx
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DAY = 86400
@@ -42,11 +42,17 @@ def streams(draw, customers=("a", "b", "c"), max_size=30):
         customer = draw(st.sampled_from(customers))
         eid = f"e{i}"
         if draw(st.booleans()):
-            action = draw(st.sampled_from(["login", "page_view", "apply_start", "apply_submit", "logout"]))
+            action = draw(
+                st.sampled_from(["login", "page_view", "apply_start", "apply_submit", "logout"])
+            )
             product = draw(st.sampled_from(["wealth", "loan", None]))
             events.append(app(eid, at, action, product, customer=customer))
         else:
-            kind = draw(st.sampled_from(["cash_deposit", "transfer_in", "payroll", "interest", "card_payment"]))
+            kind = draw(
+                st.sampled_from(
+                    ["cash_deposit", "transfer_in", "payroll", "interest", "card_payment"]
+                )
+            )
             amount = draw(st.sampled_from([1, 100, 1000, 1200, 5000, 60000]))
             counterparty = draw(st.sampled_from([None, "E1", "E2"]))
             balance = draw(st.sampled_from([None, 500, 1000, 20000, 60000]))
@@ -84,7 +90,9 @@ def _brute_window(events, aggregate, op, value):
     for e in events:
         if e.kind != "transfer_in":
             continue
-        earlier = [x for x in seen if e.occurred_at - timedelta(hours=1) < x.occurred_at <= e.occurred_at]
+        earlier = [
+            x for x in seen if e.occurred_at - timedelta(hours=1) < x.occurred_at <= e.occurred_at
+        ]
         window = [*earlier, e]
         amounts = [Fraction(x.amount, 100) for x in window]
         agg = {
@@ -108,7 +116,8 @@ def test_window_aggregates_equal_brute_force(case):
     """count/sum/avg/max/distinct firings equal a recomputation from the definition."""
     events, aggregate, op, value = case
     rule = {"rule_id": "w", "trigger": "window_threshold", "window": "1h", "aggregate": aggregate,
-            "op": op, "value": value, "filter": {"type": "transaction", "kind": "transfer_in"}}  # fmt: skip
+            "op": op, "value": value,
+            "filter": {"type": "transaction", "kind": "transfer_in"}}  # fmt: skip
     got = [c.event_id for c in run(ruleset(rule), events)]
     assert got == _brute_window(events, aggregate, op, value)
 
@@ -119,7 +128,9 @@ def deposit_cases(draw):
     for i in range(draw(st.integers(1, 25))):
         at += timedelta(days=draw(st.sampled_from([0, 1, 5, 10, 20, 30])))
         kind = draw(st.sampled_from(["cash_deposit", "transfer_in", "pension"]))
-        amount = draw(st.sampled_from(["1", "100", "100.01", "250", "500", "1000", "2000", "5000.05"]))
+        amount = draw(
+            st.sampled_from(["1", "100", "100.01", "250", "500", "1000", "2000", "5000.05"])
+        )
         events.append(tx(f"e{i}", at, amount, kind))
     params = {"min_amount": draw(st.sampled_from([1, 100, 500])),
               "multiple": draw(st.sampled_from(["1", "2", "2.5", "5"])),
@@ -134,10 +145,14 @@ def _brute_deposits(events, params):
     for e in events:
         if e.kind == "pension":
             continue
-        earlier = [x.amount for x in seen if e.occurred_at - lookback < x.occurred_at <= e.occurred_at]
+        earlier = [
+            x.amount for x in seen if e.occurred_at - lookback < x.occurred_at <= e.occurred_at
+        ]
         big = e.amount >= params["min_amount"] * 100
-        if big and (len(earlier) < max(params["min_history"], 1)
-                    or e.amount >= Fraction(params["multiple"]) * Fraction(statistics.median(earlier))):
+        if big and (
+            len(earlier) < max(params["min_history"], 1)
+            or e.amount >= Fraction(params["multiple"]) * Fraction(statistics.median(earlier))
+        ):
             fired.append(e.event_id)  # fmt: skip
         seen.append(e)
     return fired
@@ -148,7 +163,10 @@ def _brute_deposits(events, params):
 def test_large_deposit_medians_equal_brute_force(case):
     """large_deposit fires exactly where min_amount and multiple x median say it should."""
     events, params = case
-    got = [c.event_id for c in run(ruleset({"rule_id": "b", "trigger": "large_deposit", **params}), events)]
+    got = [
+        c.event_id
+        for c in run(ruleset({"rule_id": "b", "trigger": "large_deposit", **params}), events)
+    ]
     assert got == _brute_deposits(events, params)
 
 
@@ -158,7 +176,7 @@ def test_large_deposit_medians_equal_brute_force(case):
 @SETTINGS
 @given(streams())
 def test_timers_fire_once_in_deadline_order_never_early(events):
-    """Each timer candidate appears once, deadlines never decrease, and none precedes the watermark."""
+    """Each timer candidate appears once, deadlines never decrease, none precedes the watermark."""
     engine = Engine(ALL_RULES)
     timers, previous_watermark = [], None
     for event in events:
@@ -198,7 +216,9 @@ def _brute_absence(events):
 def test_absence_equals_brute_force(events):
     """Absence timers fire exactly for the starts a plain simulation leaves uncancelled."""
     got = run(ALL_RULES, events, until=events[-1].occurred_at + timedelta(days=1))
-    assert sorted((c.triggered_at, c.event_id) for c in got if c.rule_id == "loan") == _brute_absence(events)
+    assert sorted(
+        (c.triggered_at, c.event_id) for c in got if c.rule_id == "loan"
+    ) == _brute_absence(events)
 
 
 # -- determinism, partitioning, snapshots ----------------------------------------

@@ -1,4 +1,4 @@
-"""The engine in triggers/ stays pure: no framework, store, file, process, network or clock access."""
+"""The engine in triggers/ stays pure: no framework, store, file, process, network or clock."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def violations(tree: ast.AST) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [f"import {a.name}" for a in node.names if a.name.split(".")[0] in FORBIDDEN_MODULES]
+            found += [
+                f"import {a.name}" for a in node.names if a.name.split(".")[0] in FORBIDDEN_MODULES
+            ]
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             if (node.module or "").split(".")[0] in FORBIDDEN_MODULES:
                 found.append(f"from {node.module} import ...")
@@ -63,12 +65,14 @@ def test_the_scan_catches_each_kind_of_impurity(source):
 
 
 def test_importing_the_engine_loads_no_io_framework():
-    """A fresh interpreter importing the engine has not loaded bytewax, redis, orjson or connectors."""
+    """A fresh interpreter importing the engine has loaded no bytewax, redis, orjson, connectors."""
     code = (
         "import sys, keymoment.triggers.engine, keymoment.triggers.ruleset;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('bytewax', 'redis', 'orjson')"
         " or m.startswith('keymoment.connectors')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -49,19 +49,25 @@ def test_defaults_follow_the_spec(tmp_path):
     rules = load_rules(path)
     deposit = rules.rules[0]
     assert (deposit.min_amount, deposit.multiple, deposit.min_history) == (50000, 5, 3)
-    assert deposit.lookback == timedelta(days=90) and deposit.kinds == ["cash_deposit", "transfer_in"]
+    assert deposit.lookback == timedelta(days=90) and deposit.kinds == [
+        "cash_deposit",
+        "transfer_in",
+    ]
     salary = rules.salary
     assert (salary.min_interval, salary.max_interval, salary.memory) == (
         timedelta(days=25), timedelta(days=35), timedelta(days=400))  # fmt: skip
     assert (str(salary.tolerance), salary.min_occurrences) == ("0.2", 3)
-    assert rules.engine.allowed_lateness == timedelta(0) and rules.engine.dedupe_window == timedelta(hours=24)
+    assert rules.engine.allowed_lateness == timedelta(
+        0
+    ) and rules.engine.dedupe_window == timedelta(hours=24)
 
 
 def test_json_rules_files_are_accepted(tmp_path):
     """The same shape in JSON loads too."""
     path = tmp_path / "r.json"
     path.write_text('{"campaigns": [{"campaign_id": "c", "offer_code": "X", "channels": ["sms"]}],'
-                    ' "rules": [{"rule_id": "d", "trigger": "dormancy", "campaign": "c"}]}')  # fmt: skip
+                    ' "rules": [{"rule_id": "d", "trigger": "dormancy",'
+                    ' "campaign": "c"}]}')  # fmt: skip
     assert load_rules(path).rules[0].trigger == "dormancy"
 
 
@@ -70,7 +76,8 @@ def test_json_rules_files_are_accepted(tmp_path):
     [
         ("{rule_id: a, trigger: teleport, campaign: c}", "rules[0].trigger: unknown trigger"),
         ("{rule_id: a, campaign: c}", "rules[0].trigger: missing"),
-        ("{rule_id: a, trigger: dormancy, campaign: c, inactiv: 90d}", "rules[0].inactiv: unknown field"),
+        ("{rule_id: a, trigger: dormancy, campaign: c, inactiv: 90d}",
+         "rules[0].inactiv: unknown field"),
         ("{rule_id: a, trigger: dormancy, campaign: c, inactive: 3 months}",
          "rules[0].inactive: expected a duration like 24h"),
         ("{rule_id: a, trigger: balance_milestone, campaign: c, thresholds: [10, 5]}",
@@ -85,9 +92,11 @@ def test_json_rules_files_are_accepted(tmp_path):
          "rules[0].cancel: Field required"),
         ("{rule_id: a, trigger: reactivation, campaign: c, memory: 30d}",
          "rules[0].memory: must be at least inactive"),
-        ("{rule_id: a, trigger: large_deposit, campaign: c, min_amount: -1}", "rules[0].min_amount:"),
+        ("{rule_id: a, trigger: large_deposit, campaign: c, min_amount: -1}",
+         "rules[0].min_amount:"),
         ("{rule_id: 'bad id!', trigger: dormancy, campaign: c}", "rules[0].rule_id:"),
-        ("{rule_id: a, trigger: dormancy, campaign: nope}", "rules[0].campaign: no campaign 'nope'"),
+        ("{rule_id: a, trigger: dormancy, campaign: nope}",
+         "rules[0].campaign: no campaign 'nope'"),
         ("{rule_id: a, trigger: large_deposit, campaign: c, kinds: [gift]}", "rules[0].kinds[0]:"),
     ],
 )  # fmt: skip
@@ -99,12 +108,16 @@ def test_each_rule_problem_is_named_by_its_path(tmp_path, rule, expected):
 
 def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
     """Field problems in several places come back together, each with its path."""
-    found = problems(tmp_path, BASE + """  - {rule_id: a, trigger: teleport, campaign: c}
+    found = problems(
+        tmp_path,
+        BASE
+        + """  - {rule_id: a, trigger: teleport, campaign: c}
   - {rule_id: b, trigger: dormancy, campaign: c, inactive: soon}
 timezone: Mars/Olympus
 engine: {allowed_lateness: later}
 salary: {tolerance: -1}
-""")
+""",
+    )
     prefixes = ["rules[0].trigger", "rules[1].inactive", "timezone", "engine.allowed_lateness",
                 "salary.tolerance"]  # fmt: skip
     assert sorted(p.split(":")[0] for p in found) == sorted(prefixes)
@@ -112,7 +125,9 @@ salary: {tolerance: -1}
 
 def test_cross_checks_are_named_by_path_and_reported_together(tmp_path):
     """Duplicate ids, unknown campaigns and lists, misplaced cap fields: all at once, by path."""
-    found = problems(tmp_path, """
+    found = problems(
+        tmp_path,
+        """
 campaigns:
   - {campaign_id: c, offer_code: X, channels: [sms], lists: [blacklist]}
   - {campaign_id: c, offer_code: Y, channels: [sms]}
@@ -122,7 +137,8 @@ rules:
 caps:
   - {id: x, scope: customer, limit: 1, window: day, channel: sms}
   - {id: y, scope: customer_rule, rule: zzz, limit: 1, window: day}
-""")
+""",
+    )
     assert sorted(found) == sorted([
         "rules[1].rule_id: 'a' is already used by rules[0]",
         "campaigns[1].campaign_id: 'c' is already used by campaigns[0]",

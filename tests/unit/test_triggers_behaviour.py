@@ -162,9 +162,12 @@ def test_window_sum_avg_max_distinct_on_transactions():
 def test_window_threshold_condition_resets_once_its_window_empties():
     """Our choice (docs/engine.md): a new episode after an empty window fires again."""
     rule = {"rule_id": "big", "trigger": "window_threshold", "window": "1d", "aggregate": "sum",
-            "filter": {"type": "transaction", "kind": "cash_deposit"}, "op": "gte", "value": 100}  # fmt: skip
+            "filter": {"type": "transaction", "kind": "cash_deposit"},
+            "op": "gte", "value": 100}  # fmt: skip
     alive = [tx(f"n{d}", at(d), "5", "card_payment") for d in (0.5, 1.5, 2.5, 3.5, 4.5)]
-    events = sorted([tx("a", at(0), "200"), *alive, tx("b", at(5), "200")], key=lambda e: e.occurred_at)
+    events = sorted(
+        [tx("a", at(0), "200"), *alive, tx("b", at(5), "200")], key=lambda e: e.occurred_at
+    )
     assert [c.event_id for c in run(ruleset(rule), events)] == ["a", "b"]
 
 
@@ -179,19 +182,28 @@ def test_absence_fires_at_start_plus_within_naming_the_start():
 
 def test_absence_cancel_just_before_deadline_cancels():
     """A submit at 29m59s cancels."""
-    events = [app("s", at(0), "apply_start", "loan"), app("x", at(minutes=30, seconds=-1), "apply_submit", "loan")]
+    events = [
+        app("s", at(0), "apply_start", "loan"),
+        app("x", at(minutes=30, seconds=-1), "apply_submit", "loan"),
+    ]
     assert run(ruleset(LOAN), events, until=at(1)) == []
 
 
 def test_absence_cancel_exactly_at_deadline_is_too_late():
     """A submit at exactly 30m comes after the timer fired."""
-    events = [app("s", at(0), "apply_start", "loan"), app("x", at(minutes=30), "apply_submit", "loan")]
+    events = [
+        app("s", at(0), "apply_start", "loan"),
+        app("x", at(minutes=30), "apply_submit", "loan"),
+    ]
     assert [c.event_id for c in run(ruleset(LOAN), events, until=at(1))] == ["s"]
 
 
 def test_absence_new_start_while_pending_does_not_rearm():
     """A second start at 10m leaves the first deadline (30m) in place; one firing."""
-    events = [app("s1", at(0), "apply_start", "loan"), app("s2", at(minutes=10), "apply_start", "loan")]
+    events = [
+        app("s1", at(0), "apply_start", "loan"),
+        app("s2", at(minutes=10), "apply_start", "loan"),
+    ]
     got = run(ruleset(LOAN), events, until=at(1))
     assert [(c.triggered_at, c.event_id) for c in got] == [(at(minutes=30), "s1")]
 
@@ -210,7 +222,10 @@ def test_absence_arms_again_after_firing_or_cancel():
 
 def test_absence_cancel_of_another_product_does_not_cancel():
     """The cancel filter must match (product loan), not any submit."""
-    events = [app("s", at(0), "apply_start", "loan"), app("x", at(minutes=5), "apply_submit", "card")]
+    events = [
+        app("s", at(0), "apply_start", "loan"),
+        app("x", at(minutes=5), "apply_submit", "card"),
+    ]
     assert [c.event_id for c in run(ruleset(LOAN), events, until=at(1))] == ["s"]
 
 

@@ -11,9 +11,14 @@ MISS = {"rule_id": "miss", "trigger": "salary_missed"}
 MILE = {"rule_id": "mile", "trigger": "balance_milestone"}
 
 
-def monthly(days: list[float], amounts: list[str] | None = None, kind: str = "transfer_in", cp="EMP"):
+def monthly(
+    days: list[float], amounts: list[str] | None = None, kind: str = "transfer_in", cp="EMP"
+):
     amounts = amounts or ["1000"] * len(days)
-    return [tx(f"s{i}", at(d), a, kind, counterparty=cp) for i, (d, a) in enumerate(zip(days, amounts))]
+    return [
+        tx(f"s{i}", at(d), a, kind, counterparty=cp)
+        for i, (d, a) in enumerate(zip(days, amounts, strict=True))
+    ]
 
 
 # -- large_deposit -------------------------------------------------------------
@@ -87,15 +92,23 @@ def test_salary_gaps_just_outside_restart_the_series():
     """25d minus a second and 35d plus a second each start a new series of length 1."""
     short = monthly([0, 25 - 1 / 86400, 50, 75])
     long = monthly([0, 35 + 1 / 86400, 65, 95])
-    assert [(c.event_id, c.attributes["occurrence"]) for c in run(ruleset(PAY), short)] == [("s3", 3)]
-    assert [(c.event_id, c.attributes["occurrence"]) for c in run(ruleset(PAY), long)] == [("s3", 3)]
+    assert [(c.event_id, c.attributes["occurrence"]) for c in run(ruleset(PAY), short)] == [
+        ("s3", 3)
+    ]
+    assert [(c.event_id, c.attributes["occurrence"]) for c in run(ruleset(PAY), long)] == [
+        ("s3", 3)
+    ]
 
 
 def test_salary_tolerance_is_inclusive_and_relative_to_the_previous_amount():
     """+20% exactly continues (1000 -> 1200 -> 1440); +20% and a cent restarts."""
-    assert [c.event_id for c in run(ruleset(PAY), monthly([0, 30, 60], ["1000", "1200", "1440"]))] == ["s2"]
+    assert [
+        c.event_id for c in run(ruleset(PAY), monthly([0, 30, 60], ["1000", "1200", "1440"]))
+    ] == ["s2"]
     assert run(ruleset(PAY), monthly([0, 30, 60], ["1000", "1200.01", "1440"])) == []
-    assert [c.event_id for c in run(ruleset(PAY), monthly([0, 30, 60], ["1000", "800", "640"]))] == ["s2"]
+    assert [
+        c.event_id for c in run(ruleset(PAY), monthly([0, 30, 60], ["1000", "800", "640"]))
+    ] == ["s2"]
 
 
 def test_transfers_without_counterparty_are_never_salary():
@@ -105,7 +118,9 @@ def test_transfers_without_counterparty_are_never_salary():
 
 def test_series_are_per_counterparty():
     """Two payers interleaved each need their own three credits."""
-    events = monthly([0, 30, 60], cp="A") + [tx("b", at(45), "1000", "transfer_in", counterparty="B")]
+    events = monthly([0, 30, 60], cp="A") + [
+        tx("b", at(45), "1000", "transfer_in", counterparty="B")
+    ]
     events.sort(key=lambda e: e.occurred_at)
     assert [c.event_id for c in run(ruleset(PAY), events)] == ["s2"]
 
@@ -195,7 +210,12 @@ def test_milestones_fire_once_each_and_the_highest_of_several_at_once():
 def test_onboarding_window_includes_opening_and_exactly_90_days():
     """0 <= occurred_at - opened_at <= 90d: both ends fire, a second later and before do not."""
     profiles = {"c1": profile(opened_at=at(10))}
-    for when, fires in ((at(10), True), (at(100), True), (at(100, seconds=1), False), (at(9), False)):
+    for when, fires in (
+        (at(10), True),
+        (at(100), True),
+        (at(100, seconds=1), False),
+        (at(9), False),
+    ):
         got = run(ruleset(MILE), [tx("a", when, "1", balance="5000")], profiles)
         assert bool(got) is fires, when
 

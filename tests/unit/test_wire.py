@@ -54,7 +54,9 @@ def test_oversize_is_rejected_before_parsing():
     assert len(exact) == MAX_PAYLOAD and reason(exact) is None
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"not json", b'{"a": NaN}', b"\xff\xfe", b"[1, 2]", b"42"])
+@pytest.mark.parametrize(
+    "raw", [b"", b"{", b"not json", b'{"a": NaN}', b"\xff\xfe", b"[1, 2]", b"42"]
+)
 def test_malformed_json(raw):
     """Unparseable bytes, or JSON that is not an object, are `malformed_json`."""
     assert reason(raw) == "malformed_json"
@@ -74,7 +76,8 @@ def test_each_missing_required_field_is_named(data, field):
 @pytest.mark.parametrize(
     ("field", "value"),
     [("type", "wire"), ("event_id", ""), ("event_id", "x" * 129), ("event_id", 7),
-     ("customer_id", "x" * 65), ("occurred_at", "2026-01-01T08:00:00"), ("occurred_at", "yesterday"),
+     ("customer_id", "x" * 65), ("occurred_at", "2026-01-01T08:00:00"),
+     ("occurred_at", "yesterday"),
      ("occurred_at", "9999-12-31T23:59:59-05:00"), ("occurred_at", "0001-01-01T00:00:00+01:00"),
      ("direction", "up"), ("kind", "gift"), ("initiated_by", "robot"), ("currency", "usd"),
      ("balance_after", "lots")],
@@ -122,7 +125,7 @@ def test_times_are_utc_aware_with_one_tzinfo():
 
 
 def test_clock_skew_only_with_a_wall_clock():
-    """More than max_future ahead of `now` is `clock_skew`; exactly max_future is fine; replays skip it."""
+    """Over max_future ahead of `now` is `clock_skew`; exactly max_future is fine; replays skip."""
     now = datetime(2026, 1, 1, tzinfo=UTC) - timedelta(minutes=5)
     assert reason(APP, now=now) is None
     assert reason(APP, now=now - timedelta(seconds=1)) == "clock_skew"
@@ -143,7 +146,10 @@ def test_encode_round_trips():
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
     | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12,
@@ -154,13 +160,36 @@ JSON = st.recursive(
 @given(st.binary(max_size=300))
 def test_decode_never_raises_on_arbitrary_bytes(raw):
     """Any bytes give an event or a dead letter."""
-    assert isinstance(decode(raw, "fuzz"), TransactionEvent | AppEvent | ConversionEvent | DeadLetter)
+    assert isinstance(
+        decode(raw, "fuzz"), TransactionEvent | AppEvent | ConversionEvent | DeadLetter
+    )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([TX, APP, CONV]), st.dictionaries(st.sampled_from(
-    ["type", "event_id", "customer_id", "occurred_at", "amount", "balance_after", "direction",
-     "kind", "action", "product", "account_id", "initiated_by", "counterparty"]), JSON, max_size=4))
+@given(
+    st.sampled_from([TX, APP, CONV]),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "type",
+                "event_id",
+                "customer_id",
+                "occurred_at",
+                "amount",
+                "balance_after",
+                "direction",
+                "kind",
+                "action",
+                "product",
+                "account_id",
+                "initiated_by",
+                "counterparty",
+            ]
+        ),
+        JSON,
+        max_size=4,
+    ),
+)
 def test_decode_never_raises_on_arbitrary_field_values(base, changes):
     """Valid events with arbitrary JSON values swapped in give an event or a known reason."""
     out = decode(orjson.dumps({**base, **changes}), "fuzz", now=datetime(2026, 1, 1, tzinfo=UTC))
@@ -172,4 +201,7 @@ def test_decode_never_raises_on_arbitrary_field_values(base, changes):
 @given(st.dictionaries(st.text(max_size=12), JSON, max_size=6))
 def test_decode_never_raises_on_arbitrary_objects(data):
     """Arbitrary JSON objects are dead letters, never exceptions."""
-    assert isinstance(decode(orjson.dumps(data), "fuzz"), DeadLetter | TransactionEvent | AppEvent | ConversionEvent)
+    assert isinstance(
+        decode(orjson.dumps(data), "fuzz"),
+        DeadLetter | TransactionEvent | AppEvent | ConversionEvent,
+    )
