@@ -102,6 +102,10 @@ class CapStore(Protocol):
         """The `(offer_id, slot_ms)` pairs held in `key`, oldest first (for audits and tests)."""
         ...
 
+    def check(self) -> None:
+        """Raise `CapStoreUnavailable` now if the store cannot be reached (for startup errors)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -56,6 +56,9 @@ class MemoryCapStore:
         entry = self._keys.get(key)
         return [(offer, at) for at, offer in entry.slots] if entry else []
 
+    def check(self) -> None:
+        """Always reachable."""
+
     def close(self) -> None:
         self._keys.clear()
         self._offers.clear()

@@ -80,6 +80,13 @@ class RedisCapStore:
         pairs = self._call(lambda: self.client.zrange(self._key(key), 0, -1, withscores=True))
         return [(member, int(score)) for member, score in pairs]
 
+    def check(self) -> None:
+        """PING and load the script, so `run --state redis://...` fails at start, in one line."""
+        self._call(self.client.ping)
+        if self.sha is None:
+            self.sha = self._call(lambda: self.client.script_load(SCRIPT))
+            self.counters["script_loads"] += 1
+
     def close(self) -> None:
         self.client.close()
 

@@ -301,3 +301,10 @@ def test_store_matches_the_model(make_store):
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         ),
     )
+
+
+def test_check_passes_on_a_reachable_store(make_store):
+    """check() returns quietly when the store can answer, and reservations work after it."""
+    store = make_store()
+    store.check()
+    assert store.reserve(one("o1", 0, rolling("k", 1, 0, 0))).reserved

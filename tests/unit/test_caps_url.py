@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from keymoment.state import MemoryCapStore, cap_store_from_url
 from keymoment.state.redis_caps import RedisCapStore
 
@@ -17,3 +18,13 @@ def test_state_urls_pick_the_store():
     assert (kwargs["port"], kwargs["db"], kwargs["socket_timeout"]) == (6390, 2, 0.5)
     with pytest.raises(ValueError, match="unsupported state URL"):
         cap_store_from_url("postgres://x")
+
+
+def test_check_reports_an_unreachable_redis_at_once():
+    """check() raises CapStoreUnavailable for a port nobody listens on; memory always passes."""
+    from keymoment.state import CapStoreUnavailable
+    from tests.support.servers import free_port
+
+    cap_store_from_url("memory:").check()
+    with pytest.raises(CapStoreUnavailable, match="unreachable"):
+        cap_store_from_url(f"redis://127.0.0.1:{free_port()}/0").check()
