@@ -8,6 +8,8 @@ rule state; times are timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
+import re
+
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
@@ -15,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_AMOUNT_MINOR = 10**12 * 100  # 1e12 in major units
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 TRANSACTION_KINDS = (
     "cash_deposit",
@@ -80,6 +83,8 @@ def to_minor(value: object, *, allow_negative: bool = False) -> int:
     elif isinstance(value, int):
         minor = value * 100
     else:
+        if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+            raise AmountError("not a decimal number")  # Decimal() would take "1_000", " 5", "١٢"
         try:
             dec = Decimal(value if isinstance(value, str | Decimal) else repr(value))
         except InvalidOperation:
@@ -98,18 +103,21 @@ def to_minor(value: object, *, allow_negative: bool = False) -> int:
 
 
 def _fast_minor(text: str) -> int | None:
-    """Plain `[-]digits[.d[d]]` strings, the common case, without building a Decimal."""
-    whole, dot, frac = text.partition(".")
-    sign = 1
-    if whole.startswith("-"):
-        sign, whole = -1, whole[1:]
-    if not (whole.isascii() and whole.isdigit() and len(whole) <= 16):
+    """Plain `[-]digits[.dd]` strings, the common case, without building a Decimal.
+
+    Anything else (one decimal, exponents, signs other than a leading `-`,
+    non-ASCII digits) returns None and takes the Decimal path.
+    """
+    body = text[1:] if text[:1] == "-" else text
+    if body[-3:-2] == ".":
+        digits = body[:-3] + body[-2:]
+    elif "." in body:
         return None
-    if not dot:
-        return sign * int(whole) * 100
-    if not (frac.isascii() and frac.isdigit() and len(frac) <= 2):
+    else:
+        digits = body + "00"
+    if not (2 < len(digits) <= 18 and digits.isdigit() and digits.isascii()):
         return None
-    return sign * (int(whole) * 100 + int(frac.ljust(2, "0")))
+    return -int(digits) if body is not text else int(digits)
 
 
 def _to_utc(value: datetime) -> datetime:
