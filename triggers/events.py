@@ -9,7 +9,6 @@ rule state; times are timezone-aware UTC datetimes.
 from __future__ import annotations
 
 import re
-
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
