@@ -90,7 +90,8 @@ def test_invalid_field_values_are_named(field, value):
 @pytest.mark.parametrize(
     "amount",
     ["0", "0.00", "-5", -5, 0, "1000000000000.01", 10**12 + 1, "1.001", 0.001, "abc", "", "NaN",
-     "Infinity", "-inf", True, False, None, [1], {"v": 1}, "1_000", " 5", "5 ", "\u0661\u0662", "0x10"],
+     "Infinity", "-inf", True, False, None, [1], {"v": 1}, "1_000", " 5", "5 ", "\u0661\u0662",
+     "0x10"],
 )  # fmt: skip
 def test_bad_amounts(amount):
     """<= 0, over 1e12, more than 2 decimals, non-numeric, NaN/inf and booleans are `bad_amount`."""
