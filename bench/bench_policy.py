@@ -20,14 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from keymoment.config import RulesFile  # noqa: E402
+from keymoment.policy import FirstChannelPolicy, build_policy  # noqa: E402
+from keymoment.policy.planning import Planner, to_ms  # noqa: E402
 from keymoment.state import MemoryCapStore  # noqa: E402
 from keymoment.state.redis_caps import RedisCapStore  # noqa: E402
 from keymoment.triggers.candidate import Candidate  # noqa: E402
 from keymoment.triggers.events import CustomerProfile  # noqa: E402
-
-from keymoment.config import RulesFile  # noqa: E402
-from keymoment.policy import FirstChannelPolicy, build_policy  # noqa: E402
-from keymoment.policy.planning import Planner, to_ms  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
 
 START = datetime(2026, 3, 2, tzinfo=UTC)

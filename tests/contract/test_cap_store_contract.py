@@ -16,6 +16,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+
 from keymoment.state import CapStore, Check, MemoryCapStore, Option, Reservation
 from keymoment.state.redis_caps import RedisCapStore
 

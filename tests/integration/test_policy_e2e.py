@@ -17,12 +17,12 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+
+from keymoment.policy import build_policy
 from keymoment.state import MemoryCapStore
 from keymoment.state.redis_caps import RedisCapStore
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
-
-from keymoment.policy import build_policy
 from tests.unit.test_policy_support import fixed_clock, rules_file
 
 START = datetime(2026, 3, 1, tzinfo=UTC)  # spans the EU and US DST changes in March

@@ -6,10 +6,10 @@ import time
 from datetime import timedelta
 
 import redis
-from keymoment.state import cap_key
-from keymoment.state.redis_caps import RedisCapStore
 
 from keymoment.policy import build_policy
+from keymoment.state import cap_key
+from keymoment.state.redis_caps import RedisCapStore
 from tests.support.servers import free_port
 from tests.unit.test_policy_support import (
     T0,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from keymoment.policy import build_policy
 from keymoment.state.redis_caps import RedisCapStore
 from keymoment.state.redis_lists import RedisListStore
-
-from keymoment.policy import build_policy
 from tests.unit.test_policy_support import (
     T0,
     campaign,

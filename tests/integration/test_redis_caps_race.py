@@ -8,11 +8,10 @@ import time
 from collections import defaultdict
 from datetime import timedelta
 
-from keymoment.state import cap_key
-from keymoment.state.redis_caps import RedisCapStore
-
 from keymoment.policy import build_policy
 from keymoment.policy.planning import to_ms
+from keymoment.state import cap_key
+from keymoment.state.redis_caps import RedisCapStore
 from tests.unit.test_policy_support import T0, campaign, candidate, fixed_clock, profile, rules_file
 
 H = 3_600_000

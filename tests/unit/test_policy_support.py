@@ -10,10 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from keymoment.config import RulesFile
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
-
-from keymoment.config import RulesFile
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday, noon UTC
 
