@@ -100,6 +100,14 @@ class Engine:
             return Fed(fired, True)
         return Fed(fired + own if fired else own, False)
 
+    def next_deadline(self) -> datetime | None:
+        """The earliest heap entry's time (stale entries included): when `advance` may next fire.
+
+        A live driver can sleep until then; an entry that turns out stale
+        only costs one early wake-up.
+        """
+        return self._heap[0][0] if self._heap else None
+
     def pending_timers(self) -> int:
         """Heap entries, stale ones included: what a due check could ever have to pop."""
         return len(self._heap)

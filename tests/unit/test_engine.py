@@ -104,6 +104,14 @@ def test_heap_does_not_grow_with_events_of_a_busy_customer():
     assert engine.pending_timers() <= 3
 
 
+def test_next_deadline_tells_a_live_driver_when_to_wake():
+    """next_deadline is the earliest armed deadline; None with no entries at all."""
+    engine = Engine(ruleset(LOAN))
+    assert engine.next_deadline() is None
+    engine.feed(app("s", at(0), "apply_start", "loan"), None)
+    assert engine.next_deadline() == at(minutes=30)
+
+
 def test_timer_candidates_have_deadline_ids_and_offer_keys():
     """A timer's offer key is `arming event_id@deadline`, so offer ids are stable per deadline."""
     got = run(ruleset(LOAN), [app("s", at(0), "apply_start", "loan")], until=at(1))
