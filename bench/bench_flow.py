@@ -56,15 +56,21 @@ def timed(label: str, n: int, fn) -> float:  # noqa: ANN001
     started = time.perf_counter()
     fn()
     seconds = time.perf_counter() - started
-    print(f"{label:<46}{seconds:8.2f} s {n / seconds:>12,.0f} events/s {seconds / n * 1e6:8.1f} us/event")
+    print(
+        f"{label:<46}{seconds:8.2f} s {n / seconds:>12,.0f} events/s "
+        f"{seconds / n * 1e6:8.1f} us/event"
+    )
     return seconds
 
 
 def run_flow(settings: FlowSettings) -> float:
     env = dict(os.environ, **settings.to_env())
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bytewax.run", "keymoment.flows.dataflow:get_flow"],
-                   env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "keymoment.flows.dataflow:get_flow"],
+        env=env,
+        check=True,
+    )
     return time.perf_counter() - started
 
 
@@ -81,7 +87,10 @@ def main() -> None:
         lines = events_path.read_bytes().splitlines()
         n = len(lines)
         rules = rules_from(str(RULES))
-        print(f"{n:,} events, {args.customers:,} customers, rules {RULES.name}, python {sys.version.split()[0]}")
+        print(
+            f"{n:,} events, {args.customers:,} customers, rules {RULES.name}, "
+            f"python {sys.version.split()[0]}"
+        )
         decoded: list = []
         timed("decode only", n, lambda: decoded.extend(decode(raw, "b") for raw in lines))
         events = [e for e in decoded if not isinstance(e, DeadLetter)]
@@ -108,9 +117,14 @@ def main() -> None:
 
         timed("engine + policy (pre-decoded)", len(events), engine_policy)
         settings = FlowSettings(
-            rules=str(RULES), sources=[f"file:{events_path}"], clock="event",
-            customers=f"file:{profiles_path}", decisions=f"file:{out / 'decisions.jsonl'}",
-            sinks={"*": f"file:{out / 'offers.jsonl'}"}, shards=args.shards, batch_size=1000,
+            rules=str(RULES),
+            sources=[f"file:{events_path}"],
+            clock="event",
+            customers=f"file:{profiles_path}",
+            decisions=f"file:{out / 'decisions.jsonl'}",
+            sinks={"*": f"file:{out / 'offers.jsonl'}"},
+            shards=args.shards,
+            batch_size=1000,
         )
         one = out / "one.jsonl"
         one.write_bytes(lines[0] + b"\n")
@@ -118,8 +132,11 @@ def main() -> None:
         total = run_flow(settings)
         flow = total - startup
         print(f"{'flow startup (one-line input)':<46}{startup:8.2f} s")
-        print(f"{'flow, bytewax.run -w 1, file -> JSONL sinks':<46}{flow:8.2f} s {n / flow:>12,.0f} events/s "
-              f"{flow / n * 1e6:8.1f} us/event (startup excluded)")
+        print(
+            f"{'flow, bytewax.run -w 1, file -> JSONL sinks':<46}{flow:8.2f} s "
+            f"{n / flow:>12,.0f} events/s "
+            f"{flow / n * 1e6:8.1f} us/event (startup excluded)"
+        )
         decisions = sum(1 for _ in (out / "decisions.jsonl").open("rb"))
         print(f"decisions written: {decisions:,}")
         snapshot_cost(rules, profiles, events, args.shards)
@@ -127,15 +144,19 @@ def main() -> None:
 
 def snapshot_cost(rules, profiles, events, shards: int) -> None:  # noqa: ANN001
     """Feed everything into `shards` shards, then pickle each as `ShardLogic.snapshot` does."""
-    parts = [Shard(Engine(rules), policy_for(rules, None), profiles, wall=False) for _ in range(shards)]
+    parts = [
+        Shard(Engine(rules), policy_for(rules, None), profiles, wall=False) for _ in range(shards)
+    ]
     for event in events:
         parts[shard_of(event.customer_id, shards)].engine.feed(event)
     customers = sum(len(p.engine.customers) for p in parts)
     started = time.perf_counter()
     size = sum(len(pickle.dumps(p.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)) for p in parts)
     seconds = time.perf_counter() - started
-    print(f"snapshot of all {shards} shards: {customers:,} customers in state, {size / 1e6:.1f} MB, "
-          f"{seconds:.2f} s ({seconds / max(customers, 1) * 1e6:.1f} us/customer)")
+    print(
+        f"snapshot of all {shards} shards: {customers:,} customers in state, {size / 1e6:.1f} MB, "
+        f"{seconds:.2f} s ({seconds / max(customers, 1) * 1e6:.1f} us/customer)"
+    )
 
 
 if __name__ == "__main__":

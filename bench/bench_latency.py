@@ -32,6 +32,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 RULES = Path(__file__).resolve().parents[1] / "examples" / "rules.yaml"
+STAMP_EVERY = 100  # events sharing one scheduled creation time (2.5 ms apart at 40k/s)
 BATCH = 1000  # most events one source batch carries, as the Kafka source's default
 TIMERS = {"dormancy", "salary_missed", "absence"}
 
@@ -63,20 +64,32 @@ class StampSink(DynamicSink):
 
 
 class _Paced(StatefulSourcePartition):
-    """Pre-generated events at `rate`/s from the start, `occurred_at` set to the wall clock."""
+    """Pre-generated events at `rate`/s from the start, `occurred_at` = their scheduled time.
+
+    Stamping the schedule, not the moment of emission, keeps the backlog of a
+    flow that falls behind inside the measured latency (open loop).
+    """
 
     def __init__(self, parts: list[tuple[bytes, bytes]], rate: float) -> None:
         self.parts, self.rate, self.next = parts, rate, 0
-        self.start = time.monotonic()
+        self.start, self.start_at = time.monotonic(), datetime.now(UTC)
 
     def next_batch(self) -> list:
         if self.next >= len(self.parts):
             raise StopIteration
         due = min(int((time.monotonic() - self.start) * self.rate), len(self.parts))
         first, self.next = self.next, max(self.next, min(due, self.next + BATCH))
-        now = datetime.now(UTC).isoformat(timespec="microseconds").encode()
-        return [(f"paced:{i}", head + now + tail) for i, (head, tail) in
-                enumerate(self.parts[first:self.next], first)]
+        out = []
+        for chunk in range(first, self.next, STAMP_EVERY):
+            at = self.start_at + timedelta(seconds=chunk / self.rate)  # scheduled, not emitted
+            stamp = at.isoformat(timespec="microseconds").encode()
+            out += [
+                (f"paced:{i}", head + stamp + tail)
+                for i, (head, tail) in enumerate(
+                    self.parts[chunk : min(chunk + STAMP_EVERY, self.next)], chunk
+                )
+            ]
+        return out
 
     def next_awake(self) -> datetime:
         return datetime.now(UTC) + timedelta(milliseconds=1)
@@ -102,13 +115,12 @@ def split_at_time(line: bytes) -> tuple[bytes, bytes]:
     """The line around its occurred_at value, so restamping is two byte concatenations."""
     key = b'"occurred_at":"'
     start = line.index(key) + len(key)
-    return line[:start], line[line.index(b'"', start):]
+    return line[:start], line[line.index(b'"', start) :]
 
 
 def prepare(path: Path, events: int, customers: int) -> None:
     """Events and profiles once for all rates (generating costs more than processing)."""
     import orjson
-
     from keymoment.connectors.generator import Generator
 
     gen = Generator(seed=9, customers=customers, days=240)
@@ -122,7 +134,6 @@ def prepare(path: Path, events: int, customers: int) -> None:
 def child(path: Path, rate: float, seconds: float, gc_tuning: bool) -> dict:
     """One measured run in this process; prints a JSON line."""
     from bytewax.testing import run_main
-
     from keymoment.connectors.customers import read_profiles
     from keymoment.flows.dataflow import build_flow
     from keymoment.flows.observe import FlowStats
@@ -139,15 +150,23 @@ def child(path: Path, rate: float, seconds: float, gc_tuning: bool) -> dict:
         stamp(decided, result[0])
 
     source = PacedSource([split_at_time(line) for line in lines], rate)
-    flow = build_flow(settings, sources=[source], observe=observe, profiles=profiles, offer_sink=sink)
+    flow = build_flow(
+        settings, sources=[source], observe=observe, profiles=profiles, offer_sink=sink
+    )
     if gc_tuning:
         gc.collect()
         gc.freeze()
     started = time.time()
     run_main(flow)
-    return {"rate": rate, "emitted": len(lines), "processed": stats.lines,
-            "elapsed": time.time() - started, "offers": sink.seen, "decisions": decided,
-            "started": started}
+    return {
+        "rate": rate,
+        "emitted": len(lines),
+        "processed": stats.lines,
+        "elapsed": time.time() - started,
+        "offers": sink.seen,
+        "decisions": decided,
+        "started": started,
+    }
 
 
 def quantiles(values: list[float]) -> str:
@@ -158,8 +177,10 @@ def quantiles(values: list[float]) -> str:
     def q(p: float) -> float:
         return values[min(int(p * len(values)), len(values) - 1)] * 1000
 
-    return (f"n {len(values):>7,}  p50 {q(0.5):7.1f}  p99 {q(0.99):7.1f}  p999 {q(0.999):7.1f}  "
-            f"max {values[-1] * 1000:7.1f} ms")
+    return (
+        f"n {len(values):>7,}  p50 {q(0.5):7.1f}  p99 {q(0.99):7.1f}  p999 {q(0.999):7.1f}  "
+        f"max {values[-1] * 1000:7.1f} ms"
+    )
 
 
 def summarise(result: dict, warmup: float, seconds: float) -> str:
@@ -172,9 +193,12 @@ def summarise(result: dict, warmup: float, seconds: float) -> str:
     grows = bool(first and second) and second[len(second) // 2] > 2 * first[len(first) // 2] + 0.05
     lag = result["elapsed"] - seconds
     keeps_up = result["processed"] >= result["emitted"] and lag < 1.0 and not grows
-    return (f"{result['rate']:>8,.0f}/s  offers: {quantiles(offers)}\n"
-            f"{'':>10}  decisions: {quantiles(decisions)}\n"
-            f"{'':>10}  finished {lag:+.1f}s after the input ended; keeps up: {'yes' if keeps_up else 'NO'}")
+    return (
+        f"{result['rate']:>8,.0f}/s  offers: {quantiles(offers)}\n"
+        f"{'':>10}  decisions: {quantiles(decisions)}\n"
+        f"{'':>10}  finished {lag:+.1f}s after the input ended; "
+        f"keeps up: {'yes' if keeps_up else 'NO'}"
+    )
 
 
 def main() -> None:
@@ -183,7 +207,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--no-gc-tuning", action="store_true", help="skip gc.freeze() after startup")
+    parser.add_argument(
+        "--no-gc-tuning", action="store_true", help="skip gc.freeze() after startup"
+    )
     parser.add_argument("--child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     data = Path(tempfile.gettempdir()) / f"km-latency-{args.customers}.jsonl"
@@ -195,13 +221,26 @@ def main() -> None:
     if not data.exists() or sum(1 for _ in data.open("rb")) < needed:
         print(f"generating {needed:,} events once into {data} ...", flush=True)
         prepare(data, needed, args.customers)
-    print(f"live latency, event creation -> offer at the sink, {args.customers:,} customers, "
-          f"{args.seconds:g}s per rate (first {args.warmup:g}s dropped), one process, one worker")
+    print(
+        f"live latency, event creation -> offer at the sink, {args.customers:,} customers, "
+        f"{args.seconds:g}s per rate (first {args.warmup:g}s dropped), one process, one worker"
+    )
     for rate in rates:
-        cmd = [sys.executable, __file__, "--child", str(rate), "--seconds", str(args.seconds),
-               "--customers", str(args.customers)] + (["--no-gc-tuning"] if args.no_gc_tuning else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(rate),
+            "--seconds",
+            str(args.seconds),
+            "--customers",
+            str(args.customers),
+        ] + (["--no-gc-tuning"] if args.no_gc_tuning else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        print(summarise(json.loads(out.strip().splitlines()[-1]), args.warmup, args.seconds), flush=True)
+        print(
+            summarise(json.loads(out.strip().splitlines()[-1]), args.warmup, args.seconds),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

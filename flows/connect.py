@@ -41,7 +41,11 @@ def rules_from(path: str) -> RulesFile:
         return load_rules(path)
     except RulesError as exc:
         first = exc.problems[0] if exc.problems else "invalid"
-        more = f" (and {len(exc.problems) - 1} more; run `keymoment validate`)" if len(exc.problems) > 1 else ""
+        more = (
+            f" (and {len(exc.problems) - 1} more; run `keymoment validate`)"
+            if len(exc.problems) > 1
+            else ""
+        )
         raise ConnectError(f"invalid rules file {exc.source}: {first}{more}") from None
 
 

@@ -115,8 +115,9 @@ class ShardLogic(StatefulBatchLogic[Message, Result, Any]):
 class ShardBuilder:
     """`stateful_batch` builder: a fresh shard, restored from its snapshot on resume."""
 
-    def __init__(self, settings: FlowSettings, rules: RulesFile,
-                 profiles: Mapping[str, CustomerProfile]) -> None:
+    def __init__(
+        self, settings: FlowSettings, rules: RulesFile, profiles: Mapping[str, CustomerProfile]
+    ) -> None:
         self.settings, self.rules, self.profiles = settings, rules, profiles
 
     def __call__(self, resume: bytes | None) -> ShardLogic:
@@ -177,7 +178,9 @@ def _offers(settings: FlowSettings, offers: Stream[dict]) -> list[Stream[dict]]:
         failures.append(output(f"offers-{channel}-out", mine, sink_from_url(url)))
     if ALL_CHANNELS in settings.sinks:
         rest = op.filter("offers-other", offers, _not_channels(frozenset(named)))
-        failures.append(output("offers-other-out", rest, sink_from_url(settings.sinks[ALL_CHANNELS])))
+        failures.append(
+            output("offers-other-out", rest, sink_from_url(settings.sinks[ALL_CHANNELS]))
+        )
     return [f for f in failures if f is not None]
 
 

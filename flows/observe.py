@@ -80,4 +80,6 @@ class StoppableSource(FixedPartitionedSource):
         return self.inner.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _StoppablePartition:
-        return _StoppablePartition(self.inner.build_part(step_id, for_part, resume_state), self.stop)
+        return _StoppablePartition(
+            self.inner.build_part(step_id, for_part, resume_state), self.stop
+        )

@@ -90,7 +90,16 @@ class Stamper:
             last_at = at
         self._local.wm = wm
         return [
-            (key, Message(step_pos, step_wm, own[s], last_at, dead if s == 0 else [],
-                          len(batch) if s == 0 else 0))
+            (
+                key,
+                Message(
+                    step_pos,
+                    step_wm,
+                    own[s],
+                    last_at,
+                    dead if s == 0 else [],
+                    len(batch) if s == 0 else 0,
+                ),
+            )
             for s, key in enumerate(self.keys)
         ]

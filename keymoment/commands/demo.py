@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--customers", type=int, default=5000, help="synthetic customers (default 5000)")
     p.add_argument("--seed", type=int, default=7, help="generator seed (same seed, same stream)")
     p.add_argument("--rules", help="rules file (default: the packaged demo rules)")
-    p.add_argument("--offers", metavar="URL", help="also write sent offers here (e.g. file:offers.jsonl)")
+    p.add_argument(
+        "--offers", metavar="URL", help="also write sent offers here (e.g. file:offers.jsonl)"
+    )
     p.add_argument("--decisions", metavar="URL", help="also write the decision log here")
     p.set_defaults(handler=run)
 
@@ -46,23 +48,36 @@ def run(args: argparse.Namespace) -> int:
 
     if args.duration <= 0 or args.rate <= 0 or args.customers < 1:
         raise UserError("--duration, --rate and --customers must be positive")
-    source = GeneratorSource(seed=args.seed, customers=args.customers, rate=args.rate,
-                             live=False, noise=0.002, batch_size=2000)
+    source = GeneratorSource(
+        seed=args.seed,
+        customers=args.customers,
+        rate=args.rate,
+        live=False,
+        noise=0.002,
+        batch_size=2000,
+    )
     settings = FlowSettings(
-        rules=args.rules or str(rules_path()), sources=["generator:"], clock="event",
-        sinks={ALL_CHANNELS: args.offers} if args.offers else {}, decisions=args.decisions,
+        rules=args.rules or str(rules_path()),
+        sources=["generator:"],
+        clock="event",
+        sinks={ALL_CHANNELS: args.offers} if args.offers else {},
+        decisions=args.decisions,
     )
     stats, stop = FlowStats(), threading.Event()
     profiles = {p.customer_id: p for p in map(parse_profile, source.profiles())}
     try:
-        flow = build_flow(settings, sources=[StoppableSource(source, stop)], observe=stats,
-                          profiles=profiles)
+        flow = build_flow(
+            settings, sources=[StoppableSource(source, stop)], observe=stats, profiles=profiles
+        )
     except ConnectError as exc:
         raise UserError(str(exc)) from None
     failure: list[BaseException] = []
     worker = threading.Thread(target=_run_flow, args=(run_main, flow, failure), daemon=True)
-    print(f"keymoment demo: {args.customers:,} synthetic customers at {args.rate:,.0f} events/s "
-          f"for {args.duration:g}s (Ctrl-C ends early); rules {settings.rules}", flush=True)
+    print(
+        f"keymoment demo: {args.customers:,} synthetic customers at {args.rate:,.0f} events/s "
+        f"for {args.duration:g}s (Ctrl-C ends early); rules {settings.rules}",
+        flush=True,
+    )
     signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C ends the input, not the process
     worker.start()
     _watch(worker, stats, stop, args.duration, sys.stdout)
@@ -79,8 +94,9 @@ def _run_flow(run_main: Any, flow: Any, failure: list[BaseException]) -> None:
         failure.append(exc)
 
 
-def _watch(worker: threading.Thread, stats: Any, stop: threading.Event, duration: float,
-           out: TextIO) -> None:
+def _watch(
+    worker: threading.Thread, stats: Any, stop: threading.Event, duration: float, out: TextIO
+) -> None:
     """Refresh the view every second until the duration passes, Ctrl-C, or the input ends."""
     tty = out.isatty()
     ends_at = time.monotonic() + duration
@@ -100,9 +116,11 @@ def _watch(worker: threading.Thread, stats: Any, stop: threading.Event, duration
 
 def status_line(snap: dict[str, Any], rate: float) -> str:
     sent = sum(snap["offers"].values())
-    return (f"{snap['elapsed']:6.1f}s  events {snap['lines']:>9,} ({rate:>8,.0f}/s)  "
-            f"candidates {sum(snap['candidates'].values()):>7,}  offers {sent:>7,}  "
-            f"dead letters {sum(snap['dead'].values()):>5,}")
+    return (
+        f"{snap['elapsed']:6.1f}s  events {snap['lines']:>9,} ({rate:>8,.0f}/s)  "
+        f"candidates {sum(snap['candidates'].values()):>7,}  offers {sent:>7,}  "
+        f"dead letters {sum(snap['dead'].values()):>5,}"
+    )
 
 
 def view(snap: dict[str, Any], rate: float) -> str:
@@ -113,19 +131,28 @@ def view(snap: dict[str, Any], rate: float) -> str:
 def _tables(snap: dict[str, Any]) -> str:
     rules = sorted(snap["candidates"])
     channels = sorted({c for _, c in snap["offers"]})
-    head = f"  {'rule':<18}{'candidates':>11}{'offers':>8}" + "".join(f"{c[:10]:>11}" for c in channels)
+    head = f"  {'rule':<18}{'candidates':>11}{'offers':>8}" + "".join(
+        f"{c[:10]:>11}" for c in channels
+    )
     rows = [head]
     for rule in rules:
         sent = [snap["offers"][(rule, c)] for c in channels]
-        rows.append(f"  {rule:<18}{snap['candidates'][rule]:>11,}{sum(sent):>8,}"
-                    + "".join(f"{n:>11,}" for n in sent))
+        rows.append(
+            f"  {rule:<18}{snap['candidates'][rule]:>11,}{sum(sent):>8,}"
+            + "".join(f"{n:>11,}" for n in sent)
+        )
     outcomes = "  outcomes: " + ", ".join(f"{o} {n:,}" for o, n in snap["outcomes"].most_common())
-    dead = "  dead letters: " + (", ".join(f"{r} {n:,}" for r, n in snap["dead"].most_common()) or "none")
+    dead = "  dead letters: " + (
+        ", ".join(f"{r} {n:,}" for r, n in snap["dead"].most_common()) or "none"
+    )
     return "\n".join([*rows, outcomes, dead])
 
 
 def summary(snap: dict[str, Any]) -> str:
     rate = snap["lines"] / snap["elapsed"] if snap["elapsed"] else 0.0
-    return (f"\nsummary: {snap['lines']:,} events in {snap['elapsed']:.1f}s ({rate:,.0f}/s), "
-            f"{sum(snap['candidates'].values()):,} candidates, {sum(snap['offers'].values()):,} offers sent\n"
-            + _tables(snap))
+    return (
+        f"\nsummary: {snap['lines']:,} events in {snap['elapsed']:.1f}s ({rate:,.0f}/s), "
+        f"{sum(snap['candidates'].values()):,} candidates, "
+        f"{sum(snap['offers'].values()):,} offers sent\n"
+        + _tables(snap)
+    )

@@ -21,28 +21,63 @@ NETWORK_SCHEMES = {"redis": 6379, "rediss": 6379, "kafka": 9092}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("run", help="run the live dataflow (sources -> engine -> policy -> sinks)")
+    p = subparsers.add_parser(
+        "run", help="run the live dataflow (sources -> engine -> policy -> sinks)"
+    )
     p.add_argument("--rules", required=True, help="rules file (YAML or JSON)")
-    p.add_argument("--source", required=True, action="append", metavar="URL",
-                   help="input URL (file:events.jsonl, kafka://host:port/topic, redis://host:port/0?stream=tx); repeat")
-    p.add_argument("--sink", action="append", default=[], metavar="[CHANNEL=]URL",
-                   help="where sent offers go; CHANNEL= routes one channel, no prefix takes the others; repeat")
+    p.add_argument(
+        "--source",
+        required=True,
+        action="append",
+        metavar="URL",
+        help="input URL (file:events.jsonl, kafka://host:port/topic, "
+        "redis://host:port/0?stream=tx); repeat",
+    )
+    p.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="[CHANNEL=]URL",
+        help="where sent offers go; CHANNEL= routes one channel, no prefix the others; repeat",
+    )
     p.add_argument("--decisions", metavar="URL", help="decision log: one record per candidate")
     p.add_argument("--dead-letters", metavar="URL", help="rejected input and failed deliveries")
     p.add_argument("--customers", metavar="URL", help="customer reference data (JSONL file)")
-    p.add_argument("--state", metavar="URL", help="cap store (default in memory; redis://host:port/0 to share)")
-    p.add_argument("--clock", choices=("wall", "event"), default="wall",
-                   help="wall: live (default); event: the backtest's clock, for recorded input")
-    p.add_argument("--until", type=_timestamp, help="event clock: ignore later events, fire timers due by then")
+    p.add_argument(
+        "--state", metavar="URL", help="cap store (default in memory; redis://host:port/0 to share)"
+    )
+    p.add_argument(
+        "--clock",
+        choices=("wall", "event"),
+        default="wall",
+        help="wall: live (default); event: the backtest's clock, for recorded input",
+    )
+    p.add_argument(
+        "--until", type=_timestamp, help="event clock: ignore later events, fire timers due by then"
+    )
     p.add_argument("--workers", type=int, default=1, help="worker threads in this process")
-    p.add_argument("--shards", type=int, default=8, help="engine shards (keep it fixed across restarts)")
-    p.add_argument("--tick", type=float, default=1.0, help="wall clock: seconds between timer sweeps")
+    p.add_argument(
+        "--shards", type=int, default=8, help="engine shards (keep it fixed across restarts)"
+    )
+    p.add_argument(
+        "--tick", type=float, default=1.0, help="wall clock: seconds between timer sweeps"
+    )
     p.add_argument("--batch-size", type=int, default=1000, help="file source lines per batch")
     p.add_argument("--recovery", metavar="DIR", help="enable Bytewax recovery with state in DIR")
-    p.add_argument("--snapshot-interval", type=int, default=10, metavar="S",
-                   help="seconds between recovery snapshots (also the epoch length)")
-    p.add_argument("--backup-interval", type=int, default=0, metavar="S",
-                   help="seconds to keep superseded snapshots")
+    p.add_argument(
+        "--snapshot-interval",
+        type=int,
+        default=10,
+        metavar="S",
+        help="seconds between recovery snapshots (also the epoch length)",
+    )
+    p.add_argument(
+        "--backup-interval",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seconds to keep superseded snapshots",
+    )
     p.add_argument("--process-id", type=int, help="this process's index in a cluster")
     p.add_argument("--addresses", help="cluster addresses host:port;host:port (with --process-id)")
     p.set_defaults(handler=run)
@@ -56,7 +91,9 @@ def _timestamp(text: str) -> datetime:
     try:
         return TypeAdapter(UtcTime).validate_python(text)
     except ValidationError:
-        raise argparse.ArgumentTypeError(f"expected an RFC 3339 time with offset, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected an RFC 3339 time with offset, got {text!r}"
+        ) from None
 
 
 def parse_sinks(specs: list[str]) -> dict[str, str]:
@@ -68,7 +105,9 @@ def parse_sinks(specs: list[str]) -> dict[str, str]:
         head, sep, rest = spec.partition("=")
         channel, url = (head, rest) if sep and head.isidentifier() else (ALL_CHANNELS, spec)
         if channel in sinks:
-            raise UserError(f"--sink given twice for {'all channels' if channel == ALL_CHANNELS else channel}")
+            raise UserError(
+                f"--sink given twice for {'all channels' if channel == ALL_CHANNELS else channel}"
+            )
         sinks[channel] = url
     return sinks
 
@@ -80,10 +119,19 @@ def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imp
 
     try:
         return FlowSettings(
-            rules=args.rules, sources=args.source, sinks=parse_sinks(args.sink),
-            decisions=args.decisions, dead_letters=args.dead_letters, customers=args.customers,
-            state=args.state, clock=args.clock, until=args.until, shards=args.shards,
-            tick_seconds=args.tick, recovery=args.recovery is not None, batch_size=args.batch_size,
+            rules=args.rules,
+            sources=args.source,
+            sinks=parse_sinks(args.sink),
+            decisions=args.decisions,
+            dead_letters=args.dead_letters,
+            customers=args.customers,
+            state=args.state,
+            clock=args.clock,
+            until=args.until,
+            shards=args.shards,
+            tick_seconds=args.tick,
+            recovery=args.recovery is not None,
+            batch_size=args.batch_size,
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
@@ -106,7 +154,9 @@ def check_reachable(urls: list[str], timeout: float = 3.0) -> None:
             with socket.create_connection((host, port), timeout=timeout):
                 pass
         except OSError as exc:
-            raise UserError(f"cannot reach {host}:{port} for {url}: {exc.strerror or exc}") from None
+            raise UserError(
+                f"cannot reach {host}:{port} for {url}: {exc.strerror or exc}"
+            ) from None
 
 
 def recovery_config(args: argparse.Namespace, partitions: int):  # noqa: ANN201
@@ -121,7 +171,9 @@ def recovery_config(args: argparse.Namespace, partitions: int):  # noqa: ANN201
         if not any(directory.glob("part-*.sqlite3")):
             init_db_dir(directory, partitions)
     except OSError as exc:
-        raise UserError(f"cannot use recovery directory {directory}: {exc.strerror or exc}") from None
+        raise UserError(
+            f"cannot use recovery directory {directory}: {exc.strerror or exc}"
+        ) from None
     return RecoveryConfig(str(directory), timedelta(seconds=args.backup_interval))
 
 
@@ -134,8 +186,14 @@ def run(args: argparse.Namespace) -> int:
     if (args.process_id is None) != (args.addresses is None):
         raise UserError("--process-id and --addresses go together")
     settings = settings_from(args)
-    urls = [*settings.sources, *settings.sinks.values(), settings.decisions, settings.dead_letters,
-            settings.state, settings.customers]
+    urls = [
+        *settings.sources,
+        *settings.sinks.values(),
+        settings.decisions,
+        settings.dead_letters,
+        settings.state,
+        settings.customers,
+    ]
     check_reachable([u for u in urls if u])  # a plain TCP probe: quick, and quiet
     try:
         flow = build_flow(settings)

@@ -10,8 +10,12 @@ import time
 
 
 def demo(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "keymoment", "demo", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "keymoment", "demo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_demo_runs_for_its_duration_and_prints_a_summary() -> None:
@@ -22,7 +26,7 @@ def test_demo_runs_for_its_duration_and_prints_a_summary() -> None:
     status = [line for line in out.splitlines() if re.match(r"\s*\d+\.\ds\s+events", line)]
     assert len(status) >= 2
     assert "\x1b[" not in out, "terminal escapes written to a pipe"
-    summary = out[out.index("summary:"):]
+    summary = out[out.index("summary:") :]
     events = int(re.search(r"summary: ([\d,]+) events", summary).group(1).replace(",", ""))
     assert events > 3000
     assert re.search(r"honeymoon\s+[1-9]", summary) and "app_push" in summary

@@ -36,9 +36,15 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def settings_for(data: dict, out: Path) -> FlowSettings:
     return FlowSettings(
-        rules=str(RULES), sources=[f"file:{data['events']}"], clock="event", until=data["until"],
-        customers=f"file:{data['customers']}", decisions=f"file:{out / 'decisions.jsonl'}",
-        dead_letters=f"file:{out / 'dead.jsonl'}", shards=6, batch_size=200,
+        rules=str(RULES),
+        sources=[f"file:{data['events']}"],
+        clock="event",
+        until=data["until"],
+        customers=f"file:{data['customers']}",
+        decisions=f"file:{out / 'decisions.jsonl'}",
+        dead_letters=f"file:{out / 'dead.jsonl'}",
+        shards=6,
+        batch_size=200,
     )
 
 
@@ -54,8 +60,13 @@ def decisions(out: Path) -> set[bytes]:
 
 def start(settings: FlowSettings, *args: str) -> subprocess.Popen:
     env = dict(os.environ, **settings.to_env())
-    return subprocess.Popen([sys.executable, "-m", "bytewax.run", FLOW, *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", FLOW, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen) -> None:

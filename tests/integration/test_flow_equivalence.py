@@ -25,7 +25,7 @@ from keymoment.connectors.customers import read_profiles
 from keymoment.connectors.generator import Generator
 from keymoment.flows.connect import policy_for, rules_from
 from keymoment.flows.dataflow import build_flow
-from keymoment.flows.settings import ENV, FlowSettings
+from keymoment.flows.settings import FlowSettings
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "examples" / "rules.yaml"
@@ -59,15 +59,21 @@ def reference(rules: Path, data: dict, out: Path) -> tuple[set[bytes], set[bytes
     until = FlowSettings(rules=str(rules), sources=["x"], until=data["until"]).until
     with _Outputs(str(decisions), str(dead)) as sink:
         Replay(ruleset, profiles, policy_for(ruleset, None), sink, Summary(), until).run(
-            [str(data["events"])])
+            [str(data["events"])]
+        )
     return records(decisions), records(dead)
 
 
 def flow_settings(rules: Path, data: dict, out: Path, **extra: object) -> FlowSettings:
     return FlowSettings(
-        rules=str(rules), sources=[f"file:{data['events']}"], clock="event", until=data["until"],
-        customers=f"file:{data['customers']}", decisions=f"file:{out / 'decisions.jsonl'}",
-        dead_letters=f"file:{out / 'dead.jsonl'}", sinks={"*": f"file:{out / 'offers.jsonl'}"},
+        rules=str(rules),
+        sources=[f"file:{data['events']}"],
+        clock="event",
+        until=data["until"],
+        customers=f"file:{data['customers']}",
+        decisions=f"file:{out / 'decisions.jsonl'}",
+        dead_letters=f"file:{out / 'dead.jsonl'}",
+        sinks={"*": f"file:{out / 'offers.jsonl'}"},
         **extra,
     )
 
@@ -84,7 +90,9 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return write_generated(tmp_path_factory.mktemp("gen"), customers=400, days=240)
 
 
-def test_bytewax_run_matches_backtest_replay_on_generated_data(generated: dict, tmp_path: Path) -> None:
+def test_bytewax_run_matches_backtest_replay_on_generated_data(
+    generated: dict, tmp_path: Path
+) -> None:
     """`python -m bytewax.run` on the event clock writes the replay's decisions and dead letters."""
     settings = flow_settings(RULES, generated, tmp_path, shards=4, batch_size=97)
     bytewax_run(settings)
@@ -93,7 +101,9 @@ def test_bytewax_run_matches_backtest_replay_on_generated_data(generated: dict, 
     assert records(tmp_path / "decisions.jsonl") == decisions
     assert records(tmp_path / "dead.jsonl") == dead
     sent = {orjson.loads(d)["offer_id"] for d in decisions if b'"outcome":"sent"' in d}
-    assert {orjson.loads(o)["offer_id"] for o in (tmp_path / "offers.jsonl").read_bytes().splitlines()} == sent
+    assert {
+        orjson.loads(o)["offer_id"] for o in (tmp_path / "offers.jsonl").read_bytes().splitlines()
+    } == sent
 
 
 def test_flow_candidates_equal_keymoment_backtest_command(generated: dict, tmp_path: Path) -> None:
@@ -101,9 +111,26 @@ def test_flow_candidates_equal_keymoment_backtest_command(generated: dict, tmp_p
     run_main(build_flow(flow_settings(RULES, generated, tmp_path)))
     out = tmp_path / "backtest.jsonl"
     done = subprocess.run(
-        [sys.executable, "-m", "keymoment", "backtest", "--rules", str(RULES), "--events",
-         str(generated["events"]), "--customers", str(generated["customers"]), "--until",
-         generated["until"], "--decisions", str(out)], capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "keymoment",
+            "backtest",
+            "--rules",
+            str(RULES),
+            "--events",
+            str(generated["events"]),
+            "--customers",
+            str(generated["customers"]),
+            "--until",
+            generated["until"],
+            "--decisions",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
 
     def candidates(path: Path) -> set[tuple]:
@@ -121,12 +148,14 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return data
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(shards=st.integers(1, 7), batch=st.integers(1, 400), lateness=st.sampled_from([0, 1]))
 def test_any_shard_count_and_batch_size_gives_the_replay_decisions(
     small: dict, tmp_path_factory: pytest.TempPathFactory, shards: int, batch: int, lateness: int
 ) -> None:
-    """Shards and batch boundaries never change a decision: timers fire where the replay fires them."""
+    """Shards and batch boundaries never change a decision: timers fire where the replay fires."""
     out = tmp_path_factory.mktemp("run")
     rules, data = RULES, small
     if lateness:
@@ -141,13 +170,31 @@ def test_any_shard_count_and_batch_size_gives_the_replay_decisions(
 
 def test_bytewax_run_matches_backtest_replay_on_berka(berka_dir: Path, tmp_path: Path) -> None:
     """On the shared real Berka data the flow decides exactly what the replay decides."""
-    data = {"events": tmp_path / "events.jsonl.gz", "customers": tmp_path / "customers.jsonl",
-            "until": BERKA_UNTIL}
+    data = {
+        "events": tmp_path / "events.jsonl.gz",
+        "customers": tmp_path / "customers.jsonl",
+        "until": BERKA_UNTIL,
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "keymoment", "import", "berka", "--trans",
-         str(berka_dir / "trans_first100k.asc.gz"), "--accounts", str(berka_dir / "account.asc"),
-         "--events", str(data["events"]), "--customers", str(data["customers"])],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "keymoment",
+            "import",
+            "berka",
+            "--trans",
+            str(berka_dir / "trans_first100k.asc.gz"),
+            "--accounts",
+            str(berka_dir / "account.asc"),
+            "--events",
+            str(data["events"]),
+            "--customers",
+            str(data["customers"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     bytewax_run(flow_settings(BERKA_RULES, data, tmp_path, shards=3))
     decisions, dead = reference(BERKA_RULES, data, tmp_path)

@@ -40,16 +40,27 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def settings_for(data: dict, out: Path, recovery: bool) -> FlowSettings:
     return FlowSettings(
-        rules=str(RULES), sources=[f"file:{data['events']}"], clock="event", until=data["until"],
-        customers=f"file:{data['customers']}", decisions=f"file:{out / 'decisions.jsonl'}",
-        sinks={"*": f"file:{out / 'offers.jsonl'}"}, shards=4, batch_size=100, recovery=recovery,
+        rules=str(RULES),
+        sources=[f"file:{data['events']}"],
+        clock="event",
+        until=data["until"],
+        customers=f"file:{data['customers']}",
+        decisions=f"file:{out / 'decisions.jsonl'}",
+        sinks={"*": f"file:{out / 'offers.jsonl'}"},
+        shards=4,
+        batch_size=100,
+        recovery=recovery,
     )
 
 
 def start(settings: FlowSettings, *args: str) -> subprocess.Popen:
     env = dict(os.environ, **settings.to_env())
-    return subprocess.Popen([sys.executable, "-m", "bytewax.run", FLOW, *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", FLOW, *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def offer_ids(path: Path) -> list[str]:
@@ -67,11 +78,17 @@ def wait_for_output(proc: subprocess.Popen, path: Path, timeout: float = 60) -> 
     raise AssertionError("no output within the timeout")
 
 
-def test_kill_9_three_times_loses_no_candidate_and_keeps_offer_ids(data: dict, tmp_path: Path) -> None:
+def test_kill_9_three_times_loses_no_candidate_and_keeps_offer_ids(
+    data: dict, tmp_path: Path
+) -> None:
     """Offer ids after three SIGKILLs and resumes equal those of an uninterrupted run."""
     clean, crashed, recovery = tmp_path / "clean", tmp_path / "crashed", tmp_path / "recovery"
-    done = subprocess.run([sys.executable, "-m", "bytewax.run", FLOW], timeout=600, capture_output=True,
-                          env=dict(os.environ, **settings_for(data, clean, False).to_env()))
+    done = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", FLOW],
+        timeout=600,
+        capture_output=True,
+        env=dict(os.environ, **settings_for(data, clean, False).to_env()),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)

@@ -24,14 +24,20 @@ RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
 
 
 def keymoment(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "keymoment", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "keymoment", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def create_topic(bootstrap: str) -> str:
     name = f"t-{uuid.uuid4().hex[:12]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])[name].result(timeout=15)
+    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])[name].result(
+        timeout=15
+    )
     return name
 
 
@@ -43,8 +49,14 @@ def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 
 def read_topic(bootstrap: str, topic: str) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
-                         "enable.partition.eof": True, "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, 0)])
     out = []
     try:
@@ -61,12 +73,16 @@ def read_topic(bootstrap: str, topic: str) -> list[dict]:
 
 def decisions(path: Path) -> set[bytes]:
     rows = map(orjson.loads, path.read_bytes().splitlines())
-    return {orjson.dumps({k: v for k, v in r.items() if k != "decided_at"},
-                         option=orjson.OPT_SORT_KEYS) for r in rows}
+    return {
+        orjson.dumps({k: v for k, v in r.items() if k != "decided_at"}, option=orjson.OPT_SORT_KEYS)
+        for r in rows
+    }
 
 
-def test_run_kafka_to_kafka_with_redis_caps_equals_file_run(kafka_broker, redis_server, tmp_path: Path) -> None:
-    """Kafka source and sink plus a Redis cap store decide what a file run with memory caps decides."""
+def test_run_kafka_to_kafka_with_redis_caps_equals_file_run(
+    kafka_broker, redis_server, tmp_path: Path
+) -> None:
+    """Kafka in/out with a Redis cap store decides what a file run with memory caps decides."""
     gen = Generator(seed=41, customers=200, days=200, noise=0.01)
     lines = list(gen.iter_bytes())
     events, customers = tmp_path / "events.jsonl", tmp_path / "customers.jsonl"
@@ -74,15 +90,37 @@ def test_run_kafka_to_kafka_with_redis_caps_equals_file_run(kafka_broker, redis_
     customers.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
     tx, offers = create_topic(kafka_broker.bootstrap), create_topic(kafka_broker.bootstrap)
     produce(kafka_broker.bootstrap, tx, lines)
-    common = ("--rules", RULES, "--customers", f"file:{customers}", "--clock", "event",
-              "--until", gen.until_at.isoformat())
-    by_file = keymoment("run", *common, "--source", f"file:{events}",
-                        "--decisions", f"file:{tmp_path / 'file-decisions.jsonl'}")
+    common = (
+        "--rules",
+        RULES,
+        "--customers",
+        f"file:{customers}",
+        "--clock",
+        "event",
+        "--until",
+        gen.until_at.isoformat(),
+    )
+    by_file = keymoment(
+        "run",
+        *common,
+        "--source",
+        f"file:{events}",
+        "--decisions",
+        f"file:{tmp_path / 'file-decisions.jsonl'}",
+    )
     assert by_file.returncode == 0, by_file.stderr
     by_kafka = keymoment(
-        "run", *common, "--source", f"kafka://{kafka_broker.bootstrap}/{tx}?tail=0",
-        "--sink", f"kafka://{kafka_broker.bootstrap}/{offers}",
-        "--decisions", f"file:{tmp_path / 'kafka-decisions.jsonl'}", "--state", redis_server.url)
+        "run",
+        *common,
+        "--source",
+        f"kafka://{kafka_broker.bootstrap}/{tx}?tail=0",
+        "--sink",
+        f"kafka://{kafka_broker.bootstrap}/{offers}",
+        "--decisions",
+        f"file:{tmp_path / 'kafka-decisions.jsonl'}",
+        "--state",
+        redis_server.url,
+    )
     assert by_kafka.returncode == 0, by_kafka.stderr
     logged = decisions(tmp_path / "kafka-decisions.jsonl")
     assert len(logged) > 100
@@ -116,4 +154,8 @@ def test_run_reports_an_invalid_rules_file_in_one_line(tmp_path: Path) -> None:
     events.write_text("")
     done = keymoment("run", "--rules", rules, "--source", f"file:{events}")
     assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and str(rules) in done.stderr and "rules[0]" in done.stderr
+    assert (
+        done.stderr.strip().count("\n") == 0
+        and str(rules) in done.stderr
+        and "rules[0]" in done.stderr
+    )
