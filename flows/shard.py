@@ -47,19 +47,6 @@ class Output:
         return (self.decisions, self.offers, self.dead, self.lines)
 
 
-def next_deadline(engine: Engine) -> datetime | None:
-    """The engine's earliest timer entry (stale ones included), or None.
-
-    Reads the heap top; `Engine` has no public accessor yet (asked for as
-    `Engine.next_deadline()`), and the shard prefers that when it exists.
-    """
-    public = getattr(engine, "next_deadline", None)
-    if public is not None:
-        return public()
-    heap = engine._heap  # noqa: SLF001 - see docstring
-    return heap[0][0] if heap else None
-
-
 class Shard:
     """Engine + policy for one shard of customers (see the module docstring)."""
 
@@ -84,16 +71,23 @@ class Shard:
         if self.wall:
             self._decide(self.engine.advance(now - self.lateness), now, out)
         step_pos, step_wm = msg.step_pos, msg.step_wm
+        engine, profiles = self.engine, self.profiles
         for pos, event, position in msg.events:
-            self._catch_up(step_pos, step_wm, pos, now, out)
-            j = bisect_right(step_pos, pos) - 1
-            fired = self.engine.advance(step_wm[j]) if j >= 0 else []
-            own = self.engine.step(event, self.profiles.get(event.customer_id))
+            j = bisect_right(step_pos, pos) - 1  # the step in force at this event
+            if j >= 0:
+                due = engine.next_deadline()
+                if due is not None and due <= step_wm[j]:  # something fires at or before pos
+                    self._catch_up(step_pos, step_wm, pos, now, out)
+                fired = engine.advance(step_wm[j])
+            else:
+                fired = []
+            own = engine.step(event, profiles.get(event.customer_id))
             if own is None:
                 out.dead.append(DeadLetter("duplicate", position, event.event_id).record())
             elif own:
                 fired = fired + own if fired else own
-            self._decide(fired, now, out)
+            if fired:
+                self._decide(fired, now, out)
         self._catch_up(step_pos, step_wm, len(step_pos) and step_pos[-1] + 1, now, out)
         if step_wm:
             self._decide(self.engine.advance(step_wm[-1]), now, out)
@@ -126,7 +120,7 @@ class Shard:
         self, step_pos: list[int], step_wm: list[datetime], before: int, now: datetime, out: Output
     ) -> None:
         """Fire timers at the steps before position `before` where they come due."""
-        while (deadline := next_deadline(self.engine)) is not None:
+        while (deadline := self.engine.next_deadline()) is not None:
             j = bisect_left(step_wm, deadline)
             if j >= len(step_wm) or step_pos[j] >= before:
                 return
