@@ -72,7 +72,7 @@ class Shard:
             self._decide(self.engine.advance(now - self.lateness), now, out)
         step_pos, step_wm = msg.step_pos, msg.step_wm
         engine, profiles = self.engine, self.profiles
-        for pos, event, position in msg.events:
+        for pos, event, position, _raw in msg.events:
             j = bisect_right(step_pos, pos) - 1  # the step in force at this event
             if j >= 0:
                 due = engine.next_deadline()
