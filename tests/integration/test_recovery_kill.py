@@ -31,7 +31,7 @@ KILLS = 3
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("recovery")
-    gen = Generator(seed=31, customers=2500, days=240, noise=0.005)
+    gen = Generator(seed=31, customers=4000, days=240, noise=0.005)
     events, customers = out / "events.jsonl", out / "customers.jsonl"
     events.write_bytes(b"".join(line + b"\n" for line in gen.iter_bytes()))
     customers.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
@@ -98,7 +98,7 @@ def test_kill_9_three_times_loses_no_candidate_and_keeps_offer_ids(
     for _ in range(KILLS):
         proc = start(settings, *args)
         wait_for_output(proc, crashed / "decisions.jsonl")
-        time.sleep(rng.uniform(1.2, 2.5))
+        time.sleep(rng.uniform(0.5, 1.5))
         assert proc.poll() is None, "the flow finished before the kill: use more input"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
