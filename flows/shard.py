@@ -112,6 +112,9 @@ class Shard:
         end = until or self.last_at
         if end is not None:
             self._decide(self.engine.advance(end), now, out)
+        retry = getattr(self.policy, "retry_pending", None)
+        if retry is not None and self.engine.watermark is not None:
+            self._record(retry(self.engine.watermark), out)  # as the backtest settles at the end
         return out
 
     # -- internals ---------------------------------------------------------

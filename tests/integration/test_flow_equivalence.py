@@ -1,8 +1,8 @@
 """The live flow on the event clock decides exactly what the backtest decides.
 
-Reference: the backtest's own replay loop (`keymoment.commands.backtest.Replay`,
-one `Engine` over the events in order) with the same contact policy the flow
-builds, and the `keymoment backtest` command itself for the candidate set.
+Reference: the `keymoment backtest` command itself, and its replay loop
+(`keymoment.commands.backtest.Replay`, one `Engine` over the events in
+order) run in-process with the contact policy the flow builds.
 Flow: `python -m bytewax.run keymoment.flows.dataflow:get_flow` in a
 subprocess, and `run_main` with random shard counts and batch sizes.
 """
@@ -106,38 +106,19 @@ def test_bytewax_run_matches_backtest_replay_on_generated_data(
     } == sent
 
 
-def test_flow_candidates_equal_keymoment_backtest_command(generated: dict, tmp_path: Path) -> None:
-    """The `keymoment backtest` command and the flow produce the same candidates (offer ids)."""
-    run_main(build_flow(flow_settings(RULES, generated, tmp_path)))
-    out = tmp_path / "backtest.jsonl"
+def test_flow_decisions_equal_keymoment_backtest_command(generated: dict, tmp_path: Path) -> None:
+    """The `keymoment backtest` command and the flow write the same decision log and dead letters."""
+    run_main(build_flow(flow_settings(RULES, generated, tmp_path, shards=3)))
+    out, dead = tmp_path / "backtest.jsonl", tmp_path / "backtest-dead.jsonl"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keymoment",
-            "backtest",
-            "--rules",
-            str(RULES),
-            "--events",
-            str(generated["events"]),
-            "--customers",
-            str(generated["customers"]),
-            "--until",
-            generated["until"],
-            "--decisions",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, "-m", "keymoment", "backtest", "--rules", str(RULES),
+         "--events", str(generated["events"]), "--customers", str(generated["customers"]),
+         "--until", generated["until"], "--decisions", str(out), "--dead-letters", str(dead)],
+        capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
-
-    def candidates(path: Path) -> set[tuple]:
-        rows = map(orjson.loads, path.read_bytes().splitlines())
-        return {(r["offer_id"], r["rule_id"], r["customer_id"], r["triggered_at"]) for r in rows}
-
-    assert candidates(tmp_path / "decisions.jsonl") == candidates(out)
+    assert records(tmp_path / "decisions.jsonl") == records(out)
+    assert records(tmp_path / "dead.jsonl") == records(dead)
 
 
 @pytest.fixture(scope="module")
