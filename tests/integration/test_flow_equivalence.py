@@ -107,7 +107,7 @@ def test_bytewax_run_matches_backtest_replay_on_generated_data(
 
 
 def test_flow_decisions_equal_keymoment_backtest_command(generated: dict, tmp_path: Path) -> None:
-    """The `keymoment backtest` command and the flow write the same decision log and dead letters."""
+    """`keymoment backtest` and the flow write the same decision log and dead letters."""
     run_main(build_flow(flow_settings(RULES, generated, tmp_path, shards=3)))
     out, dead = tmp_path / "backtest.jsonl", tmp_path / "backtest-dead.jsonl"
     done = subprocess.run(
