@@ -68,7 +68,8 @@ class RulesFile(RuleSet):
         known = set(campaign_ids)
         problems = duplicate_rule_ids(self.rules)
         problems += [
-            f"campaigns[{i}].campaign_id: {c!r} is already used by campaigns[{campaign_ids.index(c)}]"
+            f"campaigns[{i}].campaign_id: {c!r} is already used"
+            f" by campaigns[{campaign_ids.index(c)}]"
             for i, c in enumerate(campaign_ids)
             if campaign_ids.index(c) != i
         ]
@@ -93,8 +94,12 @@ class RulesFile(RuleSet):
 
 
 def _cap_problems(i: int, cap: Cap, campaigns: set[str], rules: set[str]) -> list[str]:
-    allowed = {"customer": None, "customer_channel": "channel", "customer_campaign": "campaign",
-               "customer_rule": "rule"}[cap.scope]
+    allowed = {
+        "customer": None,
+        "customer_channel": "channel",
+        "customer_campaign": "campaign",
+        "customer_rule": "rule",
+    }[cap.scope]
     problems = [
         f"caps[{i}].{name}: only a {scope_of(name)} cap may name a {name}"
         for name in ("channel", "campaign", "rule")
@@ -125,8 +130,27 @@ def load_rules(path: str | Path) -> RulesFile:
     try:
         rules = RulesFile.model_validate(data)
     except ValidationError as exc:
-        raise RulesError(source, [p for err in exc.errors() for p in _problems(err)]) from None
+        problems = [p for err in exc.errors() for p in _problems(err)]
+        problems += [p for p in _raw_reference_problems(data) if p not in problems]
+        raise RulesError(source, problems) from None
     return _resolve_lists(source, path.parent, rules)
+
+
+def _raw_reference_problems(data: dict[str, Any]) -> list[str]:
+    """Campaign references checked on the raw file, so they are reported with field errors.
+
+    The model's own cross-check only runs once every field is valid; an
+    operator fixing a file should see all of its problems in one go.
+    """
+    campaigns = data.get("campaigns") if isinstance(data.get("campaigns"), list) else []
+    known = {c.get("campaign_id") for c in campaigns if isinstance(c, dict)}
+    rules = data.get("rules") if isinstance(data.get("rules"), list) else []
+    return [
+        f"rules[{i}].campaign: no campaign {rule['campaign']!r} in campaigns"
+        for i, rule in enumerate(rules)
+        if isinstance(rule, dict) and isinstance(rule.get("campaign"), str)
+        and rule["campaign"] not in known
+    ]  # fmt: skip
 
 
 def _parse(source: str, path: Path, text: bytes) -> Any:
@@ -139,12 +163,16 @@ def _parse(source: str, path: Path, text: bytes) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise RulesError(source, [f"not valid YAML: {where}{getattr(exc, 'problem', exc)}"]) from None
+        raise RulesError(
+            source, [f"not valid YAML: {where}{getattr(exc, 'problem', exc)}"]
+        ) from None
 
 
 def _resolve_lists(source: str, base: Path, rules: RulesFile) -> RulesFile:
     resolved = {name: (base / p if not p.is_absolute() else p) for name, p in rules.lists.items()}
-    missing = [f"lists.{name}: no such file {str(p)!r}" for name, p in resolved.items() if not p.is_file()]
+    missing = [
+        f"lists.{name}: no such file {str(p)!r}" for name, p in resolved.items() if not p.is_file()
+    ]
     if missing:
         raise RulesError(source, missing)
     return rules.model_copy(update={"lists": resolved})

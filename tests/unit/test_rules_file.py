@@ -123,6 +123,19 @@ salary: {tolerance: -1}
     assert sorted(p.split(":")[0] for p in found) == sorted(prefixes)
 
 
+def test_unknown_campaigns_are_reported_along_with_field_errors(tmp_path):
+    """A bad field elsewhere does not hide a rule naming a campaign that does not exist."""
+    found = rule_problems(
+        tmp_path,
+        "{rule_id: a, trigger: dormancy, campaign: c, inactive: soon}",
+        "{rule_id: b, trigger: dormancy, campaign: nope}",
+    )
+    assert sorted(found) == [
+        "rules[0].inactive: expected a duration like 24h",
+        "rules[1].campaign: no campaign 'nope' in campaigns",
+    ]
+
+
 def test_cross_checks_are_named_by_path_and_reported_together(tmp_path):
     """Duplicate ids, unknown campaigns and lists, misplaced cap fields: all at once, by path."""
     found = problems(
