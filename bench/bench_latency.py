@@ -121,6 +121,7 @@ def split_at_time(line: bytes) -> tuple[bytes, bytes]:
 def prepare(path: Path, events: int, customers: int) -> None:
     """Events and profiles once for all rates (generating costs more than processing)."""
     import orjson
+
     from keymoment.connectors.generator import Generator
 
     gen = Generator(seed=9, customers=customers, days=240)
@@ -134,6 +135,7 @@ def prepare(path: Path, events: int, customers: int) -> None:
 def child(path: Path, rate: float, seconds: float, gc_tuning: bool) -> dict:
     """One measured run in this process; prints a JSON line."""
     from bytewax.testing import run_main
+
     from keymoment.connectors.customers import read_profiles
     from keymoment.flows.dataflow import build_flow
     from keymoment.flows.observe import FlowStats

@@ -153,6 +153,5 @@ def summary(snap: dict[str, Any]) -> str:
     return (
         f"\nsummary: {snap['lines']:,} events in {snap['elapsed']:.1f}s ({rate:,.0f}/s), "
         f"{sum(snap['candidates'].values()):,} candidates, "
-        f"{sum(snap['offers'].values()):,} offers sent\n"
-        + _tables(snap)
+        f"{sum(snap['offers'].values()):,} offers sent\n" + _tables(snap)
     )

@@ -111,10 +111,27 @@ def test_flow_decisions_equal_keymoment_backtest_command(generated: dict, tmp_pa
     run_main(build_flow(flow_settings(RULES, generated, tmp_path, shards=3)))
     out, dead = tmp_path / "backtest.jsonl", tmp_path / "backtest-dead.jsonl"
     done = subprocess.run(
-        [sys.executable, "-m", "keymoment", "backtest", "--rules", str(RULES),
-         "--events", str(generated["events"]), "--customers", str(generated["customers"]),
-         "--until", generated["until"], "--decisions", str(out), "--dead-letters", str(dead)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "keymoment",
+            "backtest",
+            "--rules",
+            str(RULES),
+            "--events",
+            str(generated["events"]),
+            "--customers",
+            str(generated["customers"]),
+            "--until",
+            generated["until"],
+            "--decisions",
+            str(out),
+            "--dead-letters",
+            str(dead),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert records(tmp_path / "decisions.jsonl") == records(out)

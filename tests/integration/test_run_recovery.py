@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import orjson
+
 from keymoment.connectors.generator import Generator
 
 RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
