@@ -163,28 +163,15 @@ class Shard:
 
 
 def policy_state(policy: Any) -> Any:
-    """What the policy must carry across a restart: its own snapshot when it has one.
+    """The policy's own plain-data snapshot (its in-memory cap store, its parked candidates).
 
-    Until the policy offers `snapshot()`/`restore()`, an in-memory cap store
-    (whose reservations live only in this process) and the queue of
-    candidates parked while the store was unreachable are taken as they are;
-    a Redis cap store keeps its reservations itself (idempotent by offer_id).
+    A Redis cap store keeps its reservations itself, idempotent by offer_id,
+    so a replayed epoch gets the same answers; a policy without `snapshot()`
+    (the placeholder) holds nothing worth keeping.
     """
     own = getattr(policy, "snapshot", None)
-    if own is not None:
-        return ("own", own())
-    store = getattr(policy, "store", None)
-    memory = store if type(store).__name__ == "MemoryCapStore" else None
-    return ("parts", memory, list(getattr(policy, "_pending", ())))
+    return own() if own is not None else None
 
 
 def restore_policy(policy: Any, state: Any) -> None:
-    if state[0] == "own":
-        policy.restore(state[1])
-        return
-    _, memory, pending = state
-    if memory is not None:
-        policy.store = memory
-    if pending and hasattr(policy, "_pending"):
-        policy._pending.extend(pending)  # noqa: SLF001 - see policy_state
-        policy._pending_count = sum(len(p.candidates) for p in pending)  # noqa: SLF001
+    policy.restore(state)
