@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from .ruleset import RuleSet
 
 
+_ZERO = timedelta(0)
+
+
 class BalanceMilestoneRule(RuleBase):
     trigger: Literal["balance_milestone"]
     thresholds: list[Decimal] = Field(
@@ -62,7 +65,8 @@ class BalanceMilestone(Trigger):
             return
         profile = step.profile
         opened_at = (profile.opened_at if profile else None) or state.first_seen_at  # type: ignore[union-attr]
-        if not timedelta(0) <= event.occurred_at - opened_at <= self.onboarding:
+        since = event.occurred_at - opened_at
+        if since < _ZERO or since > self.onboarding:
             return
         newly = [i for i, t in enumerate(self.thresholds) if balance >= t and not reached >> i & 1]
         if not newly or not self.admits(step):

@@ -41,6 +41,8 @@ class Dormancy(Trigger):
         return self.inactive
 
     def on_event(self, step: Step, event: Event) -> None:
+        if self.index in step.state.queued:  # type: ignore[union-attr]
+            return  # already queued no later than the new deadline: nothing to push (see engine)
         if self.admits(step):
             state = step.state
             step.arm(self.index, "", state.last_activity_at + self.inactive)  # type: ignore[union-attr,operator]

@@ -146,7 +146,7 @@ class Engine:
         self, customer_id: str, state: CustomerState, index: int, key: str, deadline: datetime
     ) -> None:
         """Ensure a heap entry for this timer at or before `deadline` (see module docstring)."""
-        slot = timer_slot(index, key)
+        slot = (index, key) if key else index  # timer_slot(), inlined on the hot path
         queued = state.queued.get(slot)
         if queued is None or deadline < queued:
             state.queued[slot] = deadline
