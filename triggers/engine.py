@@ -158,15 +158,15 @@ class Engine:
         """Evaluate one event; None when it repeats an event id inside the dedupe window."""
         customer_id, at = event.customer_id, event.occurred_at
         state = self.customers.get(customer_id)
+        if state is not None and event.event_id in state.seen and self._is_duplicate(state, event):
+            return None
+        out: list[Candidate] = []
+        if state is not None and self.lateness:
+            state = self._catch_up(customer_id, state, at, out)
         if state is None:
             state = self.customers[customer_id] = CustomerState(at, len(self.triggers))
             self._schedule(customer_id, state, self.evict_index, EVICT_KEY, at + self.horizon)
-        elif event.event_id in state.seen and self._is_duplicate(state, event):
-            return None
         self._remember(state, event)
-        out: list[Candidate] = []
-        if self.lateness and len(state.queued) > 1:
-            self._fire_own_due(customer_id, state, at, out)
         step = self._begin(customer_id, state, profile, out)
         active = self.tracks_activity and is_activity(event)
         if active:
@@ -183,15 +183,27 @@ class Engine:
             self._fire_due(out)  # timers a late event armed in the past
         return out
 
+    def _catch_up(
+        self, customer_id: str, state: CustomerState, at: datetime, out: list
+    ) -> CustomerState | None:
+        """Under allowed lateness, do for this customer what the watermark has not done yet.
+
+        The watermark may still be behind this event, but an event of the
+        customer at or past a deadline must not cancel or move it, and one
+        past the horizon must find the state gone (docs/engine.md): the result
+        is then the same whatever the lateness.
+        """
+        if len(state.queued) > 1:
+            self._fire_own_due(customer_id, state, at, out)
+        if state.last_seen_at + self.horizon <= at:
+            del self.customers[customer_id]
+            return None
+        return state
+
     def _fire_own_due(
         self, customer_id: str, state: CustomerState, at: datetime, out: list
     ) -> None:
-        """Under allowed lateness, fire this customer's timers due at or before its own event.
-
-        The watermark may still be behind them, but an event of the customer
-        at or past a deadline must not cancel or move it (docs/engine.md):
-        the result is then the same whatever the lateness.
-        """
+        """This customer's timers due at or before `at`, fired in deadline order."""
         due = []
         for slot in state.queued:
             index, key = (slot, "") if type(slot) is int else slot

@@ -183,6 +183,15 @@ def test_customers_own_event_past_a_deadline_fires_it_first_under_lateness():
     assert [c.event_id for c in run(late, events)] == ["s"]
 
 
+def test_customer_past_the_horizon_is_new_whatever_the_lateness():
+    """Without opened_at, a customer back after the horizon onboards again, lateness or not."""
+    events = [tx("a", at(0), "1", balance="10"), tx("b", at(91), "1", balance="5000")]
+    mile = {"rule_id": "mile", "trigger": "balance_milestone"}
+    for lateness in ("0s", "2d"):
+        got = run(ruleset(mile, engine={"allowed_lateness": lateness}), events)
+        assert [c.event_id for c in got] == ["b"], lateness
+
+
 # -- snapshots -----------------------------------------------------------------
 
 
