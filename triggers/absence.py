@@ -36,8 +36,9 @@ class Absence(Trigger):
         self.starts = rule.start.compile()
         self.cancels = rule.cancel.compile()
         types = {rule.start.type, rule.cancel.type}
+        named = frozenset(t for t in types if t is not None)
         self.event_types = (
-            frozenset({"transaction", "app", "conversion"}) if None in types else frozenset(types)
+            frozenset({"transaction", "app", "conversion"}) if None in types else named
         )
         self.within = rule.within
         self.label = format_duration(rule.within)

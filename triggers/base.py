@@ -60,7 +60,7 @@ class Trigger:
     """
 
     name: ClassVar[str]
-    event_types: ClassVar[frozenset[str]] = frozenset()
+    event_types: frozenset[str] = frozenset()  # rules built from filters set their own
     uses_salary: ClassVar[bool] = False
     uses_activity: ClassVar[bool] = False
     # The engine calls `on_event` only for events that satisfy these, so

@@ -45,7 +45,9 @@ class Dormancy(Trigger):
             return  # already queued no later than the new deadline: nothing to push (see engine)
         if self.admits(step):
             state = step.state
-            step.arm(self.index, "", state.last_activity_at + self.inactive)  # type: ignore[union-attr,operator]
+            last = state.last_activity_at  # type: ignore[union-attr]
+            if last is not None:  # always: the engine recorded this activity first
+                step.arm(self.index, "", last + self.inactive)
 
     def deadline(self, state: CustomerState, key: str) -> datetime | None:
         last = state.last_activity_at

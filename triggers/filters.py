@@ -54,7 +54,10 @@ class EventFilter(BaseModel):
         Field tests become one tuple of (attribute, allowed values) checked in a
         plain loop; amounts and page prefixes, rarer, get their own checks.
         """
-        tests = [("type", frozenset([self.type])), ("direction", frozenset([self.direction]))]
+        tests: list[tuple[str, frozenset[str | None] | None]] = [
+            ("type", frozenset([self.type])),
+            ("direction", frozenset([self.direction])),
+        ]
         tests += [(name, _as_set(getattr(self, name))) for name in ("kind", "action", "product")]
         fields = tuple(
             (name, allowed) for name, allowed in tests if allowed != frozenset([None]) and allowed

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -14,8 +14,14 @@ from .durations import Duration
 from .events import Event, Kind
 from .filters import major_to_minor
 
+if TYPE_CHECKING:
+    from .ruleset import RuleSet
+
 # Coarse bands for the candidate: enough for copy ("a large deposit"), never the amount.
 _BANDS = ((100_000_000, "1m+"), (50_000_000, "500k-1m"), (10_000_000, "100k-500k"), (0, "<100k"))
+
+
+DEFAULT_KINDS: tuple[Kind, ...] = ("cash_deposit", "transfer_in")
 
 
 class LargeDepositRule(RuleBase):
@@ -24,7 +30,7 @@ class LargeDepositRule(RuleBase):
     multiple: Decimal = Field(default=Decimal(5), ge=0)
     min_history: int = Field(default=3, ge=0)
     lookback: Duration = timedelta(days=90)
-    kinds: list[Kind] = Field(default_factory=lambda: ["cash_deposit", "transfer_in"], min_length=1)
+    kinds: list[Kind] = Field(default_factory=lambda: list(DEFAULT_KINDS), min_length=1)
 
 
 def amount_band(minor: int) -> str:
@@ -48,7 +54,7 @@ class LargeDeposit(Trigger):
     event_types = frozenset({"transaction"})
     only_credits = True
 
-    def __init__(self, rule: LargeDepositRule, index: int, ruleset: object) -> None:
+    def __init__(self, rule: LargeDepositRule, index: int, ruleset: RuleSet) -> None:
         super().__init__(rule, index, ruleset)
         self.kinds = frozenset(rule.kinds)
         self.min_amount = major_to_minor(rule.min_amount)
