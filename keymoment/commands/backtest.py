@@ -14,13 +14,9 @@ import argparse
 import gzip
 import heapq
 import sys
-import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO
 
 import orjson
 
@@ -34,7 +30,8 @@ from keymoment.state import cap_store_from_url
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile, Event
 
-PROGRESS_EVERY = 20_000
+from .files import open_input, open_output
+from .summary import Progress, Summary, render
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,52 +39,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "backtest", help="replay events through the rules and write the decision log"
     )
     parser.add_argument("--rules", required=True, help="rules file (YAML or JSON)")
-    parser.add_argument("--events", required=True, action="append", help="JSONL events (.gz ok); repeat to merge")
+    parser.add_argument(
+        "--events", required=True, action="append", help="JSONL events (.gz ok); repeat to merge"
+    )
     parser.add_argument("--customers", help="customer reference data (JSONL)")
-    parser.add_argument("--until", type=_timestamp, help="replay up to this RFC 3339 time; timers due by then fire")
+    parser.add_argument(
+        "--until", type=_timestamp, help="replay up to this RFC 3339 time; timers due by then fire"
+    )
     parser.add_argument("--decisions", required=True, help="decision log output (JSONL, .gz ok)")
     parser.add_argument("--dead-letters", help="dead-letter output (JSONL)")
-    parser.add_argument("--state", help="cap store URL (default: in memory; redis://host:port/0 to share)")
     parser.add_argument(
-        "--policy", choices=("on", "off"), default="on",
-        help="off: every candidate 'sent' on its first channel, to see raw rule volumes [%(default)s]",
+        "--state", help="cap store URL (default: in memory; redis://host:port/0 to share)"
+    )
+    parser.add_argument(
+        "--policy",
+        choices=("on", "off"),
+        default="on",
+        help="off: every candidate 'sent' on its first channel, for raw rule volumes [%(default)s]",
     )
     parser.set_defaults(handler=run)
 
 
 def _timestamp(text: str) -> datetime:
-    from keymoment.triggers.events import UtcTime
     from pydantic import TypeAdapter, ValidationError
+
+    from keymoment.triggers.events import UtcTime
 
     try:
         return TypeAdapter(UtcTime).validate_python(text)
     except ValidationError:
-        raise argparse.ArgumentTypeError(f"expected an RFC 3339 time with offset, got {text!r}") from None
-
-
-@dataclass
-class Summary:
-    """What the operator sees at the end: counts only, never amounts or ids."""
-
-    lines: int = 0
-    events: int = 0
-    after_until: int = 0
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    candidates: Counter[str] = field(default_factory=Counter)
-    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
-    channels: Counter[tuple[str, str]] = field(default_factory=Counter)
-    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
-    started: float = field(default_factory=time.perf_counter)
-    still_pending: int = 0
-
-    def count(self, decision: Decision) -> None:
-        rule = decision.candidate.rule_id
-        self.candidates[rule] += 1
-        self.outcomes[(rule, decision.outcome)] += 1
-        if decision.outcome == "sent" and decision.channel:
-            self.channels[(rule, decision.channel)] += 1
-        elif decision.outcome not in ("sent", "control") and decision.reason:
-            self.reasons[(decision.outcome, decision.reason)] += 1
+        raise argparse.ArgumentTypeError(
+            f"expected an RFC 3339 time with offset, got {text!r}"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,8 +98,10 @@ def _profiles(path: str | None) -> dict[str, CustomerProfile]:
     except ReferenceDataError as exc:
         raise UserError(str(exc)) from None
     if problems:
-        print(f"warning: {len(problems)} invalid customer record(s) skipped, first: {problems[0]}",
-              file=sys.stderr)
+        print(
+            f"warning: {len(problems)} invalid customer record(s) skipped, first: {problems[0]}",
+            file=sys.stderr,
+        )
     return profiles
 
 
@@ -134,8 +119,8 @@ class _Outputs:
     """The decision log and the optional dead-letter file, as JSONL."""
 
     def __init__(self, decisions: str, dead_letters: str | None) -> None:
-        self.decisions = _open_out(decisions)
-        self.dead_letters = _open_out(dead_letters) if dead_letters else None
+        self.decisions = open_output(decisions)
+        self.dead_letters = open_output(dead_letters) if dead_letters else None
 
     def __enter__(self) -> _Outputs:
         return self
@@ -168,7 +153,7 @@ class Replay:
         self.engine = Engine(rules)
         self.profiles, self.policy, self.out = profiles, policy, out
         self.summary, self.until = summary, until
-        self.progress = _Progress() if sys.stderr.isatty() else None
+        self.progress = Progress() if sys.stderr.isatty() else None
 
     def run(self, paths: list[str]) -> None:
         inputs = [_Input(path, self) for path in paths]
@@ -221,10 +206,7 @@ class _Input:
 
     def __init__(self, path: str, replay: Replay) -> None:
         self.path, self.replay = path, replay
-        try:
-            self.raw = open(path, "rb")  # noqa: SIM115
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        self.raw = open_input(path)
         self.size = max(Path(path).stat().st_size, 1)
         self.lines = gzip.GzipFile(fileobj=self.raw) if path.endswith(".gz") else self.raw
 
@@ -244,70 +226,6 @@ class _Input:
 
     def fraction(self) -> float:
         return 1.0 if self.raw.closed else self.raw.tell() / self.size
-
-
-class _Progress:
-    """A one-line progress report on a terminal, refreshed every PROGRESS_EVERY events."""
-
-    def __init__(self) -> None:
-        self.next_at = PROGRESS_EVERY
-
-    def show(self, summary: Summary, fraction: float) -> None:
-        if summary.events < self.next_at:
-            return
-        self.next_at += PROGRESS_EVERY
-        elapsed = time.perf_counter() - summary.started
-        print(f"\r  {fraction:5.1%}  {summary.events:,} events  {summary.events / elapsed:,.0f}/s  "
-              f"{sum(summary.candidates.values()):,} candidates", end="", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        print("\r" + " " * 72 + "\r", end="", file=sys.stderr, flush=True)
-
-
-def _open_out(path: str) -> IO[bytes]:
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return gzip.open(path, "wb") if path.endswith(".gz") else open(path, "wb")  # noqa: SIM115
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
-    """The end-of-run summary as plain text tables."""
-    elapsed = time.perf_counter() - summary.started
-    rate = summary.events / elapsed if elapsed else 0.0
-    dead = sum(summary.dead_letters.values())
-    lines = [
-        f"replayed {summary.events:,} events from {summary.lines:,} lines in {elapsed:.1f}s "
-        f"({rate:,.0f} events/s), rules version {rules.version}",
-    ]
-    if summary.after_until:
-        lines.append(f"skipped {summary.after_until:,} events after --until")
-    lines.append(f"dead letters: {dead:,}" + "".join(
-        f"\n  {reason:<24}{n:>10,}" for reason, n in summary.dead_letters.most_common()))
-    lines.append(_rule_table(summary, rules))
-    if summary.channels:
-        lines.append("sent by channel:" + "".join(
-            f"\n  {rule:<20}{channel:<14}{n:>10,}" for (rule, channel), n in sorted(summary.channels.items())))
-    if summary.reasons:
-        lines.append("not sent, by reason:" + "".join(
-            f"\n  {outcome:<18}{reason:<24}{n:>8,}" for (outcome, reason), n in summary.reasons.most_common()))
-    if summary.still_pending:
-        lines.append(f"warning: {summary.still_pending:,} candidates still wait for the cap store "
-                     "and are not in the decision log")
-    lines.append(f"decision log: {decisions_path} ({sum(summary.candidates.values()):,} decisions)")
-    return "\n".join(lines)
-
-
-def _rule_table(summary: Summary, rules: RulesFile) -> str:
-    outcomes = ("sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel")
-    header = f"{'rule':<20}{'trigger':<19}{'candidates':>11}" + "".join(f"{o[:10]:>11}" for o in outcomes)
-    rows = [header]
-    for rule in rules.rules:
-        row = f"{rule.rule_id:<20}{rule.trigger:<19}{summary.candidates[rule.rule_id]:>11,}"
-        row += "".join(f"{summary.outcomes[(rule.rule_id, o)]:>11,}" for o in outcomes)
-        rows.append(row)
-    return "candidates and outcomes by rule:\n  " + "\n  ".join(rows)
 
 
 __all__ = ["Replay", "Summary", "render", "run"]

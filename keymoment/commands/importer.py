@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from keymoment.cli import UserError
+
+from .files import open_output
 
 PRAGUE = ZoneInfo("Europe/Prague")
 CHANNELS = ("app_push", "sms", "wecom", "call_center", "rm_task")
@@ -44,7 +46,9 @@ _DIRECTIONS = {"PRIJEM": "credit", "VYDAJ": "debit", "VYBER": "debit"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("import", help="convert external data to keymoment's wire format")
+    parser = subparsers.add_parser(
+        "import", help="convert external data to keymoment's wire format"
+    )
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     berka = formats.add_parser("berka", help="the Berka (PKDD'99) Czech bank data set")
     berka.add_argument("--trans", required=True, help="trans.asc, optionally .gz")
@@ -62,15 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     consent = [c for c in args.consent.split(",") if c]
-    with _open_out(args.events) as out:
+    with open_output(args.events) as out:
         events = sum(1 for record in berka_events(args.trans) if out.write(_line(record)))
-    with _open_out(args.customers) as out:
+    with open_output(args.customers) as out:
         customers = sum(
             1 for record in berka_customers(args.accounts, consent) if out.write(_line(record))
         )
     print(f"wrote {events} events to {args.events} and {customers} customers to {args.customers}")
-    print(f"consent: every customer consents to {', '.join(consent) or 'nothing'} "
-          "(Berka has no consent data; change with --consent)")
+    print(
+        f"consent: every customer consents to {', '.join(consent) or 'nothing'} "
+        "(Berka has no consent data; change with --consent)"
+    )
     return 0
 
 
@@ -140,14 +146,6 @@ def _rows(path: str | Path) -> Iterator[dict[str, str]]:
         if not reader.fieldnames or "account_id" not in reader.fieldnames:
             raise UserError(f"{path}: not a Berka table (no account_id column)")
         yield from reader
-
-
-def _open_out(path: str) -> IO[bytes]:
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return gzip.open(path, "wb") if path.endswith(".gz") else open(path, "wb")  # noqa: SIM115
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _line(record: dict[str, Any]) -> bytes:

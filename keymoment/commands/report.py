@@ -25,10 +25,18 @@ from keymoment.triggers.durations import parse_duration
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("report", help="conversion uplift of each campaign over its control group")
-    parser.add_argument("--decisions", required=True, action="append", help="decision log(s) (JSONL, .gz ok)")
-    parser.add_argument("--events", required=True, action="append", help="event files holding conversions")
-    parser.add_argument("--window", default="30d", help="attribution window after triggered_at [%(default)s]")
+    parser = subparsers.add_parser(
+        "report", help="conversion uplift of each campaign over its control group"
+    )
+    parser.add_argument(
+        "--decisions", required=True, action="append", help="decision log(s) (JSONL, .gz ok)"
+    )
+    parser.add_argument(
+        "--events", required=True, action="append", help="event files holding conversions"
+    )
+    parser.add_argument(
+        "--window", default="30d", help="attribution window after triggered_at [%(default)s]"
+    )
     parser.add_argument("--product", help="count only conversions of this product")
     parser.set_defaults(handler=run)
 
@@ -69,7 +77,7 @@ def first_exposures(paths: list[str]) -> dict[tuple[str, str], tuple[datetime, s
 
 
 def read_conversions(paths: list[str], product: str | None) -> dict[str, list[datetime]]:
-    """Conversion times per customer; malformed lines are skipped, as the engine would dead-letter them."""
+    """Conversion times per customer; malformed lines are skipped (the engine dead-letters them)."""
     out: dict[str, list[datetime]] = defaultdict(list)
     for record in _records(paths):
         if record.get("type") != "conversion" or (product and record.get("product") != product):
@@ -97,7 +105,7 @@ def tally(
 
 
 def uplift(treated: Arm, control: Arm) -> tuple[float, float, float]:
-    """(difference in rates, half-width of its 95% interval, two-sided p-value), normal approximation."""
+    """(rate difference, half-width of its 95% interval, two-sided p-value), normal approx."""
     diff = treated.rate - control.rate
     if not treated.customers or not control.customers:
         return diff, math.nan, math.nan
@@ -112,20 +120,28 @@ def uplift(treated: Arm, control: Arm) -> tuple[float, float, float]:
 
 
 def render(arms: dict[str, dict[str, Arm]], window: str, product: str | None) -> str:
-    what = f"conversions{' of ' + product if product else ''} within {window} of the first candidate"
-    lines = [f"uplift by campaign ({what}):",
-             f"  {'campaign':<20}{'treated':>9}{'rate':>8}{'control':>9}{'rate':>8}"
-             f"{'uplift':>9}{'95% CI':>10}{'p':>8}"]
+    what = (
+        f"conversions{' of ' + product if product else ''} within {window} of the first candidate"
+    )
+    lines = [
+        f"uplift by campaign ({what}):",
+        f"  {'campaign':<20}{'treated':>9}{'rate':>8}{'control':>9}{'rate':>8}"
+        f"{'uplift':>9}{'95% CI':>10}{'p':>8}",
+    ]
     for campaign in sorted(arms):
         sent, control = arms[campaign]["sent"], arms[campaign]["control"]
         diff, half, p = uplift(sent, control)
         lines.append(
             f"  {campaign:<20}{sent.customers:>9,}{sent.rate:>8.1%}{control.customers:>9,}"
-            f"{control.rate:>8.1%}{diff * 100:>+8.1f}pp{'±' + format(half * 100, '.1f'):>9}{p:>8.3f}"
+            f"{control.rate:>8.1%}{diff * 100:>+8.1f}pp{_plus_minus(half):>9}{p:>8.3f}"
         )
     if not arms:
         lines.append("  no campaign has sent or control decisions in the log")
     return "\n".join(lines)
+
+
+def _plus_minus(half_width: float) -> str:
+    return f"±{half_width * 100:.1f}"
 
 
 def _records(paths: list[str]):  # type: ignore[no-untyped-def]

@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     for rule in rules.rules:
         by_trigger[rule.trigger] = by_trigger.get(rule.trigger, 0) + 1
     summary = ", ".join(f"{n} {t}" for t, n in by_trigger.items())
-    print(f"{args.rules}: valid (version {rules.version}): {len(rules.rules)} rules ({summary}), "
-          f"{len(rules.campaigns)} campaigns, {len(rules.caps)} caps, {len(rules.lists)} lists")
+    print(
+        f"{args.rules}: valid (version {rules.version}): {len(rules.rules)} rules ({summary}), "
+        f"{len(rules.campaigns)} campaigns, {len(rules.caps)} caps, {len(rules.lists)} lists"
+    )
     return 0

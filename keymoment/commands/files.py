@@ -1,0 +1,27 @@
+"""Opening the files the commands read and write: gzip by suffix, one-line errors."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import IO
+
+from keymoment.cli import UserError
+
+
+def open_output(path: str | Path) -> IO[bytes]:
+    """A binary file for writing (gzip when it ends in .gz), its folder created if missing."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")  # noqa: SIM115
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def open_input(path: str | Path) -> IO[bytes]:
+    """A binary file for reading, as stored (the caller decides about gzip)."""
+    try:
+        return open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
