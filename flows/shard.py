@@ -72,15 +72,20 @@ class Shard:
             self._decide(self.engine.advance(now - self.lateness), now, out)
         step_pos, step_wm = msg.step_pos, msg.step_wm
         engine, profiles = self.engine, self.profiles
+        in_force, wm = -1, None  # the step in force at the last event, and its watermark
         for pos, event, position, _raw in msg.events:
             j = bisect_right(step_pos, pos) - 1  # the step in force at this event
+            fired: list[Candidate] = []
             if j >= 0:
+                if j != in_force:
+                    wm = step_wm[j]
                 due = engine.next_deadline()
-                if due is not None and due <= step_wm[j]:  # something fires at or before pos
+                if due is not None and due <= wm:  # something fires at or before pos
                     self._catch_up(step_pos, step_wm, pos, now, out)
-                fired = engine.advance(step_wm[j])
-            else:
-                fired = []
+                    fired = engine.advance(wm)
+                elif j != in_force:  # nothing due: only the watermark moves, once per step
+                    fired = engine.advance(wm)
+                in_force = j
             own = engine.step(event, profiles.get(event.customer_id))
             if own is None:
                 out.dead.append(DeadLetter("duplicate", position, event.event_id).record())

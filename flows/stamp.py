@@ -24,7 +24,9 @@ from typing import Any, NamedTuple
 
 from keymoment.connectors.wire import DeadLetter, decode
 
+from .placement import shard_keys
 from .settings import FlowSettings
+from .steps import pack, unpack
 
 
 class Message(NamedTuple):
@@ -34,7 +36,8 @@ class Message(NamedTuple):
     pickles the message: then each event travels as its raw payload and is
     decoded again on arrival (`_rebuild`), in the shard's process, which is
     several times cheaper than pickling a pydantic model and spreads the
-    decoding over the processes.
+    decoding over the processes. The watermark steps travel packed
+    (`flows.steps`): as lists of datetimes they cost more than the events.
     """
 
     step_pos: list[int]  # batch positions where the watermark rose, ascending
@@ -46,17 +49,15 @@ class Message(NamedTuple):
 
     def __reduce__(self) -> tuple[Any, tuple]:
         raw = [(pos, position, payload) for pos, _, position, payload in self.events]
-        return (_rebuild, (self.step_pos, self.step_wm, raw, self.last_at, self.dead, self.lines))
+        steps = pack(self.step_pos, self.step_wm)
+        return (_rebuild, (*steps, raw, self.last_at, self.dead, self.lines))
 
 
-def _rebuild(step_pos, step_wm, raw, last_at, dead, lines) -> Message:  # noqa: ANN001
+def _rebuild(packed_pos, packed_wm, raw, last_at, dead, lines) -> Message:  # noqa: ANN001
     """Decode again what the stamp step accepted (no clock check: it passed once already)."""
+    step_pos, step_wm = unpack(packed_pos, packed_wm)
     events = [(pos, decode(payload, position), position, payload) for pos, position, payload in raw]
-    return Message(step_pos, step_wm, events, last_at, dead, lines)
-
-
-def shard_keys(count: int) -> list[str]:
-    return [f"shard-{i:04d}" for i in range(count)]
+    return Message(step_pos, step_wm, events, last_at, dead, lines)  # type: ignore[arg-type]
 
 
 def shard_of(customer_id: str, count: int) -> int:

@@ -1,0 +1,71 @@
+"""A batch's watermark steps, packed for the trip to another process.
+
+Every shard gets every batch's watermark steps (`flows.stamp`), so with two
+processes half the shards receive them across the process boundary: about
+one step per event (events are mostly in time order), pickled once per
+remote shard. As plain lists that cost about 1 ms per 1,000-step message
+(24 kB; measured), some 4 us per event with 8 shards on 2 processes. Packed,
+the steps are two int64 arrays (batch positions, watermark in microseconds
+since 1970), encoded once per batch whatever the number of remote shards,
+and decoded lazily: a shard reads only the few watermarks its bisect probes
+and its own events need, so `LazyWatermarks` converts an entry to a
+`datetime` on access.
+
+Within a process nothing is packed: messages keep their plain lists.
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import overload
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_US = timedelta(microseconds=1)
+
+_cache = threading.local()  # the last batch packed by this worker thread
+
+
+def pack(step_pos: list[int], step_wm: list[datetime]) -> tuple[bytes, bytes]:
+    """Both step lists as int64 bytes; packed once per batch, shared by its messages."""
+    last = getattr(_cache, "last", None)
+    if last is not None and last[0] is step_wm:
+        return last[1]
+    packed = (
+        array("q", step_pos).tobytes(),
+        array("q", [(wm - EPOCH) // ONE_US for wm in step_wm]).tobytes(),
+    )
+    _cache.last = (step_wm, packed)  # holds the list: its id cannot be reused meanwhile
+    return packed
+
+
+def unpack(pos: bytes, wm: bytes) -> tuple[list[int], LazyWatermarks]:
+    positions, micros = array("q"), array("q")
+    positions.frombytes(pos)
+    micros.frombytes(wm)
+    return positions.tolist(), LazyWatermarks(micros)
+
+
+class LazyWatermarks(Sequence[datetime]):
+    """Watermarks as microseconds, a UTC `datetime` on access (bisect reads only a few)."""
+
+    __slots__ = ("_micros",)
+
+    def __init__(self, micros: array) -> None:
+        self._micros = micros
+
+    def __len__(self) -> int:
+        return len(self._micros)
+
+    @overload
+    def __getitem__(self, index: int) -> datetime: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[datetime]: ...
+
+    def __getitem__(self, index: int | slice) -> datetime | list[datetime]:
+        if isinstance(index, slice):
+            return [EPOCH + ONE_US * us for us in self._micros[index]]
+        return EPOCH + ONE_US * self._micros[index]
