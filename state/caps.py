@@ -15,9 +15,9 @@ without taking a second slot, which is what makes retries and restarts safe.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 Kind = Literal["rolling", "calendar"]
 DAY_MS = 86_400_000
@@ -27,8 +27,14 @@ class CapStoreUnavailable(Exception):
     """The store could not answer (down, or slower than its timeout): nothing was decided."""
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+# The value types below are NamedTuples rather than frozen dataclasses: the policy
+# builds about five Checks, two Options, a Reservation and a Result per candidate, and a
+# frozen dataclass pays one object.__setattr__ per field (measured: 2.2 us for a Check
+# with keywords against 0.55 us for the NamedTuple built positionally). They stay
+# immutable, keyword-constructible and compared by value.
+
+
+class Check(NamedTuple):
     """One cap applied to one key.
 
     Rolling: admit iff, with the new slot added, no half-open interval
@@ -49,8 +55,7 @@ class Check:
     prune_before_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
+class Option(NamedTuple):
     """One way to send the offer: `tag` names it (channel and send time), `slot_ms` is its slot."""
 
     tag: str
@@ -58,8 +63,7 @@ class Option:
     checks: tuple[Check, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(NamedTuple):
     """All the ways one offer may be sent, in the order they should be tried."""
 
     offer_id: str
@@ -69,8 +73,7 @@ class Reservation:
     keep_ms: int = DAY_MS  # how long the offer's own record must outlive `now_ms`
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     """What the store did: `index`/`tag` of the reserved option, or why each option was refused.
 
     `refused[i]` is the id of the first cap that refused option `i` (only when
@@ -80,7 +83,7 @@ class Result:
     index: int | None
     tag: str | None = None
     replayed: bool = False
-    refused: tuple[str, ...] = field(default_factory=tuple)
+    refused: tuple[str, ...] = ()
 
     @property
     def reserved(self) -> bool:
@@ -115,7 +118,20 @@ def rolling_admits(existing: Sequence[int], slot: int, window: int, limit: int) 
     The worst interval containing `slot` starts at a slot in `(slot - window, slot]`,
     so it is enough to count from each of those starts.
     """
-    times = sorted([t for t in existing if slot - window < t < slot + window] + [slot])
+    near = sorted(t for t in existing if slot - window < t < slot + window)
+    return rolling_admits_sorted(near, slot, window, limit)
+
+
+def rolling_admits_sorted(near: list[int], slot: int, window: int, limit: int) -> bool:
+    """`rolling_admits` for slots already sorted and inside `(slot - window, slot + window)`.
+
+    The memory store slices them out of its sorted key with two bisects, so no
+    filtering or sorting is done per check; fewer than `limit` slots can never refuse.
+    """
+    if len(near) < limit:
+        return True
+    times = near[:]
+    bisect.insort(times, slot)
     j = 0
     for i, start in enumerate(times):
         if start > slot:

@@ -7,25 +7,45 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .caps import Check, Option, Reservation, Result, rolling_admits
+from .caps import Check, Option, Reservation, Result, rolling_admits_sorted
 
 SWEEP_EVERY = 4096  # reservations between sweeps of expired keys
 
 
 @dataclass(slots=True)
 class _Key:
-    """A sorted list of `(slot_ms, offer_id)` and when the whole key may be dropped."""
+    """One key's slots as two parallel lists sorted by `(slot_ms, offer_id)`.
 
-    slots: list[tuple[int, str]] = field(default_factory=list)
+    The slot times are a plain sorted `list[int]`, so a check is two bisects and a
+    slice, with no per-check list of times built from `(slot, offer)` pairs.
+    """
+
+    times: list[int] = field(default_factory=list)
+    offers: list[str] = field(default_factory=list)
     expires_ms: int = 0
+
+    def add(self, slot_ms: int, offer_id: str) -> None:
+        """Insert in `(slot_ms, offer_id)` order, the order `slots()` reports."""
+        lo = bisect.bisect_left(self.times, slot_ms)
+        hi = bisect.bisect_right(self.times, slot_ms, lo)
+        at = bisect.bisect_left(self.offers, offer_id, lo, hi) if hi > lo else lo
+        self.times.insert(at, slot_ms)
+        self.offers.insert(at, offer_id)
+
+    def prune(self, before_ms: int) -> None:
+        cut = bisect.bisect_left(self.times, before_ms)
+        if cut:
+            del self.times[:cut], self.offers[:cut]
 
 
 class MemoryCapStore:
     """Same semantics as `RedisCapStore`, with expiry measured on the caller's clock.
 
     Keys and offer records expire `keep_ms` after the `now_ms` that last
-    touched them, and old slots are pruned on each touch, so a long backtest
-    holds only the history its caps can still see.
+    touched them (a key found expired is dropped when it is next read, and a
+    sweep every `SWEEP_EVERY` reservations drops the rest), and old slots are
+    pruned on each write, so a long backtest holds only the history its caps can
+    still see.
     """
 
     def __init__(self) -> None:
@@ -34,27 +54,28 @@ class MemoryCapStore:
         self._touches = 0
 
     def reserve(self, reservation: Reservation) -> Result:
-        self._maybe_sweep(reservation.now_ms)
+        now_ms = reservation.now_ms
+        self._maybe_sweep(now_ms)
         known = self._offers.get(reservation.offer_id)
-        if known is not None and known[2] > reservation.now_ms:
-            return Result(index=known[1], tag=known[0], replayed=True)
+        if known is not None and known[2] > now_ms:
+            return Result(known[1], known[0], True)
         refused = []
         for index, option in enumerate(reservation.options):
-            refusing = self._first_refusal(option, reservation.now_ms)
+            refusing = self._first_refusal(option, now_ms)
             if refusing is None:
                 self._take(reservation, option)
-                expires = reservation.now_ms + reservation.keep_ms
+                expires = now_ms + reservation.keep_ms
                 self._offers[reservation.offer_id] = (option.tag, index, expires)
-                return Result(index=index, tag=option.tag)
+                return Result(index, option.tag)
             refused.append(refusing)
-        return Result(index=None, refused=tuple(refused))
+        return Result(None, None, False, tuple(refused))
 
     def reserve_many(self, reservations: Sequence[Reservation]) -> list[Result]:
         return [self.reserve(r) for r in reservations]
 
     def slots(self, key: str) -> list[tuple[str, int]]:
         entry = self._keys.get(key)
-        return [(offer, at) for at, offer in entry.slots] if entry else []
+        return list(zip(entry.offers, entry.times, strict=True)) if entry else []
 
     def check(self) -> None:
         """Always reachable."""
@@ -64,12 +85,19 @@ class MemoryCapStore:
         self._offers.clear()
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain data (lists and tuples) for a restart of the process that owns this store."""
-        keys = {k: (list(v.slots), v.expires_ms) for k, v in self._keys.items()}
+        """Plain data (lists and tuples) for a restart of the process that owns this store.
+
+        The format (per key a list of `(slot_ms, offer_id)` and the expiry) is the one
+        earlier versions wrote, so snapshots taken before the parallel lists still load.
+        """
+        keys = {
+            k: (list(zip(v.times, v.offers, strict=True)), v.expires_ms)
+            for k, v in self._keys.items()
+        }
         return {"keys": keys, "offers": dict(self._offers)}
 
     def restore(self, snap: dict[str, Any]) -> None:
-        self._keys = {k: _Key(list(slots), exp) for k, (slots, exp) in snap["keys"].items()}
+        self._keys = {k: _restored(slots, exp) for k, (slots, exp) in snap["keys"].items()}
         self._offers = dict(snap["offers"])
 
     def __len__(self) -> int:
@@ -84,23 +112,26 @@ class MemoryCapStore:
 
     def _admits(self, check: Check, slot_ms: int, now_ms: int) -> bool:
         entry = self._live(check.key, now_ms)
-        times = [at for at, _ in entry.slots] if entry else []
+        if entry is None:
+            return check.limit > 0
+        times = entry.times
         if check.kind == "calendar":
-            count = bisect.bisect_left(times, check.end_ms) - bisect.bisect_left(
-                times, check.start_ms
-            )
-            return count < check.limit
-        return rolling_admits(times, slot_ms, check.window_ms, check.limit)
+            start = bisect.bisect_left(times, check.start_ms)
+            return bisect.bisect_left(times, check.end_ms, start) - start < check.limit
+        window = check.window_ms
+        lo = bisect.bisect_right(times, slot_ms - window)
+        hi = bisect.bisect_left(times, slot_ms + window, lo)
+        return rolling_admits_sorted(times[lo:hi], slot_ms, window, check.limit)
 
     def _take(self, reservation: Reservation, option: Option) -> None:
+        now_ms = reservation.now_ms
         for check in option.checks:
-            entry = self._live(check.key, reservation.now_ms) or self._keys.setdefault(
-                check.key, _Key()
-            )
-            cut = bisect.bisect_left(entry.slots, (check.prune_before_ms, ""))
-            del entry.slots[:cut]
-            bisect.insort(entry.slots, (option.slot_ms, reservation.offer_id))
-            entry.expires_ms = max(entry.expires_ms, reservation.now_ms + check.keep_ms)
+            entry = self._live(check.key, now_ms)
+            if entry is None:
+                entry = self._keys[check.key] = _Key()
+            entry.prune(check.prune_before_ms)
+            entry.add(option.slot_ms, reservation.offer_id)
+            entry.expires_ms = max(entry.expires_ms, now_ms + check.keep_ms)
 
     def _live(self, key: str, now_ms: int) -> _Key | None:
         entry = self._keys.get(key)
@@ -119,3 +150,8 @@ class MemoryCapStore:
         """Drop every key and offer record whose expiry has passed."""
         self._keys = {k: v for k, v in self._keys.items() if v.expires_ms > now_ms}
         self._offers = {k: v for k, v in self._offers.items() if v[2] > now_ms}
+
+
+def _restored(slots: Sequence[tuple[int, str]], expires_ms: int) -> _Key:
+    ordered = sorted(slots)
+    return _Key([at for at, _ in ordered], [offer for _, offer in ordered], expires_ms)

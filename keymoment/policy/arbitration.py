@@ -26,6 +26,8 @@ def arbitrate(
     candidates: Sequence[Candidate], campaign_of: Callable[[Candidate], Campaign], max_offers: int
 ) -> tuple[list[Candidate], list[tuple[Candidate, str]]]:
     """Split into winners (in input order) and `(loser, winner's rule_id)` pairs."""
+    if len(candidates) <= max_offers:  # no group can exceed max_offers: nobody loses
+        return list(candidates), []
     groups: dict[tuple[str, str, str], list[Candidate]] = {}
     for candidate in candidates:
         groups.setdefault(moment(candidate), []).append(candidate)

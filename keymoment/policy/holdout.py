@@ -9,6 +9,7 @@ so a share written with up to four decimals holds out exactly that many buckets.
 from __future__ import annotations
 
 import hashlib
+import math
 from decimal import Decimal
 from functools import lru_cache
 
@@ -26,7 +27,17 @@ def threshold(holdout: float) -> Decimal:
     return Decimal(repr(holdout)) * BUCKETS
 
 
+@lru_cache(maxsize=256)
+def first_kept_bucket(holdout: float) -> int:
+    """The smallest bucket not held out: for an integer bucket, `b < t` iff `b < ceil(t)`.
+
+    Comparing two ints is what the per-candidate check does, instead of an int
+    against a Decimal.
+    """
+    return math.ceil(threshold(holdout))
+
+
 def in_control(campaign_id: str, customer_id: str, holdout: float) -> bool:
     if holdout <= 0:
         return False
-    return bucket(campaign_id, customer_id) < threshold(holdout)
+    return bucket(campaign_id, customer_id) < first_kept_bucket(holdout)

@@ -5,6 +5,12 @@ turns each usable one into an `Option` for the cap store: the channel, the
 `send_at` that quiet hours allow, and one `Check` per matching cap. The store
 then reserves the first option every cap admits, so a whole channel fallback
 costs one atomic step (and one round trip on Redis).
+
+Everything that depends only on the rules file is worked out once per rules
+version and reused: which caps apply to a (campaign, channel, rule) and the
+tail of their keys (`_CapRule`), each channel's quiet hours, and the timezone
+objects. Per candidate only the customer's key prefix, the times and the
+`Check`s themselves are built.
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from keymoment.state.caps import DAY_MS, Check, Option, Reservation, cap_key
+from keymoment.state.caps import DAY_MS, Check, Option, Reservation
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
-from .config import Campaign, Cap
+from .config import Campaign, Cap, QuietHours
 from .localtime import next_opening, period, zone
 
 CALENDAR_SPAN_MS = 32 * DAY_MS  # longest calendar period plus a DST hour, rounded up
@@ -56,6 +62,21 @@ class Plan:
     has_profile: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class _CapRule:
+    """One cap as it applies to one (campaign, channel, rule): all but the customer and time.
+
+    `suffix` is the key after the customer's hash tag, so a key is one concatenation
+    (the same string `cap_key` builds). `window_ms` is 0 for a calendar cap.
+    """
+
+    cap_id: str
+    suffix: str
+    limit: int
+    window: str
+    window_ms: int
+
+
 class Planner:
     """Builds `Plan`s from the rules file; pure, so it is tested without any store."""
 
@@ -65,6 +86,11 @@ class Planner:
         # how far behind the clock a slot can ever be asked for: the longest ttl
         self.horizon_ms = max((span_ms(c.ttl) for c in rules.campaigns), default=DAY_MS)
         self.caps = [(cap, 0 if cap.calendar else span_ms(cap.rolling)) for cap in rules.caps]
+        self._hours: dict[str, QuietHours | None] = {
+            name: policy.quiet_hours for name, policy in rules.channels.items()
+        }
+        self._routes: dict[tuple[str, str, str], tuple[_CapRule, ...]] = {}
+        self._zones: dict[str | None, ZoneInfo] = {}
 
     def plan(
         self,
@@ -75,14 +101,15 @@ class Planner:
     ) -> Plan:
         earliest = max(candidate.triggered_at, clock_at)
         plan = Plan(candidate, campaign, earliest, has_profile=profile is not None)
+        if profile is None:  # no reference data: no consent to any channel
+            return plan
         tz = self.zone_of(profile)
         limit = min(campaign.deferral_limit, campaign.ttl)
         for channel in campaign.channels:
-            if profile is None or not profile.consents_to(channel):
+            if not profile.consents_to(channel):
                 continue
             plan.consented = True
-            policy = self.rules.channels.get(channel)
-            send_at = next_opening(earliest, policy.quiet_hours if policy else None, tz)
+            send_at = next_opening(earliest, self._hours.get(channel), tz)
             if send_at > earliest and send_at - candidate.triggered_at > limit:
                 plan.deferral_blocked = True
                 continue
@@ -93,76 +120,71 @@ class Planner:
 
     def zone_of(self, profile: CustomerProfile | None) -> ZoneInfo:
         """The customer's own timezone, else the rules file's (an unknown name falls back too)."""
-        name = profile.timezone if profile and profile.timezone else self.default_zone
+        name = profile.timezone if profile else None
+        tz = self._zones.get(name)
+        if tz is None:
+            tz = self._zones[name] = self._resolve_zone(name)
+        return tz
+
+    def _resolve_zone(self, name: str | None) -> ZoneInfo:
         try:
-            return zone(name)
+            return zone(name or self.default_zone)
         except (KeyError, ValueError, OSError):
             return zone(self.default_zone)
 
     def _reservation(self, plan: Plan, tz: ZoneInfo, now_ms: int) -> Reservation:
-        c = plan.candidate
+        c, campaign = plan.candidate, plan.campaign
+        head = f"cap:{{{c.customer_id}}}"
+        floor_ms = now_ms - self.horizon_ms
         options = tuple(
-            Option(
-                tag=f"{channel}|{to_ms(send_at)}",
-                slot_ms=to_ms(send_at),
-                checks=self._checks(c, plan.campaign, channel, send_at, tz, now_ms),
-            )
+            self._option(self._route(campaign, channel, c.rule_id), channel, send_at, tz, head, floor_ms)
             for channel, send_at in plan.channels
         )
-        expires_ms = to_ms(c.triggered_at + plan.campaign.ttl)
+        expires_ms = to_ms(c.triggered_at + campaign.ttl)
         keep = max(expires_ms - now_ms, 0) + self.horizon_ms
-        return Reservation(c.offer_id, c.customer_id, now_ms, options, keep_ms=keep)
+        return Reservation(c.offer_id, c.customer_id, now_ms, options, keep)
 
-    def _checks(
+    def _option(
         self,
-        c: Candidate,
-        campaign: Campaign,
+        rules: tuple[_CapRule, ...],
         channel: str,
         send_at: datetime,
         tz: ZoneInfo,
-        now_ms: int,
-    ) -> tuple[Check, ...]:
-        checks = []
+        head: str,
+        floor_ms: int,
+    ) -> Option:
         slot_ms = to_ms(send_at)
-        for cap, window_ms in self.caps:
-            scope = scope_value(cap, c, campaign, channel)
-            if scope is not None:
-                key = cap_key(c.customer_id, cap.id, scope)
-                checks.append(self._check(cap, window_ms, key, send_at, slot_ms, tz, now_ms))
-        return tuple(checks)
-
-    def _check(
-        self,
-        cap: Cap,
-        window_ms: int,
-        key: str,
-        send_at: datetime,
-        slot_ms: int,
-        tz: ZoneInfo,
-        now_ms: int,
-    ) -> Check:
-        floor_ms = now_ms - self.horizon_ms
-        if window_ms == 0:
-            start_ms, end_ms = period_ms(send_at, cap.window, tz)
-            return Check(
-                cap.id,
-                key,
-                "calendar",
-                cap.limit,
-                start_ms=start_ms,
-                end_ms=end_ms,
-                keep_ms=max(end_ms - floor_ms, 1),
-                prune_before_ms=floor_ms - CALENDAR_SPAN_MS,
-            )
-        return Check(
-            cap.id,
-            key,
-            "rolling",
-            cap.limit,
-            window_ms=window_ms,
-            keep_ms=max(slot_ms + window_ms - floor_ms, 1),
-            prune_before_ms=floor_ms - window_ms,
+        checks = tuple(
+            _check(rule, head + rule.suffix, send_at, slot_ms, tz, floor_ms) for rule in rules
         )
+        return Option(f"{channel}|{slot_ms}", slot_ms, checks)
+
+    def _route(self, campaign: Campaign, channel: str, rule_id: str) -> tuple[_CapRule, ...]:
+        """The caps that apply to this campaign, channel and rule, in rules-file order."""
+        route = (campaign.campaign_id, channel, rule_id)
+        rules = self._routes.get(route)
+        if rules is None:
+            rules = self._routes[route] = tuple(
+                _CapRule(cap.id, f":{cap.id}:{scope}", cap.limit, cap.window, window_ms)
+                for cap, window_ms in self.caps
+                if (scope := scope_value(cap, rule_id, campaign, channel)) is not None
+            )
+        return rules
+
+
+def _check(
+    rule: _CapRule, key: str, send_at: datetime, slot_ms: int, tz: ZoneInfo, floor_ms: int
+) -> Check:
+    """One cap's `Check` for one slot (positional arguments: see state/caps.py)."""
+    if rule.window_ms == 0:
+        start_ms, end_ms = period_ms(send_at, rule.window, tz)
+        keep_ms = max(end_ms - floor_ms, 1)
+        prune_ms = floor_ms - CALENDAR_SPAN_MS
+        return Check(rule.cap_id, key, "calendar", rule.limit, 0, start_ms, end_ms, keep_ms, prune_ms)
+    window_ms = rule.window_ms
+    keep_ms = max(slot_ms + window_ms - floor_ms, 1)
+    prune_ms = floor_ms - window_ms
+    return Check(rule.cap_id, key, "rolling", rule.limit, window_ms, 0, 0, keep_ms, prune_ms)
 
 
 def period_ms(at: datetime, window: str, tz: ZoneInfo) -> tuple[int, int]:
@@ -176,14 +198,14 @@ def _period_ms(tz: ZoneInfo, window: str, day: date) -> tuple[int, int]:
     return to_ms(start), to_ms(end)
 
 
-def scope_value(cap: Cap, c: Candidate, campaign: Campaign, channel: str) -> str | None:
+def scope_value(cap: Cap, rule_id: str, campaign: Campaign, channel: str) -> str | None:
     """The part of the key that separates this cap's counters, or None when it does not apply."""
     if cap.scope == "customer":
         return ""
     own, named = {
         "customer_channel": (channel, cap.channel),
         "customer_campaign": (campaign.campaign_id, cap.campaign),
-        "customer_rule": (c.rule_id, cap.rule),
+        "customer_rule": (rule_id, cap.rule),
     }[cap.scope]
     if named is not None and named != own:
         return None
