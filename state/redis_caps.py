@@ -22,29 +22,17 @@ from typing import Any
 
 import orjson
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .caps import CapStoreUnavailable, Check, Reservation, Result
+from .redis_base import DEFAULT_TIMEOUT, RedisConnection, redis_client
+
+__all__ = ["DEFAULT_TIMEOUT", "RedisCapStore", "redis_client"]
 
 SCRIPT = files(__package__).joinpath("reserve.lua").read_text(encoding="utf-8")
-DEFAULT_TIMEOUT = 0.25  # seconds: slower than this counts as unavailable
 BATCH = 500  # reservations per pipeline round trip
 
 
-def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
-    """A client that fails fast and never retries behind the caller's back."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        decode_responses=True,
-    )
-
-
-class RedisCapStore:
+class RedisCapStore(RedisConnection):
     """`CapStore` on Redis 6.2+ sorted sets: member = offer_id, score = slot time in ms."""
 
     def __init__(
@@ -55,17 +43,9 @@ class RedisCapStore:
         timeout: float = DEFAULT_TIMEOUT,
         client: redis.Redis | None = None,
     ) -> None:
-        self.url = url
-        self.prefix = prefix
-        self.client = client or redis_client(url, timeout)
+        super().__init__(url, prefix=prefix, timeout=timeout, client=client)
         self.sha: str | None = None
-        self.counters = {
-            "round_trips": 0,
-            "script_loads": 0,
-            "connection_errors": 0,
-            "timeouts": 0,
-            "errors": 0,
-        }
+        self.counters.update(round_trips=0, script_loads=0)
 
     def reserve(self, reservation: Reservation) -> Result:
         return self.reserve_many([reservation])[0]
@@ -86,9 +66,6 @@ class RedisCapStore:
         if self.sha is None:
             self.sha = self._call(lambda: self.client.script_load(SCRIPT))
             self.counters["script_loads"] += 1
-
-    def close(self) -> None:
-        self.client.close()
 
     def _batch(self, reservations: Sequence[Reservation]) -> list[Result]:
         """One pipeline; a `NOSCRIPT` reloads the script and resends (safe: idempotent by offer)."""
@@ -134,20 +111,6 @@ class RedisCapStore:
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:{key}"
-
-    def _call(self, action: Any) -> Any:
-        """Run one Redis call, turning connection trouble into `CapStoreUnavailable`."""
-        try:
-            return action()
-        except redis.exceptions.TimeoutError as exc:
-            self.counters["timeouts"] += 1
-            raise CapStoreUnavailable(f"redis timed out: {exc}") from None
-        except redis.exceptions.ConnectionError as exc:
-            self.counters["connection_errors"] += 1
-            raise CapStoreUnavailable(f"redis unreachable: {exc}") from None
-        except redis.exceptions.RedisError as exc:
-            self.counters["errors"] += 1
-            raise CapStoreUnavailable(f"redis error: {exc}") from None
 
 
 def _check_args(key_index: int, check: Check, slot_ms: int) -> list[Any]:

@@ -218,7 +218,7 @@ class RulesContactPolicy:
         self, c: Candidate, profile: CustomerProfile | None, clock_at: datetime
     ) -> Decision:
         """Logged as would-have-sent: the first channel consent and quiet hours allow; no slot."""
-        plan = self.planner.plan(c, self._campaign(c), profile, clock_at)
+        plan = self.planner.plan(c, self._campaign(c), profile, clock_at, reserve=False)
         channel, send_at = plan.channels[0] if plan.channels else (None, None)
         return self._final(c, "control", "holdout", channel=channel, send_at=send_at)
 

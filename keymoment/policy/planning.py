@@ -98,7 +98,14 @@ class Planner:
         campaign: Campaign,
         profile: CustomerProfile | None,
         clock_at: datetime,
+        *,
+        reserve: bool = True,
     ) -> Plan:
+        """The channels consent and quiet hours allow and, if `reserve`, the store's request.
+
+        A control-group candidate only needs the channels (it takes no slot), so it
+        passes `reserve=False` and skips building the checks.
+        """
         earliest = max(candidate.triggered_at, clock_at)
         plan = Plan(candidate, campaign, earliest, has_profile=profile is not None)
         if profile is None:  # no reference data: no consent to any channel
@@ -114,7 +121,7 @@ class Planner:
                 plan.deferral_blocked = True
                 continue
             plan.channels.append((channel, send_at))
-        if plan.channels:
+        if plan.channels and reserve:
             plan.reservation = self._reservation(plan, tz, to_ms(clock_at))
         return plan
 
@@ -136,28 +143,13 @@ class Planner:
         c, campaign = plan.candidate, plan.campaign
         head = f"cap:{{{c.customer_id}}}"
         floor_ms = now_ms - self.horizon_ms
-        options = tuple(
-            self._option(self._route(campaign, channel, c.rule_id), channel, send_at, tz, head, floor_ms)
-            for channel, send_at in plan.channels
-        )
+        options = []
+        for channel, send_at in plan.channels:
+            rules = self._route(campaign, channel, c.rule_id)
+            options.append(_option(rules, channel, send_at, tz, head, floor_ms))
         expires_ms = to_ms(c.triggered_at + campaign.ttl)
         keep = max(expires_ms - now_ms, 0) + self.horizon_ms
-        return Reservation(c.offer_id, c.customer_id, now_ms, options, keep)
-
-    def _option(
-        self,
-        rules: tuple[_CapRule, ...],
-        channel: str,
-        send_at: datetime,
-        tz: ZoneInfo,
-        head: str,
-        floor_ms: int,
-    ) -> Option:
-        slot_ms = to_ms(send_at)
-        checks = tuple(
-            _check(rule, head + rule.suffix, send_at, slot_ms, tz, floor_ms) for rule in rules
-        )
-        return Option(f"{channel}|{slot_ms}", slot_ms, checks)
+        return Reservation(c.offer_id, c.customer_id, now_ms, tuple(options), keep)
 
     def _route(self, campaign: Campaign, channel: str, rule_id: str) -> tuple[_CapRule, ...]:
         """The caps that apply to this campaign, channel and rule, in rules-file order."""
@@ -172,19 +164,39 @@ class Planner:
         return rules
 
 
-def _check(
-    rule: _CapRule, key: str, send_at: datetime, slot_ms: int, tz: ZoneInfo, floor_ms: int
-) -> Check:
-    """One cap's `Check` for one slot (positional arguments: see state/caps.py)."""
-    if rule.window_ms == 0:
-        start_ms, end_ms = period_ms(send_at, rule.window, tz)
-        keep_ms = max(end_ms - floor_ms, 1)
-        prune_ms = floor_ms - CALENDAR_SPAN_MS
-        return Check(rule.cap_id, key, "calendar", rule.limit, 0, start_ms, end_ms, keep_ms, prune_ms)
-    window_ms = rule.window_ms
-    keep_ms = max(slot_ms + window_ms - floor_ms, 1)
-    prune_ms = floor_ms - window_ms
-    return Check(rule.cap_id, key, "rolling", rule.limit, window_ms, 0, 0, keep_ms, prune_ms)
+def _option(
+    rules: tuple[_CapRule, ...],
+    channel: str,
+    send_at: datetime,
+    tz: ZoneInfo,
+    head: str,
+    floor: int,
+) -> Option:
+    """One channel's `Option`: a `Check` per cap (positional arguments: see state/caps.py).
+
+    Written as one loop rather than a call per cap: this is the policy's innermost
+    loop (about five checks per candidate). The local date is found once per option.
+    """
+    slot_ms = to_ms(send_at)
+    day = None
+    checks = []
+    for rule in rules:
+        window_ms = rule.window_ms
+        if window_ms:
+            kind, start_ms, end_ms = "rolling", 0, 0
+            keep_ms, prune_ms = slot_ms + window_ms - floor, floor - window_ms
+        else:
+            day = day or send_at.astimezone(tz).date()
+            kind, (start_ms, end_ms) = "calendar", _period_ms(tz, rule.window, day)
+            keep_ms, prune_ms = end_ms - floor, floor - CALENDAR_SPAN_MS
+        keep_ms = max(keep_ms, 1)
+        key = head + rule.suffix
+        checks.append(
+            Check(
+                rule.cap_id, key, kind, rule.limit, window_ms, start_ms, end_ms, keep_ms, prune_ms
+            )
+        )
+    return Option(f"{channel}|{slot_ms}", slot_ms, tuple(checks))
 
 
 def period_ms(at: datetime, window: str, tz: ZoneInfo) -> tuple[int, int]:

@@ -1,0 +1,65 @@
+"""What every Redis-backed part of `keymoment.state` shares: the client and its error handling.
+
+Both the cap store and the suppression-list store fail fast (short timeouts, no
+retries behind the caller's back) and turn any connection trouble into
+`CapStoreUnavailable`, counted in `counters`, so the policy can fail closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .caps import CapStoreUnavailable
+
+DEFAULT_TIMEOUT = 0.25  # seconds: slower than this counts as unavailable
+
+
+def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
+    """A client that fails fast and never retries behind the caller's back."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        decode_responses=True,
+    )
+
+
+class RedisConnection:
+    """A fail-fast client (given or made from `url`), a key prefix and error counters."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "km",
+        timeout: float = DEFAULT_TIMEOUT,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.client = client or redis_client(url, timeout)
+        self.counters = {"connection_errors": 0, "timeouts": 0, "errors": 0}
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _call(self, action: Callable[[], Any]) -> Any:
+        """Run one Redis call, turning connection trouble into `CapStoreUnavailable`."""
+        try:
+            return action()
+        except redis.exceptions.TimeoutError as exc:
+            self.counters["timeouts"] += 1
+            raise CapStoreUnavailable(f"redis timed out: {exc}") from None
+        except redis.exceptions.ConnectionError as exc:
+            self.counters["connection_errors"] += 1
+            raise CapStoreUnavailable(f"redis unreachable: {exc}") from None
+        except redis.exceptions.RedisError as exc:
+            self.counters["errors"] += 1
+            raise CapStoreUnavailable(f"redis error: {exc}") from None
