@@ -14,6 +14,12 @@ candidates carry a deadline, not a creation time). The first `--warmup`
 seconds are dropped. "keeps up" means the flow finished within a second of
 the input's end and the median latency did not grow from the first half of
 the run to the second.
+
+`--processes 2` runs the flow as a two-process cluster on loopback
+(`bytewax.testing.cluster_main`): the events are split by customer
+(`crc32(customer_id) % 2`, the shard hash) into two paced partitions at half
+the rate each, so each process reads one and holds the shards of its
+customers (`flows.placement`); latencies of both processes are merged.
 """
 
 from __future__ import annotations
@@ -99,16 +105,31 @@ class _Paced(StatefulSourcePartition):
 
 
 class PacedSource(FixedPartitionedSource):
-    """Open loop: a slow flow does not slow the schedule down, it falls behind."""
+    """Open loop: a slow flow does not slow the schedule down, it falls behind.
 
-    def __init__(self, parts: list[tuple[bytes, bytes]], rate: float) -> None:
-        self.parts, self.rate = parts, rate
+    One partition per element of `splits` (`paced-0`, ...), each at its share of `rate`.
+    """
+
+    def __init__(self, splits: list[list[tuple[bytes, bytes]]], rate: float) -> None:
+        self.splits, self.rate = splits, rate
 
     def list_parts(self) -> list[str]:
-        return ["paced"]
+        return [f"paced-{i}" for i in range(len(self.splits))]
 
     def build_part(self, step_id: str, for_part: str, resume_state: object) -> _Paced:
-        return _Paced(self.parts, self.rate)
+        return _Paced(self.splits[int(for_part.split("-")[1])], self.rate / len(self.splits))
+
+
+def split_by_customer(lines: list[bytes], parts: int) -> list[list[bytes]]:
+    """Lines by the shard hash of their customer: partition i feeds the shards of worker i."""
+    import orjson
+
+    from keymoment.flows.stamp import shard_of
+
+    out: list[list[bytes]] = [[] for _ in range(parts)]
+    for line in lines:
+        out[shard_of(orjson.loads(line)["customer_id"], parts)].append(line)
+    return out
 
 
 def split_at_time(line: bytes) -> tuple[bytes, bytes]:
@@ -132,16 +153,16 @@ def prepare(path: Path, events: int, customers: int) -> None:
     profiles.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
 
 
-def child(path: Path, rate: float, seconds: float, gc_tuning: bool) -> dict:
-    """One measured run in this process; prints a JSON line."""
-    from bytewax.testing import run_main
+def child(path: Path, rate: float, args: argparse.Namespace) -> dict:
+    """One measured run (or one process of a cluster run) in this process; prints a JSON line."""
+    from bytewax.testing import cluster_main, run_main
 
     from keymoment.connectors.customers import read_profiles
     from keymoment.flows.dataflow import build_flow
     from keymoment.flows.observe import FlowStats
     from keymoment.flows.settings import FlowSettings
 
-    count = int(rate * seconds)
+    count = int(rate * args.seconds)
     lines = path.read_bytes().splitlines()[:count]
     profiles, _ = read_profiles(path.with_suffix(".customers.jsonl"))
     settings = FlowSettings(rules=str(RULES), sources=["paced:"], clock="wall", shards=4)
@@ -151,15 +172,19 @@ def child(path: Path, rate: float, seconds: float, gc_tuning: bool) -> dict:
         stats(result)
         stamp(decided, result[0])
 
-    source = PacedSource([split_at_time(line) for line in lines], rate)
+    splits = split_by_customer(lines, args.processes) if args.processes > 1 else [lines]
+    source = PacedSource([[split_at_time(line) for line in part] for part in splits], rate)
     flow = build_flow(
         settings, sources=[source], observe=observe, profiles=profiles, offer_sink=sink
     )
-    if gc_tuning:
+    if not args.no_gc_tuning:
         gc.collect()
         gc.freeze()
     started = time.time()
-    run_main(flow)
+    if args.processes > 1:
+        cluster_main(flow, args.addresses.split(";"), args.proc_id)
+    else:
+        run_main(flow)
     return {
         "rate": rate,
         "emitted": len(lines),
@@ -169,6 +194,50 @@ def child(path: Path, rate: float, seconds: float, gc_tuning: bool) -> dict:
         "decisions": decided,
         "started": started,
     }
+
+
+def run_rate(rate: float, args: argparse.Namespace) -> dict:
+    """Fresh child process(es) for one rate; a cluster's results merged into one."""
+    cmd = [sys.executable, __file__, "--child", str(rate)]
+    cmd += ["--seconds", str(args.seconds), "--customers", str(args.customers)]
+    cmd += ["--processes", str(args.processes)]
+    cmd += ["--no-gc-tuning"] if args.no_gc_tuning else []
+    if args.processes > 1:
+        ports = [_free_port() for _ in range(args.processes)]
+        cmd += ["--addresses", ";".join(f"127.0.0.1:{port}" for port in ports)]
+    procs = [
+        subprocess.Popen([*cmd, "--proc-id", str(i)], stdout=subprocess.PIPE, text=True)
+        for i in range(args.processes)
+    ]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"child failed with exit code {proc.returncode}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return merge(results)
+
+
+def merge(results: list[dict]) -> dict:
+    """One process's view of the whole run: counts summed, samples pooled, the slowest end."""
+    return {
+        "rate": results[0]["rate"],
+        "emitted": sum(r["emitted"] for r in results) // len(results),  # each loads them all
+        "processed": sum(r["processed"] for r in results),
+        "elapsed": max(r["started"] + r["elapsed"] for r in results)
+        - min(r["started"] for r in results),
+        "offers": [x for r in results for x in r["offers"]],
+        "decisions": [x for r in results for x in r["decisions"]],
+        "started": min(r["started"] for r in results),
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def quantiles(values: list[float]) -> str:
@@ -212,11 +281,14 @@ def main() -> None:
     parser.add_argument(
         "--no-gc-tuning", action="store_true", help="skip gc.freeze() after startup"
     )
+    parser.add_argument("--processes", type=int, default=1, help="1, or a loopback cluster")
     parser.add_argument("--child", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--proc-id", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--addresses", help=argparse.SUPPRESS)
     args = parser.parse_args()
     data = Path(tempfile.gettempdir()) / f"km-latency-{args.customers}.jsonl"
     if args.child:
-        print(json.dumps(child(data, args.child, args.seconds, not args.no_gc_tuning)))
+        print(json.dumps(child(data, args.child, args)))
         return
     rates = [float(r) for r in args.rates.split(",")]
     needed = int(max(rates) * args.seconds)
@@ -225,24 +297,11 @@ def main() -> None:
         prepare(data, needed, args.customers)
     print(
         f"live latency, event creation -> offer at the sink, {args.customers:,} customers, "
-        f"{args.seconds:g}s per rate (first {args.warmup:g}s dropped), one process, one worker"
+        f"{args.seconds:g}s per rate (first {args.warmup:g}s dropped), "
+        f"{args.processes} process(es), one worker each"
     )
     for rate in rates:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            str(rate),
-            "--seconds",
-            str(args.seconds),
-            "--customers",
-            str(args.customers),
-        ] + (["--no-gc-tuning"] if args.no_gc_tuning else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        print(
-            summarise(json.loads(out.strip().splitlines()[-1]), args.warmup, args.seconds),
-            flush=True,
-        )
+        print(summarise(run_rate(rate, args), args.warmup, args.seconds), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ subprocess, and `run_main` with random shard counts and batch sizes.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,33 +21,13 @@ from hypothesis import strategies as st
 
 from keymoment.commands.backtest import Replay, Summary, _Outputs
 from keymoment.connectors.customers import read_profiles
-from keymoment.connectors.generator import Generator
 from keymoment.flows.connect import policy_for, rules_from
 from keymoment.flows.dataflow import build_flow
 from keymoment.flows.settings import FlowSettings
+from tests.integration.flowkit import REPO, RULES, bytewax_run, records, write_generated
 
-REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "examples" / "rules.yaml"
 BERKA_RULES = REPO / "tests" / "e2e" / "berka_rules.yaml"
 BERKA_UNTIL = "1994-10-30T23:59:59+01:00"
-
-
-def write_generated(out: Path, customers: int, days: int, seed: int = 11) -> dict:
-    gen = Generator(seed=seed, customers=customers, days=days, noise=0.01)
-    events, profiles = out / "events.jsonl", out / "customers.jsonl"
-    events.write_bytes(b"".join(line + b"\n" for line in gen.iter_bytes()))
-    profiles.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
-    return {"events": events, "customers": profiles, "until": gen.until_at.isoformat()}
-
-
-def records(path: Path) -> set[bytes]:
-    """Each record as canonical JSON, without the processing-time `decided_at`."""
-    out = set()
-    for line in path.read_bytes().splitlines():
-        record = orjson.loads(line)
-        record.pop("decided_at", None)
-        out.add(orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
-    return out
 
 
 def reference(rules: Path, data: dict, out: Path) -> tuple[set[bytes], set[bytes]]:
@@ -76,13 +55,6 @@ def flow_settings(rules: Path, data: dict, out: Path, **extra: object) -> FlowSe
         sinks={"*": f"file:{out / 'offers.jsonl'}"},
         **extra,
     )
-
-
-def bytewax_run(settings: FlowSettings, *args: str, timeout: float = 300) -> None:
-    env = dict(os.environ, **settings.to_env())
-    cmd = [sys.executable, "-m", "bytewax.run", "keymoment.flows.dataflow:get_flow", *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ uninterrupted run: nothing missing, nothing extra.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -17,25 +16,18 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
-from keymoment.connectors.generator import Generator
 from keymoment.flows.settings import FlowSettings
+from tests.integration.flowkit import RULES, bytewax_run, offer_ids, start, write_generated
 
-RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
-FLOW = "keymoment.flows.dataflow:get_flow"
 KILLS = 3
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("recovery")
-    gen = Generator(seed=31, customers=4000, days=240, noise=0.005)
-    events, customers = out / "events.jsonl", out / "customers.jsonl"
-    events.write_bytes(b"".join(line + b"\n" for line in gen.iter_bytes()))
-    customers.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
-    return {"events": events, "customers": customers, "until": gen.until_at}
+    return write_generated(out, customers=4000, days=240, seed=31, noise=0.005)
 
 
 def settings_for(data: dict, out: Path, recovery: bool) -> FlowSettings:
@@ -51,20 +43,6 @@ def settings_for(data: dict, out: Path, recovery: bool) -> FlowSettings:
         batch_size=100,
         recovery=recovery,
     )
-
-
-def start(settings: FlowSettings, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, **settings.to_env())
-    return subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", FLOW, *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def offer_ids(path: Path) -> list[str]:
-    return [orjson.loads(line)["offer_id"] for line in path.read_bytes().splitlines()]
 
 
 def wait_for_output(proc: subprocess.Popen, path: Path, timeout: float = 60) -> None:
@@ -83,13 +61,7 @@ def test_kill_9_three_times_loses_no_candidate_and_keeps_offer_ids(
 ) -> None:
     """Offer ids after three SIGKILLs and resumes equal those of an uninterrupted run."""
     clean, crashed, recovery = tmp_path / "clean", tmp_path / "crashed", tmp_path / "recovery"
-    done = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", FLOW],
-        timeout=600,
-        capture_output=True,
-        env=dict(os.environ, **settings_for(data, clean, False).to_env()),
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    bytewax_run(settings_for(data, clean, False), timeout=600)
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
     settings = settings_for(data, crashed, True)
