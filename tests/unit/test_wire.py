@@ -9,6 +9,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from keymoment.connectors.wire import MAX_PAYLOAD, DeadLetter, decode, encode
 from keymoment.triggers.events import AppEvent, ConversionEvent, TransactionEvent
@@ -123,6 +124,31 @@ def test_times_are_utc_aware_with_one_tzinfo():
         event = decode(orjson.dumps({**TX, "occurred_at": text}), "s")
         assert event.occurred_at == datetime(2026, 1, 1, tzinfo=UTC)
         assert event.occurred_at.tzinfo is UTC
+
+
+_ZULU_PARTS = st.tuples(
+    st.integers(0, 9999), st.integers(0, 99), st.integers(0, 99), st.integers(0, 99),
+    st.integers(0, 99), st.integers(0, 99),
+    st.sampled_from(["", ".5", ".05", ".123456", ".000001"]),
+)  # fmt: skip
+_PYDANTIC_TIME = TypeAdapter(AwareDatetime)
+
+
+@settings(max_examples=400)
+@given(_ZULU_PARTS)
+def test_fast_time_path_agrees_with_pydantic(parts):
+    """`...Z` times on the fromisoformat fast path decode exactly as pydantic's parser would."""
+    year, month, day, hour, minute, second, fraction = parts
+    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{fraction}Z"
+    try:
+        expected = _PYDANTIC_TIME.validate_python(text)
+    except ValidationError:
+        expected = None
+    out = decode(orjson.dumps({**APP, "occurred_at": text}), "s")
+    if expected is None or not 1900 <= expected.year <= 9000:
+        assert isinstance(out, DeadLetter) and out.reason == "schema:occurred_at"
+    else:
+        assert out.occurred_at == expected and out.occurred_at.tzinfo is UTC
 
 
 def test_clock_skew_only_with_a_wall_clock():
