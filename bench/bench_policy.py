@@ -1,28 +1,46 @@
 """Cap decisions per second: memory store, Redis one at a time and batched, beside a Redis PING.
 
-Run: `.venv/bin/python bench/bench_policy.py [--reservations 20000]`. It starts a
-private redis-server on a free port (tests.support.servers.RedisServer), so the
-PING round trip printed next to the Redis figures comes from the same run on the
-same machine: a Redis figure near 1/PING means the round trip is the cost.
-Also prints the whole policy's decisions/s (memory store) next to the
-policy-off baseline (`FirstChannelPolicy`) on the same candidates.
+Run: `.venv/bin/python bench/bench_policy.py [--reservations 20000] [--repeat 5]
+[--events 100000]`. It starts a private redis-server on a free port
+(tests.support.servers.RedisServer), so the PING round trip printed next to the
+Redis figures comes from the same run on the same machine: a Redis figure near
+1/PING means the round trip is the cost. Also prints:
+
+- the whole policy's cost per candidate (memory store, and Redis one call per
+  candidate and calls of 100) next to the policy-off baseline (`FirstChannelPolicy`)
+  on the same candidates;
+- the `keymoment backtest` command run in-process on a synthetic stream
+  (`keymoment.connectors.generator.Generator`, examples/rules.yaml) with
+  `--policy on` and `--policy off`: events/s of the whole command.
+
+Every figure is the best of `--repeat` runs, on fresh state each time: the machine
+is shared, and the best run is the one least disturbed by other work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import random
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
+
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from keymoment.commands import backtest  # noqa: E402
 from keymoment.config import RulesFile  # noqa: E402
+from keymoment.connectors.generator import Generator  # noqa: E402
 from keymoment.policy import FirstChannelPolicy, build_policy  # noqa: E402
-from keymoment.policy.planning import Planner, to_ms  # noqa: E402
+from keymoment.policy.planning import Planner  # noqa: E402
 from keymoment.state import MemoryCapStore  # noqa: E402
 from keymoment.state.redis_caps import RedisCapStore  # noqa: E402
 from keymoment.triggers.candidate import Candidate  # noqa: E402
@@ -30,6 +48,8 @@ from keymoment.triggers.events import CustomerProfile  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
+T = TypeVar("T")
+EXAMPLE_RULES = Path(__file__).resolve().parent.parent / "examples" / "rules.yaml"
 RULES = {
     "version": 1,
     "timezone": "Asia/Shanghai",
@@ -78,35 +98,53 @@ def rate(label: str, count: int, seconds: float, note: str = "") -> None:
     print(f"  {label:<44} {count / seconds:>12,.0f} /s   ({each:,.1f} us each) {note}")
 
 
-def bench_stores(n: int, url: str) -> None:
+def best_of(repeat: int, run: Callable[[T], object], setup: Callable[[], T]) -> float:
+    """The shortest of `repeat` timed `run(setup())` calls (the setup is not timed)."""
+    best = float("inf")
+    for _ in range(repeat):
+        state = setup()
+        started = time.perf_counter()
+        run(state)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def reservations_for(n: int) -> list:  # type: ignore[type-arg]
     rules = RulesFile.model_validate(RULES)
     planner = Planner(rules)
     profs = profiles(n // 4)
-    reservations = []
+    out = []
     for c in candidates(n, n // 4):
         plan = planner.plan(c, rules.campaign(c.campaign), profs[c.customer_id], c.triggered_at)
-        reservations.append(plan.reservation)
+        out.append(plan.reservation)
+    return out
+
+
+def bench_stores(n: int, url: str, repeat: int) -> None:
+    reservations = reservations_for(n)
     checks = sum(len(o.checks) for r in reservations for o in r.options) / len(reservations)
     print(
         f"cap reservations: {n:,} for {n // 4:,} customers, {checks:.1f} cap checks each "
         "(2 channel options x 2-3 caps)"
     )
-    store = MemoryCapStore()
-    t = time.perf_counter()
-    for r in reservations:
-        store.reserve(r)
-    rate("memory store, one at a time", n, time.perf_counter() - t)
+    rate(
+        "memory store, one at a time",
+        n,
+        best_of(repeat, lambda store: [store.reserve(r) for r in reservations], MemoryCapStore),
+    )
+    prefixes = iter(range(10_000))
     for label, batch in [
         ("redis store, one at a time", 1),
         ("redis store, batches of 100", 100),
         ("redis store, batches of 500", 500),
     ]:
-        rstore = RedisCapStore(url, prefix=f"bench{batch}", timeout=5.0)
-        t = time.perf_counter()
-        for start in range(0, n, batch):
-            rstore.reserve_many(reservations[start : start + batch])
-        rate(label, n, time.perf_counter() - t)
-        rstore.close()
+        chunks = [reservations[i : i + batch] for i in range(0, n, batch)]
+        seconds = best_of(
+            repeat,
+            lambda store, chunks=chunks: [store.reserve_many(chunk) for chunk in chunks],
+            lambda: _redis(url, prefixes),
+        )
+        rate(label, n, seconds)
 
 
 def bench_ping(url: str, count: int = 5000) -> None:
@@ -124,37 +162,86 @@ def bench_ping(url: str, count: int = 5000) -> None:
     )
 
 
-def bench_policy(n: int) -> None:
+def bench_policy(n: int, url: str, repeat: int) -> None:
     rules = RulesFile.model_validate(RULES)
     cands, profs = candidates(n, n // 4, seed=2), profiles(n // 4)
     print(f"whole policy (suppression, holdout, arbitration, quiet hours, caps): {n:,} candidates")
-    for label, make in [
+    prefixes = iter(range(10_000))
+    variants = [
         ("policy off (FirstChannelPolicy baseline)", lambda: FirstChannelPolicy(rules)),
         ("policy on, memory store", lambda: build_policy(rules, lists=[])),
-    ]:
+        ("policy on, redis store", lambda: build_policy(rules, store=_redis(url, prefixes))),
+    ]
+    for label, make in variants:
         for size in (1, 100):
-            policy = make()
-            t = time.perf_counter()
-            for start in range(0, n, size):
-                batch = cands[start : start + size]
-                policy.decide(batch, profs, batch[-1].triggered_at)
-            rate(f"{label}, calls of {size}", n, time.perf_counter() - t)
+            batches = [cands[i : i + size] for i in range(0, n, size)]
+            seconds = best_of(repeat, lambda policy, b=batches: decide_all(policy, b, profs), make)
+            rate(f"{label}, calls of {size}", n, seconds)
+
+
+def decide_all(policy, batches: list[list[Candidate]], profs) -> None:  # type: ignore[no-untyped-def]
+    for batch in batches:
+        policy.decide(batch, profs, batch[-1].triggered_at)
+
+
+def _redis(url: str, prefixes) -> RedisCapStore:  # type: ignore[no-untyped-def]
+    return RedisCapStore(url, prefix=f"bench{next(prefixes)}", timeout=5.0)
+
+
+def bench_backtest(events: int, repeat: int) -> None:
+    """`keymoment backtest` in-process with `--policy on` and `off`, on the same input files."""
+    customers = max(events // 100, 10)
+    with tempfile.TemporaryDirectory() as tmp:
+        events_path, customers_path = Path(tmp) / "events.jsonl", Path(tmp) / "customers.jsonl"
+        gen = Generator(seed=7, customers=customers, days=240, noise=0.001)
+        events_path.write_bytes(b"".join(line + b"\n" for line in gen.iter_bytes(limit=events)))
+        customers_path.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+        print(
+            f"backtest command, examples/rules.yaml, {events:,} events of {customers:,} customers"
+        )
+        for policy in ("off", "on"):
+            args = backtest_args(events_path, customers_path, Path(tmp) / "decisions.jsonl", policy)
+            seconds = best_of(repeat, lambda args: _quiet(backtest.run, args), lambda a=args: a)
+            rate(f"backtest --policy {policy}", events, seconds, "(events)")
+
+
+def backtest_args(events: Path, customers: Path, decisions: Path, policy: str):  # type: ignore[no-untyped-def]
+    return argparse.Namespace(
+        rules=str(EXAMPLE_RULES),
+        events=[str(events)],
+        customers=str(customers),
+        until=None,
+        decisions=str(decisions),
+        dead_letters=None,
+        state=None,
+        policy=policy,
+    )
+
+
+def _quiet(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        run(args)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reservations", type=int, default=20000)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     server = RedisServer().start()
     try:
-        print(f"python {sys.version.split()[0]}, redis-server on 127.0.0.1:{server.port}")
+        print(
+            f"python {sys.version.split()[0]}, redis-server on 127.0.0.1:{server.port}, "
+            f"best of {args.repeat}"
+        )
         bench_ping(server.url)
-        bench_stores(args.reservations, server.url)
+        bench_stores(args.reservations, server.url, args.repeat)
         bench_ping(server.url)
-        bench_policy(args.reservations)
+        bench_policy(args.reservations, server.url, args.repeat)
     finally:
         server.stop()
-    _ = to_ms  # re-exported for readers comparing slot times
+    bench_backtest(args.events, args.repeat)
 
 
 if __name__ == "__main__":
