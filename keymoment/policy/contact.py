@@ -25,7 +25,7 @@ from keymoment.state.memory_caps import MemoryCapStore
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
-from .arbitration import arbitrate
+from .arbitration import arbitrate, moment
 from .config import Campaign
 from .decision import Decision, Outcome
 from .holdout import in_control
@@ -46,6 +46,41 @@ class _Parked:
     candidates: list[Candidate]
     profiles: dict[str, CustomerProfile]
     screened: bool
+
+
+def _merged(items: deque[_Parked]) -> list[_Parked]:
+    """Consecutive parked batches at the same step as one, so a retry is one store round trip.
+
+    The store still sees the reservations in the order they were parked. One caveat,
+    as for any large `decide`: a Redis store sends at most `BATCH` reservations per
+    pipeline, and if a later pipeline fails the whole retry is parked again, so the
+    reservations an earlier pipeline made come back as `already_reserved`.
+    """
+    merged: list[_Parked] = []
+    for item in items:
+        last = merged[-1] if merged else None
+        if last is not None and _joinable(last, item):
+            last.candidates += item.candidates
+            last.profiles.update(item.profiles)
+        else:
+            merged.append(_Parked(list(item.candidates), dict(item.profiles), item.screened))
+    return merged
+
+
+def _joinable(first: _Parked, then: _Parked) -> bool:
+    """Same step, no customer with two profiles, and (before arbitration) no moment in both.
+
+    Those are the only ways deciding two parked batches together could differ from
+    deciding them one after the other.
+    """
+    if first.screened != then.screened:
+        return False
+    if any(first.profiles.get(k, v) != v for k, v in then.profiles.items()):
+        return False
+    if first.screened:
+        return True
+    moments = {moment(c) for c in first.candidates}
+    return not any(moment(c) in moments for c in then.candidates)
 
 
 class RulesContactPolicy:
@@ -97,7 +132,7 @@ class RulesContactPolicy:
         if not self._pending or not self._store_may_answer():
             return out
         items, self._pending, self._pending_count = self._pending, deque(), 0
-        for item in items:
+        for item in _merged(items):
             if self._pending:  # failed again in this round: keep the order, do not hammer
                 out += self._park(item.candidates, item.profiles, item.screened)
             elif item.screened:

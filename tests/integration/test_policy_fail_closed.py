@@ -130,3 +130,45 @@ def test_parked_candidates_survive_a_snapshot_and_restore(redis_server):
     up.restore(snap)
     assert up.pending == 1
     assert [(d.outcome, d.offer_id) for d in up.retry_pending(T0)] == [("sent", c.offer_id)]
+
+
+def test_parked_batches_are_retried_in_one_round_trip_per_step_with_the_same_outcomes(
+    fresh_redis,
+):
+    """Parked decide calls go back together (one pipeline per step), deciding as one-by-one would.
+
+    The first call fails at the store, after arbitration: its winners park as screened. The
+    three calls made while it waits park unscreened. The retry is two round trips, not four.
+    """
+    rules = rules_file(
+        [campaign("a", ttl="2h"), campaign("b", ttl="2h", priority=5)],
+        rules=[("r-a", "a"), ("r-b", "b")],
+        caps=CAPS,
+    )
+    profs = profiles(*(profile(f"C{i}") for i in range(3)))
+    batches = [
+        [
+            candidate(rule, rule[-1], f"C{(n + i) % 3}", T0, event_id=f"E{n}-{i}")
+            for rule in ("r-a", "r-b")
+            for i in range(2)
+        ]
+        for n in range(4)
+    ]
+    reference = build_policy(
+        rules, store=RedisCapStore(fresh_redis.url, prefix="ref"), clock=fixed_clock, lists=[]
+    )
+    expected = [d for batch in batches for d in reference.decide(batch, profs, T0)]
+
+    store = RedisCapStore(fresh_redis.url, prefix="parked", timeout=0.2)
+    policy = build_policy(rules, store=store, clock=fixed_clock, lists=[], retry_interval=0)
+    fresh_redis.kill()
+    out = [d for batch in batches for d in policy.decide(batch, profs, T0)]
+    assert {d.outcome for d in out} == {"arbitration_lost"} and policy.pending == 14
+    fresh_redis.start()
+    trips = store.counters["round_trips"]
+    out += policy.retry_pending(T0)
+    assert store.counters["round_trips"] - trips == 2 and policy.pending == 0
+    assert sorted((d.offer_id, d.outcome, d.reason, d.channel) for d in out) == sorted(
+        (d.offer_id, d.outcome, d.reason, d.channel) for d in expected
+    )
+    assert {d.outcome for d in out} == {"sent", "capped", "arbitration_lost"}
