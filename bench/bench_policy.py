@@ -190,19 +190,24 @@ def _redis(url: str, prefixes) -> RedisCapStore:  # type: ignore[no-untyped-def]
 
 def bench_backtest(events: int, repeat: int) -> None:
     """`keymoment backtest` in-process with `--policy on` and `off`, on the same input files."""
-    customers = max(events // 100, 10)
+    customers = max(events // 20, 10)  # the generator makes about 22 events per customer
     with tempfile.TemporaryDirectory() as tmp:
         events_path, customers_path = Path(tmp) / "events.jsonl", Path(tmp) / "customers.jsonl"
+        decisions = Path(tmp) / "decisions.jsonl"
         gen = Generator(seed=7, customers=customers, days=240, noise=0.001)
         events_path.write_bytes(b"".join(line + b"\n" for line in gen.iter_bytes(limit=events)))
         customers_path.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+        lines = events_path.read_bytes().count(b"\n")
         print(
-            f"backtest command, examples/rules.yaml, {events:,} events of {customers:,} customers"
+            f"backtest command, examples/rules.yaml, {lines:,} event lines, {customers:,} customers"
         )
         for policy in ("off", "on"):
-            args = backtest_args(events_path, customers_path, Path(tmp) / "decisions.jsonl", policy)
+            args = backtest_args(events_path, customers_path, decisions, policy)
             seconds = best_of(repeat, lambda args: _quiet(backtest.run, args), lambda a=args: a)
-            rate(f"backtest --policy {policy}", events, seconds, "(events)")
+            made = decisions.read_bytes().count(b"\n")
+            rate(
+                f"backtest --policy {policy}", lines, seconds, f"(event lines; {made:,} decisions)"
+            )
 
 
 def backtest_args(events: Path, customers: Path, decisions: Path, policy: str):  # type: ignore[no-untyped-def]
