@@ -79,6 +79,7 @@ class _Paced(StatefulSourcePartition):
     def __init__(self, parts: list[tuple[bytes, bytes]], rate: float) -> None:
         self.parts, self.rate, self.next = parts, rate, 0
         self.start, self.start_at = time.monotonic(), datetime.now(UTC)
+        self.started = time.time()  # the schedule's start: after a cluster has connected
 
     def next_batch(self) -> list:
         if self.next >= len(self.parts):
@@ -112,12 +113,15 @@ class PacedSource(FixedPartitionedSource):
 
     def __init__(self, splits: list[list[tuple[bytes, bytes]]], rate: float) -> None:
         self.splits, self.rate = splits, rate
+        self.built: list[_Paced] = []  # this process's partitions
 
     def list_parts(self) -> list[str]:
         return [f"paced-{i}" for i in range(len(self.splits))]
 
     def build_part(self, step_id: str, for_part: str, resume_state: object) -> _Paced:
-        return _Paced(self.splits[int(for_part.split("-")[1])], self.rate / len(self.splits))
+        part = _Paced(self.splits[int(for_part.split("-")[1])], self.rate / len(self.splits))
+        self.built.append(part)
+        return part
 
 
 def split_by_customer(lines: list[bytes], parts: int) -> list[list[bytes]]:
@@ -185,6 +189,8 @@ def child(path: Path, rate: float, args: argparse.Namespace) -> dict:
         cluster_main(flow, args.addresses.split(";"), args.proc_id)
     else:
         run_main(flow)
+    if source.built:  # measure from the schedule's start, not from before the cluster connected
+        started = min(part.started for part in source.built)
     return {
         "rate": rate,
         "emitted": len(lines),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -202,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     addresses = args.addresses.split(";") if args.addresses else None
     processes = len(addresses) if addresses else 1
+    warn_uneven(settings.shards, args.workers * processes)
     cli_main(
         flow,
         workers_per_process=args.workers,
@@ -211,3 +213,13 @@ def run(args: argparse.Namespace) -> int:
         recovery_config=recovery_config(args, args.workers * processes),
     )
     return 0
+
+
+def warn_uneven(shards: int, workers: int) -> None:
+    """Shards are placed round-robin over workers (flows/placement.py): say when that is uneven."""
+    if workers > 1 and shards % workers:
+        print(
+            f"keymoment run: {shards} shards over {workers} workers is uneven; "
+            f"use a multiple of {workers} (docs/dataflow.md, Scaling out)",
+            file=sys.stderr,
+        )
