@@ -4,6 +4,7 @@ never raises whatever the bytes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -12,7 +13,14 @@ from hypothesis import strategies as st
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from keymoment.connectors.wire import MAX_PAYLOAD, DeadLetter, decode, encode
-from keymoment.triggers.events import AppEvent, ConversionEvent, TransactionEvent
+from keymoment.triggers.events import (
+    MAX_AMOUNT_MINOR,
+    AmountError,
+    AppEvent,
+    ConversionEvent,
+    TransactionEvent,
+    to_minor,
+)
 
 TX = {
     "type": "transaction",
@@ -116,6 +124,20 @@ def test_amounts_are_exact_minor_units(amount, minor):
     """Strings and JSON numbers become exact integer cents (no float rounding)."""
     event = decode(orjson.dumps({**TX, "amount": amount}), "s")
     assert event.amount == minor and type(event.amount) is int
+
+
+@settings(max_examples=400)
+@given(st.from_regex(r"-?[0-9]{1,16}(\.[0-9][0-9])?", fullmatch=True))
+def test_plain_amount_fast_path_is_exact(text):
+    """Plain `[-]digits[.dd]` amounts (the regex fast path) equal the exact Decimal reading."""
+    exact = int(Decimal(text).scaleb(2))
+    for allow_negative in (False, True):
+        try:
+            got = to_minor(text, allow_negative=allow_negative)
+        except AmountError:
+            got = None
+        ok = (allow_negative or exact > 0) and abs(exact) <= MAX_AMOUNT_MINOR
+        assert got == (exact if ok else None)
 
 
 def test_times_are_utc_aware_with_one_tzinfo():
