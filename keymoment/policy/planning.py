@@ -143,10 +143,12 @@ class Planner:
         c, campaign = plan.candidate, plan.campaign
         head = f"cap:{{{c.customer_id}}}"
         floor_ms = now_ms - self.horizon_ms
-        options = []
+        options, shared, shared_at = [], {}, None
         for channel, send_at in plan.channels:
+            if send_at != shared_at:  # a check is the same in every option with this send_at
+                shared, shared_at = {}, send_at
             rules = self._route(campaign, channel, c.rule_id)
-            options.append(_option(rules, channel, send_at, tz, head, floor_ms))
+            options.append(_option(rules, channel, send_at, tz, head, floor_ms, shared))
         expires_ms = to_ms(c.triggered_at + campaign.ttl)
         keep = max(expires_ms - now_ms, 0) + self.horizon_ms
         return Reservation(c.offer_id, c.customer_id, now_ms, tuple(options), keep)
@@ -171,16 +173,24 @@ def _option(
     tz: ZoneInfo,
     head: str,
     floor: int,
+    shared: dict[str, Check],
 ) -> Option:
     """One channel's `Option`: a `Check` per cap (positional arguments: see state/caps.py).
 
     Written as one loop rather than a call per cap: this is the policy's innermost
-    loop (about five checks per candidate). The local date is found once per option.
+    loop (about five checks per candidate). The local date is found once per option,
+    and a cap the previous option already checked at the same `send_at` (a
+    customer-wide cap, typically) reuses that `Check` from `shared`.
     """
     slot_ms = to_ms(send_at)
     day = None
     checks = []
     for rule in rules:
+        key = head + rule.suffix
+        check = shared.get(key)
+        if check is not None:
+            checks.append(check)
+            continue
         window_ms = rule.window_ms
         if window_ms:
             kind, start_ms, end_ms = "rolling", 0, 0
@@ -190,12 +200,11 @@ def _option(
             kind, (start_ms, end_ms) = "calendar", _period_ms(tz, rule.window, day)
             keep_ms, prune_ms = end_ms - floor, floor - CALENDAR_SPAN_MS
         keep_ms = max(keep_ms, 1)
-        key = head + rule.suffix
-        checks.append(
-            Check(
-                rule.cap_id, key, kind, rule.limit, window_ms, start_ms, end_ms, keep_ms, prune_ms
-            )
+        check = Check(
+            rule.cap_id, key, kind, rule.limit, window_ms, start_ms, end_ms, keep_ms, prune_ms
         )
+        checks.append(check)
+        shared[key] = check
     return Option(f"{channel}|{slot_ms}", slot_ms, tuple(checks))
 
 
