@@ -78,10 +78,21 @@ class _Paced(StatefulSourcePartition):
 
     def __init__(self, parts: list[tuple[bytes, bytes]], rate: float) -> None:
         self.parts, self.rate, self.next = parts, rate, 0
+        self.start: float | None = None  # set by the first poll (see `_begin`)
+
+    def _begin(self) -> None:
+        """The schedule starts at the first poll, not at build time.
+
+        In a cluster a partition is built before the other process has
+        connected (Bytewax retries the connection once a second): a schedule
+        started at build time would begin with that second as a backlog.
+        """
         self.start, self.start_at = time.monotonic(), datetime.now(UTC)
-        self.started = time.time()  # the schedule's start: after a cluster has connected
+        self.started = time.time()
 
     def next_batch(self) -> list:
+        if self.start is None:
+            self._begin()
         if self.next >= len(self.parts):
             raise StopIteration
         due = min(int((time.monotonic() - self.start) * self.rate), len(self.parts))
