@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -55,7 +56,7 @@ class _StoppablePartition(StatefulSourcePartition):
     def __init__(self, inner: StatefulSourcePartition, stop: threading.Event) -> None:
         self.inner, self.stop = inner, stop
 
-    def next_batch(self) -> list:
+    def next_batch(self) -> Iterable[Any]:
         if self.stop.is_set():
             raise StopIteration
         return self.inner.next_batch()

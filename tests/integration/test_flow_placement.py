@@ -66,7 +66,8 @@ def placement_flow() -> Dataflow:
 
 def run_cluster() -> list[str]:
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "bytewax.run", "tests.integration.test_flow_placement:placement_flow", "-a", addresses]
+    flow = "tests.integration.test_flow_placement:placement_flow"
+    cmd = [sys.executable, "-m", "bytewax.run", flow, "-a", addresses]
     procs = [
         subprocess.Popen(
             [*cmd, "-i", str(i)],
