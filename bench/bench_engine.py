@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_engine.py                 # Berka + 1M synthetic events, best of 3
     .venv/bin/python bench/bench_engine.py --events 200000 --customers 20000 --repeat 1
     .venv/bin/python bench/bench_engine.py --profile       # plus a cProfile of decode+engine
+    .venv/bin/python bench/bench_engine.py --against REV   # A/B: REV's decoder+engine vs now
 
 Payloads are prepared in memory first (Berka rows mapped with the
 importer's own functions; the seeded generator for the synthetic stream),
@@ -25,10 +26,12 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import importlib
 import io
 import pickle
 import pstats
 import resource
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -106,8 +109,10 @@ def decode_all(payloads: list[bytes]) -> list[Any]:
     return [decode(raw, "bench") for raw in payloads]
 
 
-def feed_all(rules: Any, events: list[Any], profiles: dict, until: datetime | None) -> Engine:
-    engine = Engine(rules)
+def feed_all(
+    rules: Any, events: list[Any], profiles: dict, until: datetime | None, make: Any = Engine
+) -> Engine:
+    engine = make(rules)
     feed, get = engine.feed, profiles.get
     for n, event in enumerate(events):
         if type(event) is not DeadLetter:
@@ -118,12 +123,17 @@ def feed_all(rules: Any, events: list[Any], profiles: dict, until: datetime | No
 
 
 def decode_and_feed(
-    rules: Any, payloads: list[bytes], profiles: dict, until: datetime | None
+    rules: Any,
+    payloads: list[bytes],
+    profiles: dict,
+    until: datetime | None,
+    make: Any = Engine,
+    decoder: Any = decode,
 ) -> Engine:
-    engine = Engine(rules)
+    engine = make(rules)
     feed, get = engine.feed, profiles.get
     for n, raw in enumerate(payloads):
-        event = decode(raw, "bench")
+        event = decoder(raw, "bench")
         if type(event) is not DeadLetter:
             feed(event, get(event.customer_id))
         young_gc(n)
@@ -132,9 +142,9 @@ def decode_and_feed(
 
 
 def count_candidates(
-    rules: Any, events: list[Any], profiles: dict, until: datetime | None
+    rules: Any, events: list[Any], profiles: dict, until: datetime | None, make: Any = Engine
 ) -> Counter:
-    engine, counts = Engine(rules), Counter()
+    engine, counts = make(rules), Counter()
     for event in events:
         if type(event) is not DeadLetter:
             counts.update(
@@ -221,6 +231,78 @@ def profile(rules: Any, payloads: list[bytes], profiles: dict, until: datetime |
     print("\n".join("    " + line for line in out.getvalue().splitlines()[6:30] if line.strip()))
 
 
+def run_one(name: str, payloads: list[bytes], profiles: dict, until, args) -> None:
+    if args.against:
+        against(args.against, name, payloads, profiles, until, args)
+    else:
+        bench(name, payloads, profiles, until, args)
+
+
+def against(rev: str, name: str, payloads: list[bytes], profiles: dict, until, args) -> None:
+    """Same-process A/B: `rev`'s engine and decoder against the working tree's.
+
+    `rev`'s `triggers/` is extracted with `git archive` and imported as
+    `km_before`; its decoder is its event models behind `orjson.loads`
+    (`connectors/wire.py` minus dead letters). Runs alternate old/new, time
+    is CPU time of this process (less sensitive to other load on a shared
+    machine than wall time), best of `--repeat`; candidates must be equal.
+    """
+    import tarfile  # only this mode needs tarfile, tempfile, yaml and pydantic
+    import tempfile
+
+    import yaml
+    from pydantic import TypeAdapter, ValidationError
+
+    tmp = Path(tempfile.mkdtemp())
+    tar = subprocess.run(["git", "-C", str(REPO), "archive", rev, "triggers"],
+                         capture_output=True, check=True).stdout  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(tmp, filter="data")
+    (tmp / "triggers").rename(tmp / "km_before")
+    sys.path.insert(0, str(tmp))
+    old_engine = importlib.import_module("km_before.engine").Engine
+    old_events = importlib.import_module("km_before.events")
+    raw = yaml.safe_load(Path(args.rules).read_text())
+    old_rules = importlib.import_module("km_before.ruleset").RuleSet.model_validate(
+        {k: raw[k] for k in ("version", "engine", "salary", "rules") if k in raw}
+    )
+    adapter = TypeAdapter(old_events.AnyEvent)
+
+    def old_decode(payload: bytes, source: str) -> Any:
+        try:
+            return adapter.validate_python(orjson.loads(payload))
+        except ValidationError:
+            return DeadLetter("schema", source)
+
+    new_rules = load_rules(args.rules)
+    events = [decode(p, "bench") for p in payloads]
+    old_counts = count_candidates(old_rules, events, profiles, until, old_engine)
+    assert old_counts == count_candidates(new_rules, events, profiles, until), "candidates differ"
+    cases = {
+        ("decode", "old"): lambda: [old_decode(p, "bench") for p in payloads],
+        ("decode", "new"): lambda: decode_all(payloads),
+        ("engine", "old"): lambda: feed_all(old_rules, events, profiles, until, old_engine),
+        ("engine", "new"): lambda: feed_all(new_rules, events, profiles, until),
+        ("decode+engine", "old"):
+            lambda: decode_and_feed(old_rules, payloads, profiles, until, old_engine, old_decode),
+        ("decode+engine", "new"): lambda: decode_and_feed(new_rules, payloads, profiles, until),
+    }  # fmt: skip
+    best = dict.fromkeys(cases, float("inf"))
+    for r in range(args.repeat):
+        for key, run in list(cases.items())[:: 1 if r % 2 == 0 else -1]:
+            gc.unfreeze()
+            gc.collect()
+            started = time.process_time()
+            run()
+            best[key] = min(best[key], time.process_time() - started)
+    print(f"\n== {name}: {len(payloads):,} events, {rev} vs working tree, CPU time, "
+          f"best of {args.repeat} (candidates equal: {sum(old_counts.values()):,})")  # fmt: skip
+    for what in ("decode", "engine", "decode+engine"):
+        old, new = best[(what, "old")], best[(what, "new")]
+        print(f"  {what:14s} {rev}: {len(payloads) / old:9,.0f}/s   now: "
+              f"{len(payloads) / new:9,.0f}/s   x{old / new:.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rules", default=str(REPO / "examples" / "rules.yaml"))
@@ -233,6 +315,11 @@ def main() -> None:
     parser.add_argument("--skip-berka", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="instead of the figures: same-process A/B of REV's decoder and engine vs now",
+    )
     parser.add_argument(
         "--gc",
         choices=["freeze", "default"],
@@ -248,7 +335,7 @@ def main() -> None:
     )
     if not args.skip_berka:
         if (BERKA / "trans_first100k.asc.gz").is_file():
-            bench("berka", *berka_payloads(), args)
+            run_one("berka", *berka_payloads(), args)
         else:
             print(f"\n== berka: skipped, no data at {BERKA}")
     if not args.skip_synthetic:
@@ -258,7 +345,7 @@ def main() -> None:
             f"\n(generated {len(data[0]):,} synthetic payloads"
             f" in {time.perf_counter() - started:.1f} s, untimed)"
         )
-        bench(f"synthetic seed={args.seed}", *data, args)
+        run_one(f"synthetic seed={args.seed}", *data, args)
 
 
 if __name__ == "__main__":

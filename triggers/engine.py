@@ -61,22 +61,21 @@ class Engine:
         self.salary = (
             SalaryTracker(ruleset.salary) if any(t.uses_salary for t in self.triggers) else None
         )
-        self._dispatch = {kind: self._dispatch_table(kind) for kind in EVENT_TYPES}
+        self._dispatch = {
+            (kind, active, credit, salary): [
+                t
+                for t in self.triggers
+                if t.wants(kind, active=active, credit=credit, salary=salary)
+            ]
+            for kind in ("transaction", "app", "conversion")
+            for active in (False, True)
+            for credit in (False, True)
+            for salary in (False, True)
+        }
         self.customers: dict[str, CustomerState] = {}
         self.watermark: datetime | None = None
         self._heap: list[tuple[datetime, str, int, str]] = []
         self._step = Step(self._schedule)
-
-    def _dispatch_table(self, kind: str) -> tuple[tuple[Trigger, ...], ...]:
-        """The triggers to call for events of one type, indexed by `dispatch_index`."""
-        return tuple(
-            tuple(
-                t
-                for t in self.triggers
-                if t.wants(kind, active=active, credit=credit, salary=salary)
-            )
-            for active, credit, salary in DISPATCH_FLAGS
-        )
 
     # -- the clock ---------------------------------------------------------
 
@@ -98,8 +97,8 @@ class Engine:
                 self._fire_due(fired)
         own = self.step(event, profile)
         if own is None:
-            return _fed(Fed, (fired, True))
-        return _fed(Fed, (fired + own if fired else own, False))
+            return Fed(fired, True)
+        return Fed(fired + own if fired else own, False)
 
     def next_deadline(self) -> datetime | None:
         """The earliest heap entry's time (stale entries included): when `advance` may next fire.
@@ -168,23 +167,16 @@ class Engine:
             state = self.customers[customer_id] = CustomerState(at, len(self.triggers))
             self._schedule(customer_id, state, self.evict_index, EVICT_KEY, at + self.horizon)
         self._remember(state, event)
-        step = self._step  # _begin(), inlined: this runs for every event
-        step.customer_id, step.state, step.profile, step.out = customer_id, state, profile, out
-        step.prev_activity_at = step.salary = None
-        kind = event.type
+        step = self._begin(customer_id, state, profile, out)
         active = self.tracks_activity and is_activity(event)
-        if active:  # the activity clock (_record_activity(), inlined)
-            previous = step.prev_activity_at = state.last_activity_at
-            if previous is None or at > previous:
-                state.last_activity_at, state.last_activity_id = at, event.event_id
-        credit = kind == "transaction" and event.direction == "credit"  # type: ignore[union-attr]
+        if active:
+            step.prev_activity_at = self._record_activity(state, event)
+        credit = event.type == "transaction" and event.direction == "credit"  # type: ignore[union-attr]
         if credit and self.salary is not None:
             if state.payers is None:
                 state.payers = {}
             step.salary = self.salary.observe(state.payers, event)  # type: ignore[arg-type]
-        # dispatch_index(), inlined: this line runs for every event
-        index = (4 if active else 0) + (2 if credit else 0) + (step.salary is not None)
-        for trigger in self._dispatch[kind][index]:
+        for trigger in self._dispatch[(event.type, active, credit, step.salary is not None)]:
             trigger.on_event(step, event)
         heap, watermark = self._heap, self.watermark
         if heap and watermark is not None and heap[0][0] <= watermark:
@@ -256,6 +248,14 @@ class Engine:
             seen[event.event_id] = at
         state.last_seen_at = newest
 
+    @staticmethod
+    def _record_activity(state: CustomerState, event: Event) -> datetime | None:
+        previous = state.last_activity_at
+        if previous is None or event.occurred_at > previous:
+            state.last_activity_at = event.occurred_at
+            state.last_activity_id = event.event_id
+        return previous
+
     # -- snapshots ---------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -274,23 +274,6 @@ class Engine:
         self.watermark = snapshot["watermark"]
         self.customers = snapshot["customers"]
         self._heap = snapshot["heap"]
-
-
-# `Fed(...)` goes through a Python-level `__new__` (NamedTuple); building the
-# tuple directly is the same object for one C call instead, once per event.
-_fed = tuple.__new__
-
-EVENT_TYPES = ("transaction", "app", "conversion")
-# (is activity, is credit, has a salary reading) in the order of dispatch_index().
-DISPATCH_FLAGS = tuple(
-    (active, credit, salary) for active in (False, True) for credit in (False, True)
-    for salary in (False, True)
-)  # fmt: skip
-
-
-def dispatch_index(active: bool, credit: bool, salary: bool) -> int:
-    """Where an event's trigger list sits in a dispatch table: a 3-bit number, no tuple to hash."""
-    return (4 if active else 0) + (2 if credit else 0) + (1 if salary else 0)
 
 
 def timer_slot(index: int, key: str) -> int | tuple[int, str]:

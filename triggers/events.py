@@ -226,8 +226,7 @@ AnyEvent = Annotated[Event, Field(discriminator="type")]
 def is_activity(event: Event) -> bool:
     """Customer-initiated activity (section 2): what dormancy and reactivation watch."""
     if event.type == "transaction":
-        by = event.initiated_by  # `initiator` inlined: this runs for every event
-        return by == "customer" if by is not None else event.kind not in DEFAULT_INITIATOR
+        return event.initiator == "customer"
     if event.type == "app":
         return event.action in ACTIVITY_ACTIONS
     return False
