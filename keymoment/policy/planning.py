@@ -143,7 +143,9 @@ class Planner:
         c, campaign = plan.candidate, plan.campaign
         head = f"cap:{{{c.customer_id}}}"
         floor_ms = now_ms - self.horizon_ms
-        options, shared, shared_at = [], {}, None
+        options: list[Option] = []
+        shared: dict[str, Check] = {}
+        shared_at: datetime | None = None
         for channel, send_at in plan.channels:
             if send_at != shared_at:  # a check is the same in every option with this send_at
                 shared, shared_at = {}, send_at
