@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -85,8 +85,11 @@ def hash_to_record(key_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
             record[name] = text.pop(name)
     if "tags" in text:
         tags = text.pop("tags")
-        record["tags"] = orjson.loads(tags) if tags.lstrip().startswith("[") else [
-            tag.strip() for tag in tags.split(",") if tag.strip()]
+        record["tags"] = (
+            orjson.loads(tags)
+            if tags.lstrip().startswith("[")
+            else [tag.strip() for tag in tags.split(",") if tag.strip()]
+        )
     consent = orjson.loads(text.pop("consent")) if "consent" in text else {}
     for name, value in text.items():
         if name.startswith("consent."):
@@ -95,14 +98,15 @@ def hash_to_record(key_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     return record
 
 
-def read_redis_profiles(client: Any, prefix: str, count: int = 1000) -> tuple[
-        dict[str, CustomerProfile], list[str]]:
+def read_redis_profiles(
+    client: Any, prefix: str, count: int = 1000
+) -> tuple[dict[str, CustomerProfile], list[str]]:
     """All profiles under `prefix` (SCAN, then HGETALL in pipelined pages), and the problems."""
     profiles: dict[str, CustomerProfile] = {}
     problems: list[str] = []
     keys = [k.decode() for k in client.scan_iter(match=_glob_escape(prefix) + "*", count=count)]
     for start in range(0, len(keys), count):
-        page = keys[start:start + count]
+        page = keys[start : start + count]
         pipe = client.pipeline(transaction=False)
         for key in page:
             pipe.hgetall(key)

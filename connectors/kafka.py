@@ -87,25 +87,39 @@ def _error_item(err: KafkaError) -> Item | None:
     if msg.offset is None or msg.offset < 0:
         log.warning("kafka consumer error on %s: %s", msg.topic, err.err.name())
         return None
-    log.warning("kafka message error at %s:%s:%s: %s", msg.topic, msg.partition, msg.offset,
-                err.err.name())
+    log.warning(
+        "kafka message error at %s:%s:%s: %s", msg.topic, msg.partition, msg.offset, err.err.name()
+    )
     return (f"{msg.topic}:{msg.partition}:{msg.offset}", b"")
 
 
 class KafkaEventSource(FixedPartitionedSource[Item, int]):
     """All partitions of `topics` from `start` (`earliest`/`latest`); `tail=False` ends at EOF."""
 
-    def __init__(self, brokers: Sequence[str], topics: Sequence[str], start: str = "earliest",
-                 tail: bool = True, batch_size: int = 1000, config: dict | None = None):
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        topics: Sequence[str],
+        start: str = "earliest",
+        tail: bool = True,
+        batch_size: int = 1000,
+        config: dict | None = None,
+    ):
         if start not in STARTS:
             raise ValueError(f"kafka start must be earliest or latest, not {start!r}")
         if not topics:
             raise ValueError("kafka source needs at least one topic")
         self.start = STARTS[start]
         self.brokers, self.config = list(brokers), dict(config or {})
-        self.inner = KafkaSource(list(brokers), list(topics), tail=tail,
-                                 starting_offset=self.start, add_config=config,
-                                 batch_size=batch_size, raise_on_errors=False)
+        self.inner = KafkaSource(
+            list(brokers),
+            list(topics),
+            tail=tail,
+            starting_offset=self.start,
+            add_config=config,
+            batch_size=batch_size,
+            raise_on_errors=False,
+        )
 
     def list_parts(self) -> list[str]:
         return self.inner.list_parts()
@@ -119,8 +133,12 @@ class KafkaEventSource(FixedPartitionedSource[Item, int]):
     def _end_offset(self, for_part: str) -> int:
         """`latest` fixed as a number now, so a snapshot taken before any message is exact."""
         idx, topic = for_part.split("-", 1)
-        config = {"bootstrap.servers": ",".join(self.brokers), "group.id": "keymoment-unused",
-                  "enable.auto.commit": False, **self.config}
+        config = {
+            "bootstrap.servers": ",".join(self.brokers),
+            "group.id": "keymoment-unused",
+            "enable.auto.commit": False,
+            **self.config,
+        }
         consumer = Consumer(config)
         try:
             _low, high = consumer.get_watermark_offsets(TopicPartition(topic, int(idx)), 10.0)
@@ -142,15 +160,21 @@ class _RecordPartition(StatelessSinkPartition[dict]):
 
 def _message(record: dict, key: str) -> KafkaSinkMessage:
     value = record.get(key)
-    return KafkaSinkMessage(str(value).encode() if value is not None else None,
-                            orjson.dumps(record))
+    return KafkaSinkMessage(
+        str(value).encode() if value is not None else None, orjson.dumps(record)
+    )
 
 
 class KafkaRecordSink(DynamicSink[dict]):
     """Dict records as JSON messages on `topic`, keyed by `record[key]`."""
 
-    def __init__(self, brokers: Sequence[str], topic: str, key: str = "customer_id",
-                 config: dict | None = None):
+    def __init__(
+        self,
+        brokers: Sequence[str],
+        topic: str,
+        key: str = "customer_id",
+        config: dict | None = None,
+    ):
         self.key = key
         self.inner = KafkaSink(list(brokers), topic, add_config=config)
 

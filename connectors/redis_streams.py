@@ -51,8 +51,9 @@ def connect(url: str) -> Any:
 
     Typed `Any`: redis-py's reply types are unions of every RESP shape.
     """
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
-                                health_check_interval=30)
+    return redis.Redis.from_url(
+        url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+    )
 
 
 def resolve_start(client: Any, stream: str, start: str) -> str:
@@ -64,8 +65,9 @@ def resolve_start(client: Any, stream: str, start: str) -> str:
 
 
 class _StreamPartition(StatefulSourcePartition[Item, str]):
-    def __init__(self, url: str, stream: str, last_id: str, batch_size: int,
-                 poll_interval: float, tail: bool):
+    def __init__(
+        self, url: str, stream: str, last_id: str, batch_size: int, poll_interval: float, tail: bool
+    ):
         self._client = connect(url)
         self._stream, self._last_id = stream, last_id
         self._batch, self._poll, self._tail = batch_size, poll_interval, tail
@@ -91,8 +93,9 @@ class _StreamPartition(StatefulSourcePartition[Item, str]):
 
     def _back_off(self, exc: Exception) -> list[Item]:
         if self._failures == 0:
-            log.warning("redis stream %s unreachable (%s); retrying", self._stream,
-                        type(exc).__name__)
+            log.warning(
+                "redis stream %s unreachable (%s); retrying", self._stream, type(exc).__name__
+            )
         self._failures += 1
         delay = min(0.05 * 2 ** min(self._failures, 10), MAX_NAP)
         self._awake = datetime.now(UTC) + timedelta(seconds=delay)
@@ -116,8 +119,15 @@ class _StreamPartition(StatefulSourcePartition[Item, str]):
 class RedisStreamSource(FixedPartitionedSource[Item, str]):
     """Stream keys as partitions, read with XREAD from `start` (`0`: all, `$`: only new)."""
 
-    def __init__(self, url: str, streams: Sequence[str], start: str = "0", batch_size: int = 1000,
-                 poll_interval: float = 0.005, tail: bool = True):
+    def __init__(
+        self,
+        url: str,
+        streams: Sequence[str],
+        start: str = "0",
+        batch_size: int = 1000,
+        poll_interval: float = 0.005,
+        tail: bool = True,
+    ):
         if not streams:
             raise ValueError("redis source needs at least one stream")
         self.url, self.streams, self.start = url, list(streams), start
@@ -131,8 +141,9 @@ class RedisStreamSource(FixedPartitionedSource[Item, str]):
         if last_id is None:
             with connect(self.url) as client:
                 last_id = resolve_start(client, for_part, self.start)
-        return _StreamPartition(self.url, for_part, last_id, self.batch_size,
-                                self.poll_interval, self.tail)
+        return _StreamPartition(
+            self.url, for_part, last_id, self.batch_size, self.poll_interval, self.tail
+        )
 
 
 # XADD only if this offer_id was not added within the TTL: one round trip, atomic.
@@ -148,8 +159,9 @@ return false
 
 
 class _StreamSinkPartition(StatelessSinkPartition[dict]):
-    def __init__(self, url: str, stream: str, maxlen: int | None, retry_for: float,
-                 dedupe_ttl: int | None):
+    def __init__(
+        self, url: str, stream: str, maxlen: int | None, retry_for: float, dedupe_ttl: int | None
+    ):
         self._client = connect(url)
         self._stream, self._maxlen, self._retry_for = stream, maxlen, retry_for
         self._dedupe_ttl = dedupe_ttl
@@ -174,11 +186,18 @@ class _StreamSinkPartition(StatelessSinkPartition[dict]):
             offer_id = item.get("offer_id") if self._dedupe_ttl else None
             if offer_id:
                 seen = f"{self._stream}:seen:{offer_id}"
-                self._add_once(keys=[self._stream, seen], client=pipe, args=[
-                    orjson.dumps(item), self._dedupe_ttl, self._maxlen or ""])
+                self._add_once(
+                    keys=[self._stream, seen],
+                    client=pipe,
+                    args=[orjson.dumps(item), self._dedupe_ttl, self._maxlen or ""],
+                )
             else:
-                pipe.xadd(self._stream, {"data": orjson.dumps(item)}, maxlen=self._maxlen,
-                          approximate=True)
+                pipe.xadd(
+                    self._stream,
+                    {"data": orjson.dumps(item)},
+                    maxlen=self._maxlen,
+                    approximate=True,
+                )
         pipe.execute()
 
     def close(self) -> None:
@@ -193,11 +212,18 @@ class RedisStreamSink(DynamicSink[dict]):
     so the epoch Bytewax replays after a crash adds nothing twice.
     """
 
-    def __init__(self, url: str, stream: str, maxlen: int | None = None, retry_for: float = 30.0,
-                 dedupe_ttl: int | None = None):
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        maxlen: int | None = None,
+        retry_for: float = 30.0,
+        dedupe_ttl: int | None = None,
+    ):
         self.url, self.stream, self.maxlen, self.retry_for = url, stream, maxlen, retry_for
         self.dedupe_ttl = dedupe_ttl
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _StreamSinkPartition:
-        return _StreamSinkPartition(self.url, self.stream, self.maxlen, self.retry_for,
-                                    self.dedupe_ttl)
+        return _StreamSinkPartition(
+            self.url, self.stream, self.maxlen, self.retry_for, self.dedupe_ttl
+        )

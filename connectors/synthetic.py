@@ -56,13 +56,25 @@ class GeneratorFactory:
         self.noise, self.start_at = noise, start_at
 
     def __call__(self) -> Generator:
-        return Generator(seed=self.seed, customers=self.customers, start_at=self.start_at,
-                         days=self.days, noise=self.noise)
+        return Generator(
+            seed=self.seed,
+            customers=self.customers,
+            start_at=self.start_at,
+            days=self.days,
+            noise=self.noise,
+        )
 
 
 class _GeneratorPartition(StatefulSourcePartition[Item, int]):
-    def __init__(self, make: GeneratorFactory, live: bool, rate: float, limit: int | None,
-                 batch_size: int, emitted: int):
+    def __init__(
+        self,
+        make: GeneratorFactory,
+        live: bool,
+        rate: float,
+        limit: int | None,
+        batch_size: int,
+        emitted: int,
+    ):
         stream = _live_cycles(make) if live else make().iter_bytes()
         self._it = islice(stream, emitted, limit)
         self._live, self._rate, self._batch = live, rate, batch_size
@@ -109,10 +121,18 @@ def _restamp(records: list) -> list[bytes]:
 class GeneratorSource(FixedPartitionedSource[Item, int]):
     """One partition of seeded synthetic events at `rate` events/s (0: as fast as pulled)."""
 
-    def __init__(self, seed: int = 7, customers: int = 1000, rate: float = 0.0,
-                 count: int | None = None, live: bool | None = None, days: int = 240,
-                 noise: float = 0.0, batch_size: int = 1000,
-                 start_at: datetime = datetime(2026, 1, 1, tzinfo=UTC)):
+    def __init__(
+        self,
+        seed: int = 7,
+        customers: int = 1000,
+        rate: float = 0.0,
+        count: int | None = None,
+        live: bool | None = None,
+        days: int = 240,
+        noise: float = 0.0,
+        batch_size: int = 1000,
+        start_at: datetime = datetime(2026, 1, 1, tzinfo=UTC),
+    ):
         if customers < 1 or days < 1 or rate < 0 or batch_size < 1:
             raise ValueError("generator needs customers >= 1, days >= 1, rate >= 0, batch >= 1")
         if count is not None and count < 0:
@@ -129,5 +149,6 @@ class GeneratorSource(FixedPartitionedSource[Item, int]):
         return ["generator"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):
-        return _GeneratorPartition(self.factory, self.live, self.rate, self.count,
-                                   self.batch_size, resume_state or 0)
+        return _GeneratorPartition(
+            self.factory, self.live, self.rate, self.count, self.batch_size, resume_state or 0
+        )

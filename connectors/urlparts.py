@@ -32,8 +32,10 @@ def query(url: str, allowed: set[str]) -> Query:
     query = parse_qs(urlsplit(url).query, keep_blank_values=True)
     unknown = sorted(set(query) - allowed)
     if unknown:
-        raise ValueError(f"unknown parameter {unknown[0]!r} in {safe(url)}; "
-                         f"allowed: {', '.join(sorted(allowed)) or 'none'}")
+        raise ValueError(
+            f"unknown parameter {unknown[0]!r} in {safe(url)}; "
+            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+        )
     return query
 
 

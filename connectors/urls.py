@@ -63,8 +63,9 @@ def source_from_url(url: str, check: bool = True, **opts: Any) -> Source:
         return JsonlFileSource(_expand(path), batch_size=opts.get("batch_size", 1000))
     build = _SOURCES.get(scheme)
     if build is None:
-        raise ValueError(f"unsupported source URL {safe(url)!r}: use file:, kafka://, "
-                         "redis:// or generator:")
+        raise ValueError(
+            f"unsupported source URL {safe(url)!r}: use file:, kafka://, redis:// or generator:"
+        )
     return build(url, check, opts)
 
 
@@ -85,9 +86,13 @@ def _kafka_source(url: str, check: bool, opts: dict) -> Source:
     q = query(url, {"start", "tail", "batch"})
     if check:
         _check_kafka(brokers, topics)
-    return KafkaEventSource(brokers, topics, start=one(q, "start", "earliest"),
-                            tail=one(q, "tail", True, flag),
-                            batch_size=one(q, "batch", opts.get("batch_size", 1000), int))
+    return KafkaEventSource(
+        brokers,
+        topics,
+        start=one(q, "start", "earliest"),
+        tail=one(q, "tail", True, flag),
+        batch_size=one(q, "batch", opts.get("batch_size", 1000), int),
+    )
 
 
 def _kafka_target(url: str) -> tuple[list[str], list[str]]:
@@ -123,9 +128,13 @@ def _redis_source(url: str, check: bool, opts: dict) -> Source:
     server = server_url(url)
     if check:
         _check_redis(server)
-    return RedisStreamSource(server, streams, start=one(q, "start", "0"),
-                             batch_size=one(q, "batch", opts.get("batch_size", 1000), int),
-                             tail=one(q, "tail", True, flag))
+    return RedisStreamSource(
+        server,
+        streams,
+        start=one(q, "start", "0"),
+        batch_size=one(q, "batch", opts.get("batch_size", 1000), int),
+        tail=one(q, "tail", True, flag),
+    )
 
 
 def _check_redis(server: str) -> None:
@@ -148,14 +157,23 @@ def _generator_source(url: str, check: bool, opts: dict) -> Source:
     q = query(url, {"customers", "rate", "seed", "count", "days", "live", "noise", "batch"})
     live = one(q, "live", None, flag)
     return GeneratorSource(
-        seed=one(q, "seed", 7, int), customers=one(q, "customers", 1000, int),
-        rate=one(q, "rate", 0.0, float), count=one(q, "count", None, int), live=live,
-        days=one(q, "days", 240, int), noise=one(q, "noise", 0.0, float),
-        batch_size=one(q, "batch", opts.get("batch_size", 1000), int))
+        seed=one(q, "seed", 7, int),
+        customers=one(q, "customers", 1000, int),
+        rate=one(q, "rate", 0.0, float),
+        count=one(q, "count", None, int),
+        live=live,
+        days=one(q, "days", 240, int),
+        noise=one(q, "noise", 0.0, float),
+        batch_size=one(q, "batch", opts.get("batch_size", 1000), int),
+    )
 
 
-_SOURCES = {"kafka": _kafka_source, "redis": _redis_source, "rediss": _redis_source,
-            "generator": _generator_source}
+_SOURCES = {
+    "kafka": _kafka_source,
+    "redis": _redis_source,
+    "rediss": _redis_source,
+    "generator": _generator_source,
+}
 
 
 # --- sinks ---------------------------------------------------------------------------------
@@ -171,12 +189,15 @@ def sink_from_url(url: str, check: bool = True, **opts: Any) -> Sink:
     if scheme in ("", "file"):
         from keymoment.connectors.files import JsonlFileSink
 
-        return JsonlFileSink(file_path(rest) if scheme else Path(url),
-                             fsync=opts.get("fsync", False))
+        return JsonlFileSink(
+            file_path(rest) if scheme else Path(url), fsync=opts.get("fsync", False)
+        )
     build = _SINKS.get(scheme)
     if build is None:
-        raise ValueError(f"unsupported sink URL {safe(url)!r}: use stdout:, file:, kafka://, "
-                         "redis:// or webhook+https://")
+        raise ValueError(
+            f"unsupported sink URL {safe(url)!r}: use stdout:, file:, kafka://, "
+            "redis:// or webhook+https://"
+        )
     return build(url, check, opts)
 
 
@@ -202,8 +223,12 @@ def _redis_sink(url: str, check: bool, opts: dict) -> Sink:
     server = server_url(url)
     if check:
         _check_redis(server)
-    return RedisStreamSink(server, streams[0], maxlen=one(q, "maxlen", None, int),
-                           dedupe_ttl=one(q, "dedupe", None, int))
+    return RedisStreamSink(
+        server,
+        streams[0],
+        maxlen=one(q, "maxlen", None, int),
+        dedupe_ttl=one(q, "dedupe", None, int),
+    )
 
 
 _WEBHOOK_OPTIONS = {"secret_env", "max_in_flight", "timeout", "max_attempts", "ca_file"}
@@ -224,14 +249,24 @@ def _webhook_sink(url: str, check: bool, opts: dict) -> Sink:
     if not secret:
         raise ValueError(f"environment variable {name} (the webhook secret) is not set")
     retry = RetryPolicy(max_attempts=one(ours, "max_attempts", 6, int))
-    return WebhookSink(target, secret, max_in_flight=one(ours, "max_in_flight", 8, int),
-                       timeout=one(ours, "timeout", 5.0, float), retry=retry,
-                       ca_file=one(ours, "ca_file", None),
-                       **{k: v for k, v in opts.items() if k == "on_dead_letter"})
+    return WebhookSink(
+        target,
+        secret,
+        max_in_flight=one(ours, "max_in_flight", 8, int),
+        timeout=one(ours, "timeout", 5.0, float),
+        retry=retry,
+        ca_file=one(ours, "ca_file", None),
+        **{k: v for k, v in opts.items() if k == "on_dead_letter"},
+    )
 
 
-_SINKS = {"kafka": _kafka_sink, "redis": _redis_sink, "rediss": _redis_sink,
-          "webhook+http": _webhook_sink, "webhook+https": _webhook_sink}
+_SINKS = {
+    "kafka": _kafka_sink,
+    "redis": _redis_sink,
+    "rediss": _redis_sink,
+    "webhook+http": _webhook_sink,
+    "webhook+https": _webhook_sink,
+}
 
 
 # --- customers -----------------------------------------------------------------------------
@@ -249,8 +284,9 @@ def profiles_from_url(url: str) -> dict[str, CustomerProfile]:
     elif scheme == "generator":
         profiles, problems = _generator_profiles(url), []
     else:
-        raise ValueError(f"unsupported customers URL {safe(url)!r}: use file:, redis:// "
-                         "or generator:")
+        raise ValueError(
+            f"unsupported customers URL {safe(url)!r}: use file:, redis:// or generator:"
+        )
     if problems:
         log.warning("%d customer records skipped, first: %s", len(problems), problems[0])
     return profiles
@@ -268,8 +304,9 @@ def _redis_profiles(url: str, read: Callable) -> tuple[dict, list[str]]:
         with connect(server) as client:
             return read(client, prefix)
     except redis.RedisError as exc:
-        raise ValueError(f"cannot read customers from redis at {where(server)} "
-                         f"({type(exc).__name__})") from None
+        raise ValueError(
+            f"cannot read customers from redis at {where(server)} ({type(exc).__name__})"
+        ) from None
 
 
 def _generator_profiles(url: str) -> dict[str, CustomerProfile]:

@@ -124,9 +124,15 @@ class RetryPolicy:
 class WebhookDelivery:
     """Delivers batches of offers with bounded concurrency; thread-safe; returns dead letters."""
 
-    def __init__(self, url: str, secret: str | bytes, max_in_flight: int = 8,
-                 timeout: float = 5.0, retry: RetryPolicy | None = None,
-                 ca_file: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        secret: str | bytes,
+        max_in_flight: int = 8,
+        timeout: float = 5.0,
+        retry: RetryPolicy | None = None,
+        ca_file: str | None = None,
+    ):
         self.endpoint = Endpoint.parse(url)
         self._key = parse_secret(secret)
         self._tls = ssl.create_default_context(cafile=ca_file)  # verifies host and chain
@@ -218,10 +224,21 @@ class WebhookDelivery:
 
     def _dead(self, offer: dict, reason: str, status: int | None, attempts: int) -> dict:
         self._count("unavailable" if reason == "webhook_unavailable" else "rejected")
-        log.warning("webhook %s: offer %s %s (status %s after %d attempts)", self.endpoint.label,
-                    offer.get("offer_id"), reason, status, attempts)
-        return {"reason": reason, "source": self.endpoint.label, "status": status,
-                "attempts": attempts, **{k: offer.get(k) for k in _OFFER_KEYS}}
+        log.warning(
+            "webhook %s: offer %s %s (status %s after %d attempts)",
+            self.endpoint.label,
+            offer.get("offer_id"),
+            reason,
+            status,
+            attempts,
+        )
+        return {
+            "reason": reason,
+            "source": self.endpoint.label,
+            "status": status,
+            "attempts": attempts,
+            **{k: offer.get(k) for k in _OFFER_KEYS},
+        }
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -261,10 +278,16 @@ def _log_dead_letter(dead: dict) -> None:
 class WebhookSink(DynamicSink[dict]):
     """Signed webhook delivery as a Bytewax sink (`op.output`) or a flow step (`deliver_batch`)."""
 
-    def __init__(self, url: str, secret: str | bytes, max_in_flight: int = 8,
-                 timeout: float = 5.0, retry: RetryPolicy | None = None,
-                 on_dead_letter: Callable[[dict], None] = _log_dead_letter,
-                 ca_file: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        secret: str | bytes,
+        max_in_flight: int = 8,
+        timeout: float = 5.0,
+        retry: RetryPolicy | None = None,
+        on_dead_letter: Callable[[dict], None] = _log_dead_letter,
+        ca_file: str | None = None,
+    ):
         parse_secret(secret)  # refuse a bad secret when the flow is built, not on first send
         if ca_file is not None and not os.path.isfile(ca_file):
             raise ValueError(f"webhook ca_file not found: {ca_file}")

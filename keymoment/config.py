@@ -142,9 +142,9 @@ def _raw_reference_problems(data: dict[str, Any]) -> list[str]:
     The model's own cross-check only runs once every field is valid; an
     operator fixing a file should see all of its problems in one go.
     """
-    campaigns = data.get("campaigns") if isinstance(data.get("campaigns"), list) else []
+    campaigns = _list(data.get("campaigns"))
     known = {c.get("campaign_id") for c in campaigns if isinstance(c, dict)}
-    rules = data.get("rules") if isinstance(data.get("rules"), list) else []
+    rules = _list(data.get("rules"))
     return [
         f"rules[{i}].campaign: no campaign {rule['campaign']!r} in campaigns"
         for i, rule in enumerate(rules)
@@ -201,3 +201,7 @@ def _problems(error: Any) -> list[str]:
     if not path:  # cross-checks arrive as one model-level error
         return message.split("; ")
     return [f"{path}: {message}"]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

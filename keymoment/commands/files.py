@@ -14,7 +14,9 @@ def open_output(path: str | Path) -> IO[bytes]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")  # noqa: SIM115
+        if path.suffix == ".gz":
+            return gzip.open(path, "wb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
+        return open(path, "wb")  # noqa: SIM115
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 

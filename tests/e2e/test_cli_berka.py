@@ -26,7 +26,10 @@ FEED_STOP = "1994-07-01"
 
 def keymoment(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "keymoment", *map(str, args)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "keymoment", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -35,9 +38,16 @@ def imported(berka_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     out = tmp_path_factory.mktemp("berka")
     paths = {"events": out / "events.jsonl.gz", "customers": out / "customers.jsonl"}
     result = keymoment(
-        "import", "berka", "--trans", berka_dir / "trans_first100k.asc.gz",
-        "--accounts", berka_dir / "account.asc",
-        "--events", paths["events"], "--customers", paths["customers"],
+        "import",
+        "berka",
+        "--trans",
+        berka_dir / "trans_first100k.asc.gz",
+        "--accounts",
+        berka_dir / "account.asc",
+        "--events",
+        paths["events"],
+        "--customers",
+        paths["customers"],
     )
     assert result.returncode == 0, result.stderr
     assert "wrote 99999 events" in result.stdout
@@ -48,9 +58,19 @@ def run_backtest(events: Path, customers: Path, name: str) -> dict[str, object]:
     out = events.parent
     decisions, dead = out / f"{name}-decisions.jsonl", out / f"{name}-dead.jsonl"
     result = keymoment(
-        "backtest", "--rules", HERE / "berka_rules.yaml", "--events", events,
-        "--customers", customers, "--until", UNTIL.isoformat(),
-        "--decisions", decisions, "--dead-letters", dead,
+        "backtest",
+        "--rules",
+        HERE / "berka_rules.yaml",
+        "--events",
+        events,
+        "--customers",
+        customers,
+        "--until",
+        UNTIL.isoformat(),
+        "--decisions",
+        decisions,
+        "--dead-letters",
+        dead,
     )
     assert result.returncode == 0, result.stderr
     return {
@@ -137,7 +157,10 @@ def salaries(evs: list[dict]) -> tuple[int, int, int]:
         length = 1
         if cp in series:
             pt, pa, plen = series[cp]
-            if timedelta(days=25) <= e["t"] - pt <= timedelta(days=35) and abs(e["amt"] - pa) <= Decimal("0.2") * pa:
+            if (
+                timedelta(days=25) <= e["t"] - pt <= timedelta(days=35)
+                and abs(e["amt"] - pa) <= Decimal("0.2") * pa
+            ):
                 length = plen + 1
         series[cp] = (e["t"], e["amt"], length)
         if length >= 3:

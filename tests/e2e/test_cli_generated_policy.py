@@ -40,29 +40,53 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     lists = {"do_not_contact": set(rng.sample(ids, 60)), "blacklist": set(rng.sample(ids, 120))}
     (out / "lists").mkdir()
     for name, members in lists.items():
-        (out / "lists" / f"{name}.txt").write_text("# generated\n" + "\n".join(sorted(members)) + "\n")
+        (out / "lists" / f"{name}.txt").write_text(
+            "# generated\n" + "\n".join(sorted(members)) + "\n"
+        )
     rules = yaml.safe_load((REPO / "examples" / "rules.yaml").read_text())
     rules["lists"] = {name: f"lists/{name}.txt" for name in lists}
     (out / "rules.yaml").write_text(yaml.safe_dump(rules))
     (out / "customers.jsonl").write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in profiles))
     (out / "events.jsonl").write_bytes(b"".join(line + b"\n" for line in gen.iter_bytes()))
     result = subprocess.run(
-        [sys.executable, "-m", "keymoment", "backtest", "--rules", out / "rules.yaml",
-         "--events", out / "events.jsonl", "--customers", out / "customers.jsonl",
-         "--until", gen.until_at.isoformat(), "--decisions", out / "decisions.jsonl"],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "keymoment",
+            "backtest",
+            "--rules",
+            out / "rules.yaml",
+            "--events",
+            out / "events.jsonl",
+            "--customers",
+            out / "customers.jsonl",
+            "--until",
+            gen.until_at.isoformat(),
+            "--decisions",
+            out / "decisions.jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr
     log = [orjson.loads(line) for line in (out / "decisions.jsonl").read_bytes().splitlines()]
-    return {"rules": rules, "profiles": {p["customer_id"]: p for p in profiles}, "lists": lists,
-            "log": log, "stdout": result.stdout}
+    return {
+        "rules": rules,
+        "profiles": {p["customer_id"]: p for p in profiles},
+        "lists": lists,
+        "log": log,
+        "stdout": result.stdout,
+    }
 
 
 def _vary(profile: dict, rng: random.Random) -> dict:
     """Some customers without a timezone (the rules' default applies) or without some consents."""
     if rng.random() < 0.2:
         profile.pop("timezone", None)
-    profile["consent"] = {ch: ok for ch, ok in profile.get("consent", {}).items() if rng.random() < 0.7}
+    profile["consent"] = {
+        ch: ok for ch, ok in profile.get("consent", {}).items() if rng.random() < 0.7
+    }
     return profile
 
 
@@ -85,27 +109,38 @@ def _hours(text: str) -> tuple[time, time]:
 
 
 def test_every_trigger_fires_and_every_outcome_is_explained(world: dict) -> None:
-    """All eight rules produce candidates; every decision has one known outcome and a reason when not sent."""
+    """All eight rules fire; each decision has one known outcome, and a reason if unsent."""
     rules = Counter(d["rule_id"] for d in world["log"])
     assert set(rules) == {r["rule_id"] for r in world["rules"]["rules"]}
     outcomes = Counter(d["outcome"] for d in world["log"])
-    assert set(outcomes) <= {"sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel"}
+    assert set(outcomes) <= {
+        "sent",
+        "control",
+        "suppressed",
+        "arbitration_lost",
+        "capped",
+        "expired",
+        "no_channel",
+    }
     assert {"sent", "control", "suppressed", "capped"} <= set(outcomes), outcomes
     assert all(d["reason"] for d in world["log"] if d["outcome"] not in ("sent", "control"))
     assert len({d["offer_id"] for d in world["log"]}) == len(world["log"])
 
 
 def test_no_offer_breaks_consent_quiet_hours_suppression_or_holdout(world: dict) -> None:
-    """Each sent offer: consented channel, inside its local hours, nobody on a list, outside the holdout."""
+    """Each sent offer: consented channel, local hours, nobody listed, outside the holdout."""
     campaigns = {c["campaign_id"]: c for c in world["rules"]["campaigns"]}
     hours = {ch: _hours(cfg["quiet_hours"]) for ch, cfg in world["rules"]["channels"].items()}
     for d in world["log"]:
         customer, campaign = d["customer_id"], campaigns[d["campaign_id"]]
         listed = customer in world["lists"]["do_not_contact"] or any(
-            customer in world["lists"][name] for name in campaign.get("lists", []))
+            customer in world["lists"][name] for name in campaign.get("lists", [])
+        )
         if d["outcome"] in ("sent", "control"):
             assert not listed, d
-            in_holdout = _bucket(campaign["campaign_id"], customer) < campaign.get("holdout", 0) * 10000
+            in_holdout = (
+                _bucket(campaign["campaign_id"], customer) < campaign.get("holdout", 0) * 10000
+            )
             assert in_holdout == (d["outcome"] == "control"), d
         if d["outcome"] != "sent":
             continue
@@ -119,7 +154,7 @@ def test_no_offer_breaks_consent_quiet_hours_suppression_or_holdout(world: dict)
 
 
 def test_no_cap_is_exceeded(world: dict) -> None:
-    """Recount every cap of the rules from the sent offers: calendar caps per local period, rolling per window."""
+    """Recount every cap from sent offers: calendar caps per local period, rolling per window."""
     sent = [d for d in world["log"] if d["outcome"] == "sent"]
     for cap in world["rules"]["caps"]:
         groups: dict[tuple, list[datetime]] = defaultdict(list)
@@ -128,8 +163,12 @@ def test_no_cap_is_exceeded(world: dict) -> None:
                 continue
             if cap.get("campaign") and d["campaign_id"] != cap["campaign"]:
                 continue
-            scope = {"customer": None, "customer_channel": "channel", "customer_campaign": "campaign_id",
-                     "customer_rule": "rule_id"}[cap["scope"]]
+            scope = {
+                "customer": None,
+                "customer_channel": "channel",
+                "customer_campaign": "campaign_id",
+                "customer_rule": "rule_id",
+            }[cap["scope"]]
             groups[(d["customer_id"], d[scope] if scope else None)].append(_at(d["send_at"]))
         for (customer, _), times in groups.items():
             _check_cap(cap, sorted(times), _zone(world, customer))
@@ -141,7 +180,11 @@ def _check_cap(cap: dict, times: list[datetime], zone: ZoneInfo) -> None:
         periods = Counter(_period(t.astimezone(zone), window) for t in times)
         assert max(periods.values()) <= cap["limit"], (cap["id"], periods.most_common(1))
         return
-    length = timedelta(days=int(window[:-1])) if window.endswith("d") else timedelta(hours=int(window[:-1]))
+    length = (
+        timedelta(days=int(window[:-1]))
+        if window.endswith("d")
+        else timedelta(hours=int(window[:-1]))
+    )
     for i, start in enumerate(times):
         inside = sum(1 for t in times[i:] if t < start + length)
         assert inside <= cap["limit"], (cap["id"], start)
@@ -156,7 +199,7 @@ def _period(local: datetime, window: str) -> tuple:
 
 
 def test_control_share_per_campaign_is_close_to_its_holdout(world: dict) -> None:
-    """Among customers who passed suppression, the share in control is within 4 sigma of the holdout.
+    """Among customers past suppression, the share in control is within 4 sigma of the holdout.
 
     The draw is per customer and campaign, so customers, not candidates, are the trials.
     """
@@ -165,7 +208,9 @@ def test_control_share_per_campaign_is_close_to_its_holdout(world: dict) -> None
     for d in world["log"]:
         if d["outcome"] != "suppressed":
             members = seen[d["campaign_id"]]
-            members[d["customer_id"]] = members.get(d["customer_id"], False) or d["outcome"] == "control"
+            members[d["customer_id"]] = (
+                members.get(d["customer_id"], False) or d["outcome"] == "control"
+            )
     for campaign_id, members in seen.items():
         share, n = campaigns[campaign_id].get("holdout", 0.0), len(members)
         control = sum(members.values())

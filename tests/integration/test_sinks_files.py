@@ -9,14 +9,23 @@ import orjson
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
+
 from keymoment.connectors.files import JsonlFileSink
 from keymoment.connectors.sinks import StdoutSink, describe, output
 
 OFFER = {
-    "offer_id": "a" * 32, "customer_id": "c1", "channel": "sms", "campaign_id": "win-back",
-    "offer_code": "WB-1", "rule_id": "gone-quiet", "trigger": "dormancy",
-    "triggered_at": "2024-03-01T00:00:00Z", "send_at": "2024-03-01T08:00:00Z",
-    "expires_at": "2024-03-02T00:00:00Z", "rule_version": 7, "attributes": {"inactive_days": 90},
+    "offer_id": "a" * 32,
+    "customer_id": "c1",
+    "channel": "sms",
+    "campaign_id": "win-back",
+    "offer_code": "WB-1",
+    "rule_id": "gone-quiet",
+    "trigger": "dormancy",
+    "triggered_at": "2024-03-01T00:00:00Z",
+    "send_at": "2024-03-01T08:00:00Z",
+    "expires_at": "2024-03-02T00:00:00Z",
+    "rule_version": 7,
+    "attributes": {"inactive_days": 90},
 }
 
 

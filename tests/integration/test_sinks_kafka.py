@@ -15,8 +15,14 @@ from tests.integration.test_sources_kafka import create_topic
 
 def read_topic(bootstrap: str, topic: str, partition: int = 0) -> list[tuple[bytes, bytes]]:
     """Everything on one partition, read with an assignment (Tansu hangs on group joins)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
-                         "enable.partition.eof": True, "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, partition, 0)])
     out: list[tuple[bytes, bytes]] = []
     try:

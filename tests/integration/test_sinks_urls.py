@@ -35,21 +35,26 @@ def test_stdout_file_kafka_and_redis_forms(tmp_path: Path, kafka_broker, redis_s
 def test_webhook_secret_comes_from_the_environment(monkeypatch) -> None:
     """`secret_env` names the variable; the gateway's own query parameters stay on its URL."""
     monkeypatch.setenv("KM_TEST_SECRET", SECRET)
-    sink = sink_from_url("webhook+https://gw.example:8443/hook?secret_env=KM_TEST_SECRET"
-                         "&max_in_flight=3&tenant=bank1")
+    sink = sink_from_url(
+        "webhook+https://gw.example:8443/hook?secret_env=KM_TEST_SECRET"
+        "&max_in_flight=3&tenant=bank1"
+    )
     assert isinstance(sink, WebhookSink)
     assert sink.endpoint.scheme == "https" and sink.endpoint.port == 8443
     assert sink.endpoint.path == "/hook?tenant=bank1"
     assert sink.delivery.endpoint == sink.endpoint
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("webhook+http://h/p", "needs \\?secret_env=NAME"),
-    ("webhook+http://h/p?secret_env=KM_UNSET_VARIABLE", "KM_UNSET_VARIABLE .* is not set"),
-    ("kafka://127.0.0.1:9/a,b", "one topic"),
-    ("redis://127.0.0.1:9/0", "exactly one \\?stream=NAME"),
-    ("mqtt://broker/x", "unsupported sink URL"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("webhook+http://h/p", "needs \\?secret_env=NAME"),
+        ("webhook+http://h/p?secret_env=KM_UNSET_VARIABLE", "KM_UNSET_VARIABLE .* is not set"),
+        ("kafka://127.0.0.1:9/a,b", "one topic"),
+        ("redis://127.0.0.1:9/0", "exactly one \\?stream=NAME"),
+        ("mqtt://broker/x", "unsupported sink URL"),
+    ],
+)
 def test_bad_sink_urls_are_one_line_errors(url: str, message: str) -> None:
     """Each malformed sink URL is refused with a ValueError naming the problem."""
     with pytest.raises(ValueError, match=message) as info:

@@ -12,6 +12,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
+
 from keymoment.connectors.files import JsonlFileSink, JsonlFileSource
 from keymoment.connectors.sinks import output
 

@@ -58,8 +58,9 @@ def test_paced_live_stream_keeps_the_rate_and_stamps_creation_time() -> None:
 def test_live_stream_outlasts_the_generator_days_without_repeating_ids() -> None:
     """Past the end of the generated days a live stream starts over with suffixed event ids."""
     one_cycle = sum(1 for _ in Generator(seed=2, customers=10, days=30).iter_events())
-    got = _collect(GeneratorSource(seed=2, customers=10, days=30, live=True,
-                                   count=one_cycle * 2 + 5))
+    got = _collect(
+        GeneratorSource(seed=2, customers=10, days=30, live=True, count=one_cycle * 2 + 5)
+    )
     ids = [orjson.loads(p)["event_id"] for _, p in got]
     assert len(ids) == len(set(ids)) == one_cycle * 2 + 5
     assert ids[one_cycle].endswith(".1") and ids[-1].endswith(".2")

@@ -9,11 +9,11 @@ from pathlib import Path
 import bytewax.operators as op
 import orjson
 import pytest
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import StatefulSourcePartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
-from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import KafkaError as ConfluentError
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic

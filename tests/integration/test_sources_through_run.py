@@ -44,28 +44,50 @@ def test_kafka_events_reach_every_channel_sink_once(tmp_path, kafka_broker, redi
     gateway = Gateway(SECRET).start()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "keymoment", "run", "--rules", str(REPO / "examples/rules.yaml"),
-             "--clock", "event", "--source", f"kafka://{kafka_broker.bootstrap}/{tx}?tail=0",
-             "--customers", f"file:{customers}",
-             "--sink", f"sms=kafka://{kafka_broker.bootstrap}/{sms}?key=offer_id",
-             "--sink", f"app_push={redis_server.url}?stream={stream}",
-             "--sink", f"webhook+{gateway.url}?secret_env=KM_E2E_SECRET",
-             "--decisions", f"file:{tmp_path / 'decisions.jsonl'}",
-             "--dead-letters", f"file:{tmp_path / 'dead.jsonl'}"],
-            env=dict(os.environ, KM_E2E_SECRET=SECRET), capture_output=True, text=True,
-            timeout=300, cwd=tmp_path)
+            [
+                sys.executable,
+                "-m",
+                "keymoment",
+                "run",
+                "--rules",
+                str(REPO / "examples/rules.yaml"),
+                "--clock",
+                "event",
+                "--source",
+                f"kafka://{kafka_broker.bootstrap}/{tx}?tail=0",
+                "--customers",
+                f"file:{customers}",
+                "--sink",
+                f"sms=kafka://{kafka_broker.bootstrap}/{sms}?key=offer_id",
+                "--sink",
+                f"app_push={redis_server.url}?stream={stream}",
+                "--sink",
+                f"webhook+{gateway.url}?secret_env=KM_E2E_SECRET",
+                "--decisions",
+                f"file:{tmp_path / 'decisions.jsonl'}",
+                "--dead-letters",
+                f"file:{tmp_path / 'dead.jsonl'}",
+            ],
+            env=dict(os.environ, KM_E2E_SECRET=SECRET),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
     finally:
         gateway.stop()
     assert result.returncode == 0, result.stderr[-2000:]
     sent = [d for d in _lines(tmp_path / "decisions.jsonl") if d["outcome"] == "sent"]
-    by_channel = {c: {d["offer_id"] for d in sent if d["channel"] == c}
-                  for c in {d["channel"] for d in sent}}
+    by_channel = {
+        c: {d["offer_id"] for d in sent if d["channel"] == c} for c in {d["channel"] for d in sent}
+    }
     assert by_channel["sms"] and by_channel["app_push"] and len(by_channel) > 2
     on_kafka = [key.decode() for key, _ in read_topic(kafka_broker.bootstrap, sms)]
     assert sorted(on_kafka) == sorted(by_channel["sms"])
     entries = redis.Redis.from_url(redis_server.url).xrange(stream)
     assert sorted(orjson.loads(f[b"data"])["offer_id"] for _, f in entries) == sorted(
-        by_channel["app_push"])
+        by_channel["app_push"]
+    )
     others = set().union(*(ids for c, ids in by_channel.items() if c not in ("sms", "app_push")))
     assert set(gateway.accepted) == others and set(gateway.accepted.values()) == {1}
     assert gateway.bad_signatures == 0

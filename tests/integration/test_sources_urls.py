@@ -59,15 +59,18 @@ def test_generator_url_sets_rate_customers_and_seed() -> None:
     assert source.factory.customers == 50 and source.factory.seed == 3
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("ftp://x/y", "unsupported source URL"),
-    ("file:", "file URL needs a path"),
-    ("file:/nonexistent/x.jsonl", "input file not found"),
-    ("kafka://", "kafka URL must be"),
-    ("redis://127.0.0.1:1/0", "needs \\?stream=NAME"),
-    ("generator:?customers=10&colour=red", "unknown parameter 'colour'"),
-    ("generator:?rate=fast", "parameter rate='fast' is not valid"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://x/y", "unsupported source URL"),
+        ("file:", "file URL needs a path"),
+        ("file:/nonexistent/x.jsonl", "input file not found"),
+        ("kafka://", "kafka URL must be"),
+        ("redis://127.0.0.1:1/0", "needs \\?stream=NAME"),
+        ("generator:?customers=10&colour=red", "unknown parameter 'colour'"),
+        ("generator:?rate=fast", "parameter rate='fast' is not valid"),
+    ],
+)
 def test_bad_source_urls_are_one_line_errors(url: str, message: str) -> None:
     """Each malformed URL is refused with a ValueError naming the problem."""
     with pytest.raises(ValueError, match=message) as info:
@@ -92,10 +95,24 @@ def test_customers_from_jsonl_redis_hashes_and_the_generator(tmp_path, redis_ser
     assert profiles_from_url(f"file:{path}")["c1"].consents_to("sms")
     prefix = f"cust-{uuid.uuid4().hex[:6]}:"
     client = redis.Redis.from_url(redis_server.url)
-    client.hset(f"{prefix}c1", mapping={"timezone": "Europe/Prague", "tags": "vip, new",
-                                        "consent.sms": "1", "consent.app_push": "no"})
-    client.hset(f"{prefix}c2", mapping={"consent": '{"email": true}', "tags": '["a"]',
-                                        "opened_at": "2024-01-05T10:00:00Z", "segment": ""})
+    client.hset(
+        f"{prefix}c1",
+        mapping={
+            "timezone": "Europe/Prague",
+            "tags": "vip, new",
+            "consent.sms": "1",
+            "consent.app_push": "no",
+        },
+    )
+    client.hset(
+        f"{prefix}c2",
+        mapping={
+            "consent": '{"email": true}',
+            "tags": '["a"]',
+            "opened_at": "2024-01-05T10:00:00Z",
+            "segment": "",
+        },
+    )
     client.hset(f"{prefix}c3", mapping={"timezone": "Mars/Olympus"})
     got = profiles_from_url(f"{redis_server.url}?prefix={prefix}")
     assert set(got) == {"c1", "c2"}

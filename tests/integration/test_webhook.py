@@ -23,9 +23,17 @@ FAST = RetryPolicy(max_attempts=4, base_delay=0.02, max_delay=0.1)
 
 
 def _offers(n: int) -> list[dict]:
-    return [{"offer_id": hashlib.sha256(str(i).encode()).hexdigest()[:32], "customer_id": f"c{i}",
-             "channel": "sms", "campaign_id": "win-back", "rule_id": "gone-quiet",
-             "attributes": {"n": i}} for i in range(n)]
+    return [
+        {
+            "offer_id": hashlib.sha256(str(i).encode()).hexdigest()[:32],
+            "customer_id": f"c{i}",
+            "channel": "sms",
+            "campaign_id": "win-back",
+            "rule_id": "gone-quiet",
+            "attributes": {"n": i},
+        }
+        for i in range(n)
+    ]
 
 
 def _bucket(offer_id: str) -> int:
@@ -95,8 +103,9 @@ def test_persistent_5xx_ends_as_unavailable_after_max_attempts() -> None:
 
 def test_timeout_is_retried_and_the_gateway_accepts_the_offer_once() -> None:
     """A reply slower than the timeout is retried with the same Idempotency-Key: accepted once."""
-    gw = Gateway(SECRET, lambda offer_id, attempt: SLOW if attempt == 1 else 200,
-                 slow_seconds=0.6).start()
+    gw = Gateway(
+        SECRET, lambda offer_id, attempt: SLOW if attempt == 1 else 200, slow_seconds=0.6
+    ).start()
     try:
         delivery = WebhookDelivery(gw.url, SECRET, timeout=0.2, retry=FAST)
         assert delivery.deliver_batch(_offers(3)) == []
@@ -209,9 +218,28 @@ def _self_signed(tmp_path) -> tuple[str, str]:
     import subprocess
 
     cert, key = str(tmp_path / "gw.pem"), str(tmp_path / "gw.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -233,7 +261,17 @@ def test_https_gateway_is_verified_against_the_given_ca(tmp_path) -> None:
 def test_a_record_without_offer_id_is_a_dead_letter_not_a_crash(gateway) -> None:
     """Something that is not an offer is never sent; it comes back as a dead letter."""
     dead = WebhookDelivery(gateway.url, SECRET, retry=FAST).deliver_batch([{"customer_id": "c"}])
-    assert dead == [{"reason": "webhook_no_offer_id", "source": "webhook:127.0.0.1:"
-                     f"{gateway.port}/offers", "status": None, "attempts": 0, "offer_id": None,
-                     "customer_id": "c", "channel": None, "campaign_id": None, "rule_id": None}]
+    assert dead == [
+        {
+            "reason": "webhook_no_offer_id",
+            "source": f"webhook:127.0.0.1:{gateway.port}/offers",
+            "status": None,
+            "attempts": 0,
+            "offer_id": None,
+            "customer_id": "c",
+            "channel": None,
+            "campaign_id": None,
+            "rule_id": None,
+        }
+    ]
     assert not gateway.attempts

@@ -34,9 +34,16 @@ def always_ok(offer_id: str, attempt: int) -> int:
 class Gateway:
     """Records attempts, acceptances, repeats, bad signatures and peak concurrency."""
 
-    def __init__(self, secret: str, script: Script = always_ok, port: int | None = None,
-                 slow_seconds: float = 0.5, work_seconds: float = 0.0,
-                 drop_idle: bool = False, tls: tuple[str, str] | None = None):
+    def __init__(
+        self,
+        secret: str,
+        script: Script = always_ok,
+        port: int | None = None,
+        slow_seconds: float = 0.5,
+        work_seconds: float = 0.0,
+        drop_idle: bool = False,
+        tls: tuple[str, str] | None = None,
+    ):
         self.secret, self.script, self.port = secret, script, port or free_port()
         self.slow_seconds, self.work_seconds = slow_seconds, work_seconds
         self.drop_idle = drop_idle  # close each connection after answering, unannounced
