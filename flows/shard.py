@@ -59,7 +59,7 @@ class Shard:
     ) -> None:
         self.engine, self.policy, self.profiles, self.wall = engine, policy, profiles, wall
         self.lateness = engine.lateness
-        self.last_at: datetime | None = None  # newest "last event" seen, for the end of input
+        self.last_at: datetime | None = None  # newest occurred_at seen: the end of input
 
     # -- the three entry points ------------------------------------------
 
@@ -110,7 +110,7 @@ class Shard:
         return out
 
     def finish(self, until: datetime | None, now: datetime) -> Output:
-        """End of input: advance to `until` or the last event, as the backtest does."""
+        """End of input: advance to `until` or the newest event, as the backtest does."""
         if self.wall:
             return self.tick(now)
         out = Output()

@@ -43,7 +43,7 @@ class Message(NamedTuple):
     step_pos: list[int]  # batch positions where the watermark rose, ascending
     step_wm: list[datetime]  # the watermark from that position on, ascending
     events: list[tuple[int, Any, str, bytes]]  # own events: (batch pos, event, position, raw)
-    last_at: datetime | None  # occurred_at of the batch's last accepted event
+    last_at: datetime | None  # newest occurred_at of the batch's accepted events
     dead: list[dict]  # decode rejects (shard 0 only), passed through to the dead-letter output
     lines: int  # input records in the batch (shard 0 only), for the live view
 
@@ -105,7 +105,8 @@ class Stamper:
                 step_pos.append(i)
                 step_wm.append(wm)
             own[zlib.crc32(event.customer_id.encode()) % count].append((i, event, position, raw))
-            last_at = at
+            if last_at is None or at > last_at:
+                last_at = at
         self._local.wm = wm
         return [
             (

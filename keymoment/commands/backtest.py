@@ -3,7 +3,7 @@
 The replay is the live engine on the event clock (docs/semantics.md section
 2): the watermark moves only with the events, several input files are
 merged by occurred_at, and at the end the watermark moves to `--until` (or
-the last event) so every timer due by then fires. Every candidate lands in
+the newest occurred_at seen) so every timer due by then fires. Every candidate lands in
 the decision log with its outcome; the summary at the end is what an
 operator reads before rolling a rules change out.
 """
@@ -163,7 +163,8 @@ class Replay:
             if self.until is not None and event.occurred_at > self.until:
                 self.summary.after_until += 1
                 continue
-            last_at = event.occurred_at
+            if last_at is None or event.occurred_at > last_at:
+                last_at = event.occurred_at  # the end of input is the newest event, late ones aside
             self._feed(event, position)
             if self.progress:
                 self.progress.show(self.summary, sum(i.fraction() for i in inputs) / len(inputs))

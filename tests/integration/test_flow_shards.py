@@ -83,7 +83,7 @@ def reference(rules, lines: list[bytes]) -> list[bytes]:  # noqa: ANN001
         event = decode(raw, f"t:{i}")
         if isinstance(event, DeadLetter):
             continue
-        last_at = event.occurred_at
+        last_at = max(last_at or event.occurred_at, event.occurred_at)
         fed = engine.feed(event)
         if fed.candidates:
             out += policy.decide(fed.candidates, {}, engine.watermark)
@@ -138,3 +138,27 @@ def test_shards_and_batches_decide_like_one_engine(
     rules = load_rules(path)
     cuts = sorted({c for c in cut_points if 0 < c < len(lines)})
     assert sharded(rules, lines, shards, cuts) == reference(rules, lines)
+
+
+def test_end_of_input_is_the_newest_event_not_the_last_line(tmp_path_factory) -> None:  # noqa: ANN001
+    """A late last line does not pull the end of input back: a timer due by then fires everywhere.
+
+    Found by the property test above: with 10m lateness the flow ended at the
+    newest event of its batches while the replay ended at the last line.
+    """
+    path = Path(tmp_path_factory.getbasetemp()) / "rules-end.yaml"
+    path.write_text(RULES.replace("LATENESS", "10m"))
+    rules = load_rules(path)
+
+    def line(event_id: str, customer: str, at: str) -> bytes:
+        return orjson.dumps({
+            "event_id": event_id, "customer_id": customer, "occurred_at": f"2026-03-01T{at}:00Z",
+            "type": "transaction", "account_id": "A", "direction": "credit",
+            "kind": "cash_deposit", "amount": "50.00",
+        })  # fmt: skip
+
+    lines = [line("e0", "c0", "08:10"), line("e1", "c1", "10:10"), line("e2", "c1", "10:07")]
+    expected = reference(rules, lines)
+    assert any(b'"rule_id":"quiet"' in r and b'"c0"' in r for r in expected)
+    for cuts in ([], [1], [2]):
+        assert sharded(rules, lines, 1, cuts) == expected
