@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 
 from keymoment.cli import UserError
+from keymoment.commands.args import timestamp
 from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.connectors.customers import ReferenceDataError, read_profiles
 from keymoment.connectors.wire import DeadLetter, decode
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--customers", help="customer reference data (JSONL)")
     parser.add_argument(
-        "--until", type=_timestamp, help="replay up to this RFC 3339 time; timers due by then fire"
+        "--until", type=timestamp, help="replay up to this RFC 3339 time; timers due by then fire"
     )
     parser.add_argument("--decisions", required=True, help="decision log output (JSONL, .gz ok)")
     parser.add_argument("--dead-letters", help="dead-letter output (JSONL)")
@@ -58,19 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="off: every candidate 'sent' on its first channel, for raw rule volumes [%(default)s]",
     )
     parser.set_defaults(handler=run)
-
-
-def _timestamp(text: str) -> datetime:
-    from pydantic import TypeAdapter, ValidationError
-
-    from keymoment.triggers.events import UtcTime
-
-    try:
-        return TypeAdapter(UtcTime).validate_python(text)
-    except ValidationError:
-        raise argparse.ArgumentTypeError(
-            f"expected an RFC 3339 time with offset, got {text!r}"
-        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

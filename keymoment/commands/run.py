@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from keymoment.cli import UserError
+from keymoment.commands.args import timestamp
 
 NETWORK_SCHEMES = {"redis": 6379, "rediss": 6379, "kafka": 9092}
 
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="wall: live (default); event: the backtest's clock, for recorded input",
     )
     p.add_argument(
-        "--until", type=_timestamp, help="event clock: ignore later events, fire timers due by then"
+        "--until", type=timestamp, help="event clock: ignore later events, fire timers due by then"
     )
     p.add_argument("--workers", type=int, default=1, help="worker threads in this process")
     p.add_argument(
@@ -83,19 +84,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--process-id", type=int, help="this process's index in a cluster")
     p.add_argument("--addresses", help="cluster addresses host:port;host:port (with --process-id)")
     p.set_defaults(handler=run)
-
-
-def _timestamp(text: str) -> datetime:
-    from pydantic import TypeAdapter, ValidationError
-
-    from keymoment.triggers.events import UtcTime
-
-    try:
-        return TypeAdapter(UtcTime).validate_python(text)
-    except ValidationError:
-        raise argparse.ArgumentTypeError(
-            f"expected an RFC 3339 time with offset, got {text!r}"
-        ) from None
 
 
 def parse_sinks(specs: list[str]) -> dict[str, str]:
