@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from keymoment.connectors.generator import Generator
+from keymoment.policy.decision import OUTCOMES
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 1, 1, tzinfo=UTC)  # 240 days: crosses the March and the October DST changes
@@ -113,15 +114,7 @@ def test_every_trigger_fires_and_every_outcome_is_explained(world: dict) -> None
     rules = Counter(d["rule_id"] for d in world["log"])
     assert set(rules) == {r["rule_id"] for r in world["rules"]["rules"]}
     outcomes = Counter(d["outcome"] for d in world["log"])
-    assert set(outcomes) <= {
-        "sent",
-        "control",
-        "suppressed",
-        "arbitration_lost",
-        "capped",
-        "expired",
-        "no_channel",
-    }
+    assert set(outcomes) <= set(OUTCOMES)
     assert {"sent", "control", "suppressed", "capped"} <= set(outcomes), outcomes
     assert all(d["reason"] for d in world["log"] if d["outcome"] not in ("sent", "control"))
     assert len({d["offer_id"] for d in world["log"]}) == len(world["log"])

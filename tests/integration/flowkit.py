@@ -35,6 +35,21 @@ def write_generated(
     return {"events": events, "customers": profiles, "until": gen.until_at.isoformat()}
 
 
+def replay_settings(data: dict, out: Path, rules: Path = RULES, **extra: object) -> FlowSettings:
+    """The flow over `write_generated` output on the event clock, writing its outputs to `out`."""
+    return FlowSettings(
+        rules=str(rules),
+        sources=[f"file:{data['events']}"],
+        clock="event",
+        until=data["until"],
+        customers=f"file:{data['customers']}",
+        decisions=f"file:{out / 'decisions.jsonl'}",
+        dead_letters=f"file:{out / 'dead.jsonl'}",
+        sinks={"*": f"file:{out / 'offers.jsonl'}"},
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 def split_by_customer(events: Path, out: Path, parts: int) -> list[Path]:
     """The events in `parts` files by the shard hash of their customer, in input order.
 

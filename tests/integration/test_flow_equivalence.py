@@ -24,7 +24,14 @@ from keymoment.connectors.customers import read_profiles
 from keymoment.flows.connect import policy_for, rules_from
 from keymoment.flows.dataflow import build_flow
 from keymoment.flows.settings import FlowSettings
-from tests.integration.flowkit import REPO, RULES, bytewax_run, records, write_generated
+from tests.integration.flowkit import (
+    REPO,
+    RULES,
+    bytewax_run,
+    records,
+    replay_settings,
+    write_generated,
+)
 
 BERKA_RULES = REPO / "tests" / "e2e" / "berka_rules.yaml"
 BERKA_UNTIL = "1994-10-30T23:59:59+01:00"
@@ -43,20 +50,6 @@ def reference(rules: Path, data: dict, out: Path) -> tuple[set[bytes], set[bytes
     return records(decisions), records(dead)
 
 
-def flow_settings(rules: Path, data: dict, out: Path, **extra: object) -> FlowSettings:
-    return FlowSettings(
-        rules=str(rules),
-        sources=[f"file:{data['events']}"],
-        clock="event",
-        until=data["until"],
-        customers=f"file:{data['customers']}",
-        decisions=f"file:{out / 'decisions.jsonl'}",
-        dead_letters=f"file:{out / 'dead.jsonl'}",
-        sinks={"*": f"file:{out / 'offers.jsonl'}"},
-        **extra,
-    )
-
-
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return write_generated(tmp_path_factory.mktemp("gen"), customers=400, days=240)
@@ -66,7 +59,7 @@ def test_bytewax_run_matches_backtest_replay_on_generated_data(
     generated: dict, tmp_path: Path
 ) -> None:
     """`python -m bytewax.run` on the event clock writes the replay's decisions and dead letters."""
-    settings = flow_settings(RULES, generated, tmp_path, shards=4, batch_size=97)
+    settings = replay_settings(generated, tmp_path, shards=4, batch_size=97)
     bytewax_run(settings)
     decisions, dead = reference(RULES, generated, tmp_path)
     assert len(decisions) > 100 and any(b'"trigger":"dormancy"' in d for d in decisions)
@@ -80,7 +73,7 @@ def test_bytewax_run_matches_backtest_replay_on_generated_data(
 
 def test_flow_decisions_equal_keymoment_backtest_command(generated: dict, tmp_path: Path) -> None:
     """`keymoment backtest` and the flow write the same decision log and dead letters."""
-    run_main(build_flow(flow_settings(RULES, generated, tmp_path, shards=3)))
+    run_main(build_flow(replay_settings(generated, tmp_path, shards=3)))
     out, dead = tmp_path / "backtest.jsonl", tmp_path / "backtest-dead.jsonl"
     done = subprocess.run(
         [
@@ -133,7 +126,7 @@ def test_any_shard_count_and_batch_size_gives_the_replay_decisions(
         text = RULES.read_text().replace("allowed_lateness: 0s", "allowed_lateness: 6h")
         rules.write_text(text.replace("lists/", f"{RULES.parent}/lists/"))
         data = {**small, "reference": reference(rules, small, out)}
-    run_main(build_flow(flow_settings(rules, data, out, shards=shards, batch_size=batch)))
+    run_main(build_flow(replay_settings(data, out, rules, shards=shards, batch_size=batch)))
     assert records(out / "decisions.jsonl") == data["reference"][0]
     assert records(out / "dead.jsonl") == data["reference"][1]
 
@@ -166,7 +159,7 @@ def test_bytewax_run_matches_backtest_replay_on_berka(berka_dir: Path, tmp_path:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    bytewax_run(flow_settings(BERKA_RULES, data, tmp_path, shards=3))
+    bytewax_run(replay_settings(data, tmp_path, BERKA_RULES, shards=3))
     decisions, dead = reference(BERKA_RULES, data, tmp_path)
     assert len(decisions) > 1000
     assert records(tmp_path / "decisions.jsonl") == decisions

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from keymoment.policy import build_policy
+from keymoment.policy.decision import OUTCOMES
 from keymoment.state import MemoryCapStore
 from keymoment.state.redis_caps import RedisCapStore
 from keymoment.triggers.candidate import Candidate
@@ -254,15 +255,7 @@ def test_generated_run_has_zero_violations_on_both_stores(tmp_path, redis_server
     assert len(memory) == sum(outcomes.values()) and len({r["offer_id"] for r in memory}) == len(
         memory
     )
-    for outcome in (
-        "sent",
-        "control",
-        "suppressed",
-        "arbitration_lost",
-        "capped",
-        "expired",
-        "no_channel",
-    ):
+    for outcome in OUTCOMES:
         assert outcomes[outcome] > 0, (outcome, counts)
     assert counts[("sent", "deferred_quiet_hours")] > 0 and counts[("expired", "max_delay")] > 0
     assert counts[("expired", "ttl")] > 0

@@ -18,8 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from keymoment.flows.settings import FlowSettings
-from tests.integration.flowkit import RULES, bytewax_run, offer_ids, start, write_generated
+from tests.integration.flowkit import (
+    bytewax_run,
+    offer_ids,
+    replay_settings,
+    start,
+    write_generated,
+)
 
 KILLS = 3
 
@@ -28,21 +33,6 @@ KILLS = 3
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("recovery")
     return write_generated(out, customers=4000, days=240, seed=31, noise=0.005)
-
-
-def settings_for(data: dict, out: Path, recovery: bool) -> FlowSettings:
-    return FlowSettings(
-        rules=str(RULES),
-        sources=[f"file:{data['events']}"],
-        clock="event",
-        until=data["until"],
-        customers=f"file:{data['customers']}",
-        decisions=f"file:{out / 'decisions.jsonl'}",
-        sinks={"*": f"file:{out / 'offers.jsonl'}"},
-        shards=4,
-        batch_size=100,
-        recovery=recovery,
-    )
 
 
 def wait_for_output(proc: subprocess.Popen, path: Path, timeout: float = 60) -> None:
@@ -61,10 +51,10 @@ def test_kill_9_three_times_loses_no_candidate_and_keeps_offer_ids(
 ) -> None:
     """Offer ids after three SIGKILLs and resumes equal those of an uninterrupted run."""
     clean, crashed, recovery = tmp_path / "clean", tmp_path / "crashed", tmp_path / "recovery"
-    bytewax_run(settings_for(data, clean, False), timeout=600)
+    bytewax_run(replay_settings(data, clean, shards=4, batch_size=100), timeout=600)
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
-    settings = settings_for(data, crashed, True)
+    settings = replay_settings(data, crashed, shards=4, batch_size=100, recovery=True)
     args = ("-r", str(recovery), "-s", "1", "-b", "0")
     rng = random.Random(7)
     for _ in range(KILLS):
