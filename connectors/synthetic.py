@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import count as counter
 from itertools import islice
+from typing import Any
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -86,7 +87,8 @@ class _GeneratorPartition(StatefulSourcePartition[Item, int]):
         if self._rate > 0:
             due = int((time.monotonic() - self._start) * self._rate)
             want = min(want, due - (self._emitted - self._start_count))
-        payloads = list(islice(self._it, max(want, 0)))
+        # dicts on the live path (restamped below), encoded bytes otherwise
+        payloads: list[Any] = list(islice(self._it, max(want, 0)))
         if want > 0 and not payloads:
             raise StopIteration
         if self._live and payloads:

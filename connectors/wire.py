@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from keymoment.triggers.events import AnyEvent, Event
+from keymoment.triggers.events import AnyEvent, Event, TransactionEvent
 
 MAX_PAYLOAD = 64 * 1024
 REASONS = ("oversize", "malformed_json", "schema", "bad_amount", "clock_skew", "duplicate")
@@ -93,10 +93,10 @@ def _short(message: str) -> str:
 def encode(event: Event) -> bytes:
     """The wire form of an event (amounts back in major units), for generators and tests."""
     data = event.model_dump(exclude_none=True, mode="json")
-    if "amount" in data:
-        data["amount"] = minor_to_text(event.amount)  # type: ignore[union-attr]
-    if "balance_after" in data:
-        data["balance_after"] = minor_to_text(event.balance_after)  # type: ignore[union-attr]
+    if isinstance(event, TransactionEvent):
+        data["amount"] = minor_to_text(event.amount)
+        if event.balance_after is not None:
+            data["balance_after"] = minor_to_text(event.balance_after)
     return orjson.dumps(data)
 
 

@@ -72,13 +72,12 @@ class Shard:
             self._decide(self.engine.advance(now - self.lateness), now, out)
         step_pos, step_wm = msg.step_pos, msg.step_wm
         engine, profiles = self.engine, self.profiles
-        in_force, wm = -1, None  # the step in force at the last event, and its watermark
+        in_force = -1  # the step in force at the last event
         for pos, event, position, _raw in msg.events:
             j = bisect_right(step_pos, pos) - 1  # the step in force at this event
             fired: list[Candidate] = []
             if j >= 0:
-                if j != in_force:
-                    wm = step_wm[j]
+                wm = step_wm[j]
                 due = engine.next_deadline()
                 if due is not None and due <= wm:  # something fires at or before pos
                     self._catch_up(step_pos, step_wm, pos, now, out)
@@ -137,7 +136,8 @@ class Shard:
     def _decide(self, candidates: list[Candidate], now: datetime, out: Output) -> None:
         if not candidates:
             return
-        clock_at = now if self.wall else self.engine.watermark
+        # Candidates exist only once an event (and so a watermark) was seen.
+        clock_at = now if self.wall or self.engine.watermark is None else self.engine.watermark
         self._record(self.policy.decide(candidates, self.profiles, clock_at), out)
 
     @staticmethod

@@ -94,7 +94,7 @@ class Stamper:
         lateness, count, until = self.lateness, self.count, self.until
         for i, (position, raw) in enumerate(batch):
             event = decode(raw, position, now=now, max_future=self.max_future)
-            if type(event) is DeadLetter:
+            if isinstance(event, DeadLetter):
                 dead.append(event.record())
                 continue
             at = event.occurred_at

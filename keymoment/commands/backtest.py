@@ -172,7 +172,7 @@ class Replay:
             self._decide(fed.candidates)
 
     def _decide(self, candidates: list) -> None:
-        if not candidates:
+        if not candidates or self.engine.watermark is None:
             return
         for decision in self.policy.decide(candidates, self.profiles, self.engine.watermark):
             self.summary.count(decision)

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from keymoment.state.caps import DAY_MS, Check, Option, Reservation
+from keymoment.state.caps import DAY_MS, Check, Kind, Option, Reservation
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
@@ -195,6 +195,7 @@ def _option(
             continue
         window_ms = rule.window_ms
         if window_ms:
+            kind: Kind
             kind, start_ms, end_ms = "rolling", 0, 0
             keep_ms, prune_ms = slot_ms + window_ms - floor, floor - window_ms
         else:
