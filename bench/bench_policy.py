@@ -67,7 +67,7 @@ RULES = {
             "holdout": 0.1,
         },
     ],
-    "channels": {"sms": {"quiet_hours": "08:00-21:00"}},
+    "channels": {"sms": {"send_hours": "08:00-21:00"}},
     "caps": [
         {"id": "daily", "scope": "customer", "limit": 1, "window": "day"},
         {"id": "weekly", "scope": "customer", "limit": 3, "window": "7d"},

@@ -6,13 +6,14 @@ import re
 from datetime import time, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keymoment.triggers.durations import Duration, parse_duration
 
 Id = str  # ids are checked by pattern where they are declared
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 CALENDAR_WINDOWS = ("day", "week", "month")
+END_OF_DAY = time(23, 59, 59, 999999)  # how 24:00 is written as a time
 _HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
@@ -37,35 +38,59 @@ class Campaign(BaseModel):
         return self.max_delay if self.max_delay is not None else self.ttl
 
 
-class QuietHours(BaseModel):
-    """Allowed local hours `HH:MM-HH:MM`; an end before the start wraps past midnight."""
+class SendHours(BaseModel):
+    """Local hours `HH:MM-HH:MM` in which a channel may send; an end before the start wraps."""
 
     model_config = ConfigDict(frozen=True)
     start: time
     end: time
 
     @classmethod
-    def parse(cls, text: str) -> QuietHours:
+    def parse(cls, text: str) -> SendHours:
         match = _HOURS.match(text.strip())
         if not match:
-            raise ValueError("expected allowed hours like 08:00-21:00")
+            raise ValueError("expected hours like 08:00-21:00")
         h1, m1, h2, m2 = (int(g) for g in match.groups())
         if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2):
             raise ValueError("hours must be 00:00..24:00")
-        to_time = lambda h, m: time(23, 59, 59, 999999) if h == 24 else time(h, m)  # noqa: E731
+        to_time = lambda h, m: END_OF_DAY if h == 24 else time(h, m)  # noqa: E731
         return cls(start=to_time(h1, m1), end=to_time(h2, m2))
+
+    def complement(self) -> SendHours:
+        """The other hours of the day: quiet hours `21:00-08:00` allow `08:00-21:00`."""
+        start = time(0) if self.end == END_OF_DAY else self.end  # "21:00-24:00" frees 00:00
+        return SendHours(start=start, end=self.start)
+
+
+QuietHours = SendHours  # the name older modules import; it is the allowed hours either way
 
 
 class ChannelPolicy(BaseModel):
-    """Per-channel settings; `quiet_hours` names the hours in which sending is allowed."""
+    """Per-channel hours: `send_hours` when it may send, or `quiet_hours` when it may not."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    quiet_hours: QuietHours | None = None
+    send_hours: SendHours | None = None
+    quiet_hours: SendHours | None = None
 
-    @field_validator("quiet_hours", mode="before")
+    @field_validator("send_hours", "quiet_hours", mode="before")
     @classmethod
     def _parse_hours(cls, value: object) -> object:
-        return QuietHours.parse(value) if isinstance(value, str) else value
+        return SendHours.parse(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ChannelPolicy:
+        if self.send_hours is not None and self.quiet_hours is not None:
+            raise ValueError("give send_hours or quiet_hours, not both")
+        if self.quiet_hours is not None and self.quiet_hours.start == self.quiet_hours.end:
+            raise ValueError("quiet_hours with equal start and end leave no hour to send")
+        return self
+
+    @property
+    def allowed_hours(self) -> SendHours | None:
+        """The hours this channel may send, however the file said it (None: any hour)."""
+        if self.quiet_hours is not None:
+            return self.quiet_hours.complement()
+        return self.send_hours
 
 
 class Cap(BaseModel):

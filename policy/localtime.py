@@ -12,9 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from .config import QuietHours
-
-END_OF_DAY = time(23, 59, 59, 999999)  # how QuietHours writes 24:00
+from .config import END_OF_DAY, SendHours
 
 
 @lru_cache(maxsize=1024)
@@ -27,7 +25,7 @@ def at_local(day: date, clock: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, clock, tzinfo=tz).astimezone(UTC)
 
 
-def allowed(local: time, hours: QuietHours) -> bool:
+def allowed(local: time, hours: SendHours) -> bool:
     """`start <= t < end`; an end before the start wraps past midnight; equal means always."""
     start, end = hours.start, hours.end
     if start == end:
@@ -39,7 +37,7 @@ def allowed(local: time, hours: QuietHours) -> bool:
     return local >= start or local < end
 
 
-def next_opening(earliest: datetime, hours: QuietHours | None, tz: ZoneInfo) -> datetime:
+def next_opening(earliest: datetime, hours: SendHours | None, tz: ZoneInfo) -> datetime:
     """`earliest` itself when sending is allowed then, else the next instant it is."""
     if hours is None:
         return earliest

@@ -25,7 +25,7 @@ from keymoment.state.caps import DAY_MS, Check, Kind, Option, Reservation
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
-from .config import Campaign, Cap, QuietHours
+from .config import Campaign, Cap, SendHours
 from .localtime import next_opening, period, zone
 
 CALENDAR_SPAN_MS = 32 * DAY_MS  # longest calendar period plus a DST hour, rounded up
@@ -86,8 +86,8 @@ class Planner:
         # how far behind the clock a slot can ever be asked for: the longest ttl
         self.horizon_ms = max((span_ms(c.ttl) for c in rules.campaigns), default=DAY_MS)
         self.caps = [(cap, 0 if cap.calendar else span_ms(cap.rolling)) for cap in rules.caps]
-        self._hours: dict[str, QuietHours | None] = {
-            name: policy.quiet_hours for name, policy in rules.channels.items()
+        self._hours: dict[str, SendHours | None] = {
+            name: policy.allowed_hours for name, policy in rules.channels.items()
         }
         self._routes: dict[tuple[str, str, str], tuple[_CapRule, ...]] = {}
         self._zones: dict[str | None, ZoneInfo] = {}

@@ -103,7 +103,7 @@ def world(tmp_path, seed: int = 7):  # type: ignore[no-untyped-def]
     (tmp_path / "dnc.txt").write_text("# dnc\n" + "\n".join(sorted(dnc)) + "\n")
     (tmp_path / "black.txt").write_text("\n".join(sorted(black)) + "\n")
     channels = {
-        ch: {"quiet_hours": f"{h1:02d}:{m1:02d}-{h2:02d}:{m2:02d}"}
+        ch: {"send_hours": f"{h1:02d}:{m1:02d}-{h2:02d}:{m2:02d}"}
         for ch, (h1, m1, h2, m2) in HOURS.items()
     }
     rules = rules_file(

@@ -193,7 +193,7 @@ def test_a_candidate_older_than_ttl_at_decision_time_expires():
 
 
 # -- quiet hours ---------------------------------------------------------------------------------
-SMS_DAY = {"sms": {"quiet_hours": "08:00-21:00"}}
+SMS_DAY = {"sms": {"send_hours": "08:00-21:00"}}
 
 
 def sent_at(rules, local_at: datetime, tz: str):  # type: ignore[no-untyped-def]
@@ -233,7 +233,7 @@ def test_deferral_beyond_max_delay_tries_the_next_channel_then_expires():
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo("Europe/Prague")
-    hours = {"sms": {"quiet_hours": "08:00-21:00"}, "app_push": {"quiet_hours": "07:00-23:00"}}
+    hours = {"sms": {"send_hours": "08:00-21:00"}, "app_push": {"send_hours": "07:00-23:00"}}
     rules = rules_file(
         [campaign("a", channels=["sms", "app_push"], max_delay="8h")], channels=hours
     )
@@ -251,7 +251,7 @@ def test_deferral_beyond_max_delay_tries_the_next_channel_then_expires():
 def test_wrapping_quiet_hours_and_the_rules_file_timezone():
     """Hours 22:00-06:00 wrap midnight; a customer without a timezone uses the file's."""
     rules = rules_file(
-        [campaign("a")], channels={"sms": {"quiet_hours": "22:00-06:00"}}, timezone="Asia/Tokyo"
+        [campaign("a")], channels={"sms": {"send_hours": "22:00-06:00"}}, timezone="Asia/Tokyo"
     )  # noon UTC is 21:00 in Tokyo
     out = decide(rules, [candidate("r-a", "a")], profiles(profile()))
     assert out[0].send_at == datetime(2026, 3, 2, 13, tzinfo=UTC)
@@ -351,7 +351,7 @@ def test_a_deferred_slot_counts_in_its_future_window():
     rules = rules_file(
         [campaign("a", channels=["sms"]), campaign("b", channels=["app_push"])],
         caps=caps,
-        channels={"sms": {"quiet_hours": "08:00-21:00"}},
+        channels={"sms": {"send_hours": "08:00-21:00"}},
     )
     policy = build_policy(rules, store=MemoryCapStore(), clock=fixed_clock)
     night = datetime(2026, 3, 2, 22, tzinfo=UTC)
