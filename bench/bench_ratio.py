@@ -1,0 +1,181 @@
+"""Every program of issue 13's table beside the plain baseline, in one run, as ratios.
+
+    python bench/bench_ratio.py                                   # 1M events / 100k customers
+    python bench/bench_ratio.py --events 200000 --customers 20000 --repeat 3
+    python bench/bench_ratio.py --rules examples/rules.yaml       # all eight rules
+
+One data set (the seeded generator's stream, written once to a JSONL file),
+then rounds; each round runs every case once, in an order that alternates
+between rounds, and each case keeps its best CPU time (the machine is
+shared: CPU seconds move less with the load than wall seconds). Cases:
+
+- `baseline`: bench/baseline_plain.py in this process (four rules only);
+- `decode+engine`: the project's decoder and `Engine.feed` in this process;
+- `backtest --policy off`, `backtest`, `run --clock event`: the real
+  commands as subprocesses on the file, CPU of the child, start-up included;
+  `startup` is the same command on a one-event file, and the `net` column
+  takes it off.
+
+Each line prints events per CPU second and the ratio to the baseline of the
+same run (issue 13's goals: backtest >= 0.6, run --clock event >= 0.45).
+With `--rules` other than the four-rule file, the engine does more work than
+the baseline; the ratio is then against the four-rule baseline, as labelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baseline_plain  # noqa: E402 - the sibling script, not a package
+
+REPO = Path(__file__).resolve().parent.parent
+Case = Callable[[], float]  # returns CPU seconds
+
+
+def in_process(run: Callable[[], object]) -> Case:
+    def case() -> float:
+        gc.collect()
+        cpu = time.process_time()
+        run()
+        return time.process_time() - cpu
+
+    return case
+
+
+def command(argv: list[str]) -> Case:
+    """A subprocess; its CPU seconds (user + system) from wait4."""
+
+    def case() -> float:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(argv[:4])} failed: {err.strip()[-300:]}")
+        return usage.ru_utime + usage.ru_stime
+
+    return case
+
+
+def commands(rules: str, events: Path, profiles: Path, until: str, out: Path) -> dict[str, list]:
+    km = [sys.executable, "-m", "keymoment"]
+    back = [*km, "backtest", "--rules", rules, "--events", str(events), "--customers",
+            str(profiles), "--until", until, "--decisions", str(out / "d.jsonl")]  # fmt: skip
+    run = [*km, "run", "--rules", rules, "--source", f"file:{events}", "--customers",
+           f"file:{profiles}", "--clock", "event", "--until", until,
+           "--decisions", f"file:{out / 'r.jsonl'}",
+           "--sink", f"file:{out / 'o.jsonl'}"]  # fmt: skip
+    return {"backtest --policy off": [*back, "--policy", "off"], "backtest": back,
+            "run --clock event": run}  # fmt: skip
+
+
+def prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[bytes], Path, Path, str, str]:
+    from keymoment.connectors.generator import Generator
+
+    gen = Generator(seed=1, customers=args.customers, days=240, activity=0.3)
+    payloads = list(gen.iter_bytes(limit=args.events))
+    events, one, profiles = tmp / "events.jsonl", tmp / "one.jsonl", tmp / "customers.jsonl"
+    events.write_bytes(b"\n".join(payloads) + b"\n")
+    one.write_bytes(payloads[0] + b"\n")
+    profiles.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+    until = gen.until_at.isoformat().replace("+00:00", "Z")
+    return payloads, events, profiles, until, str(one)
+
+
+def cases(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Case], dict[str, Case], int]:
+    payloads, events, profiles, until, one = prepare(args, tmp)
+    until_us = baseline_plain.to_us(until)
+    from keymoment.config import load_rules
+
+    rules = load_rules(args.rules)
+    main = {
+        "baseline": in_process(lambda: baseline_plain.run(payloads, until_us)),
+        "decode+engine": in_process(lambda: decode_and_feed(rules, payloads, until)),
+    }
+    startup = {}
+    for name, argv in commands(args.rules, events, profiles, until, tmp).items():
+        main[name] = command(argv)
+        startup[name] = command(_swap(argv, events, Path(one)))
+    return main, startup, len(payloads)
+
+
+def _swap(argv: list[str], events: Path, one: Path) -> list[str]:
+    return [a.replace(str(events), str(one)) for a in argv]
+
+
+def decode_and_feed(rules: object, payloads: list[bytes], until: str) -> None:
+    from datetime import datetime
+
+    from keymoment.connectors.wire import DeadLetter, decode
+    from keymoment.triggers.engine import Engine
+
+    engine = Engine(rules)  # type: ignore[arg-type]
+    feed = engine.feed
+    for n, raw in enumerate(payloads):
+        event = decode(raw, "bench")
+        if type(event) is not DeadLetter:
+            feed(event)  # type: ignore[arg-type]
+        if n % 65_536 == 0:
+            gc.collect(1)
+            gc.freeze()
+    engine.advance(datetime.fromisoformat(until))
+    gc.unfreeze()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", default=str(baseline_plain.RULES))
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", action="append", help="run only these cases (and the baseline)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        main_cases, startup, n = cases(args, Path(tmp))
+        if args.only:
+            main_cases = {k: v for k, v in main_cases.items() if k == "baseline" or k in args.only}
+        best = rounds(main_cases | {f"startup {k}": v for k, v in startup.items()
+                                    if k in main_cases}, args.repeat)  # fmt: skip
+    report(best, n, args)
+
+
+def rounds(all_cases: dict[str, Case], repeat: int) -> dict[str, float]:
+    best = dict.fromkeys(all_cases, float("inf"))
+    names = list(all_cases)
+    for r in range(repeat):
+        for name in names if r % 2 == 0 else names[::-1]:
+            best[name] = min(best[name], all_cases[name]())
+    return best
+
+
+def report(best: dict[str, float], n: int, args: argparse.Namespace) -> None:
+    base = n / best["baseline"]
+    label = "" if args.rules == str(baseline_plain.RULES) else " (baseline: four rules)"
+    print(f"{n:,} events, {args.customers:,} customers, rules {Path(args.rules).name}, "
+          f"best of {args.repeat} interleaved rounds, CPU seconds{label}")  # fmt: skip
+    print(f"  {'case':24s} {'CPU s':>7s} {'events/CPU-s':>13s} {'ratio':>6s}"
+          f" {'net CPU s':>9s} {'net/s':>10s} {'net ratio':>9s}")  # fmt: skip
+    for name, cpu in best.items():
+        if name.startswith("startup "):
+            continue
+        line = f"  {name:24s} {cpu:7.2f} {n / cpu:13,.0f} {n / cpu / base:6.2f}"
+        start = best.get(f"startup {name}")
+        if start is not None:
+            net = cpu - start
+            line += f" {net:9.2f} {n / net:10,.0f} {n / net / base:9.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
