@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from keymoment.triggers.durations import Duration, parse_duration
 
+from .variants import Variant, weight_problems
+
 Id = str  # ids are checked by pattern where they are declared
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 CALENDAR_WINDOWS = ("day", "week", "month")
@@ -31,6 +33,14 @@ class Campaign(BaseModel):
     max_delay: Duration | None = None
     lists: list[str] = Field(default_factory=list)
     description: str | None = None
+    variants: list[Variant] = Field(default_factory=list)  # A/B arms: policy/variants.py
+
+    @model_validator(mode="after")
+    def _variants_add_up(self) -> Campaign:
+        problems = weight_problems(self.variants)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def deferral_limit(self) -> timedelta:

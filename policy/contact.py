@@ -31,9 +31,12 @@ from .decision import Decision, Outcome
 from .holdout import in_control
 from .planning import Plan, Planner, from_ms
 from .suppression import FileLists, Suppression
+from .variants import VariantBook
 
 Profiles = Mapping[str, CustomerProfile]
 UNAVAILABLE = "cap_store_unavailable"
+# decided before the variant draw (semantics 4.1-4.2): these customers are in no A/B arm
+_UNASSIGNED = frozenset({"suppressed", "control"})
 
 if TYPE_CHECKING:
     from keymoment.config import RulesFile
@@ -101,6 +104,7 @@ class RulesContactPolicy:
         self.rules, self.store, self.suppression, self.clock = rules, store, suppression, clock
         self.campaigns = {c.campaign_id: c for c in rules.campaigns}
         self.planner = Planner(rules)
+        self.variants = VariantBook(rules.campaigns)
         self.max_pending = max_pending
         self.retry_interval, self.max_retry_interval = retry_interval, max_retry_interval
         self.monotonic = monotonic
@@ -154,6 +158,7 @@ class RulesContactPolicy:
         self.rules, self.suppression = rules, Suppression(sources, lists)
         self.campaigns = {c.campaign_id: c for c in rules.campaigns}
         self.planner = Planner(rules)
+        self.variants = VariantBook(rules.campaigns)
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for a restart: the memory store's contents and the parked candidates.
@@ -234,6 +239,7 @@ class RulesContactPolicy:
             if clock_at - c.triggered_at > campaign.ttl:
                 out.append(self._final(c, "expired", UNAVAILABLE if parked else "ttl"))
                 continue
+            campaign = self.variants.view(campaign, self.variants.assign(c.campaign, c.customer_id))
             plan = self.planner.plan(c, campaign, profiles.get(c.customer_id), clock_at)
             if plan.reservation is None:
                 out.append(self._unplaced(plan))
@@ -333,6 +339,12 @@ class RulesContactPolicy:
     ) -> Decision:
         campaign = self.campaigns.get(c.campaign)
         self._counts["decided"] += 1
+        variant = None
+        if outcome not in _UNASSIGNED:
+            variant = self.variants.assign(c.campaign, c.customer_id)
+        offer_code = campaign.offer_code if campaign else ""
+        if variant is not None and variant.offer_code is not None:
+            offer_code = variant.offer_code
         # positional: a frozen dataclass built with keywords costs about twice as much
         # (fields in declaration order: see decision.py)
         return Decision(
@@ -340,10 +352,12 @@ class RulesContactPolicy:
             outcome,
             reason,
             c.campaign,
-            campaign.offer_code if campaign else "",
+            offer_code,
             self.rules.version,
             self.clock(),
             channel,
             send_at,
             c.triggered_at + campaign.ttl if campaign else None,
+            variant.id if variant else None,
+            variant.attributes if variant else None,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -36,6 +37,8 @@ class Decision:
     channel: str | None = None
     send_at: datetime | None = None
     expires_at: datetime | None = None
+    variant: str | None = None  # the A/B arm (policy/variants.py); None: no variants, or control
+    variant_attributes: Mapping[str, Any] | None = None  # the arm's attributes, over the rule's
 
     @property
     def offer_id(self) -> str:
@@ -56,7 +59,8 @@ class Decision:
             "send_at": _iso(self.send_at),
             "expires_at": _iso(self.expires_at),
             "rule_version": self.rule_version,
-            "attributes": dict(c.attributes),
+            "attributes": _attributes(c.attributes, self.variant_attributes),
+            "variant": self.variant,
         }
 
     def log_record(self) -> dict[str, Any]:
@@ -67,6 +71,10 @@ class Decision:
         record["reason"] = self.reason
         record["decided_at"] = _iso(self.decided_at)
         return record
+
+
+def _attributes(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {**base, **extra} if extra else dict(base)
 
 
 def _iso(at: datetime | None) -> str | None:
