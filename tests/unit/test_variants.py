@@ -1,4 +1,4 @@
-"""A/B variants (issue 12, section 2): the documented draw, its shares, and what a variant changes."""
+"""A/B variants (issue 12, section 2): the documented draw, its shares, what a variant changes."""
 
 from __future__ import annotations
 
