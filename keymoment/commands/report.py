@@ -23,6 +23,8 @@ import orjson
 from keymoment.cli import UserError
 from keymoment.triggers.durations import parse_duration
 
+from .report_variants import render_variants, variant_arms
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -62,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     conversions = read_conversions(args.events, args.product)
     arms = tally(first, conversions, window)
     print(render(arms, args.window, args.product))
+    variants = render_variants(variant_arms(_records(args.decisions), conversions, window))
+    if variants:
+        print(variants)
     return 0
 
 
