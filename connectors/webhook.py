@@ -1,4 +1,4 @@
-"""Offers to an HTTP channel gateway, signed the Standard Webhooks way, retried, bounded.
+"""Offers to an HTTP channel gateway, signed the Standard Webhooks way, through a delivery stage.
 
 Each offer is one POST of its JSON with headers `webhook-id` (= offer_id),
 `webhook-timestamp` (Unix seconds, fresh on every attempt),
@@ -7,32 +7,32 @@ keyed with the secret (`whsec_<base64 key>`), and `Idempotency-Key`
 (= offer_id), so a gateway can drop the repeats that at-least-once
 delivery and retries produce.
 
-Outcomes per offer:
+Outcomes per offer (the retrying is `keymoment.connectors.delivery`'s):
 - 2xx: delivered.
 - 5xx, 408, 429, timeouts, refused or reset connections: transient; retried
-  with exponential backoff and jitter (a numeric `Retry-After` is honoured
-  up to `max_delay`), at most `max_attempts` attempts in all.
+  with exponential backoff and jitter (a numeric `Retry-After` is honoured),
+  at most `max_attempts` attempts in all, never after the offer's `expires_at`.
 - any other status (4xx, 3xx): permanent; a dead letter
   `{"reason": "webhook_rejected", "status": 400, ...}`.
-- transient failures on every attempt: a dead letter
-  `{"reason": "webhook_unavailable", "status": <last status or null>, ...}`;
-  the flow goes on, and the operator can re-send from the decision log.
+- transient failures on every attempt: `webhook_unavailable`; past
+  `expires_at`: `expired_in_delivery`; a full backlog: `channel_backlog_full`.
+  Every dead letter carries the whole offer, for `keymoment redeliver`.
 
-How dead letters come out: `deliver_batch(offers) -> dead letters` is the
-core. `keymoment.connectors.sinks.output` runs it as a `flat_map_batch`
-step, so the dead letters are a stream the flow merges into its
-dead-letter output (recoverable like any other output). Used as a plain
-Bytewax sink (`op.output`), `WebhookSink` passes each dead letter to its
+The flow runs each webhook sink as its own delivery stage
+(`keymoment.flows.delivery`): the dataflow hands offers over and goes on;
+dead letters come back into the flow as a stream. `deliver_batch` is the
+blocking form (for tools and tests), and used as a plain Bytewax sink
+(`op.output`), `WebhookSink` passes each dead letter to its
 `on_dead_letter` callback (default: only the warning logged for every
 dead letter).
 
 HTTPS verifies the gateway's certificate and host name against the system
 trust store, or against `ca_file` (a PEM bundle) for a private bank CA.
 
-At most `max_in_flight` requests are open at once per process: a thread
-pool of that size, one keep-alive `http.client` connection per thread.
-Logs carry offer ids, statuses and counts: never the secret, the body,
-amounts, accounts or counterparties.
+At most `max_in_flight` requests are open at once per stage: that many
+threads, one keep-alive `http.client` connection per thread. Logs carry
+offer ids, statuses and counts: never the secret, the body, amounts,
+accounts or counterparties.
 """
 
 from __future__ import annotations
@@ -43,20 +43,19 @@ import hmac
 import http.client
 import logging
 import os
-import random
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from keymoment.connectors.delivery import Attempt, DeliveryStage, Outbox, RetryPolicy, submit_all
+
 log = logging.getLogger(__name__)
-TRANSIENT_STATUSES = frozenset({408, 429})
 SECRET_PREFIX = "whsec_"
 
 
@@ -106,23 +105,13 @@ class Endpoint:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter: attempt n waits uniform(half, all) of base * 2**n."""
-
-    max_attempts: int = 6
-    base_delay: float = 0.2
-    max_delay: float = 10.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_delay)
-        cap = min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
-        return random.uniform(cap / 2, cap)
-
-
 class WebhookDelivery:
-    """Delivers batches of offers with bounded concurrency; thread-safe; returns dead letters."""
+    """Signed POSTs of offers through a `DeliveryStage` of its own; thread-safe.
+
+    `attempt(offer)` is one POST (the stage's `send`); `stage` holds the
+    backlog, threads and retries; `deliver_batch` is the blocking form
+    (submit a batch, wait until every offer of it is settled).
+    """
 
     def __init__(
         self,
@@ -132,41 +121,32 @@ class WebhookDelivery:
         timeout: float = 5.0,
         retry: RetryPolicy | None = None,
         ca_file: str | None = None,
+        max_backlog: int = 10_000,
+        clock: Callable[[], float] = time.time,
     ):
         self.endpoint = Endpoint.parse(url)
         self._key = parse_secret(secret)
         self._tls = ssl.create_default_context(cafile=ca_file)  # verifies host and chain
-        self.timeout, self.retry = timeout, retry or RetryPolicy()
-        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="webhook")
+        self.timeout = timeout
         self._local = threading.local()
-        self._lock = threading.Lock()
-        self.delivered = self.retries = self.rejected = self.unavailable = 0
+        self.stage = DeliveryStage(
+            self.attempt, self.endpoint.label, "webhook", max_in_flight, max_backlog, retry, clock
+        )
+
+    @property
+    def retries(self) -> int:
+        return self.stage.counts["retries"]
 
     def deliver_batch(self, offers: Iterable[dict]) -> list[dict]:
-        """Send every offer (concurrently, bounded); return when all are settled."""
-        results = list(self._pool.map(self.deliver, offers))
-        return [dead for dead in results if dead is not None]
+        """Send every offer (concurrently, bounded); return their dead letters when all settled."""
+        outbox = Outbox()
+        submit_all(self.stage, offers, outbox)
+        outbox.wait()
+        return outbox.take_dead()
 
-    def deliver(self, offer: dict) -> dict | None:
-        """One offer, retried as needed: None when delivered, else its dead letter."""
-        if not offer.get("offer_id"):  # not an offer: nothing to sign or de-duplicate by
-            return self._dead(offer, "webhook_no_offer_id", None, 0)
-        body, offer_id = orjson.dumps(offer), str(offer["offer_id"])
-        status: int | None = None
-        for attempt in range(1, self.retry.max_attempts + 1):
-            status, retry_after = self._attempt(offer_id, body)
-            if status is not None and 200 <= status < 300:
-                self._count("delivered")
-                return None
-            if status is not None and not _transient(status):
-                return self._dead(offer, "webhook_rejected", status, attempt)
-            if attempt < self.retry.max_attempts:
-                self._count("retries")
-                time.sleep(self.retry.delay(attempt, retry_after))
-        return self._dead(offer, "webhook_unavailable", status, self.retry.max_attempts)
-
-    def _attempt(self, offer_id: str, body: bytes) -> tuple[int | None, float | None]:
-        """One POST: (status, Retry-After seconds) or (None, None) for a network failure."""
+    def attempt(self, offer: dict) -> Attempt:
+        """One signed POST of `offer`: its status and Retry-After, or status None (no answer)."""
+        offer_id, body = str(offer["offer_id"]), orjson.dumps(offer)
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -189,7 +169,7 @@ class WebhookDelivery:
             return self._network_failure(offer_id, type(exc).__name__)
         if response.will_close:
             self._drop_connection()
-        return response.status, _retry_after(response.getheader("retry-after"))
+        return Attempt(response.status, _retry_after(response.getheader("retry-after")))
 
     def _post(self, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
         conn = self._connection()
@@ -202,9 +182,9 @@ class WebhookDelivery:
             raise
         return response
 
-    def _network_failure(self, offer_id: str, what: str) -> tuple[None, None]:
+    def _network_failure(self, offer_id: str, what: str) -> Attempt:
         log.debug("webhook %s: %s on offer %s", self.endpoint.label, what, offer_id)
-        return None, None
+        return Attempt(None)
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
@@ -218,39 +198,12 @@ class WebhookDelivery:
             conn.close()
             self._local.conn = None
 
-    def _count(self, name: str) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + 1)
-
-    def _dead(self, offer: dict, reason: str, status: int | None, attempts: int) -> dict:
-        self._count("unavailable" if reason == "webhook_unavailable" else "rejected")
-        log.warning(
-            "webhook %s: offer %s %s (status %s after %d attempts)",
-            self.endpoint.label,
-            offer.get("offer_id"),
-            reason,
-            status,
-            attempts,
-        )
-        return {
-            "reason": reason,
-            "source": self.endpoint.label,
-            "status": status,
-            "attempts": attempts,
-            **{k: offer.get(k) for k in _OFFER_KEYS},
-        }
-
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self.stage.close()
 
 
 # What an idle keep-alive connection closed by the server looks like on reuse.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-_OFFER_KEYS = ("offer_id", "customer_id", "channel", "campaign_id", "rule_id")
-
-
-def _transient(status: int) -> bool:
-    return status >= 500 or status in TRANSIENT_STATUSES
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -287,11 +240,12 @@ class WebhookSink(DynamicSink[dict]):
         retry: RetryPolicy | None = None,
         on_dead_letter: Callable[[dict], None] = _log_dead_letter,
         ca_file: str | None = None,
+        max_backlog: int = 10_000,
     ):
         parse_secret(secret)  # refuse a bad secret when the flow is built, not on first send
         if ca_file is not None and not os.path.isfile(ca_file):
             raise ValueError(f"webhook ca_file not found: {ca_file}")
-        self._args = (url, secret, max_in_flight, timeout, retry, ca_file)
+        self._args = (url, secret, max_in_flight, timeout, retry, ca_file, max_backlog)
         self.endpoint = Endpoint.parse(url)
         self._on_dead = on_dead_letter
         self._shared: WebhookDelivery | None = None
@@ -299,7 +253,7 @@ class WebhookSink(DynamicSink[dict]):
 
     @property
     def delivery(self) -> WebhookDelivery:
-        """One delivery pool per process, shared by the workers of `deliver_batch`."""
+        """One delivery stage per process, shared by every worker and shard of this sink."""
         with self._lock:
             if self._shared is None:
                 self._shared = WebhookDelivery(*self._args)
@@ -307,6 +261,10 @@ class WebhookSink(DynamicSink[dict]):
 
     def deliver_batch(self, offers: list[dict]) -> list[dict]:
         return self.delivery.deliver_batch(offers)
+
+    def delivery_stage(self) -> DeliveryStage:
+        """What `keymoment.flows.delivery` hands offers to: this process's stage for the sink."""
+        return self.delivery.stage
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WebhookPartition:
         return _WebhookPartition(WebhookDelivery(*self._args), self._on_dead)

@@ -4,8 +4,9 @@ Signatures are checked with the `svix` package (its own Standard Webhooks
 implementation, not ours). A `script(offer_id, attempt) -> status` decides
 each answer, so tests can fail some offers with 500 (transient) or 400
 (permanent), or `SLOW` to answer 200 only after a delay longer than the
-client's timeout. `drop_idle` closes every connection after its answer
-without saying so, as an idle timeout does. Like a real gateway it honours `Idempotency-Key`: an
+client's timeout; a 429 carries `Retry-After: <retry_after>` when that is
+set. `drop_idle` closes every connection after its answer without saying
+so, as an idle timeout does. Like a real gateway it honours `Idempotency-Key`: an
 offer accepted once is acknowledged again but never accepted twice.
 """
 
@@ -43,11 +44,13 @@ class Gateway:
         work_seconds: float = 0.0,
         drop_idle: bool = False,
         tls: tuple[str, str] | None = None,
+        retry_after: str | None = None,
     ):
         self.secret, self.script, self.port = secret, script, port or free_port()
         self.slow_seconds, self.work_seconds = slow_seconds, work_seconds
         self.drop_idle = drop_idle  # close each connection after answering, unannounced
         self.tls = tls  # (certfile, keyfile): serve HTTPS
+        self.retry_after = retry_after  # the Retry-After header of every 429
         self.attempts: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
         self.repeats: Counter[str] = Counter()
@@ -122,6 +125,8 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             finally:
                 gateway.leave()
             self.send_response(status)
+            if status == 429 and gateway.retry_after is not None:
+                self.send_header("retry-after", gateway.retry_after)
             self.send_header("content-length", "0")
             self.end_headers()
             if gateway.drop_idle:  # like an idle timeout: the client learns on its next send
