@@ -13,6 +13,9 @@ outside the seed.
     gen.until_at              # start_at + days: the backtest's --until
     to_bytes(record)          # one wire dict -> bytes
 
+Conversion events depend on what the policy sent, so they are drawn from a
+decision log: `connectors.conversions.conversion_events` (a known uplift).
+
 `noise` (0.0..1.0) mixes bad records into the stream at that rate: an exact
 repeat of the previous event (dropped by the engine as `duplicate`), a
 record with a bad amount (`bad_amount`), one without `customer_id`

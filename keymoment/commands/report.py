@@ -1,28 +1,25 @@
 """`keymoment report`: did each campaign beat its control group? (closed-loop review, 效果评估)
 
-Reads a decision log and conversion events. For each campaign, customers
-whose first candidate was `sent` form the treated group and customers whose
-first candidate fell in the holdout (`control`) the control group; a
-customer converted when a conversion event (optionally of one product)
-occurred within `--window` after that first candidate's `triggered_at`.
-Customers whose first candidate ended otherwise (capped, suppressed, ...)
-are in neither group, so the two groups differ only by the holdout draw.
+The arithmetic is in `keymoment.desk.uplift` (arms) and `keymoment.desk.stats`
+(Wilson and Newcombe intervals, Fisher's exact p); this module reads the
+files, says plainly when there is nothing to report, and prints the table,
+the JSON and the HTML page.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import math
-from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import sys
 
 import orjson
 
 from keymoment.cli import UserError
+from keymoment.desk import uplift
+from keymoment.desk.records import InputError, Skipped, decisions, jsonl
+from keymoment.desk.stats import LEVEL, MIN_ARM
 from keymoment.triggers.durations import parse_duration
 
+from .files import open_output
 from .report_variants import render_variants, variant_arms
 
 
@@ -39,20 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--window", default="30d", help="attribution window after triggered_at [%(default)s]"
     )
-    parser.add_argument("--product", help="count only conversions of this product")
+    parser.add_argument("--product", help="count only conversions of this product [any]")
+    parser.add_argument("--json", metavar="OUT", help="write the report as JSON (docs/desk.md)")
+    parser.add_argument("--html", metavar="OUT", help="write the report as one HTML page")
     parser.set_defaults(handler=run)
-
-
-@dataclass
-class Arm:
-    """One side of a campaign: customers exposed and customers who converted."""
-
-    customers: int = 0
-    converted: int = 0
-
-    @property
-    def rate(self) -> float:
-        return self.converted / self.customers if self.customers else 0.0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,110 +47,84 @@ def run(args: argparse.Namespace) -> int:
         window = parse_duration(args.window)
     except ValueError as exc:
         raise UserError(f"--window: {exc}") from None
-    first = first_exposures(args.decisions)
-    conversions = read_conversions(args.events, args.product)
-    arms = tally(first, conversions, window)
-    print(render(arms, args.window, args.product))
-    variants = render_variants(variant_arms(_records(args.decisions), conversions, window))
+    skipped = Skipped()
+    try:
+        first = uplift.first_exposures(decisions(args.decisions, skipped))
+        converted = uplift.conversions(_events(args.events, skipped), args.product)
+    except InputError as exc:
+        raise UserError(str(exc)) from None
+    _warn_skipped(skipped)
+    found = sum(len(times) for times in converted.values())
+    if not found:
+        what = f"of product {args.product} " if args.product else ""
+        raise UserError(f"no conversion events {what}found in {', '.join(args.events)}")
+    rows = uplift.tally(first, converted, window)
+    report = uplift.as_json(rows, args.window, args.product, found)
+    print(render(rows, args.window, args.product, found))
+    variants = render_variants(variant_arms(decisions(args.decisions), converted, window))
     if variants:
         print(variants)
+    _write_outputs(args, report)
     return 0
 
 
-def first_exposures(paths: list[str]) -> dict[tuple[str, str], tuple[datetime, str]]:
-    """(campaign, customer) -> (triggered_at, outcome) of the customer's first candidate."""
-    first: dict[tuple[str, str], tuple[datetime, str]] = {}
-    for record in _records(paths):
-        key = (record["campaign_id"], record["customer_id"])
-        at = _time(record["triggered_at"])
-        if key not in first or at < first[key][0]:
-            first[key] = (at, record["outcome"])
-    return first
+def _events(paths: list[str], skipped: Skipped):  # noqa: ANN202 - a generator of dicts
+    for path in paths:
+        yield from jsonl(path, skipped)
 
 
-def read_conversions(paths: list[str], product: str | None) -> dict[str, list[datetime]]:
-    """Conversion times per customer; malformed lines are skipped (the engine dead-letters them)."""
-    out: dict[str, list[datetime]] = defaultdict(list)
-    for record in _records(paths):
-        if record.get("type") != "conversion" or (product and record.get("product") != product):
-            continue
-        try:
-            out[record["customer_id"]].append(_time(record["occurred_at"]))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return out
+def _warn_skipped(skipped: Skipped) -> None:
+    for path, n in skipped.counts.items():
+        print(f"warning: {n:,} unreadable line(s) in {path} skipped", file=sys.stderr)
 
 
-def tally(
-    first: dict[tuple[str, str], tuple[datetime, str]],
-    conversions: dict[str, list[datetime]],
-    window: timedelta,
-) -> dict[str, dict[str, Arm]]:
-    arms: dict[str, dict[str, Arm]] = defaultdict(lambda: {"sent": Arm(), "control": Arm()})
-    for (campaign, customer), (at, outcome) in first.items():
-        if outcome not in ("sent", "control"):
-            continue
-        arm = arms[campaign][outcome]
-        arm.customers += 1
-        arm.converted += any(at <= t <= at + window for t in conversions.get(customer, ()))
-    return arms
+def _write_outputs(args: argparse.Namespace, report: dict) -> None:
+    if args.json:
+        with open_output(args.json) as out:
+            out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.html:
+        from keymoment.desk.pages import report_page
+
+        with open_output(args.html) as out:
+            out.write(report_page(report).encode())
 
 
-def uplift(treated: Arm, control: Arm) -> tuple[float, float, float]:
-    """(rate difference, half-width of its 95% interval, two-sided p-value), normal approx."""
-    diff = treated.rate - control.rate
-    if not treated.customers or not control.customers:
-        return diff, math.nan, math.nan
-    se = math.sqrt(
-        treated.rate * (1 - treated.rate) / treated.customers
-        + control.rate * (1 - control.rate) / control.customers
-    )
-    pooled = (treated.converted + control.converted) / (treated.customers + control.customers)
-    se0 = math.sqrt(pooled * (1 - pooled) * (1 / treated.customers + 1 / control.customers))
-    p_value = math.erfc(abs(diff) / se0 / math.sqrt(2)) if se0 else 1.0
-    return diff, 1.96 * se, p_value
-
-
-def render(arms: dict[str, dict[str, Arm]], window: str, product: str | None) -> str:
+def render(rows: list[uplift.CampaignUplift], window: str, product: str | None, found: int) -> str:
+    """The table an operator reads: both arms, the difference with its interval, warnings."""
     what = (
         f"conversions{' of ' + product if product else ''} within {window} of the first candidate"
     )
     lines = [
-        f"uplift by campaign ({what}):",
+        f"uplift by campaign ({what}; {found:,} conversion events; {LEVEL:.0%} intervals):",
         f"  {'campaign':<20}{'treated':>9}{'rate':>8}{'control':>9}{'rate':>8}"
-        f"{'uplift':>9}{'95% CI':>10}{'p':>8}",
+        f"{'uplift':>10}  {'interval (Newcombe)':<22}{'p (Fisher)':>10}",
     ]
-    for campaign in sorted(arms):
-        sent, control = arms[campaign]["sent"], arms[campaign]["control"]
-        diff, half, p = uplift(sent, control)
+    for row in rows:
+        t, c, u = row.treated, row.control, row.uplift
         lines.append(
-            f"  {campaign:<20}{sent.customers:>9,}{sent.rate:>8.1%}{control.customers:>9,}"
-            f"{control.rate:>8.1%}{diff * 100:>+8.1f}pp{_plus_minus(half):>9}{p:>8.3f}"
+            f"  {row.campaign_id:<20}{t.customers:>9,}{_pct(t.rate):>8}{c.customers:>9,}"
+            f"{_pct(c.rate):>8}{_pp(u.diff):>10}  {_span(u.low, u.high):<22}{_p(u.p_value):>10}"
         )
-    if not arms:
+    if not rows:
         lines.append("  no campaign has sent or control decisions in the log")
+    warnings = [f"  {row.campaign_id}: {row.warning}" for row in rows if row.warning]
+    if warnings:
+        lines.append(f"warnings (an arm needs at least {MIN_ARM} customers):")
+        lines.extend(warnings)
     return "\n".join(lines)
 
 
-def _plus_minus(half_width: float) -> str:
-    return f"±{half_width * 100:.1f}"
+def _pct(rate: float) -> str:
+    return "-" if rate != rate else f"{rate:.1%}"
 
 
-def _records(paths: list[str]):  # type: ignore[no-untyped-def]
-    for path in paths:
-        try:
-            handle = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-        with handle:
-            for line in handle:
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(record, dict):
-                    yield record
+def _pp(diff: float) -> str:
+    return "-" if diff != diff else f"{diff * 100:+.1f}pp"
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _span(low: float, high: float) -> str:
+    return "-" if low != low else f"{low * 100:+.1f} .. {high * 100:+.1f}pp"
+
+
+def _p(p: float) -> str:
+    return "-" if p != p else ("<0.001" if p < 0.001 else f"{p:.3f}")
