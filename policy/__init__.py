@@ -75,8 +75,10 @@ def build_policy(
 
     Suppression reads the rules file's list files (re-read when they change,
     checked at most every `list_check_every` seconds) and, when `store` is a
-    `RedisCapStore` and `lists` is not given, the Redis sets `<prefix>:list:<name>`
-    on the same server. `options` go to `RulesContactPolicy` (`max_pending`,
+    `RedisCapStore` made with `lists=True` (`?lists=1` on the state URL) and `lists`
+    is not given, the Redis sets `<prefix>:list:<name>` on the same server. Redis-held
+    lists are opt-in because a candidate whose suppression cannot be read must wait,
+    so with them an outage delays every outcome, not only reservations. `options` go to `RulesContactPolicy` (`max_pending`,
     `retry_interval`, `max_retry_interval`).
     """
     store = store if store is not None else MemoryCapStore()
@@ -91,7 +93,7 @@ def build_policy(
 def _redis_lists(store: CapStore) -> list[ListSource]:
     from keymoment.state.redis_caps import RedisCapStore
 
-    if not isinstance(store, RedisCapStore):
+    if not isinstance(store, RedisCapStore) or not store.lists:
         return []
     from keymoment.state.redis_lists import RedisListStore
 

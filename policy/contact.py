@@ -1,22 +1,22 @@
 """The contact policy of the rules file: every candidate gets exactly one outcome and a reason.
 
 Steps in the order of semantics section 4: suppression, holdout,
-arbitration, ttl, channel choice with consent, quiet hours and caps. The
-store-facing steps fail closed: when the cap store (or the Redis list
-source) cannot answer, the candidates are parked in a bounded queue instead
-of being decided, and `retry_pending(clock_at)` (called by the flow on a
-timer tick, and at the start of each `decide`) decides them once the store
-answers, or ends them `expired` / `cap_store_unavailable` when their ttl
-passes while they wait. While the store is known to be down, new work is
-parked without calling it, so an outage never costs a timeout per batch.
-"""
+arbitration, ttl, channel choice with consent, quiet hours and caps. Every
+step that needs no store decides at once, outage or not, so `control`,
+`suppressed`, `arbitration_lost` and `no_channel` come out as in a
+fault-free run. Only what needs the store fails closed: a reservation the
+cap store cannot take (or a lookup in Redis-held lists) is parked in a
+bounded queue, and `retry_pending(clock_at)` (called by the flow on a timer
+tick, and at the start of each `decide`) decides it once the store answers,
+or ends it `expired` / `cap_store_unavailable` when its ttl passes while it
+waits. While the store is known to be down, reservations are parked without
+calling it, so an outage never costs a timeout per batch."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +25,11 @@ from keymoment.state.memory_caps import MemoryCapStore
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
-from .arbitration import arbitrate, moment
+from .arbitration import arbitrate
 from .config import Campaign
 from .decision import Decision, Outcome
 from .holdout import in_control
+from .parking import Parked, merged
 from .planning import Plan, Planner, from_ms
 from .suppression import FileLists, Suppression
 from .variants import VariantBook
@@ -40,50 +41,6 @@ _UNASSIGNED = frozenset({"suppressed", "control"})
 
 if TYPE_CHECKING:
     from keymoment.config import RulesFile
-
-
-@dataclass(slots=True)
-class _Parked:
-    """Work the store could not take yet; `screened` ones already passed steps 1-3."""
-
-    candidates: list[Candidate]
-    profiles: dict[str, CustomerProfile]
-    screened: bool
-
-
-def _merged(items: deque[_Parked]) -> list[_Parked]:
-    """Consecutive parked batches at the same step as one, so a retry is one store round trip.
-
-    The store still sees the reservations in the order they were parked. One caveat,
-    as for any large `decide`: a Redis store sends at most `BATCH` reservations per
-    pipeline, and if a later pipeline fails the whole retry is parked again, so the
-    reservations an earlier pipeline made come back as `already_reserved`.
-    """
-    merged: list[_Parked] = []
-    for item in items:
-        last = merged[-1] if merged else None
-        if last is not None and _joinable(last, item):
-            last.candidates += item.candidates
-            last.profiles.update(item.profiles)
-        else:
-            merged.append(_Parked(list(item.candidates), dict(item.profiles), item.screened))
-    return merged
-
-
-def _joinable(first: _Parked, then: _Parked) -> bool:
-    """Same step, no customer with two profiles, and (before arbitration) no moment in both.
-
-    Those are the only ways deciding two parked batches together could differ from
-    deciding them one after the other.
-    """
-    if first.screened != then.screened:
-        return False
-    if any(first.profiles.get(k, v) != v for k, v in then.profiles.items()):
-        return False
-    if first.screened:
-        return True
-    moments = {moment(c) for c in first.candidates}
-    return not any(moment(c) in moments for c in then.candidates)
 
 
 class RulesContactPolicy:
@@ -108,7 +65,7 @@ class RulesContactPolicy:
         self.max_pending = max_pending
         self.retry_interval, self.max_retry_interval = retry_interval, max_retry_interval
         self.monotonic = monotonic
-        self._pending: deque[_Parked] = deque()
+        self._pending: deque[Parked] = deque()
         self._pending_count = 0
         self._backoff = retry_interval
         self._retry_at = float("-inf")
@@ -124,10 +81,12 @@ class RulesContactPolicy:
     def decide(
         self, candidates: Sequence[Candidate], profiles: Profiles, clock_at: datetime
     ) -> list[Decision]:
-        """Final decisions for `candidates` (and for parked ones that could now be decided)."""
+        """Final decisions for `candidates` (and for parked ones that could now be decided).
+
+        Every step that needs no store decides at once, even during an outage or while
+        older work is parked; only reservations (and Redis-held list lookups) wait.
+        """
         out = self.retry_pending(clock_at) if self._pending else []
-        if self._pending or not self._store_may_answer():
-            return out + self._park(list(candidates), profiles, screened=False)
         return out + self._run(list(candidates), profiles, clock_at, parked=False)
 
     def retry_pending(self, clock_at: datetime) -> list[Decision]:
@@ -136,7 +95,7 @@ class RulesContactPolicy:
         if not self._pending or not self._store_may_answer():
             return out
         items, self._pending, self._pending_count = self._pending, deque(), 0
-        for item in _merged(items):
+        for item in merged(list(items)):
             if self._pending:  # failed again in this round: keep the order, do not hammer
                 out += self._park(item.candidates, item.profiles, item.screened)
             elif item.screened:
@@ -173,7 +132,7 @@ class RulesContactPolicy:
     def restore(self, snap: dict[str, Any]) -> None:
         if snap.get("store") is not None and isinstance(self.store, MemoryCapStore):
             self.store.restore(snap["store"])
-        self._pending = deque(_Parked(c, p, s) for c, p, s in snap.get("pending", []))
+        self._pending = deque(Parked(c, p, s) for c, p, s in snap.get("pending", []))
         self._pending_count = sum(len(p.candidates) for p in self._pending)
 
     @property
@@ -198,9 +157,8 @@ class RulesContactPolicy:
         self, candidates: list[Candidate], profiles: Profiles, clock_at: datetime, parked: bool
     ) -> list[Decision]:
         try:
-            listed = self.suppression.lookup([c.customer_id for c in candidates])
+            listed = self._lookup(candidates)
         except CapStoreUnavailable:
-            self._failed()
             return self._park(candidates, profiles, screened=False)
         out, eligible = [], []
         for c in candidates:
@@ -227,9 +185,41 @@ class RulesContactPolicy:
         order = {id(c): i for i, c in enumerate(candidates)}
         return sorted(out, key=lambda d: order[id(d.candidate)])
 
+    def _lookup(self, candidates: list[Candidate]) -> dict[str, set[str]]:
+        """Suppression lists; raises `CapStoreUnavailable` when Redis-held lists cannot answer."""
+        if self.suppression.remote and not self._store_may_answer():
+            raise CapStoreUnavailable("in backoff")
+        try:
+            return self.suppression.lookup([c.customer_id for c in candidates])
+        except CapStoreUnavailable:
+            self._failed()
+            raise
+
     def _reserve(
         self, candidates: list[Candidate], profiles: Profiles, clock_at: datetime, parked: bool
     ) -> list[Decision]:
+        """ttl, consent and quiet hours decide now; what needs a slot goes to the store or waits.
+
+        While anything is parked, new reservations park behind it, so no candidate of a
+        customer overtakes an earlier one of the same customer in the cap store.
+        """
+        out, plans = self._plans(candidates, profiles, clock_at, parked)
+        if not plans:
+            return out
+        if self._pending or not self._store_may_answer():
+            return out + self._park([p.candidate for p in plans], profiles, screened=True)
+        try:
+            results = self.store.reserve_many([p.reservation for p in plans])  # type: ignore[misc]
+        except CapStoreUnavailable:
+            self._failed()
+            return out + self._park([p.candidate for p in plans], profiles, screened=True)
+        self._succeeded()
+        return out + [self._placed(p, r) for p, r in zip(plans, results, strict=True)]
+
+    def _plans(
+        self, candidates: list[Candidate], profiles: Profiles, clock_at: datetime, parked: bool
+    ) -> tuple[list[Decision], list[Plan]]:
+        """Decisions that need no store, and the plans that need a reservation."""
         out, plans = [], []
         for c in candidates:
             campaign = self.campaigns.get(c.campaign)
@@ -245,15 +235,7 @@ class RulesContactPolicy:
                 out.append(self._unplaced(plan))
             else:
                 plans.append(plan)
-        if not plans:
-            return out
-        try:
-            results = self.store.reserve_many([p.reservation for p in plans])  # type: ignore[misc]
-        except CapStoreUnavailable:
-            self._failed()
-            return out + self._park([p.candidate for p in plans], profiles, screened=True)
-        self._succeeded()
-        return out + [self._placed(p, r) for p, r in zip(plans, results, strict=True)]
+        return out, plans
 
     def _control(
         self, c: Candidate, profile: CustomerProfile | None, clock_at: datetime
@@ -289,7 +271,7 @@ class RulesContactPolicy:
         if keep:
             wanted = {c.customer_id for c in keep}
             self._pending.append(
-                _Parked(keep, {k: v for k, v in profiles.items() if k in wanted}, screened)
+                Parked(keep, {k: v for k, v in profiles.items() if k in wanted}, screened)
             )
             self._pending_count += len(keep)
             self._counts["parked"] += len(keep)

@@ -92,6 +92,11 @@ class Suppression:
         self.campaign_lists = {c: [DO_NOT_CONTACT, *names] for c, names in campaign_lists.items()}
         self.names = sorted({n for names in self.campaign_lists.values() for n in names})
 
+    @property
+    def remote(self) -> bool:
+        """Whether a source other than files is consulted (Redis sets: it can be unavailable)."""
+        return any(not isinstance(s, FileLists) for s in self.sources)
+
     def lookup(self, customer_ids: Sequence[str]) -> dict[str, set[str]]:
         """customer_id -> the list names that hold them (only listed customers appear)."""
         unique = sorted(set(customer_ids))

@@ -37,8 +37,9 @@ __all__ = [
 def cap_store_from_url(url: str | None) -> CapStore:
     """`None` or `memory:` -> `MemoryCapStore`; `redis://`/`rediss://` -> `RedisCapStore`.
 
-    Query options `timeout` (seconds) and `prefix` (key namespace) are taken off
-    the URL; the rest goes to redis-py. Raises ValueError for any other scheme.
+    Query options `timeout` (seconds), `prefix` (key namespace) and `lists=1`
+    (suppression lists are also Redis sets on this server) are taken off the URL;
+    the rest goes to redis-py. Raises ValueError for any other scheme.
     """
     if url is None or url in ("memory", "memory:", "memory://"):
         return MemoryCapStore()
@@ -50,6 +51,13 @@ def cap_store_from_url(url: str | None) -> CapStore:
     query = parse_qs(parts.query)
     timeout = float(query.pop("timeout", [DEFAULT_TIMEOUT])[0])
     prefix = query.pop("prefix", ["km"])[0]
+    lists = _flag(query.pop("lists", ["0"])[0], "lists")
     rest = "&".join(f"{k}={v}" for k, values in query.items() for v in values)
     plain = urlunsplit(parts._replace(query=rest))
-    return RedisCapStore(plain, prefix=prefix, timeout=timeout)
+    return RedisCapStore(plain, prefix=prefix, timeout=timeout, lists=lists)
+
+
+def _flag(value: str, name: str) -> bool:
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise ValueError(f"{name}={value!r}: expected 1 or 0")
+    return value in ("1", "true", "yes")

@@ -42,8 +42,10 @@ class RedisCapStore(RedisConnection):
         prefix: str = "km",
         timeout: float = DEFAULT_TIMEOUT,
         client: redis.Redis | None = None,
+        lists: bool = False,
     ) -> None:
         super().__init__(url, prefix=prefix, timeout=timeout, client=client)
+        self.lists = lists  # the suppression lists are Redis sets on this server too
         self.sha: str | None = None
         self.counters.update(round_trips=0, script_loads=0)
 

@@ -135,10 +135,10 @@ def test_parked_candidates_survive_a_snapshot_and_restore(redis_server):
 def test_parked_batches_are_retried_in_one_round_trip_per_step_with_the_same_outcomes(
     fresh_redis,
 ):
-    """Parked decide calls go back together (one pipeline per step), deciding as one-by-one would.
+    """Parked decide calls go back together (one pipeline), deciding as one-by-one would.
 
-    The first call fails at the store, after arbitration: its winners park as screened. The
-    three calls made while it waits park unscreened. The retry is two round trips, not four.
+    Every call is screened while the store is down (the losers of arbitration are decided
+    at once); only the winners' reservations park. The retry is one round trip, not four.
     """
     rules = rules_file(
         [campaign("a", ttl="2h"), campaign("b", ttl="2h", priority=5)],
@@ -163,11 +163,11 @@ def test_parked_batches_are_retried_in_one_round_trip_per_step_with_the_same_out
     policy = build_policy(rules, store=store, clock=fixed_clock, lists=[], retry_interval=0)
     fresh_redis.kill()
     out = [d for batch in batches for d in policy.decide(batch, profs, T0)]
-    assert {d.outcome for d in out} == {"arbitration_lost"} and policy.pending == 14
+    assert {d.outcome for d in out} == {"arbitration_lost"} and policy.pending == 8
     fresh_redis.start()
     trips = store.counters["round_trips"]
     out += policy.retry_pending(T0)
-    assert store.counters["round_trips"] - trips == 2 and policy.pending == 0
+    assert store.counters["round_trips"] - trips == 1 and policy.pending == 0
     assert sorted((d.offer_id, d.outcome, d.reason, d.channel) for d in out) == sorted(
         (d.offer_id, d.outcome, d.reason, d.channel) for d in expected
     )

@@ -24,7 +24,7 @@ def test_redis_sets_suppress_without_restart_alongside_files(redis_server, tmp_p
         [campaign("a", lists=["blacklist"]), campaign("b")],
         lists={"do_not_contact": dnc, "blacklist": dnc},
     )
-    store = RedisCapStore(redis_server.url, prefix="km-lists")
+    store = RedisCapStore(redis_server.url, prefix="km-lists", lists=True)
     policy = build_policy(rules, store=store, clock=fixed_clock)
     operator = RedisListStore(redis_server.url, prefix="km-lists")
     profs = profiles(profile("R1"), profile("FILE1"))
@@ -49,7 +49,7 @@ def test_redis_sets_suppress_without_restart_alongside_files(redis_server, tmp_p
 def test_unreachable_list_store_parks_instead_of_contacting(fresh_redis):
     """If suppression cannot be read, the candidate waits rather than risk contacting."""
     rules = rules_file([campaign("a")])
-    store = RedisCapStore(fresh_redis.url, timeout=0.2)
+    store = RedisCapStore(fresh_redis.url, timeout=0.2, lists=True)
     policy = build_policy(rules, store=store, clock=fixed_clock, retry_interval=0)
     fresh_redis.kill()
     assert policy.decide([candidate("r-a", "a", "R1")], profiles(profile("R1")), T0) == []
@@ -57,3 +57,17 @@ def test_unreachable_list_store_parks_instead_of_contacting(fresh_redis):
     fresh_redis.start()
     out = policy.retry_pending(T0)
     assert [(d.outcome, d.reason) for d in out] == [("sent", "admitted")]
+
+
+def test_redis_sets_are_read_only_when_the_store_says_lists(redis_server):
+    """Without `lists=True` a Redis set does not suppress: the cap store alone is on Redis."""
+    rules = rules_file([campaign("a")])
+    store = RedisCapStore(redis_server.url, prefix="km-nolists")
+    policy = build_policy(rules, store=store, clock=fixed_clock)
+    operator = RedisListStore(redis_server.url, prefix="km-nolists")
+    operator.add("do_not_contact", ["N1"])
+    out = policy.decide([candidate("r-a", "a", "N1")], profiles(profile("N1")), T0)
+    assert [(d.outcome, d.reason) for d in out] == [("sent", "admitted")]
+    assert not policy.suppression.remote
+    operator.close()
+    store.close()

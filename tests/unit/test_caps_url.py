@@ -28,3 +28,11 @@ def test_check_reports_an_unreachable_redis_at_once():
     cap_store_from_url("memory:").check()
     with pytest.raises(CapStoreUnavailable, match="unreachable"):
         cap_store_from_url(f"redis://127.0.0.1:{free_port()}/0").check()
+
+
+def test_redis_held_lists_are_opt_in_on_the_state_url():
+    """`?lists=1` turns on Redis-held suppression lists; a typo is a clear error, not a default."""
+    assert cap_store_from_url("redis://127.0.0.1:6390/0").lists is False  # type: ignore[attr-defined]
+    assert cap_store_from_url("redis://127.0.0.1:6390/0?lists=1").lists is True  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="lists='maybe'"):
+        cap_store_from_url("redis://127.0.0.1:6390/0?lists=maybe")
