@@ -78,8 +78,8 @@ def build_policy(
     `RedisCapStore` made with `lists=True` (`?lists=1` on the state URL) and `lists`
     is not given, the Redis sets `<prefix>:list:<name>` on the same server. Redis-held
     lists are opt-in because a candidate whose suppression cannot be read must wait,
-    so with them an outage delays every outcome, not only reservations. `options` go to `RulesContactPolicy` (`max_pending`,
-    `retry_interval`, `max_retry_interval`).
+    so with them an outage delays every outcome, not only reservations. `options` go to
+    `RulesContactPolicy` (`max_pending`, `retry_interval`, `max_retry_interval`).
     """
     store = store if store is not None else MemoryCapStore()
     if lists is None:

@@ -231,10 +231,12 @@ class RulesContactPolicy:
                 continue
             campaign = self.variants.view(campaign, self.variants.assign(c.campaign, c.customer_id))
             plan = self.planner.plan(c, campaign, profiles.get(c.customer_id), clock_at)
-            if plan.reservation is None:
-                out.append(self._unplaced(plan))
-            else:
+            if plan.reservation is not None:
                 plans.append(plan)
+            elif parked and plan.deferral_blocked:  # the wait pushed it past max_delay
+                out.append(self._final(c, "expired", UNAVAILABLE))
+            else:
+                out.append(self._unplaced(plan))
         return out, plans
 
     def _control(
