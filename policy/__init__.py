@@ -47,6 +47,10 @@ class ContactPolicy(Protocol):
         """Decisions for parked candidates that became final (sent, or expired while waiting)."""
         ...
 
+    def settle(self, clock_at: datetime) -> list[Decision]:
+        """End of input: decide every parked candidate now (sent, or expired), leave none."""
+        ...
+
     @property
     def pending(self) -> int:
         """How many candidates wait for the cap store."""
@@ -107,6 +111,9 @@ class FirstChannelPolicy:
     counters: dict[str, int] = {}
 
     def retry_pending(self, clock_at: datetime) -> list[Decision]:
+        return []
+
+    def settle(self, clock_at: datetime) -> list[Decision]:
         return []
 
     def __init__(self, rules, clock: Callable[[], datetime] = wall_clock) -> None:  # type: ignore[no-untyped-def]

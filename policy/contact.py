@@ -57,6 +57,8 @@ class RulesContactPolicy:
         retry_interval: float = 0.5,
         max_retry_interval: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        end_wait: float = 10.0,
     ) -> None:
         self.rules, self.store, self.suppression, self.clock = rules, store, suppression, clock
         self.campaigns = {c.campaign_id: c for c in rules.campaigns}
@@ -64,7 +66,7 @@ class RulesContactPolicy:
         self.variants = VariantBook(rules.campaigns)
         self.max_pending = max_pending
         self.retry_interval, self.max_retry_interval = retry_interval, max_retry_interval
-        self.monotonic = monotonic
+        self.monotonic, self.sleep, self.end_wait = monotonic, sleep, end_wait
         self._pending: deque[Parked] = deque()
         self._pending_count = 0
         self._backoff = retry_interval
@@ -74,6 +76,7 @@ class RulesContactPolicy:
             "parked": 0,
             "store_failures": 0,
             "expired_waiting": 0,
+            "expired_at_end": 0,
             "pending_overflow": 0,
         }
 
@@ -103,6 +106,24 @@ class RulesContactPolicy:
             else:
                 out += self._run(item.candidates, item.profiles, clock_at, parked=True)
         return out
+
+    def settle(self, clock_at: datetime, wait: float | None = None) -> list[Decision]:
+        """End of input: every parked candidate is decided now, none is left behind.
+
+        No later call will come to decide what still waits, so the store is retried
+        (with its backoff) for up to `wait` seconds (`end_wait`, 10 s) on the injected
+        monotonic clock; whatever it still cannot take then ends `expired` /
+        `cap_store_unavailable`, counted as `expired_at_end`.
+        """
+        out = self.retry_pending(clock_at)
+        deadline = self.monotonic() + (self.end_wait if wait is None else wait)
+        while self._pending and (now := self.monotonic()) < deadline:
+            self.sleep(max(min(self._retry_at, deadline) - now, 0.05))
+            out += self.retry_pending(clock_at)
+        left = [c for item in self._pending for c in item.candidates]
+        self._pending, self._pending_count = deque(), 0
+        self._counts["expired_at_end"] += len(left)
+        return out + [self._final(c, "expired", UNAVAILABLE) for c in left]
 
     def update_rules(self, rules: RulesFile) -> None:
         """Roll out a new rules file: parked candidates, counters and the store carry over.

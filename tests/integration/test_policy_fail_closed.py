@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import timedelta
 
@@ -172,3 +173,47 @@ def test_parked_batches_are_retried_in_one_round_trip_per_step_with_the_same_out
         (d.offer_id, d.outcome, d.reason, d.channel) for d in expected
     )
     assert {d.outcome for d in out} == {"sent", "capped", "arbitration_lost"}
+
+
+class FakeTime:
+    """The policy's monotonic clock and its sleep: sleeping only moves the clock (and hooks)."""
+
+    def __init__(self, on_sleep=None) -> None:  # type: ignore[no-untyped-def]
+        self.now, self.slept, self.on_sleep = 0.0, 0, on_sleep
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += 1
+        if self.on_sleep:
+            self.on_sleep(self.slept)
+
+
+def test_settle_at_end_of_input_leaves_no_candidate_undecided(fresh_redis):
+    """A store that never comes back: settle() waits end_wait, then ends every parked one expired."""
+    fake = FakeTime()
+    policy, _ = policy_on(fresh_redis.url, monotonic=fake.monotonic, sleep=fake.sleep, end_wait=3)
+    fresh_redis.kill()
+    cands = [candidate("r-a", "a", f"C{i}", event_id=f"E{i}") for i in range(4)]
+    assert policy.decide(cands, profiles(*(profile(f"C{i}") for i in range(4))), T0) == []
+    out = policy.settle(T0)
+    assert sorted(d.candidate.event_id for d in out) == ["E0", "E1", "E2", "E3"]
+    assert {(d.outcome, d.reason) for d in out} == {("expired", "cap_store_unavailable")}
+    assert policy.pending == 0 and policy.counters["expired_at_end"] == 4
+    assert 3 <= fake.now < 4 and fake.slept >= 2  # it retried with backoff for end_wait seconds
+
+
+def test_settle_sends_what_a_store_back_within_end_wait_can_take(fresh_redis):
+    """Redis stopped at the end of input and continued during the wait: the candidates go out."""
+    assert fresh_redis.proc is not None
+    resume = lambda n: n == 2 and fresh_redis.proc.send_signal(signal.SIGCONT)  # noqa: E731
+    fake = FakeTime(resume)
+    policy, _ = policy_on(fresh_redis.url, monotonic=fake.monotonic, sleep=fake.sleep)
+    fresh_redis.proc.send_signal(signal.SIGSTOP)
+    c = candidate("r-a", "a", "W1")
+    assert policy.decide([c], profiles(profile("W1")), T0) == []
+    out = policy.settle(T0)
+    assert [(d.outcome, d.offer_id) for d in out] == [("sent", c.offer_id)]
+    assert policy.counters["expired_at_end"] == 0 and policy.counters["store_timeouts"] >= 1
