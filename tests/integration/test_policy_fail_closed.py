@@ -192,7 +192,7 @@ class FakeTime:
 
 
 def test_settle_at_end_of_input_leaves_no_candidate_undecided(fresh_redis):
-    """A store that never comes back: settle() waits end_wait, then ends every parked one expired."""
+    """A store that never comes back: settle() waits end_wait, then expires every parked one."""
     fake = FakeTime()
     policy, _ = policy_on(fresh_redis.url, monotonic=fake.monotonic, sleep=fake.sleep, end_wait=3)
     fresh_redis.kill()
