@@ -30,7 +30,7 @@ from .config import Campaign
 from .decision import Decision, Outcome
 from .holdout import in_control
 from .parking import Parked, merged
-from .planning import Plan, Planner, from_ms
+from .planning import Plan, Planner, parse_tag
 from .suppression import FileLists, Suppression
 from .variants import VariantBook
 
@@ -278,8 +278,8 @@ class RulesContactPolicy:
     def _placed(self, plan: Plan, result: Result) -> Decision:
         if result.tag is None:
             return self._final(plan.candidate, "capped", result.refused[0])
-        channel, _, slot = result.tag.partition("|")
-        send_at = from_ms(int(slot))
+        channel, send_at = parse_tag(result.tag)
+        send_at = max(send_at, plan.candidate.triggered_at)  # a ms-only tag from an older run
         reason = "deferred_quiet_hours" if send_at > plan.earliest else "admitted"
         if result.replayed:
             reason = "already_reserved"

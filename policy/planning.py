@@ -48,6 +48,24 @@ def from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+def slot_tag(channel: str, send_at: datetime) -> str:
+    """`<channel>|<slot ms>.<us>`: the store counts slots in ms, decisions keep every us.
+
+    The tag is what a replayed reservation gives back, so it carries the exact
+    `send_at` (a tag without the `.<us>` part, written before, reads as whole ms).
+    """
+    span = send_at - _EPOCH
+    ms = (span.days * 86_400 + span.seconds) * 1000 + span.microseconds // 1000
+    return f"{channel}|{ms}.{span.microseconds % 1000:03d}"
+
+
+def parse_tag(tag: str) -> tuple[str, datetime]:
+    """The channel and exact `send_at` of a tag made by `slot_tag`."""
+    channel, _, slot = tag.partition("|")
+    ms, _, us = slot.partition(".")
+    return channel, _EPOCH + timedelta(milliseconds=int(ms), microseconds=int(us or 0))
+
+
 @dataclass(slots=True)
 class Plan:
     """The options for one candidate, and why channels were left out (for the outcome)."""
@@ -208,7 +226,7 @@ def _option(
         )
         checks.append(check)
         shared[key] = check
-    return Option(f"{channel}|{slot_ms}", slot_ms, tuple(checks))
+    return Option(slot_tag(channel, send_at), slot_ms, tuple(checks))
 
 
 def period_ms(at: datetime, window: str, tz: ZoneInfo) -> tuple[int, int]:
