@@ -1,0 +1,279 @@
+"""Prometheus metrics of one flow process, counted per batch from what the shards return.
+
+One `FlowMetrics` per process, with its own `CollectorRegistry` (no global
+state, so tests and several flows in one process do not collide). Every
+series carries a `process` label, the process's index in its cluster, so
+the metrics of a cluster's processes can be summed or told apart. Labels are
+rules, outcomes, channels, sinks, sources and reasons: all bounded by the
+rules file and the command line, never a customer, account or amount.
+
+Counting happens once per shard call (one input batch, one tick), over the
+lists the shard returns, plus a few hooks: the cap store's reserve calls,
+snapshots, sinks. What can be read at scrape time (the watermark's lag, the
+candidates parked for the cap store, a sink's own delivery counters) is
+read then, by `_Live`, so the data path pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from keymoment.state import CapStoreUnavailable
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+SINK_COUNTERS = {"delivered": "delivered", "retries": "retried", "retried": "retried"}
+SINK_FAILURES = ("rejected", "unavailable", "failed")
+
+
+def source_of(position: str) -> str:
+    """The input a position names, without the record's own place (`tx.jsonl:12` -> `tx.jsonl`).
+
+    Kafka positions keep their partition (`topic:3:1200` -> `topic:3`): bounded by the topics.
+    """
+    return position.rpartition(":")[0] or position
+
+
+class FlowMetrics:
+    """The process's metrics (see the module docstring); `registry` is what `/metrics` shows."""
+
+    def __init__(self, process: int = 0, wall: bool = True, clock: Callable[[], float] = time.time):
+        self.registry = CollectorRegistry()
+        self.process, self.wall, self.clock = str(process), wall, clock
+        self.watermark_at: float | None = None
+        self.policies: list[Any] = []
+        self.sinks: dict[str, Any] = {}
+        self.handed: Tally[str] = Tally()  # offers written to sinks that keep no counters
+        self._build()
+        self.registry.register(_Live(self))
+
+    def _build(self) -> None:
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, ["process", *labels], registry=self.registry)
+
+        def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
+            return Histogram(name, doc, ["process"], buckets=buckets, registry=self.registry)
+
+        self.records = counter("keymoment_input_records", "Input records read, accepted or not")
+        self.events = counter(
+            "keymoment_events", "Accepted input events by source and type", "source", "type"
+        )
+        self.dead = counter("keymoment_dead_letters", "Records sent to dead letters", "reason")
+        self.candidates = counter(
+            "keymoment_candidates", "Candidates decided by the contact policy, by rule", "rule"
+        )
+        self.decisions = counter(
+            "keymoment_decisions", "Decisions by rule, outcome and channel", "rule", "outcome",
+            "channel",
+        )  # fmt: skip
+        self.store_errors = counter(
+            "keymoment_cap_store_errors", "Cap-store calls that failed (store unavailable)"
+        )
+        self.reload_failures = counter(
+            "keymoment_rules_reload_failures", "Rules reloads refused (the last good rules stay)"
+        )
+        self.latency = histogram(
+            "keymoment_decision_latency_seconds",
+            "From the candidate's triggered_at to its decision (wall clock runs only)",
+            LATENCY_BUCKETS,
+        )
+        self.store_latency = histogram(
+            "keymoment_cap_store_latency_seconds", "One cap-store reserve call", STORE_BUCKETS
+        )
+        self.snapshot_seconds = histogram(
+            "keymoment_snapshot_duration_seconds", "Building one shard's snapshot", SNAPSHOT_BUCKETS
+        )
+        self.snapshot_bytes = Gauge(
+            "keymoment_snapshot_size_bytes",
+            "Size of the last shard snapshot",
+            ["process"],
+            registry=self.registry,
+        )
+        self.rules = Info(
+            "keymoment_rules", "The rules file in force", ["process"], registry=self.registry
+        )
+
+    # -- per batch ----------------------------------------------------------------------------
+
+    def batch(self, messages: Iterable[Any]) -> None:
+        """Shard input: records read (counted once, on shard 0) and own events by source, type."""
+        p = self.process
+        tally: Tally[tuple[str, str]] = Tally()
+        lines = 0
+        for msg in messages:
+            lines += msg.lines
+            tally.update((source_of(position), event.type) for _, event, position, _ in msg.events)
+        if lines:
+            self.records.labels(p).inc(lines)
+        for (source, kind), n in tally.items():
+            self.events.labels(p, source, kind).inc(n)
+
+    def output(self, decisions: list[dict], dead: list[dict], now: datetime | None = None) -> None:
+        """What one shard call returned: decisions (and their latency) and dead letters."""
+        p = self.process
+        if decisions:
+            tally = Tally(
+                (d["rule_id"], d["outcome"], d.get("channel") or "none") for d in decisions
+            )
+            rules: Tally[str] = Tally()
+            for (rule, outcome, channel), n in tally.items():
+                self.decisions.labels(p, rule, outcome, channel).inc(n)
+                rules[rule] += n
+            for rule, n in rules.items():
+                self.candidates.labels(p, rule).inc(n)
+            if self.wall and now is not None:
+                self._latency(decisions, now)
+        if dead:
+            for reason, n in Tally(d["reason"] for d in dead).items():
+                self.dead.labels(p, reason).inc(n)
+
+    def _latency(self, decisions: list[dict], now: datetime) -> None:
+        observe = self.latency.labels(self.process).observe
+        for d in decisions:
+            at = d.get("triggered_at")
+            if at:
+                observe(max((now - datetime.fromisoformat(at)).total_seconds(), 0.0))
+
+    def watermark(self, at: datetime | None) -> None:
+        """The newest watermark of this process's shards (the lag is computed at scrape)."""
+        if at is not None:
+            ts = at.timestamp()
+            if self.watermark_at is None or ts > self.watermark_at:
+                self.watermark_at = ts
+
+    def snapshot(self, seconds: float, size: int) -> None:
+        self.snapshot_seconds.labels(self.process).observe(seconds)
+        self.snapshot_bytes.labels(self.process).set(size)
+
+    def written(self, sink: str, n: int) -> None:
+        """Offers a sink without its own counters accepted (file, Kafka, Redis, stdout)."""
+        self.handed[sink] += n
+        self.sinks.setdefault(sink, None)
+
+    # -- registration -------------------------------------------------------------------------
+
+    def rules_loaded(self, version: int | str, rules: int) -> None:
+        self.rules.labels(self.process).info({"version": str(version), "rules": str(rules)})
+
+    def rules_reload_failed(self) -> None:
+        self.reload_failures.labels(self.process).inc()
+
+    def watch_policy(self, policy: Any) -> None:
+        """Read `pending` (candidates parked for the cap store) from it at every scrape."""
+        self.policies.append(policy)
+
+    def watch_sink(self, name: str, sink: Any) -> None:
+        """Read a sink's own `counters` (delivered, retries, failures, backlog) at every scrape."""
+        self.sinks[name] = sink
+
+    def time_store(self, store: Any) -> Any:
+        """Time the store's reserve calls and count its failures, on the instance itself.
+
+        Not a proxy: the policy tells a memory store by its class (for snapshots).
+        `reserve` and `reserve_many` may call each other: only the outer call counts.
+        """
+        depth = threading.local()
+        for name in ("reserve", "reserve_many"):
+            inner = getattr(store, name, None)
+            if inner is not None:
+                setattr(store, name, self._timed(inner, depth))
+        return store
+
+    def _timed(self, call: Callable[..., Any], depth: threading.local) -> Callable[..., Any]:
+        observe = self.store_latency.labels(self.process).observe
+        errors = self.store_errors.labels(self.process)
+
+        def timed(*args: Any) -> Any:
+            if getattr(depth, "inside", False):
+                return call(*args)
+            depth.inside, started = True, time.perf_counter()
+            try:
+                return call(*args)
+            except CapStoreUnavailable:
+                errors.inc()
+                raise
+            finally:
+                depth.inside = False
+                observe(time.perf_counter() - started)
+
+        return timed
+
+
+class _Live(Collector):
+    """Values read at scrape time: watermark and lag, parked candidates, sink counters."""
+
+    def __init__(self, metrics: FlowMetrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        p = self.m.process
+        yield from self._watermark(p)
+        parked = GaugeMetricFamily(
+            "keymoment_candidates_parked",
+            "Candidates waiting for the cap store",
+            labels=["process"],
+        )
+        parked.add_metric([p], sum(getattr(x, "pending", 0) for x in self.m.policies))
+        yield parked
+        yield from self._sinks(p)
+
+    def _watermark(self, p: str) -> Iterator[Metric]:
+        at = self.m.watermark_at
+        if at is None:
+            return
+        mark = GaugeMetricFamily(
+            "keymoment_watermark_seconds", "The engine watermark (Unix time)", labels=["process"]
+        )
+        mark.add_metric([p], at)
+        lag = GaugeMetricFamily(
+            "keymoment_watermark_lag_seconds",
+            "How far the watermark is behind the wall clock",
+            labels=["process"],
+        )
+        lag.add_metric([p], self.m.clock() - at)
+        yield mark
+        yield lag
+
+    def _sinks(self, p: str) -> Iterator[Metric]:
+        names = {"delivered": "offers_delivered", "retried": "offers_retried"}
+        families = {
+            key: CounterMetricFamily(
+                f"keymoment_{name}", f"Offers {key} by sink", labels=["process", "sink"]
+            )
+            for key, name in {**names, "failed": "offers_failed"}.items()
+        }
+        backlog = GaugeMetricFamily(
+            "keymoment_delivery_backlog", "Offers waiting for delivery", labels=["process", "sink"]
+        )
+        for sink, obj in sorted(self.m.sinks.items()):
+            counts = sink_counts(obj) if obj is not None else {"delivered": self.m.handed[sink]}
+            for key, family in families.items():
+                family.add_metric([p, sink], counts.get(key, 0))
+            backlog.add_metric([p, sink], counts.get("backlog", 0))
+        yield from families.values()
+        yield backlog
+
+
+def sink_counts(sink: Any) -> dict[str, int]:
+    """delivered / retried / failed / backlog from a sink's `counters` (or its attributes)."""
+    raw = getattr(sink, "counters", None)
+    if callable(raw):
+        raw = raw()
+    if raw is None:
+        names = ("delivered", "retries", "rejected", "unavailable", "backlog")
+        raw = {n: getattr(sink, n) for n in names if isinstance(getattr(sink, n, None), int)}
+    out = {"backlog": int(raw.get("backlog", 0))}
+    for key, name in SINK_COUNTERS.items():
+        out[name] = out.get(name, 0) + int(raw.get(key, 0))
+    out["failed"] = sum(int(raw.get(k, 0)) for k in SINK_FAILURES)
+    return out
