@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("validate", "importer", "backtest", "run", "demo", "report", "redeliver")
+COMMANDS = ("validate", "importer", "backtest", "run", "demo", "report", "redeliver", "console")
 
 
 class UserError(Exception):

@@ -1,0 +1,98 @@
+"""The console's model: what it follows and the panels built from it, for the web app."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from keymoment.commands import report
+
+from . import render
+from .scrape import Scraper
+from .tally import Tally
+
+PANELS = ("counts", "chart", "engine", "recent", "customer", "rules", "dead", "uplift")
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class Console:
+    """A `Tally` fed by followers, a `Scraper` of metrics endpoints, and the rules file."""
+
+    def __init__(
+        self,
+        tally: Tally,
+        scraper: Scraper,
+        rules_version: str | None = None,
+        window: timedelta = timedelta(days=30),
+        conversions: bool = False,
+    ) -> None:
+        self.tally, self.scraper, self.rules_version = tally, scraper, rules_version
+        self.window, self.conversions = window, conversions
+        self.stop = threading.Event()
+        self._uplift: tuple[float, list[tuple]] = (float("-inf"), [])
+
+    def panels(self, rule: str = "", outcome: str = "", customer: str = "") -> dict[str, str]:
+        t, procs = self.tally, self.scraper.processes
+        snap = t.snapshot()
+        return {
+            "counts": render.counts(t.counts()),
+            "chart": render.chart(t.per_minute()),
+            "engine": render.engine(procs),
+            "recent": render.recent(t.latest(rule, outcome)),
+            "customer": render.customer(customer, t.customer(customer) if customer else []),
+            "rules": render.rules(self.rules_version, snap["versions"], procs, snap["audit"]),
+            "dead": render.dead(snap["dead"]),
+            "uplift": render.uplift(self.uplift_rows(), _days(self.window), self.conversions),
+        }
+
+    def choices(self) -> tuple[list[str], list[str]]:
+        """The rules and outcomes seen so far, for the filters."""
+        keys = self.tally.counts()["all"]
+        return sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
+
+    def status(self) -> dict[str, Any]:
+        """Small figures as JSON, for scripts and the benchmark."""
+        snap = self.tally.snapshot()
+        return {
+            "decisions": snap["decisions"],
+            "dead_letters": sum(snap["dead"].values()),
+            "customers": snap["customers"],
+            "malformed": snap["malformed"],
+        }
+
+    def uplift_rows(self, every: float = 5.0) -> list[tuple]:
+        """`report`'s own tally and interval per campaign, recomputed at most every `every` s."""
+        at, rows = self._uplift
+        if time.monotonic() - at < every:
+            return rows
+        first, conversions = self.tally.exposures()
+        exposures = {k: (_time(at_), outcome) for k, (at_, outcome) in first.items()}
+        times = {c: [_time(x) for x in ts] for c, ts in conversions.items()}
+        arms = report.tally(exposures, times, self.window)
+        rows = [_uplift_row(campaign, arms[campaign]) for campaign in sorted(arms)]
+        self._uplift = (time.monotonic(), rows)
+        return rows
+
+
+def _uplift_row(campaign: str, arms: dict[str, report.Arm]) -> tuple:
+    sent, control = arms["sent"], arms["control"]
+    diff, half, p = report.uplift(sent, control)
+    return (
+        campaign,
+        f"{sent.customers:,}",
+        f"{sent.rate:.1%}",
+        f"{control.customers:,}",
+        f"{control.rate:.1%}",
+        f"{diff * 100:+.1f} pp",
+        f"±{half * 100:.1f} pp" if half == half else "-",
+        f"{p:.3f}" if p == p else "-",
+    )
+
+
+def _days(window: timedelta) -> str:
+    return f"{window.days}d" if window.days and not window.seconds else str(window)
