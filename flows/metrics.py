@@ -32,8 +32,6 @@ from keymoment.state import CapStoreUnavailable
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-SINK_COUNTERS = {"delivered": "delivered", "retries": "retried", "retried": "retried"}
-SINK_FAILURES = ("rejected", "unavailable", "failed")
 
 
 def source_of(position: str) -> str:
@@ -173,7 +171,7 @@ class FlowMetrics:
         self.policies.append(policy)
 
     def watch_sink(self, name: str, sink: Any) -> None:
-        """Read a sink's own `counters` (delivered, retries, failures, backlog) at every scrape."""
+        """Read a sink's delivery counts (delivered, retries, failures, backlog) at every scrape."""
         self.sinks[name] = sink
 
     def time_store(self, store: Any) -> Any:
@@ -265,15 +263,17 @@ class _Live(Collector):
 
 
 def sink_counts(sink: Any) -> dict[str, int]:
-    """delivered / retried / failed / backlog from a sink's `counters` (or its attributes)."""
-    raw = getattr(sink, "counters", None)
-    if callable(raw):
-        raw = raw()
-    if raw is None:
-        names = ("delivered", "retries", "rejected", "unavailable", "backlog")
-        raw = {n: getattr(sink, n) for n in names if isinstance(getattr(sink, n, None), int)}
-    out = {"backlog": int(raw.get("backlog", 0))}
-    for key, name in SINK_COUNTERS.items():
-        out[name] = out.get(name, 0) + int(raw.get(key, 0))
-    out["failed"] = sum(int(raw.get(k, 0)) for k in SINK_FAILURES)
-    return out
+    """delivered / retried / failed / backlog from a sink's delivery stage (connectors/delivery.py).
+
+    A webhook sink or delivery carries its stage as `.stage`; the stage's
+    `counts` hold delivered, retries and one count per failure reason.
+    """
+    stage = getattr(sink, "stage", sink)
+    counts = getattr(stage, "counts", None) or {}
+    failed = sum(n for reason, n in counts.items() if reason not in ("delivered", "retries"))
+    return {
+        "delivered": counts.get("delivered", 0),
+        "retried": counts.get("retries", 0),
+        "failed": failed,
+        "backlog": int(getattr(stage, "backlog", 0)),
+    }

@@ -166,9 +166,12 @@ def dead(reasons: dict[str, int]) -> str:
 
 
 def uplift(rows: list[tuple], window: str, conversions: bool) -> str:
-    if not conversions:
-        return empty("no conversions given (--conversions URL): treated and control only")
     if not rows:
         return empty("no campaign has sent or control decisions yet")
-    head = ("campaign", "treated", "rate", "control", "rate", "uplift", "95% interval", "p")
-    return f"<p>conversions within {e(window)} of the first candidate</p>" + table(head, rows)
+    head = ("campaign", "treated", "rate", "control", "rate", "uplift", "95% interval", "p", "")
+    what = (
+        f"conversions within {e(window)} of the first candidate"
+        if conversions
+        else "no conversion events followed (--conversions URL): arm sizes only"
+    )
+    return f"<p>{what}</p>" + table(head, rows)

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from keymoment.commands import report
+from keymoment.desk import uplift
+from keymoment.desk.records import when
 
 from . import render
 from .scrape import Scraper
 from .tally import Tally
 
 PANELS = ("counts", "chart", "engine", "recent", "customer", "rules", "dead", "uplift")
-
-
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 class Console:
@@ -66,32 +63,36 @@ class Console:
         }
 
     def uplift_rows(self, every: float = 5.0) -> list[tuple]:
-        """`report`'s own tally and interval per campaign, recomputed at most every `every` s."""
+        """`report`'s own arms and intervals per campaign, recomputed at most every `every` s."""
         at, rows = self._uplift
         if time.monotonic() - at < every:
             return rows
         first, conversions = self.tally.exposures()
-        exposures = {k: (_time(at_), outcome) for k, (at_, outcome) in first.items()}
-        times = {c: [_time(x) for x in ts] for c, ts in conversions.items()}
-        arms = report.tally(exposures, times, self.window)
-        rows = [_uplift_row(campaign, arms[campaign]) for campaign in sorted(arms)]
+        exposures = {k: (when(at_), outcome) for k, (at_, outcome) in first.items()}
+        times = {c: [when(x) for x in ts] for c, ts in conversions.items()}
+        rows = [_uplift_row(row) for row in uplift.tally(exposures, times, self.window)]
         self._uplift = (time.monotonic(), rows)
         return rows
 
 
-def _uplift_row(campaign: str, arms: dict[str, report.Arm]) -> tuple:
-    sent, control = arms["sent"], arms["control"]
-    diff, half, p = report.uplift(sent, control)
+def _uplift_row(row: uplift.CampaignUplift) -> tuple:
+    """One table row as `report` prints it: rates, difference, 95% interval, p, warning."""
+    t, c, u = row.treated, row.control, row.uplift
     return (
-        campaign,
-        f"{sent.customers:,}",
-        f"{sent.rate:.1%}",
-        f"{control.customers:,}",
-        f"{control.rate:.1%}",
-        f"{diff * 100:+.1f} pp",
-        f"±{half * 100:.1f} pp" if half == half else "-",
-        f"{p:.3f}" if p == p else "-",
+        row.campaign_id,
+        f"{t.customers:,}",
+        _pct(t.rate),
+        f"{c.customers:,}",
+        _pct(c.rate),
+        f"{u.diff * 100:+.1f} pp" if u.diff == u.diff else "-",
+        f"{u.low * 100:+.1f} to {u.high * 100:+.1f} pp" if u.low == u.low else "-",
+        f"{u.p_value:.3f}" if u.p_value == u.p_value else "-",
+        row.warning or "",
     )
+
+
+def _pct(rate: float) -> str:
+    return f"{rate:.1%}" if rate == rate else "-"  # NaN (an empty arm) is not equal to itself
 
 
 def _days(window: timedelta) -> str:
