@@ -89,6 +89,16 @@ class RulesFile(RuleSet):
             problems += _cap_problems(i, cap, known, rule_ids)
         return problems
 
+    def paused_campaigns(self) -> frozenset[str]:
+        return frozenset(c.campaign_id for c in self.campaigns if c.mode == "paused")
+
+    def shadow_rules(self) -> frozenset[str]:
+        """Rules whose candidates end `shadow`: their own mode, or their campaign's."""
+        shadow = {c.campaign_id for c in self.campaigns if c.mode == "shadow"}
+        return frozenset(
+            r.rule_id for r in self.rules if r.mode == "shadow" or r.campaign in shadow
+        )
+
     def campaign(self, campaign_id: str) -> Campaign:
         return next(c for c in self.campaigns if c.campaign_id == campaign_id)
 

@@ -34,11 +34,11 @@ def arbitrate(
     keep: set[int] = set()
     losers: list[tuple[Candidate, str]] = []
     for group in groups.values():
-        ranked = sorted(group, key=lambda c: _rank(c, campaign_of(c)))
+        ranked = sorted(group, key=lambda c: rank(c, campaign_of(c)))
         keep.update(id(c) for c in ranked[:max_offers])
         losers += [(c, ranked[0].rule_id) for c in ranked[max_offers:]]
     return [c for c in candidates if id(c) in keep], losers
 
 
-def _rank(candidate: Candidate, campaign: Campaign) -> tuple[int, float, str]:
+def rank(candidate: Candidate, campaign: Campaign) -> tuple[int, float, str]:
     return (-campaign.priority, -campaign.value, candidate.rule_id)

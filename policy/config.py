@@ -33,6 +33,7 @@ class Campaign(BaseModel):
     max_delay: Duration | None = None
     lists: list[str] = Field(default_factory=list)
     description: str | None = None
+    mode: Literal["live", "shadow", "paused"] = "live"  # as a rule's mode, for all its rules
     variants: list[Variant] = Field(default_factory=list)  # A/B arms: policy/variants.py
 
     @model_validator(mode="after")

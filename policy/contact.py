@@ -30,7 +30,8 @@ from .config import Campaign
 from .decision import Decision, Outcome
 from .holdout import in_control
 from .parking import Parked, merged
-from .planning import Plan, Planner, parse_tag
+from .planning import Plan, Planner, parse_tag, unplaced
+from .shadow import decide_shadow
 from .suppression import FileLists, Suppression
 from .variants import VariantBook
 
@@ -64,6 +65,7 @@ class RulesContactPolicy:
         self.campaigns = {c.campaign_id: c for c in rules.campaigns}
         self.planner = Planner(rules)
         self.variants = VariantBook(rules.campaigns)
+        self.shadow = rules.shadow_rules()
         self.max_pending = max_pending
         self.retry_interval, self.max_retry_interval = retry_interval, max_retry_interval
         self.monotonic, self.sleep, self.end_wait = monotonic, sleep, end_wait
@@ -139,6 +141,7 @@ class RulesContactPolicy:
         self.campaigns = {c.campaign_id: c for c in rules.campaigns}
         self.planner = Planner(rules)
         self.variants = VariantBook(rules.campaigns)
+        self.shadow = rules.shadow_rules()
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for a restart: the memory store's contents and the parked candidates.
@@ -181,7 +184,7 @@ class RulesContactPolicy:
             listed = self._lookup(candidates)
         except CapStoreUnavailable:
             return self._park(candidates, profiles, screened=False)
-        out, eligible = [], []
+        out, eligible, shadow = [], [], []
         for c in candidates:
             campaign = self.campaigns.get(c.campaign)
             if campaign is None:  # its rule was removed by a rules update while it waited
@@ -190,9 +193,14 @@ class RulesContactPolicy:
             name = self.suppression.first_list(
                 campaign.campaign_id, listed.get(c.customer_id, set())
             )
-            if name is not None:
+            held = name is None and in_control(
+                campaign.campaign_id, c.customer_id, campaign.holdout
+            )
+            if c.rule_id in self.shadow:  # decided read-only, after the live ones (policy.shadow)
+                shadow.append((c, f"suppressed:{name}" if name else "control" if held else None))
+            elif name is not None:
                 out.append(self._final(c, "suppressed", name))
-            elif in_control(campaign.campaign_id, c.customer_id, campaign.holdout):
+            elif held:
                 out.append(self._control(c, profiles.get(c.customer_id), clock_at))
             else:
                 eligible.append(c)
@@ -201,6 +209,8 @@ class RulesContactPolicy:
         )
         out += [self._final(c, "arbitration_lost", winner) for c, winner in losers]
         out += self._reserve(winners, profiles, clock_at, parked)
+        if shadow:
+            out += decide_shadow(self, shadow, eligible, profiles, clock_at)
         if len(out) < 2:  # one candidate (the usual engine call): already in order
             return out
         order = {id(c): i for i, c in enumerate(candidates)}
@@ -269,11 +279,7 @@ class RulesContactPolicy:
         return self._final(c, "control", "holdout", channel=channel, send_at=send_at)
 
     def _unplaced(self, plan: Plan) -> Decision:
-        if plan.deferral_blocked:
-            return self._final(plan.candidate, "expired", "max_delay")
-        return self._final(
-            plan.candidate, "no_channel", "no_consent" if plan.has_profile else "no_profile"
-        )
+        return self._final(plan.candidate, *unplaced(plan))
 
     def _placed(self, plan: Plan, result: Result) -> Decision:
         if result.tag is None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from keymoment.triggers.candidate import Candidate
 
 Outcome = Literal[
-    "sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel"
+    "sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel", "shadow"
 ]
 OUTCOMES: tuple[Outcome, ...] = (
     "sent",
@@ -20,6 +20,7 @@ OUTCOMES: tuple[Outcome, ...] = (
     "capped",
     "expired",
     "no_channel",
+    "shadow",  # a shadow rule's candidate: decided read-only, never sent (policy.shadow)
 )
 
 

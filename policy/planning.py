@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from keymoment.state.caps import DAY_MS, Check, Kind, Option, Reservation
@@ -78,6 +78,13 @@ class Plan:
     consented: bool = False
     deferral_blocked: bool = False
     has_profile: bool = True
+
+
+def unplaced(plan: Plan) -> tuple[Literal["expired", "no_channel"], str]:
+    """Why a plan has no reservation: every consented channel deferred too far, or none."""
+    if plan.deferral_blocked:
+        return "expired", "max_delay"
+    return "no_channel", "no_consent" if plan.has_profile else "no_profile"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,9 @@ class RuleBase(BaseModel):
     campaign: str
     description: str | None = None
     customer_filter: CustomerFilter | None = None
+    # live: decided and sent; shadow: decided, never sent (the policy's part); paused:
+    # state kept up to date, no candidate (docs/rollout.md)
+    mode: Literal["live", "shadow", "paused"] = "live"
 
 
 class Step:
@@ -75,6 +78,7 @@ class Trigger:
         self.rule_id: str = rule.rule_id
         self.campaign: str = rule.campaign
         self.customer_filter = rule.customer_filter
+        self.paused = rule.mode == "paused" or rule.campaign in ruleset.paused_campaigns()
 
     @property
     def horizon(self) -> timedelta:
@@ -112,7 +116,9 @@ class Trigger:
         timer: bool = False,
         **attributes: Any,
     ) -> None:
-        """Append one candidate of this rule for the current customer."""
+        """Append one candidate of this rule for the current customer (none while paused)."""
+        if self.paused:
+            return
         step.out.append(
             Candidate(
                 rule_id=self.rule_id,

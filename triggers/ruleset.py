@@ -68,6 +68,10 @@ class RuleSet(BaseModel):
             raise ValueError("; ".join(problems))
         return self
 
+    def paused_campaigns(self) -> frozenset[str]:
+        """Campaigns whose rules keep their state but emit nothing (the rules file has them)."""
+        return frozenset()
+
     def compile(self) -> list[Trigger]:
         """One compiled trigger per rule, in file order (the order ties are broken in)."""
         return [TRIGGERS[rule.trigger](rule, i, self) for i, rule in enumerate(self.rules)]

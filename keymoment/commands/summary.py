@@ -103,7 +103,8 @@ def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
 
 
 def _rule_table(summary: Summary, rules: RulesFile) -> str:
-    outcomes = OUTCOMES
+    shadow = any(o == "shadow" for _, o in summary.outcomes)
+    outcomes = [o for o in OUTCOMES if o != "shadow" or shadow]  # a column only when used
     header = f"{'rule':<20}{'trigger':<19}{'candidates':>11}" + "".join(
         f"{o[:10]:>11}" for o in outcomes
     )
