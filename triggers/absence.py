@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .base import RuleBase, Step, Trigger
 from .durations import Duration, format_duration
@@ -55,6 +55,12 @@ class Absence(Trigger):
             deadline = event.occurred_at + self.within
             slots[self.index] = (deadline, event.event_id)
             step.arm(self.index, "", deadline)
+
+    def adopt(self, old: Trigger, slot: Any) -> Any:
+        """A pending start keeps its start time; its deadline follows the new `within`."""
+        if slot is None or not isinstance(old, Absence):
+            return slot
+        return (slot[0] - old.within + self.within, slot[1])
 
     def deadline(self, state: CustomerState, key: str) -> datetime | None:
         pending = state.rules[self.index]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -54,6 +54,13 @@ class BalanceMilestone(Trigger):
     @property
     def horizon(self) -> timedelta:
         return self.onboarding
+
+    def adopt(self, old: Trigger, slot: Any) -> Any:
+        """A new threshold counts as reached when an old one at or above it was (rollout)."""
+        if not slot or not isinstance(old, BalanceMilestone) or old.thresholds == self.thresholds:
+            return slot
+        top = max(t for i, t in enumerate(old.thresholds) if slot >> i & 1)
+        return sum(1 << i for i, t in enumerate(self.thresholds) if t <= top) or None
 
     def on_event(self, step: Step, event: Event) -> None:
         balance = event.balance_after  # type: ignore[union-attr]

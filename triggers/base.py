@@ -97,6 +97,14 @@ class Trigger:
         """The rule's customer filter, if any, against this customer's reference data."""
         return self.customer_filter is None or self.customer_filter.admits(step.profile)
 
+    def adopt(self, old: Trigger, slot: Any) -> Any:
+        """This rule's slot for a customer, from the slot the previous version kept (rollout).
+
+        The default keeps it as it is: the slot's shape depends only on the
+        parameters a rollout classifies as shaping (`keymoment.rollout.diff`).
+        """
+        return slot
+
     def on_event(self, step: Step, event: Event) -> None:
         """React to one event of this customer (default: nothing)."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .base import RuleBase, Step, Trigger
 from .durations import Duration
@@ -57,6 +57,13 @@ class SalaryMissed(Trigger):
             step.arm(self.index, reading.counterparty, deadline)
         elif armed:
             armed.pop(event.counterparty or "", None)  # type: ignore[union-attr]
+
+    def adopt(self, old: Trigger, slot: Any) -> Any:
+        """Armed timers keep their salary credit; their deadlines follow the new `grace`."""
+        if not slot or not isinstance(old, SalaryMissed) or old.delay == self.delay:
+            return slot
+        shift = self.delay - old.delay
+        return {key: (entry[0] + shift, *entry[1:]) for key, entry in slot.items()}
 
     def deadline(self, state: CustomerState, key: str) -> datetime | None:
         armed = state.rules[self.index]

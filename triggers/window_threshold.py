@@ -108,6 +108,18 @@ class WindowThreshold(Trigger):
         if now_true and not was_true:
             self.emit(step, at, event.event_id, aggregate=self.aggregate, window=self.label)
 
+    def adopt(self, old: Trigger, slot: Any) -> Any:
+        """The window carries over; the edge state is re-read under the new condition (rollout).
+
+        So a changed `value` or `op` holds what a replay on the new version would
+        hold at the newest matching event (for an in-order stream).
+        """
+        if slot is None or not slot[0]:
+            return slot
+        times, values, _ = slot
+        first = bisect_right(times, times[-1] - self.window)
+        return [times, values, self.compare(self._aggregate(values[first:]), self.value)]
+
     def _value_of(self, event: Event) -> Any:
         if self.aggregate == "count":
             return 1
