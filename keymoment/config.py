@@ -7,6 +7,7 @@ per problem, so `keymoment validate` can list them all at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,6 +16,7 @@ import orjson
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from keymoment.listpaths import allowed_roots, resolve_lists
 from keymoment.policy.config import Campaign, Cap, ChannelPolicy, PolicyParams
 from keymoment.triggers.ruleset import TRIGGERS, RuleSet, duplicate_rule_ids
 
@@ -126,8 +128,12 @@ def scope_of(name: str) -> str:
     return f"customer_{name}"
 
 
-def load_rules(path: str | Path) -> RulesFile:
-    """Read, parse and validate a YAML or JSON rules file; list files resolve next to it."""
+def load_rules(path: str | Path, list_dirs: Sequence[str | Path] | None = None) -> RulesFile:
+    """Read, parse and validate a YAML or JSON rules file; list files resolve next to it.
+
+    List files must lie in the rules file's folder or in `list_dirs` (default: the
+    folders in `KEYMOMENT_LIST_DIRS`).
+    """
     path = Path(path)
     source = str(path)
     try:
@@ -143,7 +149,7 @@ def load_rules(path: str | Path) -> RulesFile:
         problems = [p for err in exc.errors() for p in _problems(err)]
         problems += [p for p in _raw_reference_problems(data) if p not in problems]
         raise RulesError(source, problems) from None
-    return _resolve_lists(source, path.parent, rules)
+    return _resolve_lists(source, path.parent, rules, list_dirs)
 
 
 def _raw_reference_problems(data: dict[str, Any]) -> list[str]:
@@ -178,13 +184,13 @@ def _parse(source: str, path: Path, text: bytes) -> Any:
         ) from None
 
 
-def _resolve_lists(source: str, base: Path, rules: RulesFile) -> RulesFile:
-    resolved = {name: (base / p if not p.is_absolute() else p) for name, p in rules.lists.items()}
-    missing = [
-        f"lists.{name}: no such file {str(p)!r}" for name, p in resolved.items() if not p.is_file()
-    ]
-    if missing:
-        raise RulesError(source, missing)
+def _resolve_lists(
+    source: str, base: Path, rules: RulesFile, list_dirs: Sequence[str | Path] | None
+) -> RulesFile:
+    """List files, confined to the rules file's folder or the operator's (keymoment.listpaths)."""
+    resolved, problems = resolve_lists(rules.lists, base, allowed_roots(base, list_dirs))
+    if problems:
+        raise RulesError(source, problems)
     return rules.model_copy(update={"lists": resolved})
 
 
