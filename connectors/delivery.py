@@ -91,9 +91,12 @@ class Outbox:
 
     `unacked()` is what a recovery snapshot holds; `take_dead()` hands the
     dead letters back to the caller's thread (the dataflow's).
+    `check_expiry=False` sends offers whatever their `expires_at`: for a
+    replay on the event clock, whose offers are all history by the wall clock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check_expiry: bool = True) -> None:
+        self.check_expiry = check_expiry
         self._cond = threading.Condition()
         self._pending: dict[str, dict] = {}
         self._dead: list[dict] = []
@@ -187,7 +190,8 @@ class DeliveryStage:
                 return
             if not outbox._add(offer_id, offer):
                 return  # already waiting in this outbox: one delivery covers both
-            self._push(_Job(self._clock(), next(self._seq), offer, outbox, _expiry(offer)))
+            expires = _expiry(offer) if outbox.check_expiry else None
+            self._push(_Job(self._clock(), next(self._seq), offer, outbox, expires))
             self.backlog += 1
             self.peak_backlog = max(self.peak_backlog, self.backlog)
             self._start_threads()

@@ -19,9 +19,11 @@ This module wraps each of its partitions so that:
   + 1: exact only when every produce request carries one message.)
 
 Sink: Bytewax's `KafkaSink` producer; each dict record becomes one message,
-value = the record as JSON, key = `record[key]` (default `customer_id`, so
-one customer's offers stay in order on one partition; `offer_id` is the
-other sensible choice). At-least-once: consumers de-duplicate by offer_id.
+value = the record as JSON, key = `record[key]` (default `offer_id`, so a
+repeat after a crash carries the same key as the original: a consumer
+dedupes by key, and a compacted topic keeps one message per offer;
+`customer_id` keeps one customer's offers in order on one partition
+instead). At-least-once: after kill -9 the last epoch is produced again.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ class KafkaRecordSink(DynamicSink[dict]):
         self,
         brokers: Sequence[str],
         topic: str,
-        key: str = "customer_id",
+        key: str = "offer_id",
         config: dict | None = None,
     ):
         self.key = key

@@ -18,12 +18,15 @@ snapshot interval) and logged once per outage; the position is kept, so
 nothing is skipped or repeated.
 
 Sink: XADD of `data` = the record as JSON, with an optional approximate
-MAXLEN; one pipeline round trip per batch. Delivery is at-least-once
-(Bytewax replays the last epoch after a crash): consumers de-duplicate by
-`offer_id`, which is deterministic, or the sink does it with `dedupe_ttl`
-(a marker key per offer_id, set atomically with the XADD by a Lua script;
-single-node Redis, as the marker and the stream may hash to different
-cluster slots).
+MAXLEN; one pipeline round trip per batch. Bytewax replays the last epoch
+after a crash, so by default the sink skips a record whose `offer_id` it
+already wrote within `dedupe_ttl` (7 days): a marker key per offer_id, set
+atomically with the XADD by one Lua script, so a repeat adds nothing even
+when the crash falls between two records. That makes offers effectively
+once on the stream (measured: 0 repeats over 10 kill -9s, against N without
+it; docs/connectors.md). `dedupe_ttl=None` (URL `dedupe=0`) is the plain
+at-least-once XADD. Single-node Redis: the marker and the stream may hash
+to different cluster slots.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 Item = tuple[str, bytes]
 MAX_BACKOFF = 5.0  # sink retries
 MAX_NAP = 0.5  # source backoff cap: a sleeping partition holds back every epoch
+DEDUPE_TTL = 7 * 24 * 3600  # sink: how long an offer_id written is remembered (s)
 LOST = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -207,9 +211,10 @@ class _StreamSinkPartition(StatelessSinkPartition[dict]):
 class RedisStreamSink(DynamicSink[dict]):
     """XADD each record as JSON in field `data`; waits up to `retry_for` s for a lost server.
 
-    With `dedupe_ttl` (seconds), a record whose `offer_id` was already added
-    within that time is dropped (a marker key `<stream>:seen:<offer_id>`),
-    so the epoch Bytewax replays after a crash adds nothing twice.
+    With `dedupe_ttl` (seconds; the default is 7 days, None turns it off), a
+    record whose `offer_id` was already added within that time is dropped
+    (a marker key `<stream>:seen:<offer_id>`), so the epoch Bytewax replays
+    after a crash adds nothing twice.
     """
 
     def __init__(
@@ -218,7 +223,7 @@ class RedisStreamSink(DynamicSink[dict]):
         stream: str,
         maxlen: int | None = None,
         retry_for: float = 30.0,
-        dedupe_ttl: int | None = None,
+        dedupe_ttl: int | None = DEDUPE_TTL,
     ):
         self.url, self.stream, self.maxlen, self.retry_for = url, stream, maxlen, retry_for
         self.dedupe_ttl = dedupe_ttl

@@ -7,8 +7,8 @@ Sources (each emits `(position, payload_bytes)`):
     redis://host:port/0?stream=tx[&stream=app][&start=0|$&tail=1&batch=1000]
     generator:?customers=1000&rate=5000&seed=7[&count=N&days=240&live=1&noise=0&batch=1000]
 Sinks (each takes dict records):
-    stdout: | file:out.jsonl | kafka://host:port/topic[?key=customer_id|offer_id]
-    redis://host:port/0?stream=offers[&maxlen=100000&dedupe=SECONDS]
+    stdout: | file:out.jsonl | kafka://host:port/topic[?key=offer_id|customer_id]
+    redis://host:port/0?stream=offers[&maxlen=100000&dedupe=SECONDS (0: off)]
     webhook+http(s)://host:port/path?secret_env=NAME[&max_in_flight=8&timeout=5&max_attempts=6
                                                      &ca_file=PEM]
 Customers:
@@ -210,11 +210,11 @@ def _kafka_sink(url: str, check: bool, opts: dict) -> Sink:
     q = query(url, {"key"})
     if check:
         _check_kafka(brokers, [])
-    return KafkaRecordSink(brokers, topics[0], key=one(q, "key", "customer_id"))
+    return KafkaRecordSink(brokers, topics[0], key=one(q, "key", "offer_id"))
 
 
 def _redis_sink(url: str, check: bool, opts: dict) -> Sink:
-    from keymoment.connectors.redis_streams import RedisStreamSink
+    from keymoment.connectors.redis_streams import DEDUPE_TTL, RedisStreamSink
 
     q = query(url, {"stream", "maxlen", "dedupe"})
     streams = q.get("stream", [])
@@ -227,7 +227,7 @@ def _redis_sink(url: str, check: bool, opts: dict) -> Sink:
         server,
         streams[0],
         maxlen=one(q, "maxlen", None, int),
-        dedupe_ttl=one(q, "dedupe", None, int),
+        dedupe_ttl=one(q, "dedupe", DEDUPE_TTL, int) or None,
     )
 
 

@@ -137,9 +137,9 @@ class WebhookDelivery:
     def retries(self) -> int:
         return self.stage.counts["retries"]
 
-    def deliver_batch(self, offers: Iterable[dict]) -> list[dict]:
+    def deliver_batch(self, offers: Iterable[dict], check_expiry: bool = True) -> list[dict]:
         """Send every offer (concurrently, bounded); return their dead letters when all settled."""
-        outbox = Outbox()
+        outbox = Outbox(check_expiry)
         submit_all(self.stage, offers, outbox)
         outbox.wait()
         return outbox.take_dead()
@@ -260,7 +260,8 @@ class WebhookSink(DynamicSink[dict]):
             return self._shared
 
     def deliver_batch(self, offers: list[dict]) -> list[dict]:
-        return self.delivery.deliver_batch(offers)
+        """The blocking flow step of `sinks.output`; its offers may be an event-clock replay's."""
+        return self.delivery.deliver_batch(offers, check_expiry=False)
 
     def delivery_stage(self) -> DeliveryStage:
         """What `keymoment.flows.delivery` hands offers to: this process's stage for the sink."""

@@ -54,9 +54,10 @@ class DeliveryLogic(StatefulBatchLogic[dict, dict, list[dict]]):
         stage: DeliveryStage,
         resume: list[dict] | None,
         now: Callable[[], datetime],
+        check_expiry: bool = True,
     ) -> None:
         self.stage, self.now = stage, now
-        self.outbox = Outbox()
+        self.outbox = Outbox(check_expiry)
         if resume:
             submit_all(stage, resume, self.outbox)  # admitted before the crash: no limit
 
@@ -86,11 +87,11 @@ def _now() -> datetime:
 class _Builder:
     """Builds each key's logic on the process's own stage (the sink makes one per process)."""
 
-    def __init__(self, sink: StagedSink, now: Callable[[], datetime]) -> None:
-        self.sink, self.now = sink, now
+    def __init__(self, sink: StagedSink, now: Callable[[], datetime], check_expiry: bool) -> None:
+        self.sink, self.now, self.check_expiry = sink, now, check_expiry
 
     def __call__(self, resume: list[dict] | None) -> DeliveryLogic:
-        return DeliveryLogic(self.sink.delivery_stage(), resume, self.now)
+        return DeliveryLogic(self.sink.delivery_stage(), resume, self.now, self.check_expiry)
 
 
 def deliver(
@@ -98,13 +99,17 @@ def deliver(
     offers: Stream[tuple[str, dict]],
     sink: StagedSink,
     now: Callable[[], datetime] = _now,
+    check_expiry: bool = True,
 ) -> Stream[dict]:
     """Deliver keyed offers through the sink's stage; the stream of its dead letters.
 
-    The step also ends in a discarding output, so delivery runs even when
-    the caller drops the dead letters (each is logged regardless).
+    `check_expiry=False` for a replay on the event clock: its offers'
+    `expires_at` are history by the wall clock, and the policy has already
+    held them to their `ttl` on the engine's clock. The step also ends in a
+    discarding output, so delivery runs even when the caller drops the dead
+    letters (each is logged regardless).
     """
-    settled = op.stateful_batch(step_id, offers, _Builder(sink, now))
+    settled = op.stateful_batch(step_id, offers, _Builder(sink, now, check_expiry))
     dead = op.map(f"{step_id}-dead", settled, _value)
     op.output(f"{step_id}-settled", dead, _Discard())
     return dead

@@ -32,6 +32,19 @@ def test_stdout_file_kafka_and_redis_forms(tmp_path: Path, kafka_broker, redis_s
     assert stream.dedupe_ttl == 86400
 
 
+def test_kafka_keys_by_offer_id_and_redis_dedupes_unless_told_otherwise(
+    kafka_broker, redis_server
+) -> None:
+    """Defaults: Kafka key offer_id, Redis Stream dedupe 7 days; `dedupe=0` turns it off."""
+    topic = create_topic(kafka_broker.bootstrap)
+    kafka = sink_from_url(f"kafka://{kafka_broker.bootstrap}/{topic}")
+    assert isinstance(kafka, KafkaRecordSink) and kafka.key == "offer_id"
+    stream = sink_from_url(f"{redis_server.url}?stream=offers")
+    assert isinstance(stream, RedisStreamSink) and stream.dedupe_ttl == 7 * 24 * 3600
+    plain = sink_from_url(f"{redis_server.url}?stream=offers&dedupe=0")
+    assert isinstance(plain, RedisStreamSink) and plain.dedupe_ttl is None
+
+
 def test_webhook_secret_comes_from_the_environment(monkeypatch) -> None:
     """`secret_env` names the variable; the gateway's own query parameters stay on its URL."""
     monkeypatch.setenv("KM_TEST_SECRET", SECRET)
