@@ -1,0 +1,103 @@
+"""kill -9 with recovery into Kafka and Redis Stream sinks: what each repeats, measured.
+
+A real `python -m bytewax.run` replays generated events on the event clock
+with snapshots every second and is SIGKILLed `KM_KILLS` times (default 2,
+to keep CI short; the figures in docs/connectors.md are from
+`KM_KILLS=10 python -m pytest -s tests/integration/test_sink_repeats_kill.py`).
+`app_push` offers go to a Kafka topic (keyed by offer_id), `sms` offers to
+a plain Redis Stream (`dedupe=0`), and the decision log to a Redis Stream
+with the default dedupe. Every sink must hold every offer_id of an
+uninterrupted run and nothing else; the deduping stream must hold each
+exactly once, and every Kafka message's key must be its offer_id (what a
+consumer dedupes by). The repeats of the two at-least-once sinks are
+printed, not asserted: they depend on where the kills fall.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import redis
+
+from tests.integration.flowkit import bytewax_run, replay_settings, start, write_generated
+from tests.integration.test_recovery_kill import wait_for_output
+from tests.integration.test_sinks_kafka import read_topic
+from tests.integration.test_sources_kafka import create_topic
+
+KILLS = int(os.environ.get("KM_KILLS", "2"))
+
+
+def stream_ids(url: str, stream: str) -> list[str]:
+    entries = redis.Redis.from_url(url).xrange(stream)
+    return [orjson.loads(fields[b"data"])["offer_id"] for _, fields in entries]
+
+
+def clean_ids(path: Path) -> dict[str, set[str]]:
+    """offer_ids of the uninterrupted run: all decisions, and sent offers by channel."""
+    decisions = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    out: dict[str, set[str]] = {"decisions": {d["offer_id"] for d in decisions}}
+    for d in decisions:
+        if d["outcome"] == "sent":
+            out.setdefault(d["channel"], set()).add(d["offer_id"])
+    return out
+
+
+def kill_loop(settings, recovery: Path, watch: Path, kills: int) -> None:
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    args = ("-r", str(recovery), "-s", "1", "-b", "0")
+    rng = random.Random(17)
+    for _ in range(kills):
+        proc = start(settings, *args)
+        wait_for_output(proc, watch)
+        time.sleep(rng.uniform(0.3, 1.2))
+        assert proc.poll() is None, "the flow finished before the kill: use more input"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = start(settings, *args)
+    _, err = final.communicate(timeout=900)
+    assert final.returncode == 0, err[-2000:]
+
+
+def test_kafka_and_redis_stream_sinks_after_kill_9(tmp_path: Path, kafka_broker, redis_server):
+    """Every offer on every sink after the kills; the deduping stream holds each exactly once."""
+    data = write_generated(tmp_path, customers=4000, days=240, seed=31, noise=0.005)
+    clean = tmp_path / "clean"
+    bytewax_run(replay_settings(data, clean, shards=4, batch_size=100), timeout=900)
+    expected = clean_ids(clean / "decisions.jsonl")
+    topic, tag = create_topic(kafka_broker.bootstrap), uuid.uuid4().hex[:8]
+    sms, decisions = f"sms-{tag}", f"decisions-{tag}"
+    crashed = tmp_path / "crashed"
+    settings = replay_settings(data, crashed, shards=4, batch_size=100, recovery=True)
+    sinks = {
+        "app_push": f"kafka://{kafka_broker.bootstrap}/{topic}",
+        "sms": f"{redis_server.url}?stream={sms}&dedupe=0",
+        "*": f"file:{crashed / 'offers.jsonl'}",
+    }
+    decisions_url = f"{redis_server.url}?stream={decisions}"
+    settings = settings.model_copy(update={"sinks": sinks, "decisions": decisions_url})
+    (tmp_path / "recovery").mkdir()
+    kill_loop(settings, tmp_path / "recovery", crashed / "dead.jsonl", KILLS)
+    on_kafka = read_topic(kafka_broker.bootstrap, topic)
+    keys = [k.decode() for k, _ in on_kafka]
+    assert keys == [orjson.loads(v)["offer_id"] for _, v in on_kafka]
+    on_sms, logged = stream_ids(redis_server.url, sms), stream_ids(redis_server.url, decisions)
+    assert len(expected["app_push"]) > 500 and len(expected["sms"]) > 50
+    assert set(keys) == expected["app_push"] and set(on_sms) == expected["sms"]
+    assert sorted(logged) == sorted(expected["decisions"])  # dedupe: each exactly once
+    report = {
+        "kills": KILLS,
+        "kafka": (len(keys), len(keys) - len(set(keys))),
+        "redis plain": (len(on_sms), len(on_sms) - len(set(on_sms))),
+        "redis dedupe": (len(logged), len(logged) - len(set(logged))),
+        "most repeats of one offer": max(Counter(keys + on_sms).values()) - 1,
+    }
+    print(f"\nsink repeats after kill -9 (messages, repeats): {report}")
