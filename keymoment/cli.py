@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("validate", "importer", "backtest", "run", "demo", "report", "redeliver", "console")
+COMMANDS = (
+    "validate",
+    "importer",
+    "backtest",
+    "run",
+    "demo",
+    "report",
+    "redeliver",
+    "console",
+    "explain",
+)
 
 
 class UserError(Exception):
@@ -46,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `keymoment explain ... | head`: the reader left, so stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a process ended by a closed pipe
 
 
 if __name__ == "__main__":

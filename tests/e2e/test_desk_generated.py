@@ -1,0 +1,104 @@
+"""The operator's desk on generated customers (every trigger fires): `explain` and `compare`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from keymoment.connectors.generator import Generator
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def keymoment(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "keymoment", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("desk-generated")
+    gen = Generator(seed=21, customers=1500, start_at=datetime(2026, 1, 1, tzinfo=UTC), days=120)
+    events = [orjson.loads(b) for b in gen.iter_bytes()]
+    (out / "events.jsonl").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    (out / "customers.jsonl").write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+    result = keymoment(
+        "backtest", "--rules", REPO / "examples/rules.yaml", "--events", out / "events.jsonl",
+        "--customers", out / "customers.jsonl", "--decisions", out / "decisions.jsonl",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    by_customer: dict[str, list[dict]] = defaultdict(list)
+    for line in (out / "decisions.jsonl").open("rb"):
+        record = orjson.loads(line)
+        by_customer[record["customer_id"]].append(record)
+    events_of: dict[str, list[dict]] = defaultdict(list)
+    for e in events:
+        events_of[e["customer_id"]].append(e)
+    return {"out": out, "by_customer": by_customer, "events_of": events_of}
+
+
+def _explain(world: dict, customer: str) -> list[str]:
+    out = world["out"]
+    result = keymoment(
+        "explain", "--decisions", out / "decisions.jsonl", "--customer", customer,
+        "--rules", REPO / "examples/rules.yaml", "--events", out / "events.jsonl",
+        "--customers", out / "customers.jsonl",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def _clock(text: str) -> str:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_explain_names_the_start_that_armed_an_absence_timer(world: dict) -> None:
+    """A loan-abandoned candidate: its apply_start is listed as arming it, due triggered_at."""
+    customer, record = next(
+        (c, r)
+        for c, rs in world["by_customer"].items()
+        for r in rs
+        if r["rule_id"] == "loan-abandoned"
+    )
+    lines = _explain(world, customer)
+    arming = next(line for line in lines if f"({record['event_id']}): armed" in line)
+    assert "app apply_start loan" in arming
+    assert f"armed loan-abandoned (due {_clock(record['triggered_at'])})" in arming
+
+
+def _submitted(events: list[dict]) -> tuple[dict, dict] | None:
+    """An apply_start for a loan and an apply_submit less than 30 minutes after it."""
+    starts = [e for e in events if e.get("action") == "apply_start" and e.get("product") == "loan"]
+    submits = [
+        e for e in events if e.get("action") == "apply_submit" and e.get("product") == "loan"
+    ]
+    for s in starts:
+        for c in submits:
+            if timedelta(0) < _at(c["occurred_at"]) - _at(s["occurred_at"]) < timedelta(minutes=30):
+                return s, c
+    return None
+
+
+def test_explain_names_the_submit_that_cancelled_an_absence_timer(world: dict) -> None:
+    """A loan apply_submit within 30m of an apply_start is listed as cancelling the timer."""
+    found = next(
+        ((c, pair) for c, evs in world["events_of"].items() if (pair := _submitted(evs))), None
+    )
+    assert found, "the generator made no submitted loan application"
+    customer, (_, submit) = found
+    lines = _explain(world, customer)
+    assert any(f"({submit['event_id']}): cancelled loan-abandoned" in line for line in lines), lines
