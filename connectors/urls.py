@@ -9,8 +9,8 @@ Sources (each emits `(position, payload_bytes)`):
 Sinks (each takes dict records):
     stdout: | file:out.jsonl | kafka://host:port/topic[?key=offer_id|customer_id]
     redis://host:port/0?stream=offers[&maxlen=100000&dedupe=SECONDS (0: off)]
-    webhook+http(s)://host:port/path?secret_env=NAME[&max_in_flight=8&timeout=5&max_attempts=6
-                                                     &ca_file=PEM]
+    webhook+http(s)://host:port/path?secret_env=NAME[&max_in_flight=8&max_backlog=10000
+                                                     &timeout=5&max_attempts=6&ca_file=PEM]
 Customers:
     file:customers.jsonl | customers.jsonl | redis://host:port/0?prefix=customer:
     generator:?customers=1000&seed=7   (the profiles of the generator source's customers)
@@ -231,7 +231,14 @@ def _redis_sink(url: str, check: bool, opts: dict) -> Sink:
     )
 
 
-_WEBHOOK_OPTIONS = {"secret_env", "max_in_flight", "timeout", "max_attempts", "ca_file"}
+_WEBHOOK_OPTIONS = {
+    "secret_env",
+    "max_in_flight",
+    "max_backlog",
+    "timeout",
+    "max_attempts",
+    "ca_file",
+}
 
 
 def _webhook_sink(url: str, check: bool, opts: dict) -> Sink:
@@ -253,6 +260,7 @@ def _webhook_sink(url: str, check: bool, opts: dict) -> Sink:
         target,
         secret,
         max_in_flight=one(ours, "max_in_flight", 8, int),
+        max_backlog=one(ours, "max_backlog", 10_000, int),
         timeout=one(ours, "timeout", 5.0, float),
         retry=retry,
         ca_file=one(ours, "ca_file", None),

@@ -243,6 +243,8 @@ class WebhookSink(DynamicSink[dict]):
         max_backlog: int = 10_000,
     ):
         parse_secret(secret)  # refuse a bad secret when the flow is built, not on first send
+        if max_in_flight < 1 or max_backlog < 1:
+            raise ValueError("webhook max_in_flight and max_backlog must be at least 1")
         if ca_file is not None and not os.path.isfile(ca_file):
             raise ValueError(f"webhook ca_file not found: {ca_file}")
         self._args = (url, secret, max_in_flight, timeout, retry, ca_file, max_backlog)

@@ -58,6 +58,16 @@ def test_webhook_secret_comes_from_the_environment(monkeypatch) -> None:
     assert sink.delivery.endpoint == sink.endpoint
 
 
+def test_webhook_backlog_and_in_flight_must_be_positive(monkeypatch) -> None:
+    """`max_backlog=0` or `max_in_flight=0` is refused when the URL is read, not at first send."""
+    monkeypatch.setenv("KM_TEST_SECRET", SECRET)
+    for option in ("max_backlog=0", "max_in_flight=0"):
+        with pytest.raises(ValueError, match="at least 1"):
+            sink_from_url(f"webhook+http://h/p?secret_env=KM_TEST_SECRET&{option}")
+    sink = sink_from_url("webhook+http://h/p?secret_env=KM_TEST_SECRET&max_backlog=50")
+    assert isinstance(sink, WebhookSink) and sink.delivery.stage.max_backlog == 50
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
