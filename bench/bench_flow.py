@@ -41,6 +41,7 @@ import orjson
 from keymoment.connectors.generator import Generator
 from keymoment.connectors.wire import DeadLetter, decode
 from keymoment.flows.connect import policy_for, rules_from
+from keymoment.flows.replay import Replay
 from keymoment.flows.settings import FlowSettings
 from keymoment.flows.shard import Shard
 from keymoment.flows.stamp import shard_of
@@ -157,14 +158,12 @@ def main() -> None:
 
         profiles, _ = read_profiles(profiles_path)
 
-        def engine_policy() -> None:
-            engine, policy = Engine(rules), policy_for(rules, None)
-            for event in events:
-                fed = engine.feed(event, profiles.get(event.customer_id))
-                if fed.candidates:
-                    policy.decide(fed.candidates, profiles, engine.watermark)
+        def driver() -> None:
+            replay = Replay(rules, profiles, policy_for(rules, None))
+            for _ in replay.outputs([str(events_path)]):
+                pass
 
-        timed("engine + policy (pre-decoded)", len(events), engine_policy)
+        timed("decode + driver (engine + policy), no Bytewax", n, driver)
         settings = FlowSettings(
             rules=str(RULES),
             sources=[f"file:{events_path}"],
@@ -215,9 +214,7 @@ def partitioned(settings: FlowSettings, lines: list[bytes], out: Path, args) -> 
 
 def snapshot_cost(rules, profiles, events, shards: int) -> None:  # noqa: ANN001
     """Feed everything into `shards` shards, then pickle each as `ShardLogic.snapshot` does."""
-    parts = [
-        Shard(Engine(rules), policy_for(rules, None), profiles, wall=False) for _ in range(shards)
-    ]
+    parts = [Shard(Engine(rules), policy_for(rules, None), profiles) for _ in range(shards)]
     for event in events:
         parts[shard_of(event.customer_id, shards)].engine.feed(event)
     customers = sum(len(p.engine.customers) for p in parts)

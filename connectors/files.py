@@ -1,4 +1,4 @@
-"""JSONL files as a resumable Bytewax source and a truncate-on-resume Bytewax sink.
+"""JSONL files: the one reader, a resumable Bytewax source over it, a truncate-on-resume sink.
 
 Source: each file is one partition, read line by line in binary (plain or
 `.gz`), emitting `(position, payload)` with position `path:LINE` (the
@@ -36,22 +36,27 @@ def _open_read(path: Path) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115 - closed in close()
 
 
-class _JsonlPartition(StatefulSourcePartition[Item, FilePosition]):
-    """One file: reads up to `batch_size` lines per call, skipping blank lines."""
+class JsonlReader:
+    """Batches of `(path:LINE, payload)` from one JSONL file (plain or gzip), blank lines skipped.
 
-    def __init__(self, path: Path, label: str, batch_size: int, resume: FilePosition | None):
+    The one reader of event files: the Bytewax source partition below wraps
+    it, and the backtest (`keymoment.flows.replay`) reads with it directly.
+    `position` is `(byte_offset, lines_read)` of the next line to read.
+    """
+
+    def __init__(self, path: Path, label: str, resume: FilePosition | None = None):
         self._file = _open_read(path)
         self._label = label
-        self._batch_size = batch_size
         self._offset, self._line = resume if resume is not None else (0, 0)
         if self._offset:
             self._file.seek(self._offset)
 
-    def next_batch(self) -> list[Item]:
+    def read(self, count: int) -> list[Item] | None:
+        """Up to `count` lines' worth of records; None at the end of the file."""
         readline, label = self._file.readline, self._label
         out: list[Item] = []
         line_no = self._line
-        for _ in range(self._batch_size):
+        for _ in range(count):
             line = readline()
             if not line:
                 break
@@ -59,16 +64,44 @@ class _JsonlPartition(StatefulSourcePartition[Item, FilePosition]):
             if not line.isspace():
                 out.append((f"{label}:{line_no}", line.rstrip(b"\r\n")))
         if line_no == self._line:
-            raise StopIteration
+            return None
         self._line = line_no
         self._offset = self._file.tell()
         return out
 
-    def snapshot(self) -> FilePosition:
+    @property
+    def position(self) -> FilePosition:
         return (self._offset, self._line)
+
+    def fraction(self, size: int) -> float:
+        """How far through a file of `size` bytes (compressed files: an estimate)."""
+        if self._file.closed:
+            return 1.0
+        raw = getattr(self._file, "fileobj", None)  # gzip: the compressed offset
+        return min((raw.tell() if raw is not None else self._offset) / max(size, 1), 1.0)
 
     def close(self) -> None:
         self._file.close()
+
+
+class _JsonlPartition(StatefulSourcePartition[Item, FilePosition]):
+    """One file as a Bytewax partition: `batch_size` lines per call."""
+
+    def __init__(self, path: Path, label: str, batch_size: int, resume: FilePosition | None):
+        self._reader = JsonlReader(path, label, resume)
+        self._batch_size = batch_size
+
+    def next_batch(self) -> list[Item]:
+        batch = self._reader.read(self._batch_size)
+        if batch is None:
+            raise StopIteration
+        return batch
+
+    def snapshot(self) -> FilePosition:
+        return self._reader.position
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 class JsonlFileSource(FixedPartitionedSource[Item, FilePosition]):

@@ -14,6 +14,8 @@ Sinks (each takes dict records):
 Customers:
     file:customers.jsonl | customers.jsonl | redis://host:port/0?prefix=customer:
     generator:?customers=1000&seed=7   (the profiles of the generator source's customers)
+Cap store (`--state`):
+    memory: (the default) | redis://host:port/0[?timeout=0.25&prefix=km]
 
 Every problem is a `ValueError` with one line: an unknown scheme or
 parameter, a missing file, a secret variable that is not set, and (with
@@ -45,6 +47,7 @@ from keymoment.connectors.urlparts import (
     split,
     where,
 )
+from keymoment.state import CapStore, MemoryCapStore
 from keymoment.triggers.events import CustomerProfile
 
 log = logging.getLogger(__name__)
@@ -323,3 +326,33 @@ def _generator_profiles(url: str) -> dict[str, CustomerProfile]:
     source = _generator_source(url, False, {})
     profiles = (parse_profile(record) for record in source.profiles())  # type: ignore[attr-defined]
     return {profile.customer_id: profile for profile in profiles}
+
+
+# --- the cap store ---------------------------------------------------------------------------
+
+CAP_STORE_OPTIONS = {"timeout", "prefix", "lists"}
+
+
+def cap_store_from_url(url: str | None) -> CapStore:
+    """`None` or `memory:` -> `MemoryCapStore`; `redis://`/`rediss://` -> `RedisCapStore`.
+
+    `timeout` (seconds), `prefix` (key namespace) and `lists=1` (suppression
+    lists are also Redis sets on this server) are ours; the rest of the URL
+    goes to redis-py. Every problem is one `ValueError` line.
+    """
+    if url is None or url in ("memory", "memory:", "memory://"):
+        return MemoryCapStore()
+    scheme, _ = split(url)
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"unsupported state URL {safe(url)!r}: expected memory: or redis://host:port/0"
+        )
+    from keymoment.state.redis_caps import DEFAULT_TIMEOUT, RedisCapStore
+
+    options = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    timeout = one(options, "timeout", DEFAULT_TIMEOUT, float)
+    prefix = one(options, "prefix", "km")
+    lists = one(options, "lists", False, flag)
+    rest = {k: v for k, v in options.items() if k not in CAP_STORE_OPTIONS}
+    plain = urlunsplit(urlsplit(url)._replace(query=urlencode(rest, doseq=True)))
+    return RedisCapStore(plain, prefix=prefix, timeout=timeout, lists=lists)

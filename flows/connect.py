@@ -7,14 +7,16 @@ failure into a `ConnectError` with one line for the user.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.connectors import urls
+from keymoment.connectors.urls import cap_store_from_url
+from keymoment.policy import RulesContactPolicy, build_policy, wall_clock
 from keymoment.triggers.events import CustomerProfile
 
 
@@ -59,19 +61,12 @@ def profiles_from(url: str | None) -> Mapping[str, CustomerProfile]:
         raise ConnectError(f"cannot load customers from {url}: {exc}") from None
 
 
-def policy_for(rules: RulesFile, state_url: str | None) -> Any:
-    """The contact policy: the full one when it exists, else the placeholder."""
-    from keymoment import policy as policies
-
-    build = getattr(policies, "build_policy", None)
-    if build is None:
-        return policies.FirstChannelPolicy(rules)
-    store = None
-    if state_url is not None:
-        from keymoment.state import cap_store_from_url
-
-        try:
-            store = cap_store_from_url(state_url)
-        except Exception as exc:
-            raise ConnectError(f"cap store {state_url}: {exc}") from None
-    return build(rules, store=store) if store is not None else build(rules)
+def policy_for(
+    rules: RulesFile, cap_store_url: str | None, clock: Callable[[], datetime] = wall_clock
+) -> RulesContactPolicy:
+    """The contact policy over the cap store at `cap_store_url` (in memory when None)."""
+    try:
+        store = cap_store_from_url(cap_store_url)
+    except (ValueError, OSError) as exc:
+        raise ConnectError(f"cap store {cap_store_url}: {exc}") from None
+    return build_policy(rules, store=store, clock=clock)

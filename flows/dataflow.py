@@ -1,6 +1,6 @@
 """The live dataflow: the only module that knows Bytewax operators and callbacks.
 
-    sources -> stamp (decode, watermark steps, split by shard; rejects ride along)
+    sources -> stamp (decode, watermark rises, split by shard; rejects ride along)
             -> stateful_batch keyed by shard: Engine + contact policy per shard
             -> decision log | sent offers routed by channel | dead letters
 
@@ -11,6 +11,11 @@ per-key stateful step costs about 10 us per item on its own
 event. Event-time timers run through the watermark inside each shard's
 engine; the wall clock reaches quiet shards through one Bytewax timer per
 shard key (`notify_at`), never one per customer. See docs/dataflow.md.
+
+The wall clock is a parameter (`build_flow(..., clock=...)`, as Bytewax's own
+operators take `now_getter`): tests drive it. Bytewax still schedules the
+tick by the system clock (`notify_at` is compared with it), so the tick's
+timing is real time while what the tick sees as "now" is the injected clock.
 
 Run it with `keymoment run`, or `python -m bytewax.run
 keymoment.flows.dataflow:get_flow` with the settings in `KEYMOMENT_FLOW`.
@@ -23,7 +28,6 @@ import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
 from typing import Any
 
 import bytewax.operators as op
@@ -33,19 +37,17 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from keymoment.config import RulesFile
-from keymoment.connectors.sinks import output
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
 from .connect import policy_for, profiles_from, rules_from, sink_from_url, source_from_url
+from .outputs import output
 from .settings import ALL_CHANNELS, FlowSettings, from_env
-from .shard import Shard
-from .stamp import Message, Stamper
-
-Result = tuple[list[dict], list[dict], list[dict], int]
+from .shard import Shard, ShardOutput
+from .stamp import Batch, Clock, Stamper
 
 
-def _now() -> datetime:
+def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
@@ -86,30 +88,29 @@ class YoungGc:
 YOUNG_GC = YoungGc()
 
 
-class ShardLogic(StatefulBatchLogic[Message, Result, Any]):
+class ShardLogic(StatefulBatchLogic[Batch, ShardOutput, Any]):
     """Adapts one `Shard` to Bytewax: batches, the wall-clock tick, end of input, snapshots."""
 
     def __init__(self, shard: Shard, settings: FlowSettings, resume: bytes | None) -> None:
         self.shard = shard
         self.until = settings.until
         self.recovery = settings.recovery
-        self.tick = timedelta(seconds=settings.tick_seconds) if settings.clock == "wall" else None
+        self.tick = timedelta(seconds=settings.tick_seconds) if shard.clock is not None else None
         if resume is not None:
             shard.restore(pickle.loads(resume))
-        self.next_tick_at = _now() + self.tick if self.tick else None
+        self.next_tick_at = wall_clock() + self.tick if self.tick else None
 
-    def on_batch(self, values: list[Message]) -> tuple[list[Result], bool]:
+    def on_batch(self, values: list[Batch]) -> tuple[list[ShardOutput], bool]:
         YOUNG_GC()
-        now = _now()
-        return [self.shard.process(msg, now).as_tuple() for msg in values], self.RETAIN
+        return [self.shard.process(batch) for batch in values], self.RETAIN
 
-    def on_notify(self) -> tuple[list[Result], bool]:
-        now = _now()
-        self.next_tick_at = now + self.tick  # type: ignore[operator]
-        return [self.shard.tick(now).as_tuple()], self.RETAIN
+    def on_notify(self) -> tuple[list[ShardOutput], bool]:
+        if self.tick is not None:  # Bytewax compares notify_at with the system clock
+            self.next_tick_at = wall_clock() + self.tick
+        return [self.shard.tick()], self.RETAIN
 
-    def on_eof(self) -> tuple[list[Result], bool]:
-        return [self.shard.finish(self.until, _now()).as_tuple()], self.RETAIN
+    def on_eof(self) -> tuple[list[ShardOutput], bool]:
+        return [self.shard.finish(self.until)], self.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self.next_tick_at
@@ -125,27 +126,34 @@ class ShardBuilder:
     """`stateful_batch` builder: a fresh shard, restored from its snapshot on resume."""
 
     def __init__(
-        self, settings: FlowSettings, rules: RulesFile, profiles: Mapping[str, CustomerProfile]
+        self,
+        settings: FlowSettings,
+        rules: RulesFile,
+        profiles: Mapping[str, CustomerProfile],
+        clock: Clock | None,
     ) -> None:
-        self.settings, self.rules, self.profiles = settings, rules, profiles
+        self.settings, self.rules, self.profiles, self.clock = settings, rules, profiles, clock
 
     def __call__(self, resume: bytes | None) -> ShardLogic:
-        policy = policy_for(self.rules, self.settings.state)
-        shard = Shard(Engine(self.rules), policy, self.profiles, self.settings.clock == "wall")
+        policy = policy_for(self.rules, self.settings.cap_store, self.clock or wall_clock)
+        shard = Shard(Engine(self.rules), policy, self.profiles, self.clock)
         return ShardLogic(shard, self.settings, resume)
 
 
 def build_flow(
     settings: FlowSettings,
     sources: Sequence[Source] | None = None,
-    observe: Callable[[Result], None] | None = None,
+    observe: Callable[[ShardOutput], None] | None = None,
     profiles: Mapping[str, CustomerProfile] | None = None,
     offer_sink: Sink | None = None,
+    clock: Clock = wall_clock,
 ) -> Dataflow:
-    """The whole dataflow; the optional arguments let `keymoment demo` and benchmarks plug in.
+    """The whole dataflow; the optional arguments let demo, tests and benchmarks plug in.
 
     `offer_sink`, when given, receives every sent offer (beside any URL sinks).
+    `clock` is the wall clock of `--clock wall` (unused on the event clock).
     """
+    live = clock if settings.clock == "wall" else None
     rules = rules_from(settings.rules)
     if profiles is None:
         profiles = profiles_from(settings.customers)
@@ -153,24 +161,31 @@ def build_flow(
     srcs = sources or [source_from_url(url, settings.batch_size) for url in settings.sources]
     ins = [op.input(f"in-{i}", flow, src) for i, src in enumerate(srcs)]
     raw = ins[0] if len(ins) == 1 else op.merge("in", *ins)
-    stamper = Stamper(settings, rules.engine.allowed_lateness, rules.engine.max_future)
-    messages = op.flat_map_batch("stamp", raw, stamper)
-    keyed = op.stateful_batch("engine", messages, ShardBuilder(settings, rules, profiles))
-    results = op.map("results", keyed, itemgetter(1))
+    engine = rules.engine
+    stamper = Stamper(
+        settings.shards, engine.allowed_lateness, engine.max_future, settings.until, live
+    )
+    batches = op.flat_map_batch("stamp", raw, stamper)
+    keyed = op.stateful_batch("engine", batches, ShardBuilder(settings, rules, profiles, live))
+    results = op.map("results", keyed, _value)
     if observe is not None:
         op.inspect("observe", results, lambda _step, item: observe(item))
     _outputs(settings, results, offer_sink)
     return flow
 
 
-def _outputs(settings: FlowSettings, results: Stream[Result], offer_sink: Sink | None) -> None:
-    dead = op.flat_map("dead-letters", results, itemgetter(2))
-    offers = op.flat_map("offers", results, itemgetter(1))
+def _value(keyed: tuple[str, ShardOutput]) -> ShardOutput:
+    return keyed[1]
+
+
+def _outputs(settings: FlowSettings, results: Stream[ShardOutput], offer_sink: Sink | None) -> None:
+    dead = op.flat_map("dead-letters", results, _dead_letters)
+    offers = op.flat_map("offers", results, _offers_of)
     failures = _offers(settings, offers)
     if offer_sink is not None:
         op.output("offers-extra-out", offers, offer_sink)
-    if settings.decisions:
-        decisions = op.flat_map("decisions", results, itemgetter(0))
+    if settings.decisions:  # records are built only when a decision log is attached
+        decisions = op.flat_map("decisions", results, ShardOutput.decision_records)
         output("decisions-out", decisions, sink_from_url(settings.decisions))
     if settings.dead_letters:
         if failures:
@@ -191,6 +206,14 @@ def _offers(settings: FlowSettings, offers: Stream[dict]) -> list[Stream[dict]]:
             output("offers-other-out", rest, sink_from_url(settings.sinks[ALL_CHANNELS]))
         )
     return [f for f in failures if f is not None]
+
+
+def _dead_letters(out: ShardOutput) -> list[dict]:
+    return out.dead_letters
+
+
+def _offers_of(out: ShardOutput) -> list[dict]:
+    return out.offers
 
 
 def _is_channel(channel: str) -> Callable[[dict], bool]:

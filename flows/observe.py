@@ -15,6 +15,8 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from .shard import ShardOutput
+
 
 class FlowStats:
     """Running totals, safe to read from another thread while the flow writes them."""
@@ -28,17 +30,16 @@ class FlowStats:
         self.offers: Counter[tuple[str, str]] = Counter()  # (rule, channel)
         self.dead: Counter[str] = Counter()  # by reason
 
-    def __call__(self, result: tuple[list[dict], list[dict], list[dict], int]) -> None:
-        decisions, offers, dead, lines = result
+    def __call__(self, result: ShardOutput) -> None:
         with self.lock:
-            self.lines += lines
-            for d in decisions:
-                self.candidates[d["rule_id"]] += 1
-                self.outcomes[d["outcome"]] += 1
-            for o in offers:
+            self.lines += result.lines
+            for d in result.decisions:
+                self.candidates[d.candidate.rule_id] += 1
+                self.outcomes[d.outcome] += 1
+            for o in result.offers:
                 self.offers[(o["rule_id"], o["channel"])] += 1
-            for d in dead:
-                self.dead[d["reason"]] += 1
+            for letter in result.dead_letters:
+                self.dead[letter["reason"]] += 1
 
     def copy(self) -> dict[str, Any]:
         with self.lock:

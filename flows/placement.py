@@ -71,7 +71,7 @@ def bytewax_worker(key: str, worker_count: int) -> int:
 
 @cache
 def shard_key(index: int) -> str:
-    """`shard-0003.17`: the first salt that places shard `index` on worker `index % W`."""
+    """`shard-0003.50`: the first salt that places shard `index` on worker `index % W`."""
     salt = 0
     while bytewax_worker(key := f"shard-{index:04d}.{salt}", SPREAD) != index % SPREAD:
         salt += 1

@@ -32,7 +32,7 @@ class FlowSettings(BaseModel):
     decisions: str | None = None
     dead_letters: str | None = None
     customers: str | None = None
-    state: str | None = None  # cap store URL for the contact policy
+    cap_store: str | None = None  # cap store URL for the contact policy (`--state`)
     clock: Literal["wall", "event"] = "wall"
     until: datetime | None = None  # event clock: skip later events, advance here at the end
     shards: int = Field(default=8, ge=1, le=4096)

@@ -1,12 +1,17 @@
-"""One shard: an `Engine` and a contact policy for the customers hashed to it.
+"""The one driver: an `Engine` and a contact policy for the customers of one shard.
 
-Plain Python, no Bytewax: `flows.dataflow` wraps it in a `StatefulBatchLogic`.
-A shard processes one `Message` per input batch. Between its own events it
-replays the batch's watermark steps (`flows.stamp`), so a timer fires at the
-first position where the backtest's single watermark reaches its deadline,
-and is decided with the same clock. Only steps at or past the shard's next
-timer deadline cost anything: the search is a bisect over the steps, so a
-shard with nothing due pays one comparison per batch, not one per event.
+Plain Python, no Bytewax. Everything that turns decoded events into
+decisions goes through `Shard`: each Bytewax shard (`flows.dataflow` wraps
+it in a `StatefulBatchLogic`), the backtest (`flows.replay`, one shard over
+the merged input), `compare` and the benchmarks. So "the flow decides what
+the backtest decides" holds by construction.
+
+A shard processes one `Batch` per input batch. Between its own events it
+replays the batch's watermark rises (`flows.stamp`), so a timer fires at the
+first position where the stream's single watermark reaches its deadline, and
+is decided with the same clock. Only rises at or past the shard's next timer
+deadline cost anything: the search is a bisect over the rises, so a shard
+with nothing due pays one comparison per batch, not one per event.
 
 On the wall clock the shard first advances to `now - allowed_lateness` and
 decides every candidate with `now` as the clock; a periodic tick does the
@@ -17,34 +22,38 @@ traffic is quiet).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from keymoment.connectors.wire import DeadLetter
 from keymoment.policy import ContactPolicy
+from keymoment.policy.decision import Decision
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
-from .stamp import Message
+from .stamp import Batch, Clock
 
 SNAPSHOT_VERSION = 1
 
 
-class Output:
-    """What one call produced: decision-log records, sent offers by channel, dead letters."""
+class ShardOutput(NamedTuple):
+    """What one call produced, in the order it was decided."""
 
-    __slots__ = ("decisions", "offers", "dead", "lines")
+    decisions: list[Decision]  # every candidate decided by this call
+    offers: list[dict]  # the sent ones, as offers for the channel sinks
+    dead_letters: list[dict]  # decode rejects passed through, and duplicates found here
+    lines: int  # input records behind this call (shard 0 only), for the live view
+    events: int  # own events this call evaluated
 
-    def __init__(self) -> None:
-        self.decisions: list[dict] = []
-        self.offers: list[dict] = []
-        self.dead: list[dict] = []
-        self.lines = 0
+    def decision_records(self) -> list[dict]:
+        """The decision log's records (built only when a decision log is attached)."""
+        return [d.log_record() for d in self.decisions]
 
-    def as_tuple(self) -> tuple[list[dict], list[dict], list[dict], int]:
-        return (self.decisions, self.offers, self.dead, self.lines)
+
+def _output(dead_letters: list[dict] | None = None, lines: int = 0, events: int = 0) -> ShardOutput:
+    return ShardOutput([], [], list(dead_letters) if dead_letters else [], lines, events)
 
 
 class Shard:
@@ -55,107 +64,116 @@ class Shard:
         engine: Engine,
         policy: ContactPolicy,
         profiles: Mapping[str, CustomerProfile],
-        wall: bool,
+        clock: Clock | None = None,
     ) -> None:
-        self.engine, self.policy, self.profiles, self.wall = engine, policy, profiles, wall
+        """`clock` is the wall clock of a live run; None runs on the event clock (a replay)."""
+        self.engine, self.policy, self.profiles, self.clock = engine, policy, profiles, clock
         self.lateness = engine.lateness
         self.last_at: datetime | None = None  # newest occurred_at seen: the end of input
 
     # -- the three entry points ------------------------------------------
 
-    def process(self, msg: Message, now: datetime) -> Output:
-        """One input batch: replay its watermark steps around this shard's own events."""
-        out = Output()
-        out.dead.extend(msg.dead)
-        out.lines = msg.lines
-        if self.wall:
+    def process(self, batch: Batch) -> ShardOutput:
+        """One input batch: replay its watermark rises around this shard's own events."""
+        out = _output(batch.dead_letters, batch.lines, len(batch.events))
+        now = self.clock() if self.clock is not None else None
+        if now is not None:
             self._decide(self.engine.advance(now - self.lateness), now, out)
-        step_pos, step_wm = msg.step_pos, msg.step_wm
+        rise_pos, rise_wm = batch.rise_pos, batch.rise_wm
         engine, profiles = self.engine, self.profiles
-        in_force = -1  # the step in force at the last event
-        for pos, event, position, _raw in msg.events:
-            j = bisect_right(step_pos, pos) - 1  # the step in force at this event
+        in_force = -1  # the rise in force at the last event
+        for pos, event, source, _raw in batch.events:
+            j = bisect_right(rise_pos, pos) - 1  # the rise in force at this event
             fired: list[Candidate] = []
             if j >= 0:
-                wm = step_wm[j]
+                wm = rise_wm[j]
                 due = engine.next_deadline()
                 if due is not None and due <= wm:  # something fires at or before pos
-                    self._catch_up(step_pos, step_wm, pos, now, out)
+                    self._fire_before(rise_pos, rise_wm, pos, now, out)
                     fired = engine.advance(wm)
-                elif j != in_force:  # nothing due: only the watermark moves, once per step
+                elif j != in_force:  # nothing due: only the watermark moves, once per rise
                     fired = engine.advance(wm)
                 in_force = j
             own = engine.step(event, profiles.get(event.customer_id))
             if own is None:
-                out.dead.append(DeadLetter("duplicate", position, event.event_id).record())
+                out.dead_letters.append(DeadLetter("duplicate", source, event.event_id).record())
             elif own:
                 fired = fired + own if fired else own
             if fired:
                 self._decide(fired, now, out)
-        self._catch_up(step_pos, step_wm, len(step_pos) and step_pos[-1] + 1, now, out)
-        if step_wm:
-            self._decide(self.engine.advance(step_wm[-1]), now, out)
-        if msg.last_at is not None and (self.last_at is None or msg.last_at > self.last_at):
-            self.last_at = msg.last_at
+        self._fire_before(rise_pos, rise_wm, len(rise_pos) and rise_pos[-1] + 1, now, out)
+        if rise_wm:
+            self._decide(self.engine.advance(rise_wm[-1]), now, out)
+        if batch.last_at is not None and (self.last_at is None or batch.last_at > self.last_at):
+            self.last_at = batch.last_at
         return out
 
-    def tick(self, now: datetime) -> Output:
+    def tick(self) -> ShardOutput:
         """Wall clock only: advance to `now - lateness` and retry what the policy parked."""
-        out = Output()
+        assert self.clock is not None, "a replay has no wall-clock tick"
+        out, now = _output(), self.clock()
         self._decide(self.engine.advance(now - self.lateness), now, out)
-        retry: Callable[[datetime], list] | None = getattr(self.policy, "retry_pending", None)
-        if retry is not None:
-            self._record(retry(now), out)
+        self._record(self.policy.retry_pending(now), out)
         return out
 
-    def finish(self, until: datetime | None, now: datetime) -> Output:
-        """End of input: advance to `until` or the newest event, as the backtest does."""
-        if self.wall:
-            return self.tick(now)
-        out = Output()
+    def finish(self, until: datetime | None) -> ShardOutput:
+        """End of input: advance to `until` or the newest event, and settle what was parked."""
+        if self.clock is not None:
+            return self.tick()
+        out = _output()
         end = until or self.last_at
         if end is not None:
-            self._decide(self.engine.advance(end), now, out)
-        retry = getattr(self.policy, "retry_pending", None)
-        if retry is not None and self.engine.watermark is not None:
-            self._record(retry(self.engine.watermark), out)  # as the backtest settles at the end
+            self._decide(self.engine.advance(end), None, out)
+        if self.engine.watermark is not None:  # every parked candidate is decided now
+            self._record(self.policy.settle(self.engine.watermark), out)
         return out
 
     # -- internals ---------------------------------------------------------
 
-    def _catch_up(
-        self, step_pos: list[int], step_wm: list[datetime], before: int, now: datetime, out: Output
+    def _fire_before(
+        self,
+        rise_pos: Sequence[int],
+        rise_wm: Sequence[datetime],
+        before: int,
+        now: datetime | None,
+        out: ShardOutput,
     ) -> None:
-        """Fire timers at the steps before position `before` where they come due."""
+        """Fire timers at the rises before batch position `before` where they come due."""
         while (deadline := self.engine.next_deadline()) is not None:
-            j = bisect_left(step_wm, deadline)
-            if j >= len(step_wm) or step_pos[j] >= before:
+            j = bisect_left(rise_wm, deadline)
+            if j >= len(rise_wm) or rise_pos[j] >= before:
                 return
-            self._decide(self.engine.advance(step_wm[j]), now, out)
+            self._decide(self.engine.advance(rise_wm[j]), now, out)
 
-    def _decide(self, candidates: list[Candidate], now: datetime, out: Output) -> None:
+    def _decide(self, candidates: list[Candidate], now: datetime | None, out: ShardOutput) -> None:
+        """`now` is the wall clock of a live run; a replay decides on the watermark."""
         if not candidates:
             return
-        # Candidates exist only once an event (and so a watermark) was seen.
-        clock_at = now if self.wall or self.engine.watermark is None else self.engine.watermark
+        clock_at = now or self.engine.watermark
+        assert clock_at is not None, "candidates exist only once an event set the watermark"
         self._record(self.policy.decide(candidates, self.profiles, clock_at), out)
 
     @staticmethod
-    def _record(decisions: list, out: Output) -> None:
-        for decision in decisions:
-            out.decisions.append(decision.log_record())
-            if decision.outcome == "sent":
-                out.offers.append(decision.offer())
+    def _record(decisions: list[Decision], out: ShardOutput) -> None:
+        if not decisions:
+            return
+        out.decisions.extend(decisions)
+        out.offers.extend(d.offer() for d in decisions if d.outcome == "sent")
 
     # -- recovery ----------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain data: the engine's snapshot, the last event time, the policy's own state."""
+        """Plain data: the engine's snapshot, the last event time, the policy's own state.
+
+        A Redis cap store keeps its reservations itself, idempotent by
+        offer_id, so a replayed epoch gets the same answers; the policy's own
+        snapshot holds its in-memory cap store and its parked candidates.
+        """
         return {
             "v": SNAPSHOT_VERSION,
             "engine": self.engine.snapshot(),
             "last_at": self.last_at,
-            "policy": policy_state(self.policy),
+            "policy": self.policy.snapshot(),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -164,19 +182,4 @@ class Shard:
         self.engine.restore(snap["engine"])
         self.last_at = snap["last_at"]
         if snap["policy"] is not None:
-            restore_policy(self.policy, snap["policy"])
-
-
-def policy_state(policy: Any) -> Any:
-    """The policy's own plain-data snapshot (its in-memory cap store, its parked candidates).
-
-    A Redis cap store keeps its reservations itself, idempotent by offer_id,
-    so a replayed epoch gets the same answers; a policy without `snapshot()`
-    (the placeholder) holds nothing worth keeping.
-    """
-    own = getattr(policy, "snapshot", None)
-    return own() if own is not None else None
-
-
-def restore_policy(policy: Any, state: Any) -> None:
-    policy.restore(state)
+            self.policy.restore(snap["policy"])

@@ -1,63 +1,90 @@
-"""Decode, stamp the watermark, split by shard: the single-stream step before routing.
+"""Decode, stamp the watermark, split by shard: the single-stream step before the shards.
 
 The live flow must decide exactly what the backtest decides on the event
 clock, although its customers are spread over shards that each run their own
-`Engine`. The backtest moves one watermark with every event; here the
-watermark is computed in the one stream that still sees every event in
-order (the worker reading the source partition), and every shard receives
-each batch's *watermark steps*: the positions in the batch where the
-watermark rose and its value there. A shard replays those steps between its
-own events, so its timers fire at the same positions, with the same clock,
-as in the backtest (see `flows.shard`).
+`Engine`. One watermark moves with every event of the stream; it is computed
+here, in the one place that still sees every event in order (the worker
+reading the source partition, or the backtest's merged input), and every
+shard receives each batch's *watermark rises*: the positions in the batch
+where the watermark rose and its value from there on. A shard replays those
+rises between its own events, so its timers fire at the same positions, with
+the same clock, whatever the number of shards (see `flows.shard`). The
+backtest is this with one shard (`flows.replay`).
 
 With several source partitions, each worker stamps the partitions it reads
 and shards advance to the highest watermark any of them reached: events of a
 lagging partition then count as late (docs/dataflow.md).
+
+No Bytewax here: `flows.dataflow` uses a `Stamper` as its `flat_map_batch`
+mapper.
 """
 
 from __future__ import annotations
 
 import threading
 import zlib
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from keymoment.connectors.wire import DeadLetter, decode
+from keymoment.triggers.events import Event
 
 from .placement import shard_keys
-from .settings import FlowSettings
-from .steps import pack, unpack
+from .rises import pack, unpack
+
+Clock = Callable[[], datetime]
 
 
-class Message(NamedTuple):
+class OwnEvent(NamedTuple):
+    """One accepted event, as a shard receives it."""
+
+    pos: int  # index in the batch: where it stands among the watermark rises
+    event: Event
+    source: str  # `file:line` or `topic:partition:offset`, for dead letters
+    raw: bytes  # the payload, decoded again on the far side of a process boundary
+
+
+class Batch(NamedTuple):
     """What one shard gets per input batch (every shard gets one, for the watermark).
 
     Own events travel decoded within a process. Between processes Bytewax
-    pickles the message: then each event travels as its raw payload and is
+    pickles the batch: then each event travels as its raw payload and is
     decoded again on arrival (`_rebuild`), in the shard's process, which is
     several times cheaper than pickling a pydantic model and spreads the
-    decoding over the processes. The watermark steps travel packed
-    (`flows.steps`): as lists of datetimes they cost more than the events.
+    decoding over the processes. The rises travel packed (`flows.rises`): as
+    lists of datetimes they cost more than the events.
     """
 
-    step_pos: list[int]  # batch positions where the watermark rose, ascending
-    step_wm: list[datetime]  # the watermark from that position on, ascending
-    events: list[tuple[int, Any, str, bytes]]  # own events: (batch pos, event, position, raw)
+    rise_pos: list[int]  # batch positions where the watermark rose, ascending
+    rise_wm: list[datetime]  # the watermark from that position on, ascending
+    events: list[OwnEvent]  # this shard's events, in batch order
     last_at: datetime | None  # newest occurred_at of the batch's accepted events
-    dead: list[dict]  # decode rejects (shard 0 only), passed through to the dead-letter output
+    dead_letters: list[dict]  # decode rejects (shard 0 only), passed through to the output
     lines: int  # input records in the batch (shard 0 only), for the live view
 
     def __reduce__(self) -> tuple[Any, tuple]:
-        raw = [(pos, position, payload) for pos, _, position, payload in self.events]
-        steps = pack(self.step_pos, self.step_wm)
-        return (_rebuild, (*steps, raw, self.last_at, self.dead, self.lines))
+        raw = [(e.pos, e.source, e.raw) for e in self.events]
+        packed = pack(self.rise_pos, self.rise_wm)
+        return (_rebuild, (*packed, raw, self.last_at, self.dead_letters, self.lines))
 
 
-def _rebuild(packed_pos, packed_wm, raw, last_at, dead, lines) -> Message:  # noqa: ANN001
+def _rebuild(
+    packed_pos: bytes,
+    packed_wm: bytes,
+    raw: list[tuple[int, str, bytes]],
+    last_at: datetime | None,
+    dead_letters: list[dict],
+    lines: int,
+) -> Batch:
     """Decode again what the stamp step accepted (no clock check: it passed once already)."""
-    step_pos, step_wm = unpack(packed_pos, packed_wm)
-    events = [(pos, decode(payload, position), position, payload) for pos, position, payload in raw]
-    return Message(step_pos, step_wm, events, last_at, dead, lines)  # type: ignore[arg-type]
+    rise_pos, rise_wm = unpack(packed_pos, packed_wm)
+    events = []
+    for pos, source, payload in raw:
+        event = decode(payload, source)
+        assert not isinstance(event, DeadLetter), "accepted once, so accepted again"
+        events.append(OwnEvent(pos, event, source, payload))
+    return Batch(rise_pos, rise_wm, events, last_at, dead_letters, lines)  # type: ignore[arg-type]  # LazyWatermarks is a read-only list of datetimes
 
 
 def shard_of(customer_id: str, count: int) -> int:
@@ -66,59 +93,73 @@ def shard_of(customer_id: str, count: int) -> int:
 
 
 class Stamper:
-    """The `flat_map_batch` mapper: one call per input batch, state per worker thread.
+    """Raw input batches -> one `Batch` per shard; the running watermark per worker thread.
 
-    Bytewax shares one mapper object between the worker threads of a process,
-    so the running watermark lives in a thread-local. It is not part of any
-    snapshot: after a resume it restarts low, and shards ignore watermarks
-    below the one their restored engine already has, which is exactly the
-    watermark at the snapshot (every shard saw every step before it).
+    `clock` is the wall clock for the `clock_skew` check (None on the event
+    clock: a replay trusts the times of its input). Bytewax shares one mapper
+    object between the worker threads of a process, so the running watermark
+    lives in a thread-local. It is not part of any snapshot: after a resume it
+    restarts low, and shards ignore watermarks below the one their restored
+    engine already has, which is exactly the watermark at the snapshot (every
+    shard saw every rise before it).
     """
 
-    def __init__(self, settings: FlowSettings, lateness: timedelta, max_future: timedelta) -> None:
-        self.count = settings.shards
-        self.keys = shard_keys(settings.shards)
-        self.wall = settings.clock == "wall"
-        self.until = settings.until
-        self.lateness, self.max_future = lateness, max_future
+    def __init__(
+        self,
+        shards: int,
+        lateness: timedelta,
+        max_future: timedelta,
+        until: datetime | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.count = shards
+        self.keys = shard_keys(shards)
+        self.lateness, self.max_future, self.until = lateness, max_future, until
+        self.clock = clock
+        self.after_until = 0  # events skipped for being later than `until` (this process)
         self._local = threading.local()
 
-    def __call__(self, batch: list[tuple[str, bytes]]) -> list[tuple[str, Message]]:
-        wm = getattr(self._local, "wm", None)
-        now = datetime.now(UTC) if self.wall else None
-        own: list[list] = [[] for _ in range(self.count)]
-        step_pos: list[int] = []
-        step_wm: list[datetime] = []
+    def __call__(self, batch: list[tuple[str, bytes]]) -> list[tuple[str, Batch]]:
+        """The `flat_map_batch` mapper: decode, then stamp; every shard key gets a batch."""
+        now = self.clock() if self.clock is not None else None
         dead: list[dict] = []
-        last_at = None
-        lateness, count, until = self.lateness, self.count, self.until
-        for i, (position, raw) in enumerate(batch):
-            event = decode(raw, position, now=now, max_future=self.max_future)
+        accepted: list[tuple[Event, str, bytes]] = []
+        for source, raw in batch:
+            event = decode(raw, source, now=now, max_future=self.max_future)
             if isinstance(event, DeadLetter):
                 dead.append(event.record())
-                continue
+            else:
+                accepted.append((event, source, raw))
+        return list(zip(self.keys, self.stamp(accepted, dead, len(batch)), strict=True))
+
+    def stamp(
+        self, accepted: Iterable[tuple[Event, str, bytes]], dead: list[dict], lines: int
+    ) -> list[Batch]:
+        """Decoded events in stream order -> one `Batch` per shard, in shard order."""
+        wm = getattr(self._local, "wm", None)
+        own: list[list[OwnEvent]] = [[] for _ in range(self.count)]
+        rise_pos: list[int] = []
+        rise_wm: list[datetime] = []
+        last_at = None
+        lateness, count, until = self.lateness, self.count, self.until
+        single = own[0] if count == 1 else None
+        for i, (event, source, raw) in enumerate(accepted):
             at = event.occurred_at
             if until is not None and at > until:
+                self.after_until += 1
                 continue
             if wm is None or at - lateness > wm:
                 wm = at - lateness
-                step_pos.append(i)
-                step_wm.append(wm)
-            own[zlib.crc32(event.customer_id.encode()) % count].append((i, event, position, raw))
+                rise_pos.append(i)
+                rise_wm.append(wm)
+            shard = single if single is not None else own[shard_of(event.customer_id, count)]
+            shard.append(OwnEvent(i, event, source, raw))
             if last_at is None or at > last_at:
                 last_at = at
         self._local.wm = wm
         return [
-            (
-                key,
-                Message(
-                    step_pos,
-                    step_wm,
-                    own[s],
-                    last_at,
-                    dead if s == 0 else [],
-                    len(batch) if s == 0 else 0,
-                ),
+            Batch(
+                rise_pos, rise_wm, own[s], last_at, dead if s == 0 else [], lines if s == 0 else 0
             )
-            for s, key in enumerate(self.keys)
+            for s in range(count)
         ]

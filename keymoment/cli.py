@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"keymoment.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"keymoment.commands.{name}":
-                continue  # a command not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"keymoment.commands.{name}").register(subparsers)
     return parser
 
 

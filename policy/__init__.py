@@ -56,6 +56,14 @@ class ContactPolicy(Protocol):
         """How many candidates wait for the cap store."""
         ...
 
+    def snapshot(self) -> Any:
+        """Plain data for a recovery snapshot (None when there is nothing to keep)."""
+        ...
+
+    def restore(self, snap: Any) -> None:
+        """Load what `snapshot` returned."""
+        ...
+
     @property
     def counters(self) -> dict[str, int]:
         """Counts for the live view and metrics: parked, store errors, timeouts, ..."""
@@ -105,10 +113,15 @@ def _redis_lists(store: CapStore) -> list[ListSource]:
 
 
 class FirstChannelPolicy:
-    """Every candidate `sent` on its first channel: a policy-off baseline for benchmarks."""
+    """Every candidate `sent` on its first channel: `--policy off`, for raw rule volumes."""
 
     pending = 0
     counters: dict[str, int] = {}
+
+    def __init__(self, rules: RulesFile, clock: Callable[[], datetime] = wall_clock) -> None:
+        self.rules = rules
+        self.campaigns = {c.campaign_id: c for c in rules.campaigns}
+        self.clock = clock
 
     def retry_pending(self, clock_at: datetime) -> list[Decision]:
         return []
@@ -116,10 +129,11 @@ class FirstChannelPolicy:
     def settle(self, clock_at: datetime) -> list[Decision]:
         return []
 
-    def __init__(self, rules, clock: Callable[[], datetime] = wall_clock) -> None:  # type: ignore[no-untyped-def]
-        self.rules = rules
-        self.campaigns = {c.campaign_id: c for c in rules.campaigns}
-        self.clock = clock
+    def snapshot(self) -> None:
+        return None  # holds nothing between calls
+
+    def restore(self, snap: Any) -> None:
+        return None
 
     def decide(
         self,

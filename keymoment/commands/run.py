@@ -115,7 +115,7 @@ def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imp
             decisions=args.decisions,
             dead_letters=args.dead_letters,
             customers=args.customers,
-            state=args.state,
+            cap_store=args.state,
             clock=args.clock,
             until=args.until,
             shards=args.shards,
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         *settings.sinks.values(),
         settings.decisions,
         settings.dead_letters,
-        settings.state,
+        settings.cap_store,
         settings.customers,
     ]
     check_reachable([u for u in urls if u])  # a plain TCP probe: quick, and quiet

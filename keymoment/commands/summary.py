@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from keymoment.config import RulesFile
+from keymoment.flows.shard import ShardOutput
 from keymoment.policy.decision import OUTCOMES, Decision
 
 PROGRESS_EVERY = 20_000
@@ -27,6 +28,15 @@ class Summary:
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
     still_pending: int = 0
+
+    def add(self, output: ShardOutput) -> None:
+        """One driver call: its input records, dead letters and decisions."""
+        self.lines += output.lines
+        self.events += output.events
+        for letter in output.dead_letters:
+            self.dead_letters[letter["reason"]] += 1
+        for decision in output.decisions:
+            self.count(decision)
 
     def count(self, decision: Decision) -> None:
         rule = decision.candidate.rule_id

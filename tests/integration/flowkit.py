@@ -69,16 +69,19 @@ def split_by_customer(events: Path, out: Path, parts: int) -> list[Path]:
     return files
 
 
+def canonical(record: dict) -> bytes:
+    """One record as sorted-key JSON without the processing-time `decided_at`."""
+    record = orjson.loads(orjson.dumps(record))  # datetimes as the sinks write them
+    record.pop("decided_at", None)
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
 def records(path: Path, unique: bool = False) -> set[bytes]:
     """Each record as canonical JSON, without the processing-time `decided_at`.
 
     `unique`: also assert that no record was written twice.
     """
-    rows = []
-    for line in path.read_bytes().splitlines():
-        record = orjson.loads(line)
-        record.pop("decided_at", None)
-        rows.append(orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
+    rows = [canonical(orjson.loads(line)) for line in path.read_bytes().splitlines()]
     if unique:
         assert len(rows) == len(set(rows)), f"a record of {path.name} was written twice"
     return set(rows)

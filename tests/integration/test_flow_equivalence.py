@@ -1,8 +1,8 @@
 """The live flow on the event clock decides exactly what the backtest decides.
 
-Reference: the `keymoment backtest` command itself, and its replay loop
-(`keymoment.commands.backtest.Replay`, one `Engine` over the events in
-order) run in-process with the contact policy the flow builds.
+Reference: the `keymoment backtest` command itself, and its replay
+(`keymoment.flows.replay.Replay`, the one driver with one shard over the
+events in order) run in-process with the contact policy the flow builds.
 Flow: `python -m bytewax.run keymoment.flows.dataflow:get_flow` in a
 subprocess, and `run_main` with random shard counts and batch sizes.
 """
@@ -19,15 +19,16 @@ from bytewax.testing import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keymoment.commands.backtest import Replay, Summary, _Outputs
 from keymoment.connectors.customers import read_profiles
 from keymoment.flows.connect import policy_for, rules_from
 from keymoment.flows.dataflow import build_flow
+from keymoment.flows.replay import Replay
 from keymoment.flows.settings import FlowSettings
 from tests.integration.flowkit import (
     REPO,
     RULES,
     bytewax_run,
+    canonical,
     records,
     replay_settings,
     write_generated,
@@ -41,13 +42,13 @@ def reference(rules: Path, data: dict, out: Path) -> tuple[set[bytes], set[bytes
     """Decisions and dead letters of the backtest's replay loop with the flow's policy."""
     ruleset = rules_from(str(rules))
     profiles, _ = read_profiles(data["customers"])
-    decisions, dead = out / "ref-decisions.jsonl", out / "ref-dead.jsonl"
     until = FlowSettings(rules=str(rules), sources=["x"], until=data["until"]).until
-    with _Outputs(str(decisions), str(dead)) as sink:
-        Replay(ruleset, profiles, policy_for(ruleset, None), sink, Summary(), until).run(
-            [str(data["events"])]
-        )
-    return records(decisions), records(dead)
+    replay = Replay(ruleset, profiles, policy_for(ruleset, None), until=until)
+    decisions, dead = set(), set()
+    for output in replay.outputs([str(data["events"])]):
+        decisions |= {canonical(r) for r in output.decision_records()}
+        dead |= {canonical(r) for r in output.dead_letters}
+    return decisions, dead
 
 
 @pytest.fixture(scope="module")

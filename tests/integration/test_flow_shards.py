@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from keymoment.config import load_rules
 from keymoment.connectors.wire import DeadLetter, decode
 from keymoment.flows.connect import policy_for
-from keymoment.flows.settings import FlowSettings
 from keymoment.flows.shard import Shard
 from keymoment.flows.stamp import Stamper, shard_keys
 from keymoment.triggers.engine import Engine
@@ -93,20 +92,16 @@ def reference(rules, lines: list[bytes]) -> list[bytes]:  # noqa: ANN001
 
 
 def sharded(rules, lines: list[bytes], shards: int, cuts: list[int]) -> list[bytes]:  # noqa: ANN001
-    config = FlowSettings(rules="unused", sources=["unused"], clock="event", shards=shards)
-    stamper = Stamper(config, rules.engine.allowed_lateness, rules.engine.max_future)
-    parts = {
-        key: Shard(Engine(rules), policy_for(rules, None), {}, wall=False)
-        for key in shard_keys(shards)
-    }
-    now, out = datetime.now(UTC), []
+    stamper = Stamper(shards, rules.engine.allowed_lateness, rules.engine.max_future)
+    parts = {key: Shard(Engine(rules), policy_for(rules, None), {}) for key in shard_keys(shards)}
+    out = []
     items = [(f"t:{i}", raw) for i, raw in enumerate(lines)]
     for start, end in zip([0, *cuts], [*cuts, len(items)], strict=True):
-        for key, message in stamper(items[start:end]):
-            out += parts[key].process(message, now).decisions
+        for key, batch in stamper(items[start:end]):
+            out += parts[key].process(batch).decisions
     for shard in parts.values():
-        out += shard.finish(None, now).decisions
-    return canonical(out)
+        out += shard.finish(None).decisions
+    return canonical(d.log_record() for d in out)
 
 
 def canonical(records) -> list[bytes]:  # noqa: ANN001

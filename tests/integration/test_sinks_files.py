@@ -11,7 +11,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
 from keymoment.connectors.files import JsonlFileSink
-from keymoment.connectors.sinks import StdoutSink, describe, output
+from keymoment.connectors.sinks import StdoutSink, describe
+from keymoment.flows.outputs import output
 
 OFFER = {
     "offer_id": "a" * 32,

@@ -9,7 +9,7 @@ from bytewax.testing import TestingSource, run_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from keymoment.connectors.kafka import KafkaRecordSink
-from keymoment.connectors.sinks import output
+from keymoment.flows.outputs import output
 from tests.integration.test_sources_kafka import create_topic
 
 

@@ -12,7 +12,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
 from keymoment.connectors.redis_streams import RedisStreamSink
-from keymoment.connectors.sinks import output
+from keymoment.flows.outputs import output
 
 
 def _run(records: list[dict], sink: RedisStreamSink) -> None:

@@ -14,7 +14,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 
 from keymoment.connectors.files import JsonlFileSink, JsonlFileSource
-from keymoment.connectors.sinks import output
+from keymoment.flows.outputs import output
 
 
 def _write(path: Path, lines: list[bytes]) -> Path:

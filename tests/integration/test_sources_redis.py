@@ -17,7 +17,7 @@ from bytewax.testing import TestingSink, run_main
 
 from keymoment.connectors.files import JsonlFileSink
 from keymoment.connectors.redis_streams import RedisStreamSource
-from keymoment.connectors.sinks import output
+from keymoment.flows.outputs import output
 
 
 def _add(client: redis.Redis, stream: str, start: int, n: int) -> list[str]:

@@ -13,8 +13,8 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from keymoment.connectors.sinks import output
 from keymoment.connectors.webhook import RetryPolicy, WebhookDelivery, WebhookSink, parse_secret
+from keymoment.flows.outputs import output
 from tests.support.gateway import SLOW, Gateway
 from tests.support.servers import free_port
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from keymoment.state import MemoryCapStore, cap_store_from_url
+from keymoment.connectors.urls import cap_store_from_url
+from keymoment.state import MemoryCapStore
 from keymoment.state.redis_caps import RedisCapStore
 
 

@@ -1,11 +1,11 @@
-"""A batch's watermark steps, packed for the trip to another process.
+"""A batch's watermark rises, packed for the trip to another process.
 
-Every shard gets every batch's watermark steps (`flows.stamp`), so with two
+Every shard gets every batch's watermark rises (`flows.stamp`), so with two
 processes half the shards receive them across the process boundary: about
-one step per event (events are mostly in time order), pickled once per
-remote shard. As plain lists that cost about 1 ms per 1,000-step message
+one rise per event (events are mostly in time order), pickled once per
+remote shard. As plain lists that cost about 1 ms per 1,000-rise message
 (24 kB; measured), some 4 us per event with 8 shards on 2 processes. Packed,
-the steps are two int64 arrays (batch positions, watermark in microseconds
+the rises are two int64 arrays (batch positions, watermark in microseconds
 since 1970), encoded once per batch whatever the number of remote shards,
 and decoded lazily: a shard reads only the few watermarks its bisect probes
 and its own events need, so `LazyWatermarks` converts an entry to a
@@ -28,16 +28,16 @@ ONE_US = timedelta(microseconds=1)
 _cache = threading.local()  # the last batch packed by this worker thread
 
 
-def pack(step_pos: list[int], step_wm: list[datetime]) -> tuple[bytes, bytes]:
-    """Both step lists as int64 bytes; packed once per batch, shared by its messages."""
+def pack(rise_pos: list[int], rise_wm: list[datetime]) -> tuple[bytes, bytes]:
+    """Both lists as int64 bytes; packed once per batch, shared by its messages."""
     last = getattr(_cache, "last", None)
-    if last is not None and last[0] is step_wm:
+    if last is not None and last[0] is rise_wm:
         return last[1]
     packed = (
-        array("q", step_pos).tobytes(),
-        array("q", [(wm - EPOCH) // ONE_US for wm in step_wm]).tobytes(),
+        array("q", rise_pos).tobytes(),
+        array("q", [(wm - EPOCH) // ONE_US for wm in rise_wm]).tobytes(),
     )
-    _cache.last = (step_wm, packed)  # holds the list: its id cannot be reused meanwhile
+    _cache.last = (rise_wm, packed)  # holds the list: its id cannot be reused meanwhile
     return packed
 
 

@@ -1,0 +1,114 @@
+"""Recorded events through the one driver, without Bytewax: the backtest's loop.
+
+A replay is the live flow on the event clock with one shard: the same
+`Stamper` computes the watermark rises of each input batch and the same
+`Shard` drives engine and policy over them (docs/semantics.md section 2).
+Several input files are merged by `occurred_at`; at the end the watermark
+moves to `until` (or the newest `occurred_at` seen) so every timer due by
+then fires, and candidates the policy parked are settled. `keymoment
+backtest`, `keymoment compare` and the benchmarks all run this.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from itertools import islice
+from pathlib import Path
+
+from keymoment.connectors.files import JsonlReader
+from keymoment.connectors.wire import DeadLetter, decode
+from keymoment.policy import ContactPolicy
+from keymoment.triggers.engine import Engine
+from keymoment.triggers.events import CustomerProfile, Event
+from keymoment.triggers.ruleset import RuleSet
+
+from .shard import Shard, ShardOutput
+from .stamp import Batch, Stamper
+
+DEFAULT_BATCH = 1000
+
+
+class Replay:
+    """One pass of recorded input through one `Shard`, in event time.
+
+    `outputs(paths)` yields one `ShardOutput` per input batch and a last one
+    for the end of input; `after_until`, `lines` and `fraction()` describe
+    the pass for progress lines and summaries.
+    """
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        profiles: Mapping[str, CustomerProfile],
+        policy: ContactPolicy,
+        until: datetime | None = None,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> None:
+        engine = Engine(rules)
+        self.shard = Shard(engine, policy, profiles)
+        self.stamper = Stamper(1, engine.lateness, rules.engine.max_future, until=until)
+        self.until, self.batch_size = until, batch_size
+        self._readers: list[tuple[JsonlReader, int]] = []
+
+    @property
+    def after_until(self) -> int:
+        """Events skipped because they are later than `until`."""
+        return self.stamper.after_until
+
+    def fraction(self) -> float:
+        """How far through the input files, for a progress line."""
+        if not self._readers:
+            return 0.0
+        return sum(r.fraction(size) for r, size in self._readers) / len(self._readers)
+
+    def outputs(self, paths: Sequence[str]) -> Iterator[ShardOutput]:
+        """Decisions batch by batch; raises OSError (with its filename) for an unreadable file."""
+        self._readers = [(JsonlReader(Path(p), p), Path(p).stat().st_size) for p in paths]
+        try:
+            batches = self._single() if len(paths) == 1 else self._merged()
+            for batch in batches:
+                yield self.shard.process(batch)
+            yield self.shard.finish(self.until)
+        finally:
+            for reader, _ in self._readers:
+                reader.close()
+
+    def _single(self) -> Iterator[Batch]:
+        """One file: the flow's own path, raw batches through `Stamper.__call__`."""
+        reader = self._readers[0][0]
+        while (raw := reader.read(self.batch_size)) is not None:
+            ((_, batch),) = self.stamper(raw)
+            yield batch
+
+    def _merged(self) -> Iterator[Batch]:
+        """Several files: decoded, merged by occurred_at, then stamped in batches."""
+        rejects: list[dict] = []
+        counts = [0]  # records read since the last batch
+        streams = [_decoded(r, rejects, counts) for r, _ in self._readers]
+        merged = heapq.merge(*streams, key=_occurred_at)
+        while chunk := list(islice(merged, self.batch_size)):
+            dead, rejects[:] = list(rejects), []
+            lines, counts[0] = counts[0], 0
+            yield self.stamper.stamp(chunk, dead, lines)[0]
+        if rejects or counts[0]:  # rejects after the last accepted event
+            yield Batch([], [], [], None, list(rejects), counts[0])
+
+
+def _occurred_at(item: tuple[Event, str, bytes]) -> datetime:
+    return item[0].occurred_at
+
+
+def _decoded(
+    reader: JsonlReader, rejects: list[dict], counts: list[int]
+) -> Iterator[tuple[Event, str, bytes]]:
+    """One file's accepted events in file order; rejects go to `rejects` as they are read."""
+    while (raw := reader.read(DEFAULT_BATCH)) is not None:
+        counts[0] += len(raw)
+        for source, payload in raw:
+            event = decode(payload, source)
+            if isinstance(event, DeadLetter):
+                rejects.append(event.record())
+            else:
+                yield event, source, payload
