@@ -125,14 +125,16 @@ class SourceTail:
             part.close()
 
 
-def follow(
-    url: str, start: str, deliver: Deliver, stop: threading.Event, idle: float = 0.1
-) -> None:
-    """Read `url` until `stop`, handing each poll's records to `deliver`; waits `idle` when dry."""
+def open_tail(url: str, start: str) -> FileTail | SourceTail:
+    """The reader for `url`; a Kafka or Redis start position is fixed here, before returning."""
     path = file_path(url)
-    tail: FileTail | SourceTail = (
-        FileTail(path, start) if path is not None else SourceTail(url, start)
-    )
+    return FileTail(path, start) if path is not None else SourceTail(url, start)
+
+
+def follow(
+    tail: FileTail | SourceTail, deliver: Deliver, stop: threading.Event, idle: float = 0.1
+) -> None:
+    """Poll `tail` until `stop`, handing each poll's records to `deliver`; waits `idle` when dry."""
     try:
         while not stop.is_set():
             payloads = tail.poll()
@@ -145,11 +147,12 @@ def follow(
 
 
 def start_thread(url: str, start: str, deliver: Deliver, stop: threading.Event) -> threading.Thread:
-    """`follow` in a daemon thread that logs (once, without the record) if it ever fails."""
+    """Open `url` now (errors raise here), then follow it in a daemon thread that logs a failure."""
+    tail = open_tail(url, start)
 
     def run() -> None:
         try:
-            follow(url, start, deliver, stop)
+            follow(tail, deliver, stop)
         except Exception as exc:
             log.error("console: stopped following %s: %s", safe(url), exc)
 
