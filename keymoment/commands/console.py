@@ -58,7 +58,7 @@ def options_from(args: argparse.Namespace):  # noqa: ANN201 - Options, imported 
         audit=args.audit,
         conversions=args.conversions,
         metrics=args.metrics,
-        rules_version=rules_version(args.rules),
+        rules=load(args.rules),
         host=host,
         port=port,
         start=args.start,
@@ -66,13 +66,14 @@ def options_from(args: argparse.Namespace):  # noqa: ANN201 - Options, imported 
     )
 
 
-def rules_version(path: str | None) -> str | None:
+def load(path: str | None):  # noqa: ANN201 - RulesFile | None, imported lazily
+    """The rules file (its version in force, its caps and holdouts for the explanations)."""
     if path is None:
         return None
     from keymoment.flows.connect import ConnectError, rules_from
 
     try:
-        return str(rules_from(path).version)
+        return rules_from(path)
     except ConnectError as exc:
         raise UserError(str(exc)) from None
 

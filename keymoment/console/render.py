@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from keymoment.desk.explain import Explanation
+
 from .scrape import Process
 from .tally import Key
 
@@ -20,10 +22,6 @@ WINDOWS = (("5m", "last 5 min"), ("1h", "last hour"), ("all", "since start"))
 RECENT_FIELDS = (
     *("decided_at", "customer_id", "rule_id", "campaign_id"),
     *("outcome", "reason", "channel", "send_at"),
-)
-CUSTOMER_FIELDS = (
-    *("triggered_at", "rule_id", "campaign_id", "outcome"),
-    *("channel", "send_at", "event_id"),
 )
 
 
@@ -111,31 +109,27 @@ def recent(rows: list[dict]) -> str:
     return table(RECENT_FIELDS, ([r.get(f) for f in RECENT_FIELDS] for r in rows), "recent")
 
 
-def why(r: dict) -> str:
-    """One sentence for a decision: what `explain` says about it."""
-    reason, outcome = r.get("reason"), r.get("outcome")
-    said = {
-        "sent": f"sent on {r.get('channel')} at {r.get('send_at')}",
-        "control": f"held out as control of campaign {r.get('campaign_id')}",
-        "suppressed": f"suppressed: on list {reason}",
-        "arbitration_lost": f"lost arbitration to rule {reason}",
-        "capped": f"capped by {reason}",
-        "expired": f"expired: {reason}",
-        "no_channel": f"no channel: {reason}",
-    }
-    return said.get(str(outcome), f"{outcome}: {reason}")
-
-
-def customer(customer_id: str, rows: list[dict]) -> str:
-    if not customer_id:
+def customer(customer_id: str, found: Explanation | None) -> str:
+    """What `keymoment explain` says about the customer, from the decisions the console saw."""
+    if not customer_id or found is None:
         return empty("search a customer token to see every decision about them")
-    if not rows:
+    if not found.candidates:
         return empty(f"no decisions seen for {customer_id}")
-    head = (*CUSTOMER_FIELDS, "why")
-    body = ([*(r.get(f) for f in CUSTOMER_FIELDS), why(r)] for r in rows)
-    return f"<p>{len(rows):,} decisions for <b>{e(customer_id)}</b></p>" + table(
-        head, body, "customer"
+    rows = (
+        [
+            c["at"],
+            c["rule_id"],
+            c.get("trigger"),
+            c["campaign_id"],
+            c["outcome"],
+            c.get("channel"),
+            c["text"],
+        ]
+        for c in found.candidates
     )
+    head = ("triggered_at", "rule", "trigger", "campaign", "outcome", "channel", "why")
+    notes = "".join(f'<p class="empty">{e(n)}</p>' for n in found.notes)
+    return f"<p>{e(found.lines()[0])}</p>" + table(head, rows, "customer") + notes
 
 
 def rules(

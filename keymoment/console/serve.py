@@ -21,6 +21,8 @@ from typing import Any
 
 import uvicorn
 
+from keymoment.config import RulesFile
+
 from . import follow
 from .app import build_app
 from .scrape import Scraper
@@ -39,7 +41,7 @@ class Options:
     audit: str | None = None
     conversions: str | None = None
     metrics: list[str] = field(default_factory=list)
-    rules_version: str | None = None
+    rules: RulesFile | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     start: str = "start"
@@ -81,7 +83,7 @@ class ConsoleServer:
         self.console = Console(
             self.tally,
             Scraper(options.metrics),
-            options.rules_version,
+            options.rules,
             options.window,
             bool(options.conversions),
         )

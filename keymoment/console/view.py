@@ -7,7 +7,9 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from keymoment.config import RulesFile
 from keymoment.desk import uplift
+from keymoment.desk.explain import Explanation, explain
 from keymoment.desk.records import when
 
 from . import render
@@ -24,11 +26,12 @@ class Console:
         self,
         tally: Tally,
         scraper: Scraper,
-        rules_version: str | None = None,
+        rules: RulesFile | None = None,
         window: timedelta = timedelta(days=30),
         conversions: bool = False,
     ) -> None:
-        self.tally, self.scraper, self.rules_version = tally, scraper, rules_version
+        self.tally, self.scraper, self.rules = tally, scraper, rules
+        self.rules_version = str(rules.version) if rules is not None else None
         self.window, self.conversions = window, conversions
         self.stop = threading.Event()
         self._uplift: tuple[float, list[tuple]] = (float("-inf"), [])
@@ -41,11 +44,17 @@ class Console:
             "chart": render.chart(t.per_minute()),
             "engine": render.engine(procs),
             "recent": render.recent(t.latest(rule, outcome)),
-            "customer": render.customer(customer, t.customer(customer) if customer else []),
+            "customer": render.customer(customer, self.explain(customer)),
             "rules": render.rules(self.rules_version, snap["versions"], procs, snap["audit"]),
             "dead": render.dead(snap["dead"]),
             "uplift": render.uplift(self.uplift_rows(), _days(self.window), self.conversions),
         }
+
+    def explain(self, customer: str) -> Explanation | None:
+        """`keymoment explain` over the customer's decisions seen so far (and the rules file)."""
+        if not customer:
+            return None
+        return explain(customer, self.tally.customer(customer), rules=self.rules)
 
     def choices(self) -> tuple[list[str], list[str]]:
         """The rules and outcomes seen so far, for the filters."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from keymoment.config import load_rules
 from keymoment.connectors.generator import Generator
 from keymoment.console.serve import ConsoleServer, Options, credential
 from tests.support.browser import browser
@@ -55,7 +56,7 @@ def console(log: dict):
     options = Options(
         decisions=f"file:{log['dir'] / 'decisions.jsonl'}",
         dead_letters=str(log["dir"] / "dead.jsonl"),
-        rules_version="7",
+        rules=load_rules(REPO / "examples" / "rules.yaml"),
         port=0,
     )
     server = ConsoleServer(options, token).start()
@@ -114,7 +115,10 @@ def test_the_page_in_chromium_shows_the_logs_counts_and_a_customers_decisions(
         page.fill("#q", customer)
         page.press("#q", "Enter")
         page.wait_for_selector("#customer table.customer")
-        assert f"{by_customer[customer]} decisions for {customer}" in page.inner_text("#customer")
+        n = by_customer[customer]
+        assert f"customer {customer}: {n} candidate{'s' if n > 1 else ''}" in page.inner_text(
+            "#customer"
+        )
         assert page.locator("#customer tbody tr").count() == by_customer[customer]
         page.select_option("#f-outcome", "sent")
         page.wait_for_function("document.querySelectorAll('#recent tbody tr').length > 0")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from html import escape
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keymoment.console import render
 from keymoment.console.scrape import Scraper
 from keymoment.console.tally import Tally
 from keymoment.console.view import Console
 from keymoment.desk import uplift
+from keymoment.desk.explain import explain
 from keymoment.desk.records import when
 
 NOW = datetime(2026, 5, 1, 12, 30, 17, tzinfo=UTC).timestamp()
@@ -108,4 +109,18 @@ def test_every_value_is_escaped_in_the_panels() -> None:
     for html in panels.values():
         assert "<script>x" not in html and "<img src=x>" not in html
     assert "&lt;script&gt;" in panels["counts"]
-    assert render.why({"outcome": "capped", "reason": "daily-any"}) == "capped by daily-any"
+
+
+def test_the_customer_panel_says_what_explain_says() -> None:
+    """The search shows desk.explain's headline and per-candidate sentences for that customer."""
+    tally = Tally(clock=lambda: NOW)
+    capped = dict(decision(60, "a", "capped", customer="c9"), reason="daily-any")
+    tally.decisions([decision(90, "a", "sent", customer="c9"), capped, decision(5, "b", "sent")])
+    found = explain("c9", [decision(90, "a", "sent", customer="c9"), capped])
+    html = Console(tally, Scraper([])).panels(customer="c9")["customer"]
+    assert escape(found.lines()[0]) in html and found.lines()[0].startswith("customer c9: 2 cand")
+    assert all(escape(c["text"]) in html for c in found.candidates)
+    assert (
+        "no decisions seen for nobody"
+        in Console(tally, Scraper([])).panels(customer="nobody")["customer"]
+    )
