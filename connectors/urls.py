@@ -330,15 +330,16 @@ def _generator_profiles(url: str) -> dict[str, CustomerProfile]:
 
 # --- the cap store ---------------------------------------------------------------------------
 
-CAP_STORE_OPTIONS = {"timeout", "prefix", "lists"}
+CAP_STORE_OPTIONS = {"timeout", "prefix", "lists", "cluster"}
 
 
 def cap_store_from_url(url: str | None) -> CapStore:
     """`None` or `memory:` -> `MemoryCapStore`; `redis://`/`rediss://` -> `RedisCapStore`.
 
-    `timeout` (seconds), `prefix` (key namespace) and `lists=1` (suppression
-    lists are also Redis sets on this server) are ours; the rest of the URL
-    goes to redis-py. Every problem is one `ValueError` line.
+    `timeout` (seconds), `prefix` (key namespace), `lists=1` (suppression
+    lists are also Redis sets on this server) and `cluster=1` (the URL names one
+    node of a Redis Cluster) are ours; the rest of the URL goes to redis-py.
+    Every problem is one `ValueError` line.
     """
     if url is None or url in ("memory", "memory:", "memory://"):
         return MemoryCapStore()
@@ -353,6 +354,7 @@ def cap_store_from_url(url: str | None) -> CapStore:
     timeout = one(options, "timeout", DEFAULT_TIMEOUT, float)
     prefix = one(options, "prefix", "km")
     lists = one(options, "lists", False, flag)
+    cluster = one(options, "cluster", False, flag)
     rest = {k: v for k, v in options.items() if k not in CAP_STORE_OPTIONS}
     plain = urlunsplit(urlsplit(url)._replace(query=urlencode(rest, doseq=True)))
-    return RedisCapStore(plain, prefix=prefix, timeout=timeout, lists=lists)
+    return RedisCapStore(plain, prefix=prefix, timeout=timeout, lists=lists, cluster=cluster)

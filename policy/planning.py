@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-from keymoment.state.caps import DAY_MS, Check, Kind, Option, Reservation
+from keymoment.state.caps import DAY_MS, Check, Kind, Option, Reservation, customer_tag
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
@@ -166,7 +166,7 @@ class Planner:
 
     def _reservation(self, plan: Plan, tz: ZoneInfo, now_ms: int) -> Reservation:
         c, campaign = plan.candidate, plan.campaign
-        head = f"cap:{{{c.customer_id}}}"
+        head = "cap:" + customer_tag(c.customer_id)
         floor_ms = now_ms - self.horizon_ms
         options: list[Option] = []
         shared: dict[str, Check] = {}

@@ -14,6 +14,7 @@ from .caps import (
     Reservation,
     Result,
     cap_key,
+    customer_tag,
     rolling_admits,
 )
 from .memory_caps import MemoryCapStore
@@ -27,5 +28,6 @@ __all__ = [
     "Reservation",
     "Result",
     "cap_key",
+    "customer_tag",
     "rolling_admits",
 ]

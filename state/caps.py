@@ -16,6 +16,7 @@ without taking a second slot, which is what makes retries and restarts safe.
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
@@ -146,10 +147,24 @@ def rolling_admits_sorted(near: list[int], slot: int, window: int, limit: int) -
     return True
 
 
+def customer_tag(customer_id: str) -> str:
+    """The Redis Cluster hash tag of every key of one customer: `{<id>}`, or a digest's.
+
+    Redis hashes only what lies between the first `{` and the next `}`, so an id
+    holding a brace would split one reservation's keys over slots (`{}}` has an
+    empty tag; a Cluster answers CROSSSLOT). Such ids, and ids starting with `#`,
+    are tagged `{#<sha256 prefix>}` instead: no plain id starts with `#`, so the two
+    forms never share a key.
+    """
+    if "{" in customer_id or "}" in customer_id or customer_id.startswith("#"):
+        return "{#" + hashlib.sha256(customer_id.encode()).hexdigest()[:32] + "}"
+    return "{" + customer_id + "}"
+
+
 def cap_key(customer_id: str, cap_id: str, scope_value: str = "") -> str:
     """The logical key of one cap for one customer (and channel, campaign or rule).
 
-    The `{customer_id}` hash tag keeps every key of one reservation in one
-    Redis Cluster slot, which a multi-key script needs.
+    The customer's hash tag keeps every key of one reservation in one Redis
+    Cluster slot, which a multi-key script needs.
     """
-    return f"cap:{{{customer_id}}}:{cap_id}:{scope_value}"
+    return f"cap:{customer_tag(customer_id)}:{cap_id}:{scope_value}"

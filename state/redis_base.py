@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from .caps import CapStoreUnavailable
@@ -19,16 +20,21 @@ from .caps import CapStoreUnavailable
 DEFAULT_TIMEOUT = 0.25  # seconds: slower than this counts as unavailable
 
 
-def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
-    """A client that fails fast and never retries behind the caller's back."""
-    return redis.Redis.from_url(
-        url,
+def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT, cluster: bool = False) -> Any:
+    """A client that fails fast and never retries behind the caller's back.
+
+    `cluster`: a Redis Cluster client (`url` names any one node; the others are
+    discovered), which sends each key's commands to the node owning its slot.
+    """
+    options: dict[str, Any] = dict(
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
         decode_responses=True,
     )
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, retry_on_timeout=False, **options)
 
 
 class RedisConnection:
@@ -41,10 +47,14 @@ class RedisConnection:
         prefix: str = "km",
         timeout: float = DEFAULT_TIMEOUT,
         client: redis.Redis | None = None,
+        cluster: bool = False,
     ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"prefix {prefix!r}: no braces (they would become the hash tag)")
         self.url = url
         self.prefix = prefix
-        self.client = client or redis_client(url, timeout)
+        self.cluster = cluster
+        self.client = client or redis_client(url, timeout, cluster)
         self.counters = {"connection_errors": 0, "timeouts": 0, "errors": 0}
 
     def close(self) -> None:
@@ -60,6 +70,6 @@ class RedisConnection:
         except redis.exceptions.ConnectionError as exc:
             self.counters["connection_errors"] += 1
             raise CapStoreUnavailable(f"redis unreachable: {exc}") from None
-        except redis.exceptions.RedisError as exc:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
             self.counters["errors"] += 1
             raise CapStoreUnavailable(f"redis error: {exc}") from None

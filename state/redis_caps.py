@@ -5,8 +5,9 @@ Every reservation is one `EVALSHA` of `reserve.lua` (loaded once with
 every cap of every option and writes in all keys or none. Several
 reservations go in one pipeline; Redis runs them one after another in
 order, so a batch decides exactly what the same reservations one at a time
-would. All keys of one customer share the hash tag `{customer_id}`, so the
-script stays valid on Redis Cluster.
+would. All keys of one customer share one hash tag (`customer_tag`: the id, or a
+digest of an id holding a brace), so the script stays valid on Redis Cluster
+(`cluster=True`: the pipeline goes to each node with that node's keys).
 
 The client never retries by itself and has short timeouts: an unreachable or
 slow server raises `CapStoreUnavailable` at once and the policy parks the
@@ -23,7 +24,7 @@ from typing import Any
 import orjson
 import redis
 
-from .caps import CapStoreUnavailable, Check, Reservation, Result
+from .caps import CapStoreUnavailable, Check, Reservation, Result, customer_tag
 from .redis_base import DEFAULT_TIMEOUT, RedisConnection, redis_client
 
 __all__ = ["DEFAULT_TIMEOUT", "RedisCapStore", "redis_client"]
@@ -43,8 +44,9 @@ class RedisCapStore(RedisConnection):
         timeout: float = DEFAULT_TIMEOUT,
         client: redis.Redis | None = None,
         lists: bool = False,
+        cluster: bool = False,
     ) -> None:
-        super().__init__(url, prefix=prefix, timeout=timeout, client=client)
+        super().__init__(url, prefix=prefix, timeout=timeout, client=client, cluster=cluster)
         self.lists = lists  # the suppression lists are Redis sets on this server too
         self.sha: str | None = None
         self.counters.update(round_trips=0, script_loads=0)
@@ -92,13 +94,14 @@ class RedisCapStore(RedisConnection):
         pipe = self.client.pipeline(transaction=False)
         for reservation in reservations:
             keys, args = self._arguments(reservation)
-            pipe.evalsha(self.sha, len(keys), *keys, *args)
+            # not pipe.evalsha: a Cluster pipeline blocks that name, but routes this by key
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         self.counters["round_trips"] += 1
         return pipe.execute(raise_on_error=False)
 
     def _arguments(self, r: Reservation) -> tuple[list[str], list[Any]]:
         """KEYS (each cap key once) and one JSON argument: few arguments pack fast."""
-        keys = [self._key(f"offer:{{{r.customer_id}}}:{r.offer_id}")]
+        keys = [self._key(f"offer:{customer_tag(r.customer_id)}:{r.offer_id}")]
         index: dict[str, int] = {}
         options = []
         for option in r.options:

