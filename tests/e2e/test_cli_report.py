@@ -184,3 +184,18 @@ def test_the_json_arms_equal_the_decision_log_counted_by_hand(generated: dict) -
         for arm, outcome in (("treated", "sent"), ("control", "control")):
             n = sum(1 for (c, _), (_, o) in first.items() if c == campaign and o == outcome)
             assert row[arm]["customers"] == n
+
+
+def test_the_html_report_shows_the_json_in_a_real_browser(generated: dict) -> None:
+    """report --html: loads in chromium with no error or request; its numbers are the JSON's."""
+    from tests.support.pagecheck import check_page
+
+    out = generated["out"]
+    result = _report(
+        "--decisions", out / "decisions.jsonl.gz", "--events", out / "conversions.jsonl",
+        "--window", "7d", "--json", out / "again.json", "--html", out / "report.html",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = orjson.loads((out / "again.json").read_bytes())
+    cells = check_page(out / "report.html", expected)
+    assert cells >= 7 * len(expected["campaigns"])
