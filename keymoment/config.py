@@ -191,7 +191,25 @@ def _resolve_lists(
     resolved, problems = resolve_lists(rules.lists, base, allowed_roots(base, list_dirs))
     if problems:
         raise RulesError(source, problems)
-    return rules.model_copy(update={"lists": resolved})
+    channels, missing = _resolve_holidays(base, rules)
+    if missing:
+        raise RulesError(source, missing)
+    return rules.model_copy(update={"lists": resolved, "channels": channels})
+
+
+def _resolve_holidays(base: Path, rules: RulesFile) -> tuple[dict[str, Any], list[str]]:
+    """Human channels' holiday files, relative to the rules file like the lists."""
+    channels = {
+        name: c.model_copy(update={"holidays": base / c.holidays})
+        if c.holidays is not None and not c.holidays.is_absolute() else c
+        for name, c in rules.channels.items()
+    }  # fmt: skip
+    missing = [
+        f"channels.{name}.holidays: no such file {str(c.holidays)!r}"
+        for name, c in channels.items()
+        if c.holidays is not None and not c.holidays.is_file()
+    ]
+    return channels, missing
 
 
 def _problems(error: Any) -> list[str]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import time, timedelta
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keymoment.triggers.durations import Duration, parse_duration
 
+from .human import DEFAULT_DAYS, Capacity, Weekday, WorkingTime, working_time
 from .variants import Variant, weight_problems
 
 Id = str  # ids are checked by pattern where they are declared
@@ -73,17 +75,55 @@ class SendHours(BaseModel):
         return SendHours(start=start, end=self.start)
 
 
+def human_problems(channel: ChannelPolicy) -> list[str]:
+    """A human channel needs a capacity, non-wrapping working hours and no send/quiet hours."""
+    if not channel.human:
+        named = ("capacity", "working_hours", "sla", "fallback", "holidays")
+        return [f"{name}: only a human channel has one" for name in named if getattr(channel, name)]
+    problems = [] if channel.capacity else ["capacity: a human channel needs one"]
+    if channel.send_hours or channel.quiet_hours:
+        problems.append("human channels use working_hours, not send_hours or quiet_hours")
+    hours = channel.working_hours
+    if hours is not None and not hours.start < hours.end:
+        problems.append("working_hours: must start before they end, within one day")
+    return problems
+
+
 QuietHours = SendHours  # the name older modules import; it is the allowed hours either way
 
 
 class ChannelPolicy(BaseModel):
-    """Per-channel hours: `send_hours` when it may send, or `quiet_hours` when it may not."""
+    """Per-channel hours: `send_hours` when it may send, or `quiet_hours` when it may not.
+
+    A `human` channel (an RM's task list, a call centre) has `capacity`, `working_hours`
+    and the rest of policy/human.py instead.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     send_hours: SendHours | None = None
     quiet_hours: SendHours | None = None
+    human: bool = False
+    capacity: Capacity | None = None
+    working_hours: SendHours | None = None
+    working_days: list[Weekday] = Field(default_factory=lambda: list(DEFAULT_DAYS), min_length=1)
+    holidays: Path | None = None
+    timezone: str | None = None
+    sla: Duration | None = None
+    fallback: Literal["branch", "next"] | None = None
 
-    @field_validator("send_hours", "quiet_hours", mode="before")
+    @model_validator(mode="after")
+    def _human_fields(self) -> ChannelPolicy:
+        problems = human_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def working(self) -> WorkingTime:
+        hours = self.working_hours or SendHours(start=time(0), end=END_OF_DAY)
+        return working_time((hours.start, hours.end), self.working_days, self.holidays)
+
+    @field_validator("send_hours", "quiet_hours", "working_hours", mode="before")
     @classmethod
     def _parse_hours(cls, value: object) -> object:
         return SendHours.parse(value) if isinstance(value, str) else value

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from keymoment.state.caps import CapStore, CapStoreUnavailable, Result
@@ -29,6 +29,7 @@ from .arbitration import arbitrate
 from .config import Campaign
 from .decision import Decision, Outcome
 from .holdout import in_control
+from .leads import LeadDesk
 from .parking import Parked, merged
 from .planning import Plan, Planner, parse_tag, unplaced
 from .shadow import decide_shadow
@@ -37,6 +38,7 @@ from .variants import VariantBook
 
 Profiles = Mapping[str, CustomerProfile]
 UNAVAILABLE = "cap_store_unavailable"
+END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 # decided before the variant draw (semantics 4.1-4.2): these customers are in no A/B arm
 _UNASSIGNED = frozenset({"suppressed", "control"})
 
@@ -66,6 +68,7 @@ class RulesContactPolicy:
         self.planner = Planner(rules)
         self.variants = VariantBook(rules.campaigns)
         self.shadow = rules.shadow_rules()
+        self.desk = LeadDesk(self)
         self.max_pending = max_pending
         self.retry_interval, self.max_retry_interval = retry_interval, max_retry_interval
         self.monotonic, self.sleep, self.end_wait = monotonic, sleep, end_wait
@@ -92,13 +95,14 @@ class RulesContactPolicy:
         older work is parked; only reservations (and Redis-held list lookups) wait.
         """
         out = self.retry_pending(clock_at) if self._pending else []
+        out += self._allocate(clock_at)  # leads waiting for a working day that began by now
         return out + self._run(list(candidates), profiles, clock_at, parked=False)
 
     def retry_pending(self, clock_at: datetime) -> list[Decision]:
         """Expire parked candidates past their ttl; retry the rest when the store may answer."""
         out = self._expire_waiting(clock_at)
         if not self._pending or not self._store_may_answer():
-            return out
+            return out + self._allocate(clock_at)
         items, self._pending, self._pending_count = self._pending, deque(), 0
         for item in merged(list(items)):
             if self._pending:  # failed again in this round: keep the order, do not hammer
@@ -107,7 +111,17 @@ class RulesContactPolicy:
                 out += self._reserve(item.candidates, item.profiles, clock_at, parked=True)
             else:
                 out += self._run(item.candidates, item.profiles, clock_at, parked=True)
-        return out
+        return out + self._allocate(clock_at)
+
+    def _allocate(self, clock_at: datetime) -> list[Decision]:
+        """The lead desk's allocations due by `clock_at`; they wait on while the store is down."""
+        if not self.desk.waiting or not self._store_may_answer():
+            return []
+        try:
+            return self.desk.allocate(clock_at)
+        except CapStoreUnavailable:
+            self._failed()
+            return []
 
     def settle(self, clock_at: datetime, wait: float | None = None) -> list[Decision]:
         """End of input: every parked candidate is decided now, none is left behind.
@@ -125,7 +139,10 @@ class RulesContactPolicy:
         left = [c for item in self._pending for c in item.candidates]
         self._pending, self._pending_count = deque(), 0
         self._counts["expired_at_end"] += len(left)
-        return out + [self._final(c, "expired", UNAVAILABLE) for c in left]
+        out += [self._final(c, "expired", UNAVAILABLE) for c in left]
+        out += self._allocate(END_OF_TIME)  # waiting leads: as if no other lead came
+        stuck, self.desk.waiting = self.desk.waiting, []  # the store could not answer for them
+        return out + [self._final(x.candidate, "expired", UNAVAILABLE) for x in stuck]
 
     def update_rules(self, rules: RulesFile) -> None:
         """Roll out a new rules file: parked candidates, counters and the store carry over.
@@ -151,23 +168,25 @@ class RulesContactPolicy:
         """
         memory = self.store.snapshot() if isinstance(self.store, MemoryCapStore) else None
         parked = [(list(p.candidates), dict(p.profiles), p.screened) for p in self._pending]
-        return {"v": 1, "store": memory, "pending": parked}
+        return {"v": 1, "store": memory, "pending": parked, "leads": self.desk.snapshot()}
 
     def restore(self, snap: dict[str, Any]) -> None:
         if snap.get("store") is not None and isinstance(self.store, MemoryCapStore):
             self.store.restore(snap["store"])
         self._pending = deque(Parked(c, p, s) for c, p, s in snap.get("pending", []))
         self._pending_count = sum(len(p.candidates) for p in self._pending)
+        self.desk.restore(snap.get("leads", []))
 
     @property
     def pending(self) -> int:
-        """Candidates waiting for the store."""
-        return self._pending_count
+        """Candidates waiting for the store, and leads waiting for a working day."""
+        return self._pending_count + len(self.desk.waiting)
 
     @property
     def counters(self) -> dict[str, int]:
         """Policy counts plus the store's and list sources' (connection errors, timeouts...)."""
-        merged = dict(self._counts, pending=self._pending_count)
+        merged = dict(self._counts, pending=self._pending_count, **self.desk.counts)
+        merged["leads_waiting"] = len(self.desk.waiting)
         for name, source in [
             ("store", self.store),
             *(("lists", s) for s in self.suppression.sources),
@@ -239,13 +258,31 @@ class RulesContactPolicy:
             return out
         if self._pending or not self._store_may_answer():
             return out + self._park([p.candidate for p in plans], profiles, screened=True)
+        asked = [p for p in plans if p.reservation is not None]
         try:
-            results = self.store.reserve_many([p.reservation for p in plans])  # type: ignore[misc]
+            results = self.store.reserve_many([p.reservation for p in asked])  # type: ignore[misc]
         except CapStoreUnavailable:
             self._failed()
             return out + self._park([p.candidate for p in plans], profiles, screened=True)
         self._succeeded()
-        return out + [self._placed(p, r) for p, r in zip(plans, results, strict=True)]
+        answers = {id(p): r for p, r in zip(asked, results, strict=True)}
+        return out + [
+            d for p in plans for d in self._answered(p, answers.get(id(p)), profiles, clock_at)
+        ]
+
+    def _answered(
+        self, plan: Plan, result: Result | None, profiles: Profiles, clock_at: datetime
+    ) -> list[Decision]:
+        """The store's answer, or for a lead (nothing taken before its human channel) the desk's."""
+        if plan.human is None or (result is not None and result.tag is not None):
+            return [self._placed(plan, result)]  # type: ignore[arg-type]
+        refusal = result.refused[0] if result is not None else None
+        profile = profiles[plan.candidate.customer_id]
+        try:
+            return self.desk.route(plan, profile, clock_at, refusal)
+        except CapStoreUnavailable:
+            self._failed()
+            return self._park([plan.candidate], profiles, screened=True)
 
     def _plans(
         self, candidates: list[Candidate], profiles: Profiles, clock_at: datetime, parked: bool
@@ -262,7 +299,7 @@ class RulesContactPolicy:
                 continue
             campaign = self.variants.view(campaign, self.variants.assign(c.campaign, c.customer_id))
             plan = self.planner.plan(c, campaign, profiles.get(c.customer_id), clock_at)
-            if plan.reservation is not None:
+            if plan.reservation is not None or plan.human is not None:
                 plans.append(plan)
             elif parked and plan.deferral_blocked:  # the wait pushed it past max_delay
                 out.append(self._final(c, "expired", UNAVAILABLE))

@@ -40,6 +40,7 @@ class Decision:
     expires_at: datetime | None = None
     variant: str | None = None  # the A/B arm (policy/variants.py); None: no variants, or control
     variant_attributes: Mapping[str, Any] | None = None  # the arm's attributes, over the rule's
+    lead: Any = None  # a human channel's `LeadTag(rm_id, pool, due_at)` (policy/leads.py)
 
     @property
     def offer_id(self) -> str:
@@ -62,6 +63,7 @@ class Decision:
             "rule_version": self.rule_version,
             "attributes": _attributes(c.attributes, self.variant_attributes),
             "variant": self.variant,
+            **(_lead_fields(self.lead) if self.lead is not None else {}),
         }
 
     def log_record(self) -> dict[str, Any]:
@@ -76,6 +78,11 @@ class Decision:
 
 def _attributes(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**base, **extra} if extra else dict(base)
+
+
+def _lead_fields(lead: Any) -> dict[str, Any]:
+    """`rm_id` or `pool`, and `due_at` (the SLA): only offers on human channels carry them."""
+    return {"rm_id": lead.rm_id, "pool": lead.pool, "due_at": _iso(lead.due_at)}
 
 
 def _iso(at: datetime | None) -> str | None:

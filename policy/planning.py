@@ -78,6 +78,8 @@ class Plan:
     consented: bool = False
     deferral_blocked: bool = False
     has_profile: bool = True
+    human: str | None = None  # the first consented human channel: the lead desk's (leads.py)
+    after: list[str] = field(default_factory=list)  # the campaign's channels after it
 
 
 def unplaced(plan: Plan) -> tuple[Literal["expired", "no_channel"], str]:
@@ -116,6 +118,7 @@ class Planner:
         }
         self._routes: dict[tuple[str, str, str], tuple[_CapRule, ...]] = {}
         self._zones: dict[str | None, ZoneInfo] = {}
+        self._human = {name for name, policy in rules.channels.items() if policy.human}
 
     def plan(
         self,
@@ -137,10 +140,13 @@ class Planner:
             return plan
         tz = self.zone_of(profile)
         limit = min(campaign.deferral_limit, campaign.ttl)
-        for channel in campaign.channels:
+        for i, channel in enumerate(campaign.channels):
             if not profile.consents_to(channel):
                 continue
             plan.consented = True
+            if channel in self._human:  # the channels before it are tried first
+                plan.human, plan.after = channel, campaign.channels[i + 1 :]
+                break
             send_at = next_opening(earliest, self._hours.get(channel), tz)
             if send_at > earliest and send_at - candidate.triggered_at > limit:
                 plan.deferral_blocked = True
@@ -157,6 +163,37 @@ class Planner:
         if tz is None:
             tz = self._zones[name] = self._resolve_zone(name)
         return tz
+
+    def zone_named(self, name: str) -> ZoneInfo:
+        """A channel's own timezone (a branch's), resolved like a customer's."""
+        tz = self._zones.get(name)
+        if tz is None:
+            tz = self._zones[name] = self._resolve_zone(name)
+        return tz
+
+    def one_option(
+        self,
+        c: Candidate,
+        campaign: Campaign,
+        channel: str,
+        send_at: datetime,
+        profile: CustomerProfile,
+        first: Check,
+    ) -> Reservation:
+        """A reservation of one channel at `send_at`: `first`, then the customer's caps on it.
+
+        The lead desk's request (leads.py): the owner's capacity is `first`, so a
+        full owner is told apart from a customer cap.
+        """
+        now_ms = to_ms(send_at)
+        head = f"cap:{{{c.customer_id}}}"
+        rules = self._route(campaign, channel, c.rule_id)
+        option = _option(
+            rules, channel, send_at, self.zone_of(profile), head, now_ms - self.horizon_ms, {}
+        )
+        option = option._replace(checks=(first, *option.checks))
+        keep = max(to_ms(c.triggered_at + campaign.ttl) - now_ms, 0) + self.horizon_ms
+        return Reservation(c.offer_id, c.customer_id, now_ms, (option,), keep)
 
     def _resolve_zone(self, name: str | None) -> ZoneInfo:
         try:

@@ -242,6 +242,8 @@ class CustomerProfile(BaseModel):
     segment: str | None = None
     tags: tuple[str, ...] = ()
     consent: dict[str, bool] = Field(default_factory=dict)
+    rm_id: str | None = None  # relationship manager, for human channels (policy/human.py)
+    branch: str | None = None
 
     def consents_to(self, channel: str) -> bool:
         """A channel missing from `consent` means no consent for marketing on it."""

@@ -116,6 +116,33 @@ def test_options_are_tried_in_order_and_refusals_reported_per_option(make_store)
     assert (r.index, r.refused) == (None, ("x", "y"))
 
 
+def test_an_owner_capacity_is_shared_by_customers_and_taken_with_their_caps(make_store):
+    """A lead capacity key (one RM, many customers) holds its limit, all or none with the caps.
+
+    The third customer's lead is refused by the RM's capacity, and its own daily cap keeps
+    no slot for it; a fourth customer whose own cap refuses takes no capacity either.
+    """
+    store = make_store()
+    rm = "lead:{rm:R1}:rm_task"
+
+    def lead(offer: str, customer: str, own_limit: int = 1) -> Reservation:
+        checks = (calendar(rm, 2, 0, H, "capacity:rm_task"),
+                  calendar(f"cap:{{{customer}}}:daily:", own_limit, 0, H, "daily"))  # fmt: skip
+        return one(offer, H, *checks, customer=customer)
+
+    assert [store.reserve(lead(f"o{i}", f"C{i}")).reserved for i in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert store.reserve(lead("o2", "C2")).refused == ("capacity:rm_task",)
+    assert store.slots("cap:{C2}:daily:") == []
+    assert sorted(o for o, _ in store.slots(rm)) == ["o0", "o1"]
+    fresh = make_store()
+    assert fresh.reserve(lead("o5", "C5", own_limit=0)).refused == ("daily",)
+    assert fresh.slots(rm) == []
+
+
 def test_a_calendar_period_is_half_open(make_store):
     """A slot at a period's end belongs to the next period."""
     store = make_store()
