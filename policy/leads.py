@@ -37,7 +37,7 @@ from keymoment.triggers.events import CustomerProfile
 from .config import Campaign, ChannelPolicy
 from .decision import Decision
 from .human import Owner, WorkingTime, owner_of
-from .planning import Plan, from_ms, period_ms, span_ms, to_ms
+from .planning import Plan, parse_tag, period_ms, span_ms, to_ms
 
 if TYPE_CHECKING:
     from .contact import RulesContactPolicy
@@ -190,8 +190,7 @@ class LeadDesk:
 
     # -- pieces -----------------------------------------------------------------------------
     def _sent(self, lead: Lead, result: Result, reason: str, spec: ChannelPolicy) -> Decision:
-        channel, _, slot = (result.tag or "").partition("|")
-        send_at = from_ms(int(slot))
+        channel, send_at = parse_tag(result.tag or "")
         if result.replayed:
             reason = "already_reserved"
         self.counts["leads_allocated"] += 1
