@@ -41,6 +41,8 @@ from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
 from .connect import policy_for, profiles_from, rules_from, sink_from_url, source_from_url
+from .instrument import Observability, probed
+from .metrics import FlowMetrics
 from .outputs import output
 from .settings import ALL_CHANNELS, FlowSettings, from_env
 from .shard import Shard, ShardOutput
@@ -91,8 +93,14 @@ YOUNG_GC = YoungGc()
 class ShardLogic(StatefulBatchLogic[Batch, ShardOutput, Any]):
     """Adapts one `Shard` to Bytewax: batches, the wall-clock tick, end of input, snapshots."""
 
-    def __init__(self, shard: Shard, settings: FlowSettings, resume: bytes | None) -> None:
-        self.shard = shard
+    def __init__(
+        self,
+        shard: Shard,
+        settings: FlowSettings,
+        resume: bytes | None,
+        metrics: FlowMetrics | None = None,
+    ) -> None:
+        self.shard, self.metrics = shard, metrics
         self.until = settings.until
         self.recovery = settings.recovery
         self.tick = timedelta(seconds=settings.tick_seconds) if shard.clock is not None else None
@@ -102,15 +110,29 @@ class ShardLogic(StatefulBatchLogic[Batch, ShardOutput, Any]):
 
     def on_batch(self, values: list[Batch]) -> tuple[list[ShardOutput], bool]:
         YOUNG_GC()
-        return [self.shard.process(batch) for batch in values], self.RETAIN
+        outs = [self.shard.process(batch) for batch in values]
+        if self.metrics is not None:
+            self.metrics.batch(values)
+            self._count(outs)
+        return outs, self.RETAIN
 
     def on_notify(self) -> tuple[list[ShardOutput], bool]:
         if self.tick is not None:  # Bytewax compares notify_at with the system clock
             self.next_tick_at = wall_clock() + self.tick
-        return [self.shard.tick()], self.RETAIN
+        return self._count([self.shard.tick()]), self.RETAIN
 
     def on_eof(self) -> tuple[list[ShardOutput], bool]:
-        return [self.shard.finish(self.until)], self.RETAIN
+        return self._count([self.shard.finish(self.until)]), self.RETAIN
+
+    def _count(self, outs: list[ShardOutput]) -> list[ShardOutput]:
+        """Metrics once per shard call (flows/metrics.py): per batch, never per event."""
+        metrics = self.metrics
+        if metrics is not None:
+            now = self.shard.clock() if self.shard.clock is not None else None
+            for out in outs:
+                metrics.output(out, now)
+            metrics.watermark(self.shard.engine.watermark)
+        return outs
 
     def notify_at(self) -> datetime | None:
         return self.next_tick_at
@@ -119,7 +141,11 @@ class ShardLogic(StatefulBatchLogic[Batch, ShardOutput, Any]):
         """Pickled at once (the engine keeps mutating); nothing at all without recovery."""
         if not self.recovery:
             return None
-        return pickle.dumps(self.shard.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+        started = time.perf_counter()
+        snap = pickle.dumps(self.shard.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+        if self.metrics is not None:
+            self.metrics.snapshot(time.perf_counter() - started, len(snap))
+        return snap
 
 
 class ShardBuilder:
@@ -131,13 +157,18 @@ class ShardBuilder:
         rules: RulesFile,
         profiles: Mapping[str, CustomerProfile],
         clock: Clock | None,
+        metrics: FlowMetrics | None = None,
     ) -> None:
         self.settings, self.rules, self.profiles, self.clock = settings, rules, profiles, clock
+        self.metrics = metrics
 
     def __call__(self, resume: bytes | None) -> ShardLogic:
         policy = policy_for(self.rules, self.settings.cap_store, self.clock or wall_clock)
+        if self.metrics is not None:
+            self.metrics.time_store(policy.store)
+            self.metrics.watch_policy(policy)
         shard = Shard(Engine(self.rules), policy, self.profiles, self.clock)
-        return ShardLogic(shard, self.settings, resume)
+        return ShardLogic(shard, self.settings, resume, self.metrics)
 
 
 def build_flow(
@@ -147,18 +178,23 @@ def build_flow(
     profiles: Mapping[str, CustomerProfile] | None = None,
     offer_sink: Sink | None = None,
     clock: Clock = wall_clock,
+    observability: Observability | None = None,
 ) -> Dataflow:
     """The whole dataflow; the optional arguments let demo, tests and benchmarks plug in.
 
     `offer_sink`, when given, receives every sent offer (beside any URL sinks).
     `clock` is the wall clock of `--clock wall` (unused on the event clock).
+    `observability` counts the flow into its metrics (`run --metrics`, flows/instrument.py).
     """
+    metrics = observability.metrics if observability is not None else None
     live = clock if settings.clock == "wall" else None
     rules = rules_from(settings.rules)
     if profiles is None:
         profiles = profiles_from(settings.customers)
     flow = Dataflow("keymoment")
     srcs = sources or [source_from_url(url, settings.batch_size) for url in settings.sources]
+    if observability is not None:
+        srcs = probed(list(srcs), observability.probe)
     ins = [op.input(f"in-{i}", flow, src) for i, src in enumerate(srcs)]
     raw = ins[0] if len(ins) == 1 else op.merge("in", *ins)
     engine = rules.engine
@@ -166,11 +202,12 @@ def build_flow(
         settings.shards, engine.allowed_lateness, engine.max_future, settings.until, live
     )
     batches = op.flat_map_batch("stamp", raw, stamper)
-    keyed = op.stateful_batch("engine", batches, ShardBuilder(settings, rules, profiles, live))
+    builder = ShardBuilder(settings, rules, profiles, live, metrics)
+    keyed = op.stateful_batch("engine", batches, builder)
     results = op.map("results", keyed, _value)
     if observe is not None:
         op.inspect("observe", results, lambda _step, item: observe(item))
-    _outputs(settings, results, offer_sink)
+    _outputs(settings, results, offer_sink, metrics)
     return flow
 
 
@@ -178,10 +215,15 @@ def _value(keyed: tuple[str, ShardOutput]) -> ShardOutput:
     return keyed[1]
 
 
-def _outputs(settings: FlowSettings, results: Stream[ShardOutput], offer_sink: Sink | None) -> None:
+def _outputs(
+    settings: FlowSettings,
+    results: Stream[ShardOutput],
+    offer_sink: Sink | None,
+    metrics: FlowMetrics | None,
+) -> None:
     dead = op.flat_map("dead-letters", results, _dead_letters)
     offers = op.flat_map("offers", results, _offers_of)
-    failures = _offers(settings, offers)
+    failures = _offers(settings, offers, metrics)
     if offer_sink is not None:
         op.output("offers-extra-out", offers, offer_sink)
     if settings.decisions:  # records are built only when a decision log is attached
@@ -193,18 +235,25 @@ def _outputs(settings: FlowSettings, results: Stream[ShardOutput], offer_sink: S
         output("dead-letters-out", dead, sink_from_url(settings.dead_letters))
 
 
-def _offers(settings: FlowSettings, offers: Stream[dict]) -> list[Stream[dict]]:
-    """Route sent offers: a channel's own sink, else the catch-all sink, else none."""
+def _offers(
+    settings: FlowSettings, offers: Stream[dict], metrics: FlowMetrics | None
+) -> list[Stream[dict]]:
+    """Route sent offers: a channel's own sink, else the catch-all sink, else none.
+
+    Metrics name a channel's sink by its channel and the catch-all sink `default`.
+    """
     named = {c: url for c, url in settings.sinks.items() if c != ALL_CHANNELS}
-    failures = []
+    failures, sinks = [], {}
     for channel, url in sorted(named.items()):
         mine = op.filter(f"offers-{channel}", offers, _is_channel(channel))
-        failures.append(output(f"offers-{channel}-out", mine, sink_from_url(url)))
+        sinks[channel] = sink_from_url(url)
+        failures.append(output(f"offers-{channel}-out", mine, sinks[channel]))
     if ALL_CHANNELS in settings.sinks:
         rest = op.filter("offers-other", offers, _not_channels(frozenset(named)))
-        failures.append(
-            output("offers-other-out", rest, sink_from_url(settings.sinks[ALL_CHANNELS]))
-        )
+        sinks["default"] = sink_from_url(settings.sinks[ALL_CHANNELS])
+        failures.append(output("offers-other-out", rest, sinks["default"]))
+    if metrics is not None:
+        metrics.route(sinks, "default" if "default" in sinks else None)
     return [f for f in failures if f is not None]
 
 

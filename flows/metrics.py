@@ -23,11 +23,23 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from keymoment.state import CapStoreUnavailable
+
+from .shard import ShardOutput
+from .stamp import Batch
+
+disable_created_metrics()  # no `_created` twin of every counter: scrapes stay half the size
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
@@ -45,13 +57,16 @@ def source_of(position: str) -> str:
 class FlowMetrics:
     """The process's metrics (see the module docstring); `registry` is what `/metrics` shows."""
 
-    def __init__(self, process: int = 0, wall: bool = True, clock: Callable[[], float] = time.time):
+    def __init__(self, process: int = 0, clock: Callable[[], float] = time.time):
         self.registry = CollectorRegistry()
-        self.process, self.wall, self.clock = str(process), wall, clock
+        self.process, self.clock = str(process), clock
         self.watermark_at: float | None = None
+        self.calls = 0  # shard calls counted: the engine is running once this is above 0
         self.policies: list[Any] = []
         self.sinks: dict[str, Any] = {}
-        self.handed: Tally[str] = Tally()  # offers written to sinks that keep no counters
+        self.handed: Tally[str] = Tally()  # offers handed to sinks that keep no counts
+        self.routes: dict[str, str] | None = None
+        self.default_sink: str | None = None
         self._build()
         self.registry.register(_Live(self))
 
@@ -103,25 +118,26 @@ class FlowMetrics:
 
     # -- per batch ----------------------------------------------------------------------------
 
-    def batch(self, messages: Iterable[Any]) -> None:
+    def batch(self, batches: Iterable[Batch]) -> None:
         """Shard input: records read (counted once, on shard 0) and own events by source, type."""
         p = self.process
         tally: Tally[tuple[str, str]] = Tally()
         lines = 0
-        for msg in messages:
-            lines += msg.lines
-            tally.update((source_of(position), event.type) for _, event, position, _ in msg.events)
+        for batch in batches:
+            lines += batch.lines
+            tally.update((source_of(e.source), e.event.type) for e in batch.events)
         if lines:
             self.records.labels(p).inc(lines)
         for (source, kind), n in tally.items():
             self.events.labels(p, source, kind).inc(n)
 
-    def output(self, decisions: list[dict], dead: list[dict], now: datetime | None = None) -> None:
-        """What one shard call returned: decisions (and their latency) and dead letters."""
+    def output(self, out: ShardOutput, now: datetime | None = None) -> None:
+        """One shard call's decisions (and their latency), offers per sink and dead letters."""
         p = self.process
-        if decisions:
+        self.calls += 1
+        if out.decisions:
             tally = Tally(
-                (d["rule_id"], d["outcome"], d.get("channel") or "none") for d in decisions
+                (d.candidate.rule_id, d.outcome, d.channel or "none") for d in out.decisions
             )
             rules: Tally[str] = Tally()
             for (rule, outcome, channel), n in tally.items():
@@ -129,18 +145,23 @@ class FlowMetrics:
                 rules[rule] += n
             for rule, n in rules.items():
                 self.candidates.labels(p, rule).inc(n)
-            if self.wall and now is not None:
-                self._latency(decisions, now)
-        if dead:
-            for reason, n in Tally(d["reason"] for d in dead).items():
+            if now is not None:
+                observe = self.latency.labels(p).observe
+                for d in out.decisions:
+                    observe(max((now - d.candidate.triggered_at).total_seconds(), 0.0))
+        if out.offers and self.routes is not None:
+            self._hand(out.offers)
+        if out.dead_letters:
+            for reason, n in Tally(d["reason"] for d in out.dead_letters).items():
                 self.dead.labels(p, reason).inc(n)
 
-    def _latency(self, decisions: list[dict], now: datetime) -> None:
-        observe = self.latency.labels(self.process).observe
-        for d in decisions:
-            at = d.get("triggered_at")
-            if at:
-                observe(max((now - datetime.fromisoformat(at)).total_seconds(), 0.0))
+    def _hand(self, offers: list[dict]) -> None:
+        """Offers to sinks that keep no counts of their own: counted as handed to the sink."""
+        routes, default = self.routes or {}, self.default_sink
+        for channel, n in Tally(o["channel"] for o in offers).items():
+            sink = routes.get(channel, default)
+            if sink is not None and self.sinks.get(sink) is None:
+                self.handed[sink] += n
 
     def watermark(self, at: datetime | None) -> None:
         """The newest watermark of this process's shards (the lag is computed at scrape)."""
@@ -153,10 +174,16 @@ class FlowMetrics:
         self.snapshot_seconds.labels(self.process).observe(seconds)
         self.snapshot_bytes.labels(self.process).set(size)
 
-    def written(self, sink: str, n: int) -> None:
-        """Offers a sink without its own counters accepted (file, Kafka, Redis, stdout)."""
-        self.handed[sink] += n
-        self.sinks.setdefault(sink, None)
+    def route(self, sinks: dict[str, Any], default: str | None) -> None:
+        """Which sink takes which channel (`default`: every other channel), and the sinks.
+
+        A sink with a delivery stage (the webhook) counts for itself; the
+        others count what the flow hands them.
+        """
+        self.routes = {name: name for name in sinks if name != default}
+        self.default_sink = default
+        for name, sink in sinks.items():
+            self.sinks[name] = sink if _stage(sink) is not None else None
 
     # -- registration -------------------------------------------------------------------------
 
@@ -169,10 +196,6 @@ class FlowMetrics:
     def watch_policy(self, policy: Any) -> None:
         """Read `pending` (candidates parked for the cap store) from it at every scrape."""
         self.policies.append(policy)
-
-    def watch_sink(self, name: str, sink: Any) -> None:
-        """Read a sink's delivery counts (delivered, retries, failures, backlog) at every scrape."""
-        self.sinks[name] = sink
 
     def time_store(self, store: Any) -> Any:
         """Time the store's reserve calls and count its failures, on the instance itself.
@@ -262,13 +285,19 @@ class _Live(Collector):
         yield backlog
 
 
-def sink_counts(sink: Any) -> dict[str, int]:
-    """delivered / retried / failed / backlog from a sink's delivery stage (connectors/delivery.py).
+def _stage(sink: Any) -> Any:
+    """The sink's delivery stage (connectors/delivery.py), if it has one."""
+    if hasattr(sink, "delivery_stage"):
+        return sink.delivery_stage()
+    return getattr(sink, "stage", None)
 
-    A webhook sink or delivery carries its stage as `.stage`; the stage's
-    `counts` hold delivered, retries and one count per failure reason.
+
+def sink_counts(sink: Any) -> dict[str, int]:
+    """delivered / retried / failed / backlog from a sink's delivery stage.
+
+    The stage's `counts` hold delivered, retries and one count per failure reason.
     """
-    stage = getattr(sink, "stage", sink)
+    stage = _stage(sink)
     counts = getattr(stage, "counts", None) or {}
     failed = sum(n for reason, n in counts.items() if reason not in ("delivered", "retries"))
     return {

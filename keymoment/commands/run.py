@@ -10,8 +10,10 @@ URLs, files, servers) is, and fails as one line.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -80,6 +82,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         metavar="S",
         help="seconds to keep superseded snapshots",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        help="serve /metrics, /healthz and /readyz here (loopback unless HOST is given; "
+        "process N of a cluster adds N to the port)",
+    )
+    p.add_argument(
+        "--stay-up",
+        action="store_true",
+        help="with --metrics: keep serving after the input ends, until Ctrl-C or SIGTERM",
     )
     p.add_argument("--process-id", type=int, help="this process's index in a cluster")
     p.add_argument("--addresses", help="cluster addresses host:port;host:port (with --process-id)")
@@ -186,21 +199,65 @@ def run(args: argparse.Namespace) -> int:
     ]
     check_reachable([u for u in urls if u])  # a plain TCP probe: quick, and quiet
     try:
-        flow = build_flow(settings)
+        observability = metrics_from(args, settings.rules)
+        flow = build_flow(settings, observability=observability)
     except ConnectError as exc:
         raise UserError(str(exc)) from None
     addresses = args.addresses.split(";") if args.addresses else None
     processes = len(addresses) if addresses else 1
     warn_uneven(settings.shards, args.workers * processes)
-    cli_main(
-        flow,
-        workers_per_process=args.workers,
-        process_id=args.process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=args.snapshot_interval),
-        recovery_config=recovery_config(args, args.workers * processes),
-    )
+    try:
+        cli_main(
+            flow,
+            workers_per_process=args.workers,
+            process_id=args.process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=args.snapshot_interval),
+            recovery_config=recovery_config(args, args.workers * processes),
+        )
+        if observability is not None and args.stay_up:
+            stay_up()
+    finally:
+        if observability is not None:
+            observability.close()
     return 0
+
+
+def metrics_from(args: argparse.Namespace, rules_path: str):  # noqa: ANN201 - Observability
+    """`--metrics`: this process's listener (port + process id), started before the flow."""
+    if args.metrics is None:
+        if args.stay_up:
+            raise UserError("--stay-up keeps the metrics listener up: give --metrics too")
+        return None
+    from keymoment.flows.connect import rules_from
+    from keymoment.flows.health import parse_listen
+    from keymoment.flows.instrument import Observability
+
+    try:
+        host, port = parse_listen(args.metrics)
+    except ValueError as exc:
+        raise UserError(f"--metrics: {exc}") from None
+    process = args.process_id or 0
+    try:
+        obs = Observability(process).start(host, port + process, rules_from(rules_path))
+    except OSError as exc:
+        where = f"{host}:{port + process}"
+        raise UserError(f"--metrics: cannot listen on {where}: {exc.strerror or exc}") from None
+    assert obs.listener is not None
+    print(f"keymoment run: metrics at {obs.listener.url}/metrics", file=sys.stderr, flush=True)
+    return obs
+
+
+def stay_up() -> None:
+    """After the input ended: serve the final figures until SIGTERM or Ctrl-C."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print("keymoment run: input ended; metrics stay up (Ctrl-C or SIGTERM ends)", file=sys.stderr)
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
 
 
 def warn_uneven(shards: int, workers: int) -> None:

@@ -15,19 +15,22 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from keymoment.connectors.urls import cap_store_from_url
 from keymoment.connectors.webhook import RetryPolicy, WebhookDelivery
 from keymoment.connectors.wire import decode
 from keymoment.flows.health import Health, Listener, parse_listen
 from keymoment.flows.metrics import FlowMetrics, source_of
-from keymoment.flows.stamp import Message
+from keymoment.flows.shard import ShardOutput
+from keymoment.flows.stamp import Batch, OwnEvent
+from keymoment.policy.decision import Decision
 from keymoment.state import (
     CapStoreUnavailable,
     Check,
     MemoryCapStore,
     Option,
     Reservation,
-    cap_store_from_url,
 )
+from keymoment.triggers.candidate import Candidate
 from tests.support.gateway import Gateway
 from tests.support.servers import free_port
 
@@ -75,13 +78,13 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def _decision(rule: str, outcome: str, channel: str | None, at: datetime = T0) -> dict:
-    return {
-        "rule_id": rule,
-        "outcome": outcome,
-        "channel": channel,
-        "triggered_at": at.isoformat().replace("+00:00", "Z"),
-    }
+def _decision(rule: str, outcome: str, channel: str | None, at: datetime = T0) -> Decision:
+    candidate = Candidate(rule, "dormancy", "k", "c1", at, "e1")
+    return Decision(candidate, outcome, None, "k", "K-1", 7, at, channel)  # type: ignore[arg-type]
+
+
+def _out(decisions: list[Decision], dead: list[dict] | None = None, offers=()) -> ShardOutput:
+    return ShardOutput(decisions, list(offers), dead or [], 0, 0)
 
 
 decisions = st.lists(
@@ -96,16 +99,16 @@ decisions = st.lists(
 @given(st.lists(decisions, max_size=5))
 def test_decision_counters_equal_a_brute_force_count_over_all_batches(batches) -> None:
     """Counting per batch (grouped) gives the same totals as counting each decision."""
-    metrics = FlowMetrics(process=3, wall=False)
+    metrics = FlowMetrics(process=3)
     for batch in batches:
-        metrics.output(batch, [])
+        metrics.output(_out(batch))
     flat = [d for batch in batches for d in batch]
     expected = Counter(
-        (("channel", d["channel"] or "none"), ("outcome", d["outcome"]), ("rule", d["rule_id"]))
+        (("channel", d.channel or "none"), ("outcome", d.outcome), ("rule", d.candidate.rule_id))
         for d in flat
     )
     assert samples(metrics, "keymoment_decisions_total", http=False) == expected
-    by_rule = Counter((("rule", d["rule_id"]),) for d in flat)
+    by_rule = Counter((("rule", d.candidate.rule_id),) for d in flat)
     assert samples(metrics, "keymoment_candidates_total", http=False) == by_rule
 
 
@@ -117,12 +120,12 @@ def _event(i: int, kind: str) -> bytes:
     return orjson.dumps({**base, "type": "transaction", **extra})
 
 
-def _message(source: str, kinds: list[str], lines: int) -> Message:
+def _message(source: str, kinds: list[str], lines: int) -> Batch:
     events = []
     for i, kind in enumerate(kinds):
         position = f"{source}:{i + 1}"
-        events.append((i, decode(_event(i, kind), position), position, b""))
-    return Message([], [], events, None, [], lines)
+        events.append(OwnEvent(i, decode(_event(i, kind), position), position, b""))
+    return Batch([], [], events, None, [], lines)
 
 
 def test_events_are_counted_by_source_and_type_and_records_once() -> None:
@@ -141,9 +144,9 @@ def test_events_are_counted_by_source_and_type_and_records_once() -> None:
 
 def test_dead_letters_by_reason_and_latency_on_the_wall_clock() -> None:
     """Dead letters count by reason; the latency histogram holds now - triggered_at."""
-    metrics = FlowMetrics(wall=True)
+    metrics = FlowMetrics()
     now = T0 + timedelta(seconds=2)
-    metrics.output([_decision("r1", "sent", "sms", T0)], [{"reason": "bad_amount"}] * 2, now)
+    metrics.output(_out([_decision("r1", "sent", "sms", T0)], [{"reason": "bad_amount"}] * 2), now)
     assert samples(metrics, "keymoment_dead_letters_total") == {(("reason", "bad_amount"),): 2}
     assert samples(metrics, "keymoment_decision_latency_seconds_sum") == {(): 2.0}
     buckets = samples(metrics, "keymoment_decision_latency_seconds_bucket")
@@ -189,9 +192,9 @@ def test_webhook_delivery_counters_show_as_delivered_retried_failed() -> None:
     try:
         delivery = WebhookDelivery(gateway.url, SECRET, retry=RetryPolicy(3, 0.01, 0.02))
         metrics = FlowMetrics()
-        metrics.watch_sink("sms", delivery)
-        metrics.written("file", 4)
+        metrics.route({"sms": delivery, "file": object()}, default="file")
         offers = [{"offer_id": k, "channel": "sms", "customer_id": "c"} for k in script]
+        metrics.output(_out([], offers=[*offers, *[{"channel": "app_push"}] * 4]))
         delivery.deliver_batch(offers)
     finally:
         gateway.stop()

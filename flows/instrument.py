@@ -1,0 +1,107 @@
+"""How a flow process serves its metrics and health: the listener, the readiness checks.
+
+`Observability.start(...)` is what `keymoment run --metrics` and `keymoment
+demo` call before the dataflow starts. Readiness (`/readyz`) holds when:
+- rules: the rules file is loaded (its version is in `keymoment_rules_info`);
+- sources: every source partition this process reads was opened (a Kafka
+  or Redis source connects there);
+- engine: a shard has processed its first batch or tick;
+- cap_store: the cap store answers (`CapStore.check()`, at most once a second).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
+
+from keymoment.config import RulesFile
+
+from .health import Health, Listener
+from .metrics import FlowMetrics
+
+
+class Probe:
+    """Flags the flow raises as it comes up, read by the readiness checks."""
+
+    def __init__(self) -> None:
+        self.opening = 0  # source partitions being opened now
+        self.failed: str | None = None
+
+
+class ProbedSource(FixedPartitionedSource):
+    """A source whose partitions report to `probe` when they are opened (or fail to open)."""
+
+    def __init__(self, inner: FixedPartitionedSource, probe: Probe) -> None:
+        self.inner, self.probe = inner, probe
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> StatefulSourcePartition:
+        self.probe.opening += 1
+        try:
+            part = self.inner.build_part(step_id, for_part, resume_state)
+        except Exception as exc:
+            self.probe.failed = f"{for_part}: {type(exc).__name__}"
+            raise
+        finally:
+            self.probe.opening -= 1
+        return part
+
+
+def probed(sources: list[Source], probe: Probe) -> list[Source]:
+    return [ProbedSource(s, probe) if isinstance(s, FixedPartitionedSource) else s for s in sources]
+
+
+class Throttled:
+    """A check that runs at most every `every` seconds and repeats its last answer meanwhile."""
+
+    def __init__(self, check: Callable[[], None], every: float = 1.0) -> None:
+        self.check, self.every = check, every
+        self.at = float("-inf")
+        self.last: str | None = "not checked yet"
+        self.lock = threading.Lock()
+
+    def __call__(self) -> str | None:
+        with self.lock:
+            if time.monotonic() - self.at >= self.every:
+                self.at = time.monotonic()
+                try:
+                    self.check()
+                    self.last = None
+                except Exception as exc:
+                    self.last = f"unreachable ({type(exc).__name__})"
+            return self.last
+
+
+class Observability:
+    """The metrics, health checks and listener of one process (see the module docstring)."""
+
+    def __init__(self, process: int = 0) -> None:
+        self.metrics = FlowMetrics(process)
+        self.probe = Probe()
+        self.health = Health()
+        self.listener: Listener | None = None
+
+    def start(self, host: str, port: int, rules: RulesFile) -> Observability:
+        self.metrics.rules_loaded(rules.version, len(rules.rules))
+        p = self.probe
+        self.health.add("rules", lambda: None)  # loaded before the listener starts
+        self.health.add("sources", lambda: p.failed or ("opening" if p.opening else None))
+        m = self.metrics
+        self.health.add("engine", lambda: None if m.calls else "waiting for the first batch")
+        self.health.add("cap_store", Throttled(self._check_store))
+        self.listener = Listener(self.metrics.registry, self.health, host, port)
+        return self
+
+    def _check_store(self) -> None:
+        for policy in self.metrics.policies[:1]:  # every shard's store is the same server
+            policy.store.check()
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()

@@ -1,0 +1,150 @@
+"""`keymoment run --metrics`: a real run scraped over HTTP, counters against its decision log."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from keymoment.connectors.generator import Generator
+from tests.support.servers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
+    """Stderr lines until one holds `text` (the run says when its input ended)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"no {text!r} from keymoment run: {''.join(seen)}")
+
+
+@pytest.fixture(scope="module")
+def stayed_up(tmp_path_factory: pytest.TempPathFactory):
+    """An event-clock run over a generated bank that stays up after its input ended."""
+    out = tmp_path_factory.mktemp("run-metrics")
+    gen = Generator(seed=5, customers=400, start_at=datetime(2026, 1, 1, tzinfo=UTC), days=150)
+    (out / "customers.jsonl").write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+    lines = [line + b"\n" for line in gen.iter_bytes()] + [b"not json\n", b'{"type": "app"}\n']
+    (out / "events.jsonl").write_bytes(b"".join(lines))
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "keymoment",
+        "run",
+        "--rules",
+        str(REPO / "examples/rules.yaml"),
+    ]
+    command += [
+        "--source",
+        f"file:{out / 'events.jsonl'}",
+        "--customers",
+        str(out / "customers.jsonl"),
+    ]
+    command += ["--clock", "event", "--decisions", f"file:{out / 'decisions.jsonl'}"]
+    command += ["--dead-letters", f"file:{out / 'dead.jsonl'}", "--metrics", str(port), "--stay-up"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        said = _wait_for(proc, "input ended")
+        assert f"metrics at http://127.0.0.1:{port}/metrics" in said
+        yield {"url": f"http://127.0.0.1:{port}", "dir": out, "lines": len(lines), "proc": proc}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def _samples(url: str) -> dict[str, list]:
+    status, text = _get(url + "/metrics")
+    assert status == 200
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def test_decision_counters_equal_the_decision_logs_counts(stayed_up) -> None:
+    """Per rule, outcome and channel, and candidates per rule, as the log has them."""
+    log = [
+        orjson.loads(x) for x in (stayed_up["dir"] / "decisions.jsonl").read_bytes().splitlines()
+    ]
+    assert len(log) > 100
+    samples = _samples(stayed_up["url"])
+    got = Counter()
+    for s in samples["keymoment_decisions_total"]:
+        assert s.labels["process"] == "0"
+        got[(s.labels["rule"], s.labels["outcome"], s.labels["channel"])] += int(s.value)
+    assert got == Counter((d["rule_id"], d["outcome"], d.get("channel") or "none") for d in log)
+    candidates = {s.labels["rule"]: int(s.value) for s in samples["keymoment_candidates_total"]}
+    assert candidates == Counter(d["rule_id"] for d in log)
+
+
+def test_records_events_and_dead_letters_add_up(stayed_up) -> None:
+    """Every input line is read; dead letters by reason equal the dead-letter file's."""
+    samples = _samples(stayed_up["url"])
+    assert samples["keymoment_input_records_total"][0].value == stayed_up["lines"]
+    dead_file = (stayed_up["dir"] / "dead.jsonl").read_bytes().splitlines()
+    dead = {s.labels["reason"]: int(s.value) for s in samples["keymoment_dead_letters_total"]}
+    assert dead == Counter(orjson.loads(x)["reason"] for x in dead_file)
+    events = sum(s.value for s in samples["keymoment_events_total"])
+    assert events + sum(v for r, v in dead.items() if r != "duplicate") == stayed_up["lines"]
+    assert {s.labels["type"] for s in samples["keymoment_events_total"]} == {"transaction", "app"}
+    info = samples["keymoment_rules_info"][0].labels
+    assert info["version"] == "7" and samples["keymoment_watermark_lag_seconds"][0].value > 0
+    assert samples["keymoment_cap_store_latency_seconds_count"][0].value > 0
+
+
+def test_health_and_readiness_of_the_run(stayed_up) -> None:
+    assert _get(stayed_up["url"] + "/healthz") == (200, "ok\n")
+    assert _get(stayed_up["url"] + "/readyz") == (200, "ready\n")
+
+
+def test_a_busy_metrics_port_is_one_line(tmp_path) -> None:
+    """A port already taken: one line naming it, no traceback, exit 2."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "e.jsonl").write_text("")
+        command = [
+            sys.executable,
+            "-m",
+            "keymoment",
+            "run",
+            "--rules",
+            str(REPO / "examples/rules.yaml"),
+        ]
+        command += ["--source", f"file:{tmp_path / 'e.jsonl'}", "--metrics", f"127.0.0.1:{port}"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"keymoment run: --metrics: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
