@@ -229,7 +229,7 @@ def _log_dead_letter(dead: dict) -> None:
 
 
 class WebhookSink(DynamicSink[dict]):
-    """Signed webhook delivery as a Bytewax sink (`op.output`) or a flow step (`deliver_batch`)."""
+    """Signed webhook delivery: a delivery stage per process for the flow, or a plain sink."""
 
     def __init__(
         self,
@@ -260,10 +260,6 @@ class WebhookSink(DynamicSink[dict]):
             if self._shared is None:
                 self._shared = WebhookDelivery(*self._args)
             return self._shared
-
-    def deliver_batch(self, offers: list[dict]) -> list[dict]:
-        """The blocking flow step of `sinks.output`; its offers may be an event-clock replay's."""
-        return self.delivery.deliver_batch(offers, check_expiry=False)
 
     def delivery_stage(self) -> DeliveryStage:
         """What `keymoment.flows.delivery` hands offers to: this process's stage for the sink."""

@@ -43,7 +43,7 @@ from keymoment.triggers.events import CustomerProfile
 from .connect import policy_for, profiles_from, rules_from, sink_from_url, source_from_url
 from .instrument import Observability, probed
 from .metrics import FlowMetrics
-from .outputs import output
+from .outputs import output, output_keyed
 from .settings import ALL_CHANNELS, FlowSettings, from_env
 from .shard import Shard, ShardOutput
 from .stamp import Batch, Clock, Stamper
@@ -207,7 +207,7 @@ def build_flow(
     results = op.map("results", keyed, _value)
     if observe is not None:
         op.inspect("observe", results, lambda _step, item: observe(item))
-    _outputs(settings, results, offer_sink, metrics)
+    _outputs(settings, keyed, results, offer_sink, metrics)
     return flow
 
 
@@ -217,41 +217,47 @@ def _value(keyed: tuple[str, ShardOutput]) -> ShardOutput:
 
 def _outputs(
     settings: FlowSettings,
+    keyed: Stream[tuple[str, ShardOutput]],
     results: Stream[ShardOutput],
     offer_sink: Sink | None,
     metrics: FlowMetrics | None,
 ) -> None:
+    expiry = settings.clock == "wall"  # an event-clock replay's offers are history: no expiry
     dead = op.flat_map("dead-letters", results, _dead_letters)
-    offers = op.flat_map("offers", results, _offers_of)
-    failures = _offers(settings, offers, metrics)
+    offers = op.flat_map("offers", keyed, _keyed_offers)  # keyed by shard for delivery
+    failures = _offers(settings, offers, metrics, expiry)
     if offer_sink is not None:
-        op.output("offers-extra-out", offers, offer_sink)
+        op.output("offers-extra-out", op.map("offers-extra", offers, _offer), offer_sink)
     if settings.decisions:  # records are built only when a decision log is attached
         decisions = op.flat_map("decisions", results, ShardOutput.decision_records)
-        output("decisions-out", decisions, sink_from_url(settings.decisions))
+        output("decisions-out", decisions, sink_from_url(settings.decisions), expiry)
     if settings.dead_letters:
         if failures:
             dead = op.merge("all-dead-letters", dead, *failures)
-        output("dead-letters-out", dead, sink_from_url(settings.dead_letters))
+        output("dead-letters-out", dead, sink_from_url(settings.dead_letters), expiry)
 
 
 def _offers(
-    settings: FlowSettings, offers: Stream[dict], metrics: FlowMetrics | None
+    settings: FlowSettings,
+    offers: Stream[tuple[str, dict]],
+    metrics: FlowMetrics | None,
+    expiry: bool,
 ) -> list[Stream[dict]]:
     """Route sent offers: a channel's own sink, else the catch-all sink, else none.
 
     Metrics name a channel's sink by its channel and the catch-all sink `default`.
+    Offers stay keyed by shard: a webhook delivers them keyed so (flows/delivery.py).
     """
     named = {c: url for c, url in settings.sinks.items() if c != ALL_CHANNELS}
     failures, sinks = [], {}
     for channel, url in sorted(named.items()):
         mine = op.filter(f"offers-{channel}", offers, _is_channel(channel))
         sinks[channel] = sink_from_url(url)
-        failures.append(output(f"offers-{channel}-out", mine, sinks[channel]))
+        failures.append(output_keyed(f"offers-{channel}-out", mine, sinks[channel], expiry))
     if ALL_CHANNELS in settings.sinks:
         rest = op.filter("offers-other", offers, _not_channels(frozenset(named)))
         sinks["default"] = sink_from_url(settings.sinks[ALL_CHANNELS])
-        failures.append(output("offers-other-out", rest, sinks["default"]))
+        failures.append(output_keyed("offers-other-out", rest, sinks["default"], expiry))
     if metrics is not None:
         metrics.route(sinks, "default" if "default" in sinks else None)
     return [f for f in failures if f is not None]
@@ -261,16 +267,21 @@ def _dead_letters(out: ShardOutput) -> list[dict]:
     return out.dead_letters
 
 
-def _offers_of(out: ShardOutput) -> list[dict]:
-    return out.offers
+def _keyed_offers(item: tuple[str, ShardOutput]) -> list[tuple[str, dict]]:
+    key, out = item
+    return [(key, offer) for offer in out.offers]
 
 
-def _is_channel(channel: str) -> Callable[[dict], bool]:
-    return lambda offer: offer["channel"] == channel
+def _offer(item: tuple[str, dict]) -> dict:
+    return item[1]
 
 
-def _not_channels(channels: frozenset[str]) -> Callable[[dict], bool]:
-    return lambda offer: offer["channel"] not in channels
+def _is_channel(channel: str) -> Callable[[tuple[str, dict]], bool]:
+    return lambda item: item[1]["channel"] == channel
+
+
+def _not_channels(channels: frozenset[str]) -> Callable[[tuple[str, dict]], bool]:
+    return lambda item: item[1]["channel"] not in channels
 
 
 def get_flow() -> Dataflow:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -42,7 +42,7 @@ class StagedSink(Protocol):
     def delivery_stage(self) -> DeliveryStage: ...
 
 
-def is_staged(sink: object) -> bool:
+def is_staged(sink: object) -> TypeGuard[StagedSink]:
     return callable(getattr(sink, "delivery_stage", None))
 
 

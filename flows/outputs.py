@@ -4,32 +4,52 @@ Every sink built by `keymoment.connectors.urls.sink_from_url` takes dict
 records (offers, decision-log records, dead letters). Most are Bytewax
 `DynamicSink`s and take the dicts as they are; the JSONL file sink is a
 `FixedPartitionedSink` (so it can rewind on resume) and needs `(key, dict)`
-pairs; the webhook sink can hand back its permanent failures as a stream.
-`output()` hides those differences from the flow.
+pairs; the webhook sink delivers through a delivery stage of its own
+(`keymoment.flows.delivery`) and hands back its failures as a stream of
+dead letters. `output()` and `output_keyed()` hide those differences.
 """
 
 from __future__ import annotations
 
+from zlib import crc32
+
 import bytewax.operators as op
 from bytewax.dataflow import Stream
-from bytewax.outputs import DynamicSink, FixedPartitionedSink, Sink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, Sink
+
+from .delivery import deliver, is_staged
+
+STAGE_KEYS = 16  # delivery keys of a stream that arrives unkeyed (each is one snapshot)
 
 
-def output(step_id: str, records: Stream[dict], sink: Sink) -> Stream[dict] | None:
+def output_keyed(
+    step_id: str, records: Stream[tuple[str, dict]], sink: Sink, check_expiry: bool = True
+) -> Stream[dict] | None:
+    """Write records keyed by shard (offers); a webhook delivers them keyed so.
+
+    Keeping the engine's shard keys means no offer crosses to another
+    worker, and each key's snapshot holds the un-acknowledged offers of its
+    shard. Returns the stream of dead letters for a webhook, else None.
+    """
+    if is_staged(sink):
+        return deliver(step_id, records, sink, check_expiry=check_expiry)
+    return output(step_id, op.map(f"{step_id}-values", records, _value), sink)
+
+
+def output(
+    step_id: str, records: Stream[dict], sink: Sink, check_expiry: bool = True
+) -> Stream[dict] | None:
     """Write `records` to `sink`; for a webhook sink, return the stream of its dead letters.
 
-    The webhook delivers inside a `flat_map_batch` step so that each 4xx
-    comes back into the dataflow as a dead-letter record the flow merges
-    into its dead-letter output (see docs/connectors.md); the step also
-    ends in an output of its own, so delivery runs even when the caller
-    drops that stream (each dead letter is logged regardless). Other sinks
-    return None.
+    The webhook delivers through its own stage (`keymoment.flows.delivery`:
+    a failing gateway never stalls the flow) and its dead letters come back
+    as a stream the flow merges into its dead-letter output (see
+    docs/connectors.md). Unkeyed records are keyed by customer into
+    `STAGE_KEYS` delivery keys. Other sinks return None.
     """
-    deliver = getattr(sink, "deliver_batch", None)
-    if deliver is not None:
-        dead = op.flat_map_batch(step_id, records, deliver)
-        op.output(f"{step_id}-settled", dead, _Settled())  # a flow must end in an output
-        return dead
+    if is_staged(sink):
+        keyed = op.map(f"{step_id}-key", records, _stage_key)
+        return deliver(step_id, keyed, sink, check_expiry=check_expiry)
     if isinstance(sink, FixedPartitionedSink):
         keyed = op.map(f"{step_id}-key", records, _with_empty_key)
         op.output(step_id, keyed, sink)
@@ -42,13 +62,10 @@ def _with_empty_key(record: dict) -> tuple[str, dict]:
     return ("", record)
 
 
-class _Ignore(StatelessSinkPartition[dict]):
-    def write_batch(self, items: list[dict]) -> None:
-        return
+def _stage_key(record: dict) -> tuple[str, dict]:
+    customer = str(record.get("customer_id") or "")
+    return (f"d{crc32(customer.encode()) % STAGE_KEYS}", record)
 
 
-class _Settled(DynamicSink[dict]):
-    """Terminates the webhook step: Bytewax refuses a flow whose steps lead to no output."""
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Ignore:
-        return _Ignore()
+def _value(item: tuple[str, dict]) -> dict:
+    return item[1]
