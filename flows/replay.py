@@ -65,12 +65,15 @@ class Replay:
 
     def outputs(self, paths: Sequence[str]) -> Iterator[ShardOutput]:
         """Decisions batch by batch; raises OSError (with its filename) for an unreadable file."""
+        for batch in self.batches(paths):
+            yield self.shard.process(batch)
+        yield self.shard.finish(self.until)
+
+    def batches(self, paths: Sequence[str]) -> Iterator[Batch]:
+        """The stamped input batches alone: `compare` feeds each one to two shards (decode once)."""
         self._readers = [(JsonlReader(Path(p), p), Path(p).stat().st_size) for p in paths]
         try:
-            batches = self._single() if len(paths) == 1 else self._merged()
-            for batch in batches:
-                yield self.shard.process(batch)
-            yield self.shard.finish(self.until)
+            yield from self._single() if len(paths) == 1 else self._merged()
         finally:
             for reader, _ in self._readers:
                 reader.close()

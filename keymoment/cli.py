@@ -24,6 +24,7 @@ COMMANDS = (
     "redeliver",
     "console",
     "explain",
+    "compare",
 )
 
 

@@ -51,13 +51,20 @@ def changed(old: Iterable[dict[str, Any]], new: Iterable[dict[str, Any]]) -> dic
 def customers(
     old: Iterable[dict[str, Any]], new: Iterable[dict[str, Any]], sample: int
 ) -> dict[str, Any]:
-    """Customers sent an offer by only one side or by both, with a sample of each side's own."""
-    a = {r["customer_id"] for r in old if r["outcome"] == "sent"}
-    b = {r["customer_id"] for r in new if r["outcome"] == "sent"}
+    """Customers sent an offer by only one side or by both, and who gained or lost an offer.
+
+    `gained_offer` counts customers sent at least one offer (offer_id) by new that old did
+    not send; `lost_offer` the other way round. A customer can be in both.
+    """
+    sent_old = {(r["customer_id"], r["offer_id"]) for r in old if r["outcome"] == "sent"}
+    sent_new = {(r["customer_id"], r["offer_id"]) for r in new if r["outcome"] == "sent"}
+    a, b = {c for c, _ in sent_old}, {c for c, _ in sent_new}
     return {
         "only_old": len(a - b),
         "only_new": len(b - a),
         "both": len(a & b),
+        "gained_offer": len({c for c, _ in sent_new - sent_old}),
+        "lost_offer": len({c for c, _ in sent_old - sent_new}),
         "sample_only_old": sorted(a - b)[:sample],
         "sample_only_new": sorted(b - a)[:sample],
     }

@@ -67,6 +67,11 @@ def count(value: int, path: str) -> Cell:
     return (f"{value:,}", path, "n")
 
 
+def count_in(mapping: dict[str, int], name: str, path: str) -> Cell:
+    """A count from `mapping`; a missing key shows 0 with no data-path (the JSON has none)."""
+    return count(mapping[name], path) if name in mapping else ("0", None, None)
+
+
 def pct(value: float | None, path: str) -> Cell:
     return ("-", None, None) if value is None else (f"{value * 100:.1f}%", path, "pct")
 
@@ -86,7 +91,9 @@ def key(*parts: str) -> str:
 def decisions_sections(t: dict[str, Any], at: str, name: str = "") -> list[str]:
     """Sends per day by channel, outcomes per rule, the funnel, sent by campaign, refusals."""
     label = f" ({name})" if name else ""
-    outcomes = sorted({o for r in t["by_rule"].values() for o in r})
+    used = {o for r in t["by_rule"].values() for o, n in r.items() if n}
+    outcomes = [o for o in (*FUNNEL[1:], *sorted(used)) if o in used]
+    outcomes = list(dict.fromkeys(outcomes)) or ["sent"]
     return [
         section(
             f"Sends per day by channel{label}",
@@ -101,7 +108,7 @@ def decisions_sections(t: dict[str, Any], at: str, name: str = "") -> list[str]:
                     [
                         r,
                         count(sum(v.values()), ""),
-                        *(count(v.get(o, 0), key(at, "by_rule", r, o)) for o in outcomes),
+                        *(count_in(v, o, key(at, "by_rule", r, o)) for o in outcomes),
                     ]
                     for r, v in t["by_rule"].items()
                 ],
@@ -138,7 +145,7 @@ def _sent(sent: dict[str, dict[str, int]], at: str) -> str:
     rows: list[list[Cell | str]] = [
         [
             campaign,
-            *(count(v.get(c, 0), key(at, "sent_by_campaign", campaign, c)) for c in channels),
+            *(count_in(v, c, key(at, "sent_by_campaign", campaign, c)) for c in channels),
         ]
         for campaign, v in sent.items()
     ]
@@ -191,3 +198,68 @@ def report_page(report: dict[str, Any]) -> str:
         report,
         [intro, section("Conversion by campaign", chart, table(headers, rows))],
     )
+
+
+def compare_page(result: dict[str, Any]) -> str:
+    """`compare --html`: the difference first, then each side's own charts and tables."""
+    c, versions = result["customers"], result.get("versions", {})
+    intro = (
+        f"<p>Old: rules version {escape(str(versions.get('old')))}, "
+        f"new: version {escape(str(versions.get('new')))}, on the same "
+        f"{result.get('input', {}).get('events', 0):,} events.</p>"
+    )
+    customers = table(
+        ["customers contacted", "count", "for example"],
+        [
+            [
+                "only by old",
+                count(c["only_old"], "customers/only_old"),
+                ", ".join(c["sample_only_old"]),
+            ],
+            [
+                "only by new",
+                count(c["only_new"], "customers/only_new"),
+                ", ".join(c["sample_only_new"]),
+            ],
+            ["by both", count(c["both"], "customers/both"), ""],
+            [
+                "sent an offer old did not send",
+                count(c["gained_offer"], "customers/gained_offer"),
+                "",
+            ],
+            ["not sent an offer old sent", count(c["lost_offer"], "customers/lost_offer"), ""],
+        ],
+    )
+    changed = table(
+        ["old outcome -> new outcome", "candidates"],
+        [[k, count(v, key("changed", k))] for k, v in result["changed"].items()],
+    )
+    sections = [
+        intro,
+        section("Customers", customers),
+        section("Candidates whose outcome changed", changed),
+        section("Outcomes per rule: old, new, change", _by_rule_change(result)),
+    ]
+    for side in ("old", "new"):
+        sections += decisions_sections(result["sides"][side], key("sides", side), side)
+    return page("keymoment compare", result, sections)
+
+
+def _by_rule_change(result: dict[str, Any]) -> str:
+    old, new = result["sides"]["old"]["by_rule"], result["sides"]["new"]["by_rule"]
+    diff = result["difference"]["by_rule"]
+    outcomes = [o for o in FUNNEL[1:] if any(o in r for r in (*old.values(), *new.values()))]
+    rows: list[list[Cell | str]] = []
+    for rule, d in diff.items():
+        for o in outcomes:
+            a, b = old.get(rule, {}).get(o, 0), new.get(rule, {}).get(o, 0)
+            if a or b:
+                rows.append(
+                    [
+                        f"{rule}: {o}",
+                        count_in(old.get(rule, {}), o, key("sides", "old", "by_rule", rule, o)),
+                        count_in(new.get(rule, {}), o, key("sides", "new", "by_rule", rule, o)),
+                        (f"{d.get(o, 0):+,}", key("difference", "by_rule", rule, o), "n"),
+                    ]
+                )
+    return table(["rule: outcome", "old", "new", "change"], rows)

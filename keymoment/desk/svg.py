@@ -12,6 +12,7 @@ from html import escape
 
 PALETTE = ("#3366cc", "#dc3912", "#ff9900", "#109618", "#990099", "#0099c6", "#dd4477", "#66aa00")
 OUTCOME_COLOURS = {
+    "candidates": "#555555",
     "sent": "#109618",
     "control": "#3366cc",
     "suppressed": "#990099",
@@ -41,7 +42,7 @@ def stacked_columns(stacks: dict[str, dict[str, int]], label: str) -> str:
     keys = list(stacks)
     names = sorted({n for s in stacks.values() for n in s})
     top = max((sum(s.values()) for s in stacks.values()), default=0) or 1
-    width, height, left = max(320, 4 * len(keys) + 60), 220, 40
+    width, height, left = min(1000, max(320, 4 * len(keys) + 60)), 220, 40
     step = (width - left - 10) / max(len(keys), 1)
     parts = [_axis(left, height, top)]
     for i, key in enumerate(keys):

@@ -18,6 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.support.joins import assert_compare_equals, join_by_hand
+
 REPO = Path(__file__).resolve().parents[2]
 UNTIL = "1994-10-30T23:59:59+01:00"
 LINE = re.compile(
@@ -167,3 +169,30 @@ def test_a_customer_without_candidates_is_said_plainly(berka: dict) -> None:
     quiet = next(c for c in known if c not in berka["by_customer"])
     lines = _explain(berka, quiet)
     assert lines == [f"customer {quiet}: no candidate at all in the decision log"]
+
+
+def test_compare_equals_two_backtests_joined_by_hand(berka: dict) -> None:
+    """min_amount 50,000 -> 20,000 on Berka: compare's JSON is the two backtests' logs joined."""
+    from tests.support.pagecheck import check_page
+
+    out, new_rules = berka["out"], REPO / "examples/rules-min20k.yaml"
+    backtest = keymoment(
+        "backtest", "--rules", new_rules, "--events", berka["events"],
+        "--customers", berka["customers"], "--until", UNTIL, "--decisions", out / "new.jsonl",
+    )  # fmt: skip
+    assert backtest.returncode == 0, backtest.stderr
+    new_log = [orjson.loads(line) for line in (out / "new.jsonl").open("rb")]
+    result = keymoment(
+        "compare", "--rules", REPO / "examples/rules.yaml", "--rules", new_rules,
+        "--events", berka["events"], "--customers", berka["customers"], "--until", UNTIL,
+        "--json", out / "compare.json", "--html", out / "compare.html",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    compared = orjson.loads((out / "compare.json").read_bytes())
+    assert_compare_equals(compared, join_by_hand(berka["log"], new_log))
+    assert (
+        compared["sides"]["new"]["by_rule"]["big-deposit"]["sent"]
+        > 10 * compared["sides"]["old"]["by_rule"]["big-deposit"]["sent"]
+    )
+    assert "absent->sent" in result.stdout and "only by new" in result.stdout
+    assert check_page(out / "compare.html", compared) > 50

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -102,3 +103,35 @@ def test_explain_names_the_submit_that_cancelled_an_absence_timer(world: dict) -
     customer, (_, submit) = found
     lines = _explain(world, customer)
     assert any(f"({submit['event_id']}): cancelled loan-abandoned" in line for line in lines), lines
+
+
+def test_compare_on_generated_data_equals_two_backtests(world: dict, tmp_path: Path) -> None:
+    """Other engine settings (each side stamped alone) and tighter caps: still the hand join."""
+    import yaml
+
+    from tests.support.joins import assert_compare_equals, join_by_hand
+
+    rules = yaml.safe_load((REPO / "examples/rules.yaml").read_text())
+    rules["version"] = 8
+    rules["engine"] = {**rules.get("engine", {}), "allowed_lateness": "1h"}
+    rules["caps"] = [{"id": "weekly-one", "scope": "customer", "limit": 1, "window": "7d"}]
+    shutil.copytree(REPO / "examples/lists", tmp_path / "lists")  # lists live beside the rules
+    new_rules = tmp_path / "rules-new.yaml"
+    new_rules.write_text(yaml.safe_dump(rules))
+    out = world["out"]
+    backtest = keymoment(
+        "backtest", "--rules", new_rules, "--events", out / "events.jsonl",
+        "--customers", out / "customers.jsonl", "--decisions", tmp_path / "new.jsonl",
+    )  # fmt: skip
+    assert backtest.returncode == 0, backtest.stderr
+    result = keymoment(
+        "compare", "--rules", REPO / "examples/rules.yaml", "--rules", new_rules,
+        "--events", out / "events.jsonl", "--customers", out / "customers.jsonl",
+        "--json", tmp_path / "compare.json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    old = [r for rs in world["by_customer"].values() for r in rs]
+    new = [orjson.loads(line) for line in (tmp_path / "new.jsonl").open("rb")]
+    compared = orjson.loads((tmp_path / "compare.json").read_bytes())
+    assert_compare_equals(compared, join_by_hand(old, new))
+    assert compared["sides"]["new"]["cap_refusals"].get("weekly-one", 0) > 0
