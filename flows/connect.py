@@ -17,6 +17,7 @@ from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.connectors import urls
 from keymoment.connectors.urls import cap_store_from_url
 from keymoment.policy import RulesContactPolicy, build_policy, wall_clock
+from keymoment.policy.parking import EndWait
 from keymoment.triggers.events import CustomerProfile
 
 
@@ -62,11 +63,17 @@ def profiles_from(url: str | None) -> Mapping[str, CustomerProfile]:
 
 
 def policy_for(
-    rules: RulesFile, cap_store_url: str | None, clock: Callable[[], datetime] = wall_clock
+    rules: RulesFile,
+    cap_store_url: str | None,
+    clock: Callable[[], datetime] = wall_clock,
+    end_wait: EndWait | None = None,
 ) -> RulesContactPolicy:
-    """The contact policy over the cap store at `cap_store_url` (in memory when None)."""
+    """The contact policy over the cap store at `cap_store_url` (in memory when None).
+
+    `end_wait`: the end-of-input wait budget the shards of one process share.
+    """
     try:
         store = cap_store_from_url(cap_store_url)
     except (ValueError, OSError) as exc:
         raise ConnectError(f"cap store {cap_store_url}: {exc}") from None
-    return build_policy(rules, store=store, clock=clock)
+    return build_policy(rules, store=store, clock=clock, end_wait=end_wait or EndWait())

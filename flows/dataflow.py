@@ -37,6 +37,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from keymoment.config import RulesFile
+from keymoment.policy.parking import EndWait
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
@@ -161,9 +162,11 @@ class ShardBuilder:
     ) -> None:
         self.settings, self.rules, self.profiles, self.clock = settings, rules, profiles, clock
         self.metrics = metrics
+        self.end_wait = EndWait()  # one end-of-input wait for all shards of this process
 
     def __call__(self, resume: bytes | None) -> ShardLogic:
-        policy = policy_for(self.rules, self.settings.cap_store, self.clock or wall_clock)
+        clock = self.clock or wall_clock
+        policy = policy_for(self.rules, self.settings.cap_store, clock, self.end_wait)
         if self.metrics is not None:
             self.metrics.time_store(policy.store)
             self.metrics.watch_policy(policy)

@@ -118,8 +118,10 @@ class Shard:
 
     def finish(self, until: datetime | None) -> ShardOutput:
         """End of input: advance to `until` or the newest event, and settle what was parked."""
-        if self.clock is not None:
-            return self.tick()
+        if self.clock is not None:  # wall clock: one last tick, then nothing may stay parked
+            out = self.tick()
+            self._record(self.policy.settle(self.clock()), out)
+            return out
         out = _output()
         end = until or self.last_at
         if end is not None:

@@ -30,7 +30,7 @@ from .config import Campaign
 from .decision import Decision, Outcome
 from .holdout import in_control
 from .leads import LeadDesk
-from .parking import Parked, merged
+from .parking import EndWait, Parked, merged
 from .planning import Plan, Planner, parse_tag, unplaced
 from .shadow import decide_shadow
 from .suppression import FileLists, Suppression
@@ -61,7 +61,7 @@ class RulesContactPolicy:
         max_retry_interval: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        end_wait: float = 10.0,
+        end_wait: float | EndWait = 10.0,
     ) -> None:
         self.rules, self.store, self.suppression, self.clock = rules, store, suppression, clock
         self.campaigns = {c.campaign_id: c for c in rules.campaigns}
@@ -71,7 +71,8 @@ class RulesContactPolicy:
         self.desk = LeadDesk(self)
         self.max_pending = max_pending
         self.retry_interval, self.max_retry_interval = retry_interval, max_retry_interval
-        self.monotonic, self.sleep, self.end_wait = monotonic, sleep, end_wait
+        self.monotonic, self.sleep = monotonic, sleep
+        self.end_wait = end_wait if isinstance(end_wait, EndWait) else EndWait(end_wait)
         self._pending: deque[Parked] = deque()
         self._pending_count = 0
         self._backoff = retry_interval
@@ -127,12 +128,14 @@ class RulesContactPolicy:
         """End of input: every parked candidate is decided now, none is left behind.
 
         No later call will come to decide what still waits, so the store is retried
-        (with its backoff) for up to `wait` seconds (`end_wait`, 10 s) on the injected
-        monotonic clock; whatever it still cannot take then ends `expired` /
-        `cap_store_unavailable`, counted as `expired_at_end`.
+        (with its backoff) for up to `wait` seconds (default: the `end_wait` budget,
+        10 s, which the shards of one process share) on the injected monotonic clock;
+        whatever it still cannot take then ends `expired` / `cap_store_unavailable`,
+        counted as `expired_at_end`.
         """
         out = self.retry_pending(clock_at)
-        deadline = self.monotonic() + (self.end_wait if wait is None else wait)
+        now = self.monotonic()
+        deadline = self.end_wait.deadline(now) if wait is None else now + wait
         while self._pending and (now := self.monotonic()) < deadline:
             self.sleep(max(min(self._retry_at, deadline) - now, 0.05))
             out += self.retry_pending(clock_at)

@@ -18,6 +18,24 @@ from keymoment.triggers.events import CustomerProfile
 from .arbitration import moment
 
 
+class EndWait:
+    """How long end of input may wait for the store: one budget for every policy sharing it.
+
+    A process runs one policy per shard; if each waited its own `seconds` at end of
+    input, eight shards facing a dead store would wait eight times as long. The
+    deadline is fixed by the first policy that asks.
+    """
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        self.seconds = seconds
+        self._deadline: float | None = None
+
+    def deadline(self, now: float) -> float:
+        if self._deadline is None:
+            self._deadline = now + self.seconds
+        return self._deadline
+
+
 @dataclass(slots=True)
 class Parked:
     """Work the store could not take yet; `screened` ones already passed steps 1-3."""

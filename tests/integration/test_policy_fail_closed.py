@@ -216,3 +216,36 @@ def test_settle_sends_what_a_store_back_within_end_wait_can_take(fresh_redis):
     out = policy.settle(T0)
     assert [(d.outcome, d.offer_id) for d in out] == [("sent", c.offer_id)]
     assert policy.counters["expired_at_end"] == 0 and policy.counters["store_timeouts"] >= 1
+
+
+def test_shards_of_one_process_share_one_end_of_input_wait(fresh_redis):
+    """Eight shards facing a dead store wait end_wait once in all, not eight times."""
+    from keymoment.policy.parking import EndWait
+
+    fake, shared = FakeTime(), EndWait(3)
+    fresh_redis.kill()
+    policies = [
+        policy_on(fresh_redis.url, monotonic=fake.monotonic, sleep=fake.sleep, end_wait=shared)[0]
+        for _ in range(8)
+    ]
+    for n, policy in enumerate(policies):
+        assert policy.decide([candidate("r-a", "a", f"C{n}")], profiles(profile(f"C{n}")), T0) == []
+    out = [d for policy in policies for d in policy.settle(T0)]
+    assert [(d.outcome, d.reason) for d in out] == [("expired", "cap_store_unavailable")] * 8
+    assert 3 <= fake.now < 4
+
+
+def test_a_wall_clock_shard_settles_parked_candidates_at_end_of_input(fresh_redis):
+    """`finish` on the wall clock (a file source in a live run) leaves nothing parked."""
+    from keymoment.flows.shard import Shard
+    from keymoment.triggers.engine import Engine
+
+    fake = FakeTime()
+    policy, _ = policy_on(fresh_redis.url, monotonic=fake.monotonic, sleep=fake.sleep, end_wait=2)
+    fresh_redis.kill()
+    c = candidate("r-a", "a", "L1")
+    assert policy.decide([c], profiles(profile("L1")), T0) == [] and policy.pending == 1
+    shard = Shard(Engine(policy.rules), policy, profiles(profile("L1")), clock=lambda: T0)
+    out = shard.finish(None)
+    assert [(d.offer_id, d.outcome) for d in out.decisions] == [(c.offer_id, "expired")]
+    assert policy.pending == 0
