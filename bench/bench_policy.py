@@ -219,7 +219,10 @@ def backtest_args(events: Path, customers: Path, decisions: Path, policy: str): 
         decisions=str(decisions),
         dead_letters=None,
         state=None,
+        prefix=None,
         policy=policy,
+        json=None,
+        html=None,
     )
 
 

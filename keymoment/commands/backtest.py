@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from urllib.parse import parse_qs, quote, urlsplit
+
+import orjson
 
 from keymoment.cli import UserError
 from keymoment.commands.args import timestamp
@@ -20,6 +23,7 @@ from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.connectors.customers import ReferenceDataError, read_profiles
 from keymoment.connectors.files import dumps_line
 from keymoment.connectors.urls import cap_store_from_url
+from keymoment.desk.tally import Tally
 from keymoment.flows.replay import Replay
 from keymoment.flows.shard import ShardOutput
 from keymoment.policy import ContactPolicy, FirstChannelPolicy, build_policy
@@ -44,8 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--decisions", required=True, help="decision log output (JSONL, .gz ok)")
     parser.add_argument("--dead-letters", help="dead-letter output (JSONL)")
     parser.add_argument(
-        "--state", help="cap store URL (default: in memory; redis://host:port/0 to share)"
+        "--state",
+        help="cap store URL [in memory]; a redis:// store needs --prefix (or ?prefix=), so a "
+        "backtest never writes into the live contact history",
     )
+    parser.add_argument(
+        "--prefix", help="key namespace in the --state Redis for this backtest's reservations"
+    )
+    parser.add_argument("--json", metavar="OUT", help="write the summary as JSON (docs/desk.md)")
+    parser.add_argument("--html", metavar="OUT", help="write the summary as one HTML page")
     parser.add_argument(
         "--policy",
         choices=("on", "off"),
@@ -64,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     profiles = _profiles(args.customers)
-    policy = _policy(rules, args.state, args.policy == "on")
+    policy = _policy(rules, scratch_state(args.state, args.prefix), args.policy == "on")
     replay = Replay(rules, profiles, policy, until=args.until)
     summary = Summary()
-    with _Outputs(args.decisions, args.dead_letters) as out:
+    tally = Tally() if args.json or args.html else None
+    with _Outputs(args.decisions, args.dead_letters, tally) as out:
         progress = Progress() if sys.stderr.isatty() else None
         try:
             for output in replay.outputs(args.events):
@@ -82,7 +94,52 @@ def run(args: argparse.Namespace) -> int:
     summary.after_until = replay.after_until
     summary.still_pending = policy.pending
     print(render(summary, rules, args.decisions))
+    if tally is not None:
+        write_pages(args, summary_json(summary, rules, tally))
     return 0
+
+
+def summary_json(summary: Summary, rules: RulesFile, tally: Tally) -> dict:
+    """What `--json` writes: the run's counts and the decisions' tally (docs/desk.md)."""
+    return {
+        "rules_version": rules.version,
+        "lines": summary.lines,
+        "events": summary.events,
+        "after_until": summary.after_until,
+        "dead_letters": dict(summary.dead_letters.most_common()),
+        "still_pending": summary.still_pending,
+        "decisions": tally.as_json(r.rule_id for r in rules.rules),
+    }
+
+
+def write_pages(args: argparse.Namespace, data: dict) -> None:
+    if args.json:
+        with open_output(args.json) as out:
+            out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.html:
+        from keymoment.desk.pages import backtest_page
+
+        with open_output(args.html) as out:
+            out.write(backtest_page(data).encode())
+
+
+def scratch_state(url: str | None, prefix: str | None) -> str | None:
+    """The cap store URL for a backtest: a Redis one only under an explicitly chosen prefix."""
+    if prefix is not None and url is None:
+        raise UserError("--prefix goes with --state redis://...")
+    if url is None or not url.startswith(("redis://", "rediss://", "unix://")):
+        return url
+    query = parse_qs(urlsplit(url).query)
+    if prefix is not None:
+        if "prefix" in query:
+            raise UserError("give the prefix once: --prefix or ?prefix= in --state")
+        return f"{url}{'&' if urlsplit(url).query else '?'}prefix={quote(prefix, safe='')}"
+    if "prefix" not in query:
+        raise UserError(
+            "--state: a backtest would reserve cap slots in the live contact history "
+            "(prefix km); give --prefix NAME for a namespace of its own, or leave --state out"
+        )
+    return url
 
 
 def _profiles(path: str | None) -> dict[str, CustomerProfile]:
@@ -107,15 +164,35 @@ def _policy(rules: RulesFile, state_url: str | None, enabled: bool) -> ContactPo
         store = cap_store_from_url(state_url)
     except ValueError as exc:
         raise UserError(f"--state: {exc}") from None
+    _check_store(store)
     return build_policy(rules, store=store)
+
+
+def _check_store(store: object) -> None:
+    """A Redis cap store must answer now (one line if not) and should start empty."""
+    client, prefix = getattr(store, "client", None), getattr(store, "prefix", None)
+    if client is None:
+        return  # the memory store
+    try:
+        client.ping()
+        used = next(iter(client.scan_iter(match=f"{prefix}:*", count=100)), None)
+    except Exception as exc:  # noqa: BLE001 - redis-py raises several kinds; all mean "cannot use it"
+        raise UserError(f"--state: cannot reach the cap store: {exc}") from None
+    if used is not None:
+        print(
+            f"warning: --state prefix {prefix} already holds reservations (an earlier backtest?): "
+            "outcomes can differ from a run on an empty store",
+            file=sys.stderr,
+        )
 
 
 class _Outputs:
     """The decision log and the optional dead-letter file, as JSONL."""
 
-    def __init__(self, decisions: str, dead_letters: str | None) -> None:
+    def __init__(self, decisions: str, dead_letters: str | None, tally: Tally | None) -> None:
         self.decisions = open_output(decisions)
         self.dead_letters = open_output(dead_letters) if dead_letters else None
+        self.tally = tally
 
     def __enter__(self) -> _Outputs:
         return self
@@ -127,7 +204,11 @@ class _Outputs:
 
     def write(self, output: ShardOutput) -> None:
         if output.decisions:
-            self.decisions.write(b"".join(dumps_line(r) for r in output.decision_records()))
+            records = output.decision_records()
+            self.decisions.write(b"".join(dumps_line(r) for r in records))
+            if self.tally is not None:
+                for record in records:
+                    self.tally.add(record)
         if self.dead_letters and output.dead_letters:
             self.dead_letters.write(b"".join(dumps_line(r) for r in output.dead_letters))
 

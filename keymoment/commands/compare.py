@@ -175,7 +175,7 @@ def _pairs(old: dict, new: dict, names: tuple[str, str]) -> str:
         rows += [
             [outer, inner, change(a.get(inner, 0), b.get(inner, 0))] for inner in sorted({*a, *b})
         ]
-    return text_table([*names, "sent"], rows)
+    return text_table([*names, "sent"], rows, left=2)
 
 
 def _flat(old: dict, new: dict, name: str) -> str:

@@ -11,6 +11,8 @@ from keymoment.config import RulesFile
 from keymoment.flows.shard import ShardOutput
 from keymoment.policy.decision import OUTCOMES, Decision
 
+from .tables import text_table
+
 PROGRESS_EVERY = 20_000
 
 
@@ -72,7 +74,7 @@ class Progress:
 
 
 def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
-    """The end-of-run summary as plain text tables."""
+    """The end-of-run summary as plain text tables, and a warning when nothing could be sent."""
     elapsed = time.perf_counter() - summary.started
     rate = summary.events / elapsed if elapsed else 0.0
     dead = sum(summary.dead_letters.values())
@@ -82,45 +84,58 @@ def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
     ]
     if summary.after_until:
         lines.append(f"skipped {summary.after_until:,} events after --until")
-    lines.append(
-        f"dead letters: {dead:,}"
-        + "".join(f"\n  {reason:<24}{n:>10,}" for reason, n in summary.dead_letters.most_common())
-    )
+    lines.append(f"dead letters: {dead:,}")
+    if dead:
+        lines.append(_counts(["reason", "events"], summary.dead_letters.most_common()))
+    lines.append("candidates and outcomes by rule:")
     lines.append(_rule_table(summary, rules))
     if summary.channels:
-        lines.append(
-            "sent by channel:"
-            + "".join(
-                f"\n  {rule:<20}{channel:<14}{n:>10,}"
-                for (rule, channel), n in sorted(summary.channels.items())
-            )
-        )
+        rows = [[r, c, f"{n:,}"] for (r, c), n in sorted(summary.channels.items())]
+        lines += ["sent by channel:", text_table(["rule", "channel", "sent"], rows, left=2)]
     if summary.reasons:
-        lines.append(
-            "not sent, by reason:"
-            + "".join(
-                f"\n  {outcome:<18}{reason:<24}{n:>8,}"
-                for (outcome, reason), n in summary.reasons.most_common()
-            )
-        )
-    if summary.still_pending:
-        lines.append(
-            f"warning: {summary.still_pending:,} candidates still wait for the cap store "
-            "and are not in the decision log"
-        )
+        rows = [[o, r, f"{n:,}"] for (o, r), n in summary.reasons.most_common()]
+        lines += [
+            "not sent, by reason:",
+            text_table(["outcome", "reason", "candidates"], rows, left=2),
+        ]
+    lines += warnings(summary)
     lines.append(f"decision log: {decisions_path} ({sum(summary.candidates.values()):,} decisions)")
     return "\n".join(lines)
 
 
+def warnings(summary: Summary) -> list[str]:
+    """Runs that would send nothing, or wait: said plainly at the end."""
+    out = []
+    total = sum(summary.candidates.values())
+    no_profile = summary.reasons[("no_channel", "no_profile")]
+    if total and no_profile * 2 >= total:
+        out.append(
+            f"warning: {no_profile:,} of {total:,} candidates have no customer reference data "
+            "(no_channel, no_profile), so no consent is known and nothing is sent to them: "
+            "give --customers"
+        )
+    if summary.still_pending:
+        out.append(
+            f"warning: {summary.still_pending:,} candidates still wait for the cap store "
+            "and are not in the decision log"
+        )
+    return out
+
+
+def _counts(headers: list[str], items: list[tuple[str, int]]) -> str:
+    return text_table(headers, [[k, f"{n:,}"] for k, n in items])
+
+
 def _rule_table(summary: Summary, rules: RulesFile) -> str:
-    shadow = any(o == "shadow" for _, o in summary.outcomes)
-    outcomes = [o for o in OUTCOMES if o != "shadow" or shadow]  # a column only when used
-    header = f"{'rule':<20}{'trigger':<19}{'candidates':>11}" + "".join(
-        f"{o[:10]:>11}" for o in outcomes
-    )
-    rows = [header]
-    for rule in rules.rules:
-        row = f"{rule.rule_id:<20}{rule.trigger:<19}{summary.candidates[rule.rule_id]:>11,}"
-        row += "".join(f"{summary.outcomes[(rule.rule_id, o)]:>11,}" for o in outcomes)
-        rows.append(row)
-    return "candidates and outcomes by rule:\n  " + "\n  ".join(rows)
+    used = {o for _, o in summary.outcomes}
+    outcomes = [o for o in OUTCOMES if o != "shadow" or o in used]  # shadow only when used
+    rows = [
+        [
+            rule.rule_id,
+            rule.trigger,
+            f"{summary.candidates[rule.rule_id]:,}",
+            *(f"{summary.outcomes[(rule.rule_id, o)]:,}" for o in outcomes),
+        ]
+        for rule in rules.rules
+    ]
+    return text_table(["rule", "trigger", "candidates", *outcomes], rows, left=2)

@@ -1,7 +1,7 @@
 """Plain text tables sized to their contents: a header is never cut (`arbitratio`, `call_cente`).
 
-The first column is left-aligned, the others right-aligned (they hold
-counts); each column is as wide as its widest header or cell.
+The first `left` columns (names) are left-aligned, the others right-aligned
+(they hold counts); each column is as wide as its widest header or cell.
 """
 
 from __future__ import annotations
@@ -9,19 +9,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+def text_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1, indent: str = "  "
+) -> str:
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = [_row(headers, widths), *(_row(r, widths) for r in rows)]
+    lines = [_row(headers, widths, left), *(_row(r, widths, left) for r in rows)]
     return "\n".join(indent + line.rstrip() for line in lines)
 
 
-def _row(cells: Sequence[str], widths: list[int]) -> str:
-    first, *rest = cells
-    out = [f"{first:<{widths[0]}}"]
-    out += [f"{c:>{w}}" for c, w in zip(rest, widths[1:], strict=True)]
-    return "  ".join(out)
+def _row(cells: Sequence[str], widths: list[int], left: int) -> str:
+    return "  ".join(
+        f"{c:<{w}}" if i < left else f"{c:>{w}}"
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
 
 
 def n(value: int) -> str:
