@@ -5,7 +5,7 @@
 Replays seeded synthetic events through the whole live flow (`build_flow`,
 `run_main`, event clock, one worker) with two real local webhook gateways
 (`tests/support/gateway.py`, threaded `http.server`, every signature
-verified with svix, in this process):
+verified with svix, in a child process so their CPU is not the flow's):
 
 - `sms` goes to the faulty gateway: per request 30% 500, 10% hang past the
   client timeout (answered 200 after twice the timeout), 5% 429 with
@@ -20,7 +20,7 @@ the last decision leaving the engine), healthy-channel offers/s (offers the
 healthy gateway accepted / time to its last acceptance), the faulty
 channel's accepted offers and dead letters, the whole run's wall time
 (including the faulty channel's drain at end of input) and CPU seconds of
-the process (gateways included). Goal (issue 8): the faulty run keeps at
+the flow's process (the gateways' are not included). Goal (issue 8): the faulty run keeps at
 least 80% of the fault-free pace for everything but the faulty channel.
 """
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import multiprocessing
 import os
 import random
 import sys
@@ -35,6 +36,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import orjson
@@ -87,20 +90,38 @@ def write_input(out: Path, customers: int, days: int) -> dict:
     return {"events": events, "customers": profiles, "until": gen.until_at.isoformat()}
 
 
-def run_once(data: dict, out: Path, faulty: bool, timeout: float) -> dict:
-    script = FaultMix(seed=1) if faulty else None
-    bad = Gateway(SECRET, script or (lambda o, n: 200), slow_seconds=2 * timeout, retry_after="1")
+def serve_gateways(faulty: bool, timeout: float, urls: Queue, stop: Event, results: Queue) -> None:
+    """Child process: the faulty and the healthy gateway, until `stop`; then what they saw.
+
+    The gateways run in a process of their own so that their CPU (svix
+    verification, http.server) is not charged to the flow, as with a real
+    gateway elsewhere. Acceptance times are wall-clock (time.time).
+    """
+    script = FaultMix(seed=1) if faulty else (lambda o, n: 200)
+    bad = Gateway(SECRET, script, slow_seconds=2 * timeout, retry_after="1")
     good = Gateway(SECRET)
     accepted_at: list[float] = []
     good_handle = good.handle
 
     def timed(body: bytes, headers: dict[str, str]) -> int:
         status = good_handle(body, headers)
-        accepted_at.append(time.perf_counter())
+        accepted_at.append(time.time())
         return status
 
     good.handle = timed  # type: ignore[method-assign]  # timestamps of the healthy gateway
     bad.start(), good.start()
+    urls.put((bad.url, good.url))
+    stop.wait()
+    bad.stop(), good.stop()
+    results.put((len(bad.accepted), sum(good.accepted.values()), max(accepted_at, default=0.0)))
+
+
+def run_once(data: dict, out: Path, faulty: bool, timeout: float) -> dict:
+    ctx = multiprocessing.get_context("fork")
+    urls, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    child = ctx.Process(target=serve_gateways, args=(faulty, timeout, urls, stop, results))
+    child.start()
+    bad_url, good_url = urls.get(timeout=30)
     hook = f"?secret_env=KM_BENCH_SECRET&timeout={timeout}"
     settings = FlowSettings(
         rules=str(RULES),
@@ -111,27 +132,28 @@ def run_once(data: dict, out: Path, faulty: bool, timeout: float) -> dict:
         decisions=f"file:{out / 'decisions.jsonl'}",
         dead_letters=f"file:{out / 'dead.jsonl'}",
         sinks={
-            "sms": f"webhook+{bad.url}{hook}",
-            "app_push": f"webhook+{good.url}{hook}",
+            "sms": f"webhook+{bad_url}{hook}",
+            "app_push": f"webhook+{good_url}{hook}",
             "*": f"file:{out / 'offers.jsonl'}",
         },
         batch_size=1000,
     )
     pace = Pace()
     flow = build_flow(settings, observe=pace)
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, wall0 = time.process_time(), time.perf_counter(), time.time()
     run_main(flow)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    bad.stop(), good.stop()
+    stop.set()
+    faulty_accepted, healthy, last_healthy = results.get(timeout=60)
+    child.join(30)
     dead_path = out / "dead.jsonl"
     lines = dead_path.read_bytes().splitlines() if dead_path.exists() else []
     dead = Counter(orjson.loads(line)["reason"] for line in lines if b'"offer_id"' in line)
-    healthy = sum(good.accepted.values())
     return {
         "events/s": pace.events / max(pace.last - t0, 1e-9),
-        "healthy offers/s": healthy / max(accepted_at[-1] - t0, 1e-9) if accepted_at else 0.0,
+        "healthy offers/s": healthy / max(last_healthy - wall0, 1e-9),
         "healthy offers": healthy,
-        "faulty accepted": len(bad.accepted),
+        "faulty accepted": faulty_accepted,
         "faulty dead letters": dict(dead),
         "wall s": wall,
         "cpu s": cpu,

@@ -1,20 +1,26 @@
-"""kill -9 with recovery into Kafka and Redis Stream sinks: what each repeats, measured.
+"""kill -9 with recovery into Kafka, Redis Stream and webhook sinks: what each repeats, measured.
 
 A real `python -m bytewax.run` replays generated events on the event clock
 with snapshots every second and is SIGKILLed `KM_KILLS` times (default 2,
 to keep CI short; the figures in docs/connectors.md are from
 `KM_KILLS=10 python -m pytest -s tests/integration/test_sink_repeats_kill.py`).
 `app_push` offers go to a Kafka topic (keyed by offer_id), `sms` offers to
-a plain Redis Stream (`dedupe=0`), and the decision log to a Redis Stream
-with the default dedupe. Every sink must hold every offer_id of an
-uninterrupted run and nothing else; the deduping stream must hold each
-exactly once, and every Kafka message's key must be its offer_id (what a
-consumer dedupes by). The repeats of the two at-least-once sinks are
-printed, not asserted: they depend on where the kills fall.
+a plain Redis Stream (`dedupe=0`), the other channels to a webhook gateway
+in this process that answers 503 to the first two attempts of every offer
+(so at each kill many offers are handed to the delivery stage but not
+acknowledged, and live only in its snapshot), and the decision log to a
+Redis Stream with the default dedupe. Every sink must hold every offer_id
+of an uninterrupted run and nothing else; the deduping stream must hold
+each exactly once, the gateway must have accepted each offer once (so
+every un-acknowledged offer was sent again after the resume), and every
+Kafka message's key must be its offer_id (what a consumer dedupes by). The
+repeats of the at-least-once sinks are printed, not asserted: they depend
+on where the kills fall.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import signal
@@ -32,8 +38,13 @@ from tests.integration.flowkit import bytewax_run, replay_settings, start, write
 from tests.integration.test_recovery_kill import wait_for_output
 from tests.integration.test_sinks_kafka import read_topic
 from tests.integration.test_sources_kafka import create_topic
+from tests.support.gateway import Gateway
 
 KILLS = int(os.environ.get("KM_KILLS", "2"))
+SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
+
+
+MEASURED = ("decisions", "app_push", "sms")
 
 
 def stream_ids(url: str, stream: str) -> list[str]:
@@ -67,8 +78,10 @@ def kill_loop(settings, recovery: Path, watch: Path, kills: int) -> None:
     assert final.returncode == 0, err[-2000:]
 
 
-def test_kafka_and_redis_stream_sinks_after_kill_9(tmp_path: Path, kafka_broker, redis_server):
-    """Every offer on every sink after the kills; the deduping stream holds each exactly once."""
+def test_kafka_redis_and_webhook_sinks_after_kill_9(
+    tmp_path: Path, kafka_broker, redis_server, monkeypatch
+) -> None:
+    """Every offer on every sink after the kills; the dedupe and the gateway hold each once."""
     data = write_generated(tmp_path, customers=4000, days=240, seed=31, noise=0.005)
     clean = tmp_path / "clean"
     bytewax_run(replay_settings(data, clean, shards=4, batch_size=100), timeout=900)
@@ -77,15 +90,23 @@ def test_kafka_and_redis_stream_sinks_after_kill_9(tmp_path: Path, kafka_broker,
     sms, decisions = f"sms-{tag}", f"decisions-{tag}"
     crashed = tmp_path / "crashed"
     settings = replay_settings(data, crashed, shards=4, batch_size=100, recovery=True)
+    monkeypatch.setenv("KM_KILL_SECRET", SECRET)
+    gateway = Gateway(SECRET, lambda offer_id, attempt: 503 if attempt <= 2 else 200).start()
     sinks = {
         "app_push": f"kafka://{kafka_broker.bootstrap}/{topic}",
         "sms": f"{redis_server.url}?stream={sms}&dedupe=0",
-        "*": f"file:{crashed / 'offers.jsonl'}",
+        "*": f"webhook+{gateway.url}?secret_env=KM_KILL_SECRET",
     }
     decisions_url = f"{redis_server.url}?stream={decisions}"
     settings = settings.model_copy(update={"sinks": sinks, "decisions": decisions_url})
     (tmp_path / "recovery").mkdir()
-    kill_loop(settings, tmp_path / "recovery", crashed / "dead.jsonl", KILLS)
+    try:
+        kill_loop(settings, tmp_path / "recovery", crashed / "dead.jsonl", KILLS)
+    finally:
+        gateway.stop()
+    others = set().union(*(v for k, v in expected.items() if k not in MEASURED))
+    assert len(others) > 100 and set(gateway.accepted) == others
+    assert set(gateway.accepted.values()) == {1} and gateway.bad_signatures == 0
     on_kafka = read_topic(kafka_broker.bootstrap, topic)
     keys = [k.decode() for k, _ in on_kafka]
     assert keys == [orjson.loads(v)["offer_id"] for _, v in on_kafka]
@@ -98,6 +119,10 @@ def test_kafka_and_redis_stream_sinks_after_kill_9(tmp_path: Path, kafka_broker,
         "kafka": (len(keys), len(keys) - len(set(keys))),
         "redis plain": (len(on_sms), len(on_sms) - len(set(on_sms))),
         "redis dedupe": (len(logged), len(logged) - len(set(logged))),
+        "webhook (accepted, repeats refused by Idempotency-Key)": (
+            len(gateway.accepted),
+            sum(gateway.repeats.values()),
+        ),
         "most repeats of one offer": max(Counter(keys + on_sms).values()) - 1,
     }
     print(f"\nsink repeats after kill -9 (messages, repeats): {report}")
