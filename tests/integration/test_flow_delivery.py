@@ -104,3 +104,49 @@ def test_after_a_crash_every_unacknowledged_offer_is_sent_again(tmp_path: Path) 
         assert set(gw.accepted.values()) == {1}
     finally:
         gw.stop()
+
+
+def test_a_stalled_gateway_stalls_neither_the_decision_log_nor_another_channel(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The whole flow: sms answers nothing, yet every decision and every app_push offer goes out.
+
+    Before the delivery stage, the sms step blocked the Bytewax worker at
+    its first batch, so the engine never reached the end of its input.
+    """
+    import threading
+
+    from keymoment.flows.dataflow import build_flow
+    from tests.integration.flowkit import replay_settings, write_generated
+    from tests.integration.test_delivery_stage import until
+
+    release = threading.Event()
+    stalled = Gateway(SECRET, lambda o, n: 200 if release.wait(60) else 500).start()
+    healthy = Gateway(SECRET).start()
+    monkeypatch.setenv("KM_STALL_SECRET", SECRET)
+    data = write_generated(tmp_path, customers=300, days=200, seed=5, noise=0.0)
+    lines = len(data["events"].read_bytes().splitlines())
+    hook = "?secret_env=KM_STALL_SECRET"
+    sinks = {"sms": f"webhook+{stalled.url}{hook}", "app_push": f"webhook+{healthy.url}{hook}"}
+    settings = replay_settings(data, tmp_path / "out").model_copy(update={"sinks": sinks})
+    seen = {"lines": 0, "sms": 0, "app_push": 0, "decisions": 0}
+
+    def observe(out) -> None:
+        seen["lines"] += out.lines
+        seen["decisions"] += len(out.decisions)
+        for offer in out.offers:
+            seen[offer["channel"]] = seen.get(offer["channel"], 0) + 1
+
+    runner = threading.Thread(target=run_main, args=(build_flow(settings, observe=observe),))
+    runner.start()
+    try:
+        until(lambda: seen["lines"] == lines, timeout=120)
+        until(lambda: len(healthy.accepted) == seen["app_push"], timeout=60)
+        log = tmp_path / "out" / "decisions.jsonl"
+        until(lambda: len(log.read_bytes().splitlines()) == seen["decisions"], timeout=60)
+        assert seen["sms"] > 0 and seen["app_push"] > 0 and not stalled.accepted
+    finally:
+        release.set()
+        runner.join(120)
+        stalled.stop(), healthy.stop()
+    assert not runner.is_alive() and len(stalled.accepted) == seen["sms"]
