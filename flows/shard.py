@@ -33,6 +33,7 @@ from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
+from .feedback import Feedback
 from .stamp import Batch, Clock
 
 SNAPSHOT_VERSION = 1
@@ -70,6 +71,7 @@ class Shard:
         self.engine, self.policy, self.profiles, self.clock = engine, policy, profiles, clock
         self.lateness = engine.lateness
         self.last_at: datetime | None = None  # newest occurred_at seen: the end of input
+        self.feedback = Feedback(engine, profiles)
 
     # -- the three entry points ------------------------------------------
 
@@ -113,7 +115,7 @@ class Shard:
         assert self.clock is not None, "a replay has no wall-clock tick"
         out, now = _output(), self.clock()
         self._decide(self.engine.advance(now - self.lateness), now, out)
-        self._record(self.policy.retry_pending(now), out)
+        self._record(self.policy.retry_pending(now), out, now)
         return out
 
     def finish(self, until: datetime | None) -> ShardOutput:
@@ -127,7 +129,7 @@ class Shard:
         if end is not None:
             self._decide(self.engine.advance(end), None, out)
         if self.engine.watermark is not None:  # every parked candidate is decided now
-            self._record(self.policy.settle(self.engine.watermark), out)
+            self._record(self.policy.settle(self.engine.watermark), out, None)
         return out
 
     # -- internals ---------------------------------------------------------
@@ -153,14 +155,15 @@ class Shard:
             return
         clock_at = now or self.engine.watermark
         assert clock_at is not None, "candidates exist only once an event set the watermark"
-        self._record(self.policy.decide(candidates, self.profiles, clock_at), out)
+        self._record(self.policy.decide(candidates, self.profiles, clock_at), out, now)
 
-    @staticmethod
-    def _record(decisions: list[Decision], out: ShardOutput) -> None:
+    def _record(self, decisions: list[Decision], out: ShardOutput, now: datetime | None) -> None:
+        """Emit decisions, then feed the sent ones back (follow-ups due at once are decided too)."""
         if not decisions:
             return
         out.decisions.extend(decisions)
         out.offers.extend(d.offer() for d in decisions if d.outcome == "sent")
+        self._decide(self.feedback.sent(decisions), now, out)
 
     # -- recovery ----------------------------------------------------------
 

@@ -86,6 +86,11 @@ class RulesFile(RuleSet):
                 for name in campaign.lists
                 if name not in self.lists
             ]
+        problems += [
+            f"rules[{i}].after.campaign: no campaign {rule.after.campaign!r} in campaigns"
+            for i, rule in enumerate(self.rules)
+            if rule.trigger == "follow_up" and rule.after.campaign not in known
+        ]
         rule_ids = {rule.rule_id for rule in self.rules}
         for i, cap in enumerate(self.caps):
             problems += _cap_problems(i, cap, known, rule_ids)

@@ -36,6 +36,7 @@ class Campaign(BaseModel):
     lists: list[str] = Field(default_factory=list)
     description: str | None = None
     mode: Literal["live", "shadow", "paused"] = "live"  # as a rule's mode, for all its rules
+    product: str | None = Field(default=None, max_length=64)  # what a conversion ends (journeys)
     variants: list[Variant] = Field(default_factory=list)  # A/B arms: policy/variants.py
 
     @model_validator(mode="after")

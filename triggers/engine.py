@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from .base import Step, Trigger
 from .candidate import Candidate
 from .events import CustomerProfile, Event, is_activity
+from .follow_up import FollowUp, SentOffer
 from .ruleset import RuleSet
 from .salary import SalaryTracker
 from .state import CustomerState
@@ -72,6 +73,7 @@ class Engine:
             for credit in (False, True)
             for salary in (False, True)
         }
+        self.follow_ups = [t for t in self.triggers if isinstance(t, FollowUp)]
         self.customers: dict[str, CustomerState] = {}
         self.watermark: datetime | None = None
         self._heap: list[tuple[datetime, str, int, str]] = []
@@ -182,6 +184,24 @@ class Engine:
         if heap and watermark is not None and heap[0][0] <= watermark:
             self._fire_due(out)  # timers a late event armed in the past
         return out
+
+    def feedback(self, offer: SentOffer, profile: CustomerProfile | None = None) -> list[Candidate]:
+        """The policy sent `offer`: follow-up rules arm on it (triggers/follow_up.py).
+
+        The driver calls this right after the policy returned the decision, so the
+        offer takes the same place in the customer's order in replay and live. A
+        customer whose state was already evicted gets no follow-up. Returns the
+        candidates of timers that were already due (a deadline at or before the
+        watermark), for the driver to decide like any others.
+        """
+        state = self.customers.get(offer.customer_id) if self.follow_ups else None
+        if state is None:
+            return []
+        out: list[Candidate] = []
+        step = self._begin(offer.customer_id, state, profile, out)
+        for trigger in self.follow_ups:
+            trigger.on_sent(step, offer)
+        return self._fire_due(out)
 
     def _catch_up(
         self, customer_id: str, state: CustomerState, at: datetime, out: list

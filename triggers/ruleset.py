@@ -12,6 +12,7 @@ from .balance_milestone import BalanceMilestone, BalanceMilestoneRule
 from .base import Trigger
 from .dormancy import Dormancy, DormancyRule
 from .durations import Duration
+from .follow_up import FollowUp, FollowUpRule
 from .large_deposit import LargeDeposit, LargeDepositRule
 from .reactivation import Reactivation, ReactivationRule
 from .salary import SalaryParams
@@ -27,7 +28,8 @@ Rule = Annotated[
     | ReactivationRule
     | BalanceMilestoneRule
     | WindowThresholdRule
-    | AbsenceRule,
+    | AbsenceRule
+    | FollowUpRule,
     Field(discriminator="trigger"),
 ]
 
@@ -40,6 +42,7 @@ TRIGGERS: dict[str, type[Trigger]] = {
     "balance_milestone": BalanceMilestone,
     "window_threshold": WindowThreshold,
     "absence": Absence,
+    "follow_up": FollowUp,
 }
 
 

@@ -1,0 +1,147 @@
+"""`follow_up` (journeys, issue 12 section 3): nothing happened after an earlier offer.
+
+```yaml
+- {rule_id: wm-second-touch, trigger: follow_up, campaign: wealth-second-touch,
+   after: {campaign: wealth-welcome, outcome: sent}, within: 3d}
+```
+
+The engine sees the policy's own `sent` decisions as `SentOffer`s of the
+customer (`Engine.feedback`, fed by the one driver right after the policy
+returns them, docs/engine.md "Feedback"). Each one of `after.campaign` arms a
+timer at `send_at + within`, keyed by the earlier offer's id. It is cancelled
+by a later event of the customer that matches `unless` (by default a
+conversion carrying the earlier `offer_id` or of the earlier offer's
+`product`); any conversion also ends every pending follow-up of that customer
+for its product. Otherwise it fires with `event_id` = the earlier offer's id,
+and the candidate goes through the whole policy like any other.
+
+A follow-up of its own campaign would loop; such a rule needs `max_steps`,
+and the step count travels in the offer's attributes (`journey_step`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .base import RuleBase, Step, Trigger
+from .durations import Duration, format_duration
+from .events import Event
+from .filters import EventFilter
+
+if TYPE_CHECKING:
+    from .ruleset import RuleSet
+    from .state import CustomerState
+
+# A sent offer is fed back at most this long before its send_at (a deferred offer
+# or a lead waiting for a working day): the state must outlive send_at + within.
+MAX_SEND_LAG = timedelta(days=31)
+
+
+class SentOffer(NamedTuple):
+    """A `sent` decision as the engine sees it: an event of the customer, never from the wire."""
+
+    customer_id: str
+    campaign_id: str
+    offer_id: str
+    send_at: datetime
+    product: str | None
+    step: int  # 0 for a first offer; a follow-up's offer carries its own step
+
+
+class After(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    campaign: str
+    outcome: Literal["sent"] = "sent"
+
+
+class FollowUpRule(RuleBase):
+    trigger: Literal["follow_up"]
+    after: After
+    within: Duration
+    unless: EventFilter | None = None
+    max_steps: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> FollowUpRule:
+        if self.after.campaign == self.campaign and self.max_steps is None:
+            raise ValueError("a follow-up of its own campaign needs max_steps (it would loop)")
+        return self
+
+
+class Pending(NamedTuple):
+    deadline: datetime
+    product: str | None
+    step: int
+
+
+class FollowUp(Trigger):
+    """Slot: {earlier offer_id: Pending} while follow-ups wait; None when none does."""
+
+    name = "follow_up"
+    event_types = frozenset({"transaction", "app", "conversion"})
+
+    def __init__(self, rule: FollowUpRule, index: int, ruleset: RuleSet) -> None:
+        super().__init__(rule, index, ruleset)
+        self.after = rule.after.campaign
+        self.within = rule.within
+        self.label = format_duration(rule.within)
+        self.unless = rule.unless.compile() if rule.unless is not None else None
+        self.max_steps = rule.max_steps
+        if self.unless is None:
+            self.event_types = frozenset({"conversion"})
+
+    @property
+    def horizon(self) -> timedelta:
+        return self.within + MAX_SEND_LAG
+
+    def on_sent(self, step: Step, offer: SentOffer) -> None:
+        """Arm a follow-up of this earlier offer, unless the journey is at its last step."""
+        if offer.campaign_id != self.after or not self.admits(step):
+            return
+        if self.max_steps is not None and offer.step >= self.max_steps:
+            return
+        slots = step.state.rules  # type: ignore[union-attr]
+        if slots[self.index] is None:
+            slots[self.index] = {}
+        deadline = offer.send_at + self.within
+        slots[self.index][offer.offer_id] = Pending(deadline, offer.product, offer.step)
+        step.arm(self.index, offer.offer_id, deadline)
+
+    def on_event(self, step: Step, event: Event) -> None:
+        pending = step.state.rules[self.index]  # type: ignore[union-attr]
+        if not pending:
+            return
+        for offer_id, entry in list(pending.items()):
+            if self._cancels(event, offer_id, entry):
+                del pending[offer_id]
+        if not pending:
+            step.state.rules[self.index] = None  # type: ignore[union-attr]
+
+    def _cancels(self, event: Event, offer_id: str, entry: Pending) -> bool:
+        if event.type == "conversion" and (
+            event.offer_id == offer_id or (entry.product and event.product == entry.product)
+        ):
+            return True  # a conversion ends the journey for its product, whatever `unless` says
+        return self.unless is not None and self.unless(event)
+
+    def adopt(self, old: Trigger, slot: Any) -> Any:
+        """Pending follow-ups keep their earlier offer; deadlines follow a new `within`."""
+        if not slot or not isinstance(old, FollowUp) or old.within == self.within:
+            return slot
+        shift = self.within - old.within
+        return {k: e._replace(deadline=e.deadline + shift) for k, e in slot.items()}
+
+    def deadline(self, state: CustomerState, key: str) -> datetime | None:
+        pending = state.rules[self.index]
+        entry = pending.get(key) if pending else None
+        return entry.deadline if entry else None
+
+    def fire(self, step: Step, key: str, deadline: datetime) -> None:
+        pending = step.state.rules[self.index]  # type: ignore[union-attr]
+        entry = pending.pop(key)
+        if not pending:
+            step.state.rules[self.index] = None  # type: ignore[union-attr]
+        self.emit(step, deadline, key, timer=True, journey_step=entry.step + 1, within=self.label)
