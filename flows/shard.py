@@ -122,7 +122,8 @@ class Shard:
         """End of input: advance to `until` or the newest event, and settle what was parked."""
         if self.clock is not None:  # wall clock: one last tick, then nothing may stay parked
             out = self.tick()
-            self._record(self.policy.settle(self.clock()), out)
+            now = self.clock()
+            self._record(self.policy.settle(now), out, now)
             return out
         out = _output()
         end = until or self.last_at
