@@ -7,6 +7,12 @@ missed, abandoned loan applications). The contact policy runs on the
 packaged default rules with an in-memory cap store. The view refreshes once
 a second (plain lines when stdout is not a terminal); the run ends after
 `--duration` seconds or on Ctrl-C, then prints a summary.
+
+Beside the flow, in the same process, run the operator console
+(`keymoment.console`, fed the flow's decisions directly) and the flow's
+metrics endpoint (`flows/instrument.py`), which the console scrapes; the
+console's URL, with a token made for this run, is printed first. On a
+terminal the console stays up after the summary until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--offers", metavar="URL", help="also write sent offers here (e.g. file:offers.jsonl)"
     )
     p.add_argument("--decisions", metavar="URL", help="also write the decision log here")
+    p.add_argument(
+        "--console",
+        default="127.0.0.1:8080",
+        metavar="[HOST:]PORT",
+        help="serve the live console here (default %(default)s; a free port if it is taken)",
+    )
+    p.add_argument("--no-console", action="store_true", help="do not start the console")
     p.set_defaults(handler=run)
 
 
@@ -66,8 +79,13 @@ def run(args: argparse.Namespace) -> int:
     stats, stop = FlowStats(), threading.Event()
     profiles = {p.customer_id: p for p in map(parse_profile, source.profiles())}
     try:
+        beside = None if args.no_console else _console(args, settings.rules)
         flow = build_flow(
-            settings, sources=[StoppableSource(source, stop)], observe=stats, profiles=profiles
+            settings,
+            sources=[StoppableSource(source, stop)],
+            observe=beside.observer(stats) if beside else stats,
+            profiles=profiles,
+            observability=beside.observability if beside else None,
         )
     except ConnectError as exc:
         raise UserError(str(exc)) from None
@@ -84,7 +102,22 @@ def run(args: argparse.Namespace) -> int:
     if failure:
         raise UserError(f"the flow stopped: {failure[0]}")
     print(summary(stats.copy()), flush=True)
+    if beside is not None:
+        beside.linger(sys.stdin.isatty() and sys.stdout.isatty())
     return 0
+
+
+def _console(args: argparse.Namespace, rules: str) -> Any:
+    from keymoment.console.beside import Beside
+    from keymoment.flows.health import parse_listen
+
+    try:
+        host, port = parse_listen(args.console)
+        beside = Beside.start(host, port, rules)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"--console: {exc}") from None
+    print(f"keymoment demo: live console at {beside.console.login_url}", flush=True)
+    return beside
 
 
 def _run_flow(run_main: Any, flow: Any, failure: list[BaseException]) -> None:

@@ -118,28 +118,30 @@ def build_app(console: Console, token: str) -> ASGIApp:
     if not token:
         raise ValueError("the console needs a credential")
     assets = {name: _asset(name) for name in STATIC}
+    # Plain (not async) endpoints: Starlette runs them in its thread pool, so building the
+    # panels never holds up the event loop that answers the other requests.
 
     def filters(request: Request) -> dict[str, str]:
         q = request.query_params
         return {k: q.get(k, "")[:200] for k in ("rule", "outcome", "customer")}
 
-    async def index(request: Request) -> HTMLResponse:
+    def index(request: Request) -> HTMLResponse:
         f = filters(request)
         return HTMLResponse(page(console, console.panels(**f), **f))
 
-    async def panels(request: Request) -> JSONResponse:
+    def panels(request: Request) -> JSONResponse:
         return JSONResponse(console.panels(**filters(request)))
 
-    async def status(request: Request) -> JSONResponse:
+    def status(request: Request) -> JSONResponse:
         return JSONResponse(console.status())
 
-    async def static(request: Request) -> Response:
+    def static(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in assets:
             return Response("not found\n", status_code=404, media_type="text/plain")
         return Response(assets[name], media_type=STATIC[name])
 
-    async def healthz(request: Request) -> Response:
+    def healthz(request: Request) -> Response:
         return Response("ok\n", media_type="text/plain")
 
     routes: list[Any] = [

@@ -95,12 +95,20 @@ def engine(processes: list[Process]) -> str:
                 "; ".join(p.reasons) or "-",
                 f"{p.rates.get('records', 0):,.0f}/s" if p.rates else "-",
                 f"{p.rates.get('decisions', 0):,.0f}/s" if p.rates else "-",
-                f"{lag:,.1f} s" if lag is not None else "-",
+                span(lag) if lag is not None else "-",
                 f"{p.values.get('parked', 0):,.0f}",
             )
         )
     head = ("endpoint", "process", "state", "why", "events", "decisions", "lag", "parked")
     return table(head, rows)
+
+
+def span(seconds: float) -> str:
+    """A lag for people: `0.4 s`, `3.2 min`, `5.0 h`, `260 d` (an event-clock replay's)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size * 2:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.1f} s"
 
 
 def recent(rows: list[dict]) -> str:

@@ -36,7 +36,7 @@ TOKEN_ENV = "KEYMOMENT_CONSOLE_TOKEN"
 class Options:
     """What to follow and where to listen (the `console` command's flags)."""
 
-    decisions: str
+    decisions: str | None  # None: fed in-process (`keymoment demo`, through `feed`)
     dead_letters: str | None = None
     audit: str | None = None
     conversions: str | None = None
@@ -46,6 +46,18 @@ class Options:
     port: int = 8080
     start: str = "start"
     window: timedelta = timedelta(days=30)
+
+
+def free_or_any(host: str, port: int) -> int:
+    """`port` when nothing listens there yet, else 0 (the system picks a free one)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return 0
+    return port
 
 
 def is_loopback(host: str) -> bool:
@@ -102,7 +114,8 @@ class ConsoleServer:
 
     def start(self, timeout: float = 15.0) -> ConsoleServer:
         stop, o, t = self.console.stop, self.options, self.tally
-        follow.start_thread(o.decisions, o.start, t.decisions, stop)
+        if o.decisions:
+            follow.start_thread(o.decisions, o.start, t.decisions, stop)
         for url, deliver in (
             (o.dead_letters, t.dead_letters),
             (o.audit, t.audits),
@@ -111,6 +124,7 @@ class ConsoleServer:
             if url:
                 follow.start_thread(url, o.start, deliver, stop)
         self.console.scraper.start(stop)
+        self.console.uplift_rows()  # imports the statistics libraries now, not on the first page
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -132,6 +146,13 @@ class ConsoleServer:
     @property
     def login_url(self) -> str:
         return f"{self.url}?token={self.token}" if self.made_here else self.url
+
+    def feed(self, out: Any) -> None:
+        """The flow's own results (a `ShardOutput`), for a console beside the flow in-process."""
+        if out.decisions:
+            self.tally.decisions(out.decision_records())
+        if out.dead_letters:
+            self.tally.dead_letters(out.dead_letters)
 
     def wait(self) -> None:
         while self.thread.is_alive():

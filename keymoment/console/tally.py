@@ -146,7 +146,7 @@ class Tally:
             (m * MINUTE, sums.get(m, 0)) for m in range(now_minute - minutes + 1, now_minute + 1)
         ]
 
-    def latest(self, rule: str = "", outcome: str = "", limit: int = 50) -> list[dict]:
+    def latest(self, rule: str = "", outcome: str = "", limit: int = 25) -> list[dict]:
         with self.lock:
             rows = list(self.recent)
         rows.reverse()

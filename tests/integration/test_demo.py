@@ -6,6 +6,14 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+
+import orjson
+import pytest
+
+from keymoment.console.follow import wait_until
+from tests.support.servers import free_port
 
 
 def demo(*args: str) -> subprocess.Popen:
@@ -36,9 +44,38 @@ def test_demo_ends_on_ctrl_c_with_a_summary() -> None:
     """SIGINT ends the run early and still prints the summary, exit code 0."""
     proc = demo("--duration", "120", "--rate", "2000", "--customers", "500")
     assert proc.stdout is not None
-    seen = [proc.stdout.readline() for _ in range(2)]  # the start line, then the first status
-    assert re.match(r"\s*\d+\.\ds\s+events", seen[1]), seen
+    seen = [proc.stdout.readline() for _ in range(3)]  # console, start line, first status
+    assert re.match(r"\s*\d+\.\ds\s+events", seen[2]), seen
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "summary:" in out and "Traceback" not in err
+
+
+def test_demo_prints_its_console_and_the_console_follows_the_flow() -> None:
+    """The first line is the console's login URL; its /status counts the flow's decisions."""
+    port = free_port()
+    proc = demo("--duration", "60", "--rate", "2000", "--customers", "4000", "--console", str(port))
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        match = re.match(
+            rf"keymoment demo: live console at (http://127.0.0.1:{port}/)\?token=(\S+)", first
+        )
+        assert match, first
+        url, token = match.groups()
+        request = urllib.request.Request(
+            url + "status", headers={"Authorization": f"Bearer {token}"}
+        )
+
+        def decisions() -> int:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return orjson.loads(resp.read())["decisions"]
+
+        assert wait_until(lambda: decisions() > 0, 60)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "status", timeout=5)
+        assert refused.value.code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
