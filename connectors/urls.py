@@ -330,7 +330,7 @@ def _generator_profiles(url: str) -> dict[str, CustomerProfile]:
 
 # --- the cap store ---------------------------------------------------------------------------
 
-CAP_STORE_OPTIONS = {"timeout", "prefix", "lists", "cluster"}
+CAP_STORE_OPTIONS = {"timeout", "prefix", "lists", "cluster", "allow_empty"}
 
 
 def cap_store_from_url(url: str | None) -> CapStore:
@@ -338,7 +338,8 @@ def cap_store_from_url(url: str | None) -> CapStore:
 
     `timeout` (seconds), `prefix` (key namespace), `lists=1` (suppression
     lists are also Redis sets on this server) and `cluster=1` (the URL names one
-    node of a Redis Cluster) are ours; the rest of the URL goes to redis-py.
+    node of a Redis Cluster) and `allow_empty=1` (an empty store at a reconnect is
+    expected, state/history.py) are ours; the rest of the URL goes to redis-py.
     Every problem is one `ValueError` line.
     """
     if url is None or url in ("memory", "memory:", "memory://"):
@@ -355,6 +356,14 @@ def cap_store_from_url(url: str | None) -> CapStore:
     prefix = one(options, "prefix", "km")
     lists = one(options, "lists", False, flag)
     cluster = one(options, "cluster", False, flag)
+    allow_empty = one(options, "allow_empty", False, flag)
     rest = {k: v for k, v in options.items() if k not in CAP_STORE_OPTIONS}
     plain = urlunsplit(urlsplit(url)._replace(query=urlencode(rest, doseq=True)))
-    return RedisCapStore(plain, prefix=prefix, timeout=timeout, lists=lists, cluster=cluster)
+    return RedisCapStore(
+        plain,
+        prefix=prefix,
+        timeout=timeout,
+        lists=lists,
+        cluster=cluster,
+        allow_empty=allow_empty,
+    )

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from keymoment.state.caps import CapStore, CapStoreUnavailable, Result
+from keymoment.state.history import expect, token_of
 from keymoment.state.memory_caps import MemoryCapStore
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
@@ -167,11 +168,13 @@ class RulesContactPolicy:
         """Plain data for a restart: the memory store's contents and the parked candidates.
 
         A Redis store keeps its reservations itself (idempotent by offer_id), so only
-        the memory store is carried.
+        the memory store is carried, and for Redis the token of the history in use, so a
+        resumed process notices a server that came back empty (state/history.py).
         """
         memory = self.store.snapshot() if isinstance(self.store, MemoryCapStore) else None
         parked = [(list(p.candidates), dict(p.profiles), p.screened) for p in self._pending]
-        return {"v": 1, "store": memory, "pending": parked, "leads": self.desk.snapshot()}
+        leads, history = self.desk.snapshot(), token_of(self.store)
+        return {"v": 1, "store": memory, "pending": parked, "leads": leads, "history": history}
 
     def restore(self, snap: dict[str, Any]) -> None:
         if snap.get("store") is not None and isinstance(self.store, MemoryCapStore):
@@ -179,6 +182,7 @@ class RulesContactPolicy:
         self._pending = deque(Parked(c, p, s) for c, p, s in snap.get("pending", []))
         self._pending_count = sum(len(p.candidates) for p in self._pending)
         self.desk.restore(snap.get("leads", []))
+        expect(self.store, snap.get("history"))
 
     @property
     def pending(self) -> int:

@@ -20,11 +20,18 @@ from .caps import CapStoreUnavailable
 DEFAULT_TIMEOUT = 0.25  # seconds: slower than this counts as unavailable
 
 
-def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT, cluster: bool = False) -> Any:
+def redis_client(
+    url: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    cluster: bool = False,
+    on_connect: Callable[[], None] | None = None,
+) -> Any:
     """A client that fails fast and never retries behind the caller's back.
 
     `cluster`: a Redis Cluster client (`url` names any one node; the others are
     discovered), which sends each key's commands to the node owning its slot.
+    `on_connect` runs after every new connection: redis-py reconnects silently
+    when the server closed the old one, and a restarted server is exactly that.
     """
     options: dict[str, Any] = dict(
         socket_timeout=timeout,
@@ -32,9 +39,18 @@ def redis_client(url: str, timeout: float = DEFAULT_TIMEOUT, cluster: bool = Fal
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
-    if cluster:
-        return RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(url, retry_on_timeout=False, **options)
+    if cluster:  # the cluster client runs its own handshake, then ours
+        hook = (lambda _conn: on_connect()) if on_connect else None
+        return RedisCluster.from_url(url, redis_connect_func=hook, **options)
+
+    def handshake(conn: Any) -> None:  # replaces the default handshake, so do it first
+        conn.on_connect()
+        if on_connect is not None:
+            on_connect()
+
+    return redis.Redis.from_url(
+        url, retry_on_timeout=False, redis_connect_func=handshake, **options
+    )
 
 
 class RedisConnection:
@@ -54,11 +70,14 @@ class RedisConnection:
         self.url = url
         self.prefix = prefix
         self.cluster = cluster
-        self.client = client or redis_client(url, timeout, cluster)
+        self.client = client or redis_client(url, timeout, cluster, self._connected)
         self.counters = {"connection_errors": 0, "timeouts": 0, "errors": 0}
 
     def close(self) -> None:
         self.client.close()
+
+    def _connected(self) -> None:
+        """A new connection to the server (the first, or after it closed the last one)."""
 
     def _call(self, action: Callable[[], Any]) -> Any:
         """Run one Redis call, turning connection trouble into `CapStoreUnavailable`."""

@@ -17,7 +17,7 @@ candidates (fail closed). Connection errors and timeouts are counted in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -25,6 +25,7 @@ import orjson
 import redis
 
 from .caps import CapStoreUnavailable, Check, Reservation, Result, customer_tag
+from .history import HistoryMarker
 from .redis_base import DEFAULT_TIMEOUT, RedisConnection, redis_client
 
 __all__ = ["DEFAULT_TIMEOUT", "RedisCapStore", "redis_client"]
@@ -45,11 +46,13 @@ class RedisCapStore(RedisConnection):
         client: redis.Redis | None = None,
         lists: bool = False,
         cluster: bool = False,
+        allow_empty: bool = False,
     ) -> None:
         super().__init__(url, prefix=prefix, timeout=timeout, client=client, cluster=cluster)
         self.lists = lists  # the suppression lists are Redis sets on this server too
         self.sha: str | None = None
         self.counters.update(round_trips=0, script_loads=0)
+        self.history = HistoryMarker(self, allow_empty)  # did the server restart empty?
 
     def reserve(self, reservation: Reservation) -> Result:
         return self.reserve_many([reservation])[0]
@@ -71,13 +74,31 @@ class RedisCapStore(RedisConnection):
             self.sha = self._call(lambda: self.client.script_load(SCRIPT))
             self.counters["script_loads"] += 1
 
+    def _connected(self) -> None:
+        if hasattr(self, "history"):  # the first connection may come before __init__ ends
+            self.history.suspect = True
+
+    def _call(self, action: Callable[[], Any]) -> Any:
+        """As `RedisConnection._call`; any failure may be a restart: re-read the marker next."""
+        try:
+            return super()._call(action)
+        except CapStoreUnavailable:
+            self.history.suspect = True
+            raise
+
     def _batch(self, reservations: Sequence[Reservation]) -> list[Result]:
-        """One pipeline; a `NOSCRIPT` reloads the script and resends (safe: idempotent by offer)."""
+        """One pipeline; a `NOSCRIPT` reloads the script and resends (safe: idempotent by offer).
+
+        The history marker is checked first whenever the server may have restarted.
+        """
         for attempt in range(2):
+            self.history.verify()
             replies = self._call(lambda: self._send(reservations))
+            self.history.verify()  # it reconnected meanwhile (a restart?): check before use
             if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                 break
             self.sha = None
+            self.history.suspect = True  # the script cache is gone: a restart (or a flush)
             if attempt:
                 raise CapStoreUnavailable("the reservation script could not be loaded")
         failed = next((r for r in replies if isinstance(r, Exception)), None)

@@ -154,10 +154,10 @@ class RedisClusterServers:
             stderr=subprocess.DEVNULL,
             timeout=30,
         )
-        self._wait_ok()
+        self.wait_ok()
         return self
 
-    def _wait_ok(self, timeout: float = 20.0) -> None:
+    def wait_ok(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         for server in self.servers:
             while b"cluster_state:ok" not in server.cli("CLUSTER", "INFO"):
