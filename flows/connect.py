@@ -43,7 +43,7 @@ def rules_from(path: str) -> RulesFile:
     try:
         return load_rules(path)
     except RulesError as exc:
-        first = exc.problems[0] if exc.problems else "invalid"
+        first = exc.readable()[0] if exc.problems else "invalid"
         more = (
             f" (and {len(exc.problems) - 1} more; run `keymoment validate`)"
             if len(exc.problems) > 1

@@ -32,12 +32,46 @@ class UserError(Exception):
     """A problem the user can fix; printed without a traceback."""
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, `[30d]`, unless it says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or "[" in text or not action.option_strings:
+            return text
+        if default is None or default is False or default == [] or default == argparse.SUPPRESS:
+            return text
+        return f"{text} [%(default)s]"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults; sub-command parsers inherit it."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]  # argparse's own signature
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("keymoment")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="keymoment",
         description="Real-time trigger engine for retail-bank event marketing.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"keymoment {version()}")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
     for name in COMMANDS:
         importlib.import_module(f"keymoment.commands.{name}").register(subparsers)
     return parser

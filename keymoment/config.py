@@ -7,6 +7,7 @@ per problem, so `keymoment validate` can list them all at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,23 @@ from keymoment.policy.config import Campaign, Cap, ChannelPolicy, PolicyParams
 from keymoment.triggers.ruleset import TRIGGERS, RuleSet, duplicate_rule_ids
 
 DO_NOT_CONTACT = "do_not_contact"
+VERSION = re.compile(r"^(?=.*\d)[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")  # with a digit: not "seven"
+NAMED = re.compile(r"^(rules|campaigns|caps)\[(\d+)\]")
+ID_FIELD = {"rules": "rule_id", "campaigns": "campaign_id", "caps": "id"}
 
 
 class RulesError(Exception):
     """A rules file that cannot be used; `problems` names each problem by its path."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], data: Any = None) -> None:
         super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
         self.source = source
         self.problems = problems
+        self.data = data if isinstance(data, dict) else {}
+
+    def readable(self) -> list[str]:
+        """The problems with each rule, campaign and cap named by id as well as index."""
+        return [named(p, self.data) for p in self.problems]
 
 
 class RulesFile(RuleSet):
@@ -43,6 +52,18 @@ class RulesFile(RuleSet):
     caps: list[Cap] = Field(default_factory=list)
     lists: dict[str, Path] = Field(default_factory=dict)
     policy: PolicyParams = PolicyParams()
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int | str) -> int | str:
+        """A number (`7`) or a version-like string with a digit (`7.1`, `v8`); not `seven`."""
+        if isinstance(value, str) and not VERSION.match(value):
+            raise ValueError(
+                "expected a number like 7, or a version with a digit like 7.1, v8 or 2026-12-01"
+            )
+        if isinstance(value, int) and value < 0:
+            raise ValueError("expected 0 or more")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -153,8 +174,22 @@ def load_rules(path: str | Path, list_dirs: Sequence[str | Path] | None = None) 
     except ValidationError as exc:
         problems = [p for err in exc.errors() for p in _problems(err)]
         problems += [p for p in _raw_reference_problems(data) if p not in problems]
-        raise RulesError(source, problems) from None
+        raise RulesError(source, problems, data) from None
     return _resolve_lists(source, path.parent, rules, list_dirs)
+
+
+def named(problem: str, data: dict[str, Any]) -> str:
+    """`rules[0].min_amout: ...` -> `rules[0] (big-deposit).min_amout: ...`: index and id."""
+    match = NAMED.match(problem)
+    if not match:
+        return problem
+    section, index = match.group(1), int(match.group(2))
+    items = _list(data.get(section))
+    item = items[index] if index < len(items) else None
+    ident = item.get(ID_FIELD[section]) if isinstance(item, dict) else None
+    if not isinstance(ident, str | int) or isinstance(ident, bool):
+        return problem
+    return f"{match.group(0)} ({ident}){problem[match.end() :]}"
 
 
 def _raw_reference_problems(data: dict[str, Any]) -> list[str]:

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         rules = load_rules(args.rules)
     except RulesError as exc:
         print(f"{exc.source}: invalid, {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
+        for problem in exc.readable():
             print(f"  {problem}", file=sys.stderr)
         return 1
     profiles = _profiles(args.customers)

@@ -79,7 +79,7 @@ def _load(path: str) -> RulesFile:
     try:
         return load_rules(path)
     except RulesError as exc:
-        problems = "; ".join(exc.problems[:3]) + ("; ..." if len(exc.problems) > 3 else "")
+        problems = "; ".join(exc.readable()[:3]) + ("; ..." if len(exc.problems) > 3 else "")
         raise UserError(
             f"{exc.source}: invalid, {len(exc.problems)} problem(s): {problems}"
         ) from None

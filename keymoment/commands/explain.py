@@ -67,7 +67,7 @@ def _rules(path: str | None) -> RulesFile | None:
     try:
         return load_rules(path)
     except RulesError as exc:
-        first = exc.problems[0] if exc.problems else "invalid"
+        first = exc.readable()[0] if exc.problems else "invalid"
         raise UserError(
             f"{exc.source}: invalid ({len(exc.problems)} problem(s)), first: {first}"
         ) from None

@@ -64,8 +64,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     berka.set_defaults(handler=run)
 
 
+TRANS_COLUMNS = ("trans_id", "account_id", "date", "type", "operation", "amount", "balance")
+ACCOUNT_COLUMNS = ("account_id", "district_id", "frequency", "date")
+
+
 def run(args: argparse.Namespace) -> int:
     consent = [c for c in args.consent.split(",") if c]
+    check_table(args.trans, TRANS_COLUMNS, "--trans", "trans.asc")  # both before writing
+    check_table(args.accounts, ACCOUNT_COLUMNS, "--accounts", "account.asc")
     with open_output(args.events) as out:
         events = sum(1 for record in berka_events(args.trans) if out.write(_line(record)))
     with open_output(args.customers) as out:
@@ -133,6 +139,28 @@ def berka_customers(path: str | Path, consent: list[str]) -> Iterator[dict[str, 
             "timezone": "Europe/Prague",
             "consent": {channel: True for channel in consent},
         }
+
+
+def check_table(path: str | Path, columns: tuple[str, ...], option: str, expected: str) -> None:
+    """The file's header has the columns of the Berka table the option expects, or one line."""
+    with _open(Path(path)) as raw, io.TextIOWrapper(raw, encoding="latin-1", newline="") as text:
+        try:
+            header = next(csv.reader(text, delimiter=";", quotechar='"'), [])
+        except (OSError, EOFError, csv.Error, UnicodeDecodeError) as exc:
+            raise UserError(f"{option} {path}: cannot read it: {exc}") from None
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise UserError(
+            f"{option} {path}: not Berka's {expected} (no {', '.join(missing)} column"
+            f"{'s' if len(missing) > 1 else ''}; header: {';'.join(header)[:80] or 'empty'})"
+        )
+
+
+def _open(path: Path):  # noqa: ANN202 - a binary file object, gzip by suffix
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _rows(path: str | Path) -> Iterator[dict[str, str]]:

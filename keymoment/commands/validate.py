@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
         rules = load_rules(args.rules)
     except RulesError as exc:
         print(f"{exc.source}: invalid, {len(exc.problems)} problem(s)")
-        for problem in exc.problems:
+        for problem in exc.readable():
             print(f"  {problem}")
         return 1
     by_trigger: dict[str, int] = {}

@@ -242,8 +242,8 @@ def test_validate_accepts_the_rules_and_the_example(imported: dict[str, Path]) -
     )
     result = keymoment("validate", bad)
     assert result.returncode == 1
-    assert "rules[0].inactive: expected a duration like 24h" in result.stdout
-    assert "rules[1].trigger: unknown trigger" in result.stdout
+    assert "rules[0] (a).inactive: expected a duration like 24h" in result.stdout
+    assert "rules[1] (b).trigger: unknown trigger" in result.stdout
 
 
 def opened_at(customers: Path) -> dict[str, datetime]:

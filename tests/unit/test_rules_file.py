@@ -193,3 +193,35 @@ def test_unreadable_file_is_a_problem_not_a_crash(tmp_path):
     with pytest.raises(RulesError) as info:
         load_rules(tmp_path / "absent.yaml")
     assert info.value.problems[0].startswith("cannot read the file")
+
+
+def test_problems_name_each_rule_campaign_and_cap_by_id_too(tmp_path):
+    """`rules[0] (big-deposit).min_amout`: the index and the id, for the operator's eye."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n  - {rule_id: big-deposit, trigger: large_deposit, campaign: w, min_amout: 5}\n"
+        "campaigns:\n  - {campaign_id: w, offer_code: X, channels: [sms], priority: high}\n"
+        "caps:\n  - {id: daily, scope: customer, limit: 1, window: fortnight}\n"
+    )
+    with pytest.raises(RulesError) as caught:
+        load_rules(path)
+    readable = caught.value.readable()
+    assert any(p.startswith("rules[0] (big-deposit).min_amout: unknown field") for p in readable)
+    assert any(p.startswith("campaigns[0] (w).priority:") for p in readable)
+    assert any(p.startswith("caps[0] (daily).window:") for p in readable)
+
+
+VERSIONS = [(7, True), ("7.1", True), ("2026-12-01", True), ("e2e-1", True),
+            ("seven", False), (-1, False), ("", False)]  # fmt: skip
+
+
+@pytest.mark.parametrize("version,ok", VERSIONS)
+def test_version_is_a_number_or_version_like(tmp_path, version, ok):
+    """`version: "seven"` is refused; 7, "7.1" and a date are stamped as given."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"version: {version!r}\nrules: []\ncampaigns: []\n".replace("'", '"'))
+    if ok:
+        assert load_rules(path).version == version
+    else:
+        with pytest.raises(RulesError, match="version"):
+            load_rules(path)
