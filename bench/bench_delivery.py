@@ -47,10 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keymoment.connectors.generator import Generator  # noqa: E402
 from keymoment.flows.dataflow import build_flow  # noqa: E402
-from keymoment.flows.settings import FlowSettings  # noqa: E402
+from tests.integration.flowkit import replay_settings  # noqa: E402
 from tests.support.gateway import SLOW, Gateway  # noqa: E402
 
-RULES = Path(__file__).resolve().parents[1] / "examples" / "rules.yaml"
 SECRET = "whsec_" + base64.b64encode(b"bench-delivery-key!!").decode()
 
 
@@ -123,21 +122,12 @@ def run_once(data: dict, out: Path, faulty: bool, timeout: float) -> dict:
     child.start()
     bad_url, good_url = urls.get(timeout=30)
     hook = f"?secret_env=KM_BENCH_SECRET&timeout={timeout}"
-    settings = FlowSettings(
-        rules=str(RULES),
-        sources=[f"file:{data['events']}"],
-        clock="event",
-        until=data["until"],
-        customers=f"file:{data['customers']}",
-        decisions=f"file:{out / 'decisions.jsonl'}",
-        dead_letters=f"file:{out / 'dead.jsonl'}",
-        sinks={
-            "sms": f"webhook+{bad_url}{hook}",
-            "app_push": f"webhook+{good_url}{hook}",
-            "*": f"file:{out / 'offers.jsonl'}",
-        },
-        batch_size=1000,
-    )
+    sinks = {
+        "sms": f"webhook+{bad_url}{hook}",
+        "app_push": f"webhook+{good_url}{hook}",
+        "*": f"file:{out / 'offers.jsonl'}",
+    }
+    settings = replay_settings(data, out, batch_size=1000).model_copy(update={"sinks": sinks})
     pace = Pace()
     flow = build_flow(settings, observe=pace)
     cpu0, t0, wall0 = time.process_time(), time.perf_counter(), time.time()

@@ -9,7 +9,6 @@ repeats and unreadable lines are skipped and counted by why.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import subprocess
 import sys
@@ -20,23 +19,14 @@ import orjson
 
 from keymoment.connectors.delivery import RetryPolicy
 from keymoment.connectors.webhook import WebhookDelivery
+from tests.integration.test_delivery_stage import offers as stage_offers
 from tests.support.gateway import Gateway
 
 SECRET = "whsec_" + base64.b64encode(b"r" * 24).decode()
 
 
 def offers(n: int, tag: str, expires_at: datetime) -> list[dict]:
-    return [
-        {
-            "offer_id": hashlib.sha256(f"{tag}{i}".encode()).hexdigest()[:32],
-            "customer_id": f"c{i}",
-            "channel": "sms",
-            "campaign_id": "win-back",
-            "rule_id": "gone-quiet",
-            "expires_at": expires_at.isoformat(),
-        }
-        for i in range(n)
-    ]
+    return stage_offers(n, tag, expires_at.timestamp())
 
 
 def dead_letters(fresh: list[dict], stale: list[dict]) -> list[dict]:
