@@ -6,4 +6,4 @@ test:
 lint:
 	ruff check . && ruff format --check . && mypy
 bench:
-	python bench/bench_engine.py && python bench/bench_policy.py && python bench/bench_flow.py && python bench/bench_latency.py
+	python bench/bench_engine.py && python bench/bench_policy.py && python bench/bench_flow.py && python bench/bench_latency.py && python bench/bench_delivery.py
