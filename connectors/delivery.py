@@ -170,7 +170,12 @@ class DeliveryStage:
         self._threads: list[threading.Thread] = []
         self._closed = False
         self.backlog = self.peak_backlog = 0
-        self.counts: Counter[str] = Counter()
+        # Every key from the start: readers on other threads (metrics) iterate it unlocked,
+        # which is safe while only values change, never the set of keys.
+        reasons = ("rejected", "unavailable", "no_offer_id")
+        names = ("delivered", "retries", "channel_backlog_full", "expired_in_delivery")
+        self.counts: Counter[str] = Counter(dict.fromkeys(names, 0))
+        self.counts.update(dict.fromkeys((f"{kind}_{r}" for r in reasons), 0))
 
     def submit(self, offer: dict, outbox: Outbox, force: bool = False) -> None:
         """Queue one offer; problems come back as dead letters through `outbox`.
