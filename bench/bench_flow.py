@@ -17,7 +17,10 @@ Writes a seeded synthetic JSONL file, then measures on the same decoded input:
    processes (`-i/-a` on loopback): wall time minus startup, and the CPU
    seconds of all processes together (less sensitive to other load);
 6. the recovery snapshot: pickling every shard's state once the whole input
-   went through (what each epoch costs when every shard was touched).
+   went through (what each epoch costs when every shard was touched);
+7. the cost of metrics: `keymoment run` on the same input without and with
+   `--metrics` (a scrape every second meanwhile, as Prometheus would),
+   interleaved `--metrics-repeat` times, best wall time and CPU seconds of each.
 
 Flow runs are repeated `--repeat` times, best of N reported. Figures are
 wall-clock on a shared machine: compare within one run.
@@ -130,6 +133,10 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--partitions", type=int, default=2, help="0 or 1: skip that part")
     parser.add_argument("--repeat", type=int, default=1, help="flow runs, best of N")
+    parser.add_argument(
+        "--metrics-repeat", type=int, default=3, help="metrics off/on pairs (0 skips them)"
+    )
+    parser.add_argument("--only-metrics", action="store_true", help="measure part 7 only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="km-bench-") as tmp:
         out = Path(tmp)
@@ -153,6 +160,8 @@ def main() -> None:
                     engine.feed(event)
 
         timed("engine only (decode + Engine.feed)", n, engine_only)
+        if args.only_metrics:
+            return metrics_cost(_settings(events_path, profiles_path, out, args), n, args)
         profiles = {}
         from keymoment.connectors.customers import read_profiles
 
@@ -164,16 +173,7 @@ def main() -> None:
                 pass
 
         timed("decode + driver (engine + policy), no Bytewax", n, driver)
-        settings = FlowSettings(
-            rules=str(RULES),
-            sources=[f"file:{events_path}"],
-            clock="event",
-            customers=f"file:{profiles_path}",
-            decisions=f"file:{out / 'decisions.jsonl'}",
-            sinks={"*": f"file:{out / 'offers.jsonl'}"},
-            shards=args.shards,
-            batch_size=1000,
-        )
+        settings = _settings(events_path, profiles_path, out, args)
         one = out / "one.jsonl"
         one.write_bytes(lines[0] + b"\n")
         startup, _ = best_run(settings.model_copy(update={"sources": [f"file:{one}"]}), 1)
@@ -190,6 +190,72 @@ def main() -> None:
         if args.partitions > 1:
             partitioned(settings, lines, out, args)
         snapshot_cost(rules, profiles, events, args.shards)
+        if args.metrics_repeat:
+            metrics_cost(settings, n, args)
+
+
+def _settings(events_path: Path, profiles_path: Path, out: Path, args) -> FlowSettings:  # noqa: ANN001
+    return FlowSettings(
+        rules=str(RULES),
+        sources=[f"file:{events_path}"],
+        clock="event",
+        customers=f"file:{profiles_path}",
+        decisions=f"file:{out / 'decisions.jsonl'}",
+        sinks={"*": f"file:{out / 'offers.jsonl'}"},
+        shards=args.shards,
+        batch_size=1000,
+    )
+
+
+def _run_command(settings: FlowSettings, metrics_port: int | None) -> tuple[float, float]:
+    """Wall and CPU seconds of one `keymoment run`; with a port, scraped once a second."""
+    cmd = [sys.executable, "-m", "keymoment", "run", "--rules", settings.rules, "--clock", "event"]
+    cmd += ["--source", settings.sources[0], "--customers", str(settings.customers)]
+    cmd += ["--decisions", str(settings.decisions), "--sink", settings.sinks["*"]]
+    cmd += ["--shards", str(settings.shards), "--batch-size", str(settings.batch_size)]
+    if metrics_port is not None:
+        cmd += ["--metrics", str(metrics_port)]
+    cpu_before, started = _children_cpu(), time.perf_counter()
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    scrapes = 0
+    while proc.poll() is None:
+        time.sleep(1.0)
+        if metrics_port is not None:
+            scrapes += _scrape(metrics_port)
+    if proc.returncode != 0:
+        raise SystemExit("keymoment run failed")
+    return time.perf_counter() - started, _children_cpu() - cpu_before
+
+
+def _scrape(port: int) -> int:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            resp.read()
+        return 1
+    except OSError:
+        return 0
+
+
+def metrics_cost(settings: FlowSettings, n: int, args) -> None:  # noqa: ANN001
+    """`keymoment run` without and with `--metrics`, interleaved; best of each, and CPU."""
+    runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    for _ in range(args.metrics_repeat):
+        runs["off"].append(_run_command(settings, None))
+        runs["on"].append(_run_command(settings, _free_port()))
+    off, on = min(w for w, _ in runs["off"]), min(w for w, _ in runs["on"])
+    off_cpu, on_cpu = min(c for _, c in runs["off"]), min(c for _, c in runs["on"])
+    label = f"keymoment run, metrics off / on (best of {args.metrics_repeat})"
+    print(
+        f"{label:<46}{off:8.2f} s / {on:.2f} s: {n / off:,.0f} / {n / on:,.0f} events/s "
+        f"({(on / off - 1) * 100:+.1f}% wall); CPU {off_cpu:.2f} / {on_cpu:.2f} s "
+        f"({(on_cpu / off_cpu - 1) * 100:+.1f}%), startup included"
+    )
+    pairs = ", ".join(
+        f"{(b[0] / a[0] - 1) * 100:+.1f}%" for a, b in zip(runs["off"], runs["on"], strict=True)
+    )
+    print(f"  each pair, on against off (wall): {pairs}")
 
 
 def partitioned(settings: FlowSettings, lines: list[bytes], out: Path, args) -> None:  # noqa: ANN001

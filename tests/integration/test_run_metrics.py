@@ -148,3 +148,46 @@ def test_a_busy_metrics_port_is_one_line(tmp_path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"keymoment run: --metrics: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def test_each_process_of_a_cluster_serves_its_own_endpoint(stayed_up, tmp_path) -> None:
+    """Two `run` processes: ports P and P+1, labels process 0 and 1, sums equal the log."""
+    out, port = stayed_up["dir"], free_port()
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    command = [
+        sys.executable,
+        "-m",
+        "keymoment",
+        "run",
+        "--rules",
+        str(REPO / "examples/rules.yaml"),
+    ]
+    command += [
+        "--source",
+        f"file:{out / 'events.jsonl'}",
+        "--customers",
+        str(out / "customers.jsonl"),
+    ]
+    command += ["--clock", "event", "--decisions", f"file:{tmp_path / 'decisions.jsonl'}"]
+    command += ["--metrics", str(port), "--stay-up", "--addresses", addresses, "--process-id"]
+    procs = [
+        subprocess.Popen([*command, str(i)], stderr=subprocess.PIPE, text=True) for i in (0, 1)
+    ]
+    try:
+        for proc in procs:
+            _wait_for(proc, "input ended")
+        got: Counter = Counter()
+        per_process: Counter = Counter()
+        for i in (0, 1):
+            for s in _samples(f"http://127.0.0.1:{port + i}")["keymoment_decisions_total"]:
+                assert s.labels["process"] == str(i)
+                got[(s.labels["rule"], s.labels["outcome"])] += int(s.value)
+                per_process[i] += int(s.value)
+        assert per_process[0] > 0 and per_process[1] > 0  # each decides its own shards
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+    log = [orjson.loads(x) for x in (tmp_path / "decisions.jsonl").read_bytes().splitlines()]
+    assert got == Counter((d["rule_id"], d["outcome"]) for d in log) and len(log) > 100
