@@ -44,6 +44,20 @@ def _wait_for(proc: subprocess.Popen, text: str, timeout: float = 120) -> str:
     raise AssertionError(f"no {text!r} from keymoment run: {''.join(seen)}")
 
 
+def run_command(data: Path, decisions: Path) -> list[str]:
+    """`keymoment run` on the event clock over `data`'s generated events and customers."""
+    rules = str(REPO / "examples/rules.yaml")
+    source, customers = f"file:{data / 'events.jsonl'}", str(data / "customers.jsonl")
+    return [sys.executable, "-m", "keymoment", "run", "--rules", rules, "--source", source] + [
+        "--customers",
+        customers,
+        "--clock",
+        "event",
+        "--decisions",
+        f"file:{decisions}",
+    ]
+
+
 @pytest.fixture(scope="module")
 def stayed_up(tmp_path_factory: pytest.TempPathFactory):
     """An event-clock run over a generated bank that stays up after its input ended."""
@@ -53,21 +67,7 @@ def stayed_up(tmp_path_factory: pytest.TempPathFactory):
     lines = [line + b"\n" for line in gen.iter_bytes()] + [b"not json\n", b'{"type": "app"}\n']
     (out / "events.jsonl").write_bytes(b"".join(lines))
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "keymoment",
-        "run",
-        "--rules",
-        str(REPO / "examples/rules.yaml"),
-    ]
-    command += [
-        "--source",
-        f"file:{out / 'events.jsonl'}",
-        "--customers",
-        str(out / "customers.jsonl"),
-    ]
-    command += ["--clock", "event", "--decisions", f"file:{out / 'decisions.jsonl'}"]
+    command = run_command(out, out / "decisions.jsonl")
     command += ["--dead-letters", f"file:{out / 'dead.jsonl'}", "--metrics", str(port), "--stay-up"]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
@@ -133,16 +133,9 @@ def test_a_busy_metrics_port_is_one_line(tmp_path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        (tmp_path / "e.jsonl").write_text("")
-        command = [
-            sys.executable,
-            "-m",
-            "keymoment",
-            "run",
-            "--rules",
-            str(REPO / "examples/rules.yaml"),
-        ]
-        command += ["--source", f"file:{tmp_path / 'e.jsonl'}", "--metrics", f"127.0.0.1:{port}"]
+        (tmp_path / "events.jsonl").write_text("")
+        (tmp_path / "customers.jsonl").write_text("")
+        command = run_command(tmp_path, tmp_path / "d.jsonl") + ["--metrics", f"127.0.0.1:{port}"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -154,21 +147,7 @@ def test_each_process_of_a_cluster_serves_its_own_endpoint(stayed_up, tmp_path) 
     """Two `run` processes: ports P and P+1, labels process 0 and 1, sums equal the log."""
     out, port = stayed_up["dir"], free_port()
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
-    command = [
-        sys.executable,
-        "-m",
-        "keymoment",
-        "run",
-        "--rules",
-        str(REPO / "examples/rules.yaml"),
-    ]
-    command += [
-        "--source",
-        f"file:{out / 'events.jsonl'}",
-        "--customers",
-        str(out / "customers.jsonl"),
-    ]
-    command += ["--clock", "event", "--decisions", f"file:{tmp_path / 'decisions.jsonl'}"]
+    command = run_command(out, tmp_path / "decisions.jsonl")
     command += ["--metrics", str(port), "--stay-up", "--addresses", addresses, "--process-id"]
     procs = [
         subprocess.Popen([*command, str(i)], stderr=subprocess.PIPE, text=True) for i in (0, 1)
