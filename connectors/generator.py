@@ -28,7 +28,9 @@ some of whom stop (salary_credit, salary_missed); rare large cash deposits
 (large_deposit); new customers funding their account in the first weeks
 (balance_milestone); bursts of wealth page views, mostly by affluent segments
 (window_threshold); loan applications started and sometimes not submitted
-(absence); customers going quiet for 95-160 days and coming back, or never
+(absence); relationship managers and branches with uneven loads (`rm_id`,
+`branch`: human-channel capacity binds); customers going quiet for 95-160
+days and coming back, or never
 (dormancy, reactivation); plus card payments, logins, interest and fees.
 
 Customers are planned one 30-day period at a time from a small per-customer
@@ -146,7 +148,24 @@ class Persona:
             "segment": self.segment,
             "tags": tags,
             "consent": consent,
+            **_relationship(Rng(self.rng.s ^ 0x2545F4914F6CDD1D)),
         }
+
+
+# Branches and their RMs carry uneven loads (a few busy RMs, so capacity binds); one
+# customer in ten has no RM and is served by the branch pool. Drawn from a stream of
+# its own, so adding RMs changed no other field of any profile.
+BRANCHES = (
+    ("B01", 0.35), ("B02", 0.25), ("B03", 0.15), ("B04", 0.10), ("B05", 0.10), ("B06", 0.05),
+)  # fmt: skip
+RM_LOADS = (("1", 0.6), ("2", 0.3), ("3", 0.1))
+
+
+def _relationship(rng: Rng) -> dict[str, str]:
+    branch = _pick(rng, BRANCHES)
+    if rng.chance(0.1):
+        return {"branch": branch}
+    return {"branch": branch, "rm_id": f"RM-{branch}-{_pick(rng, RM_LOADS)}"}
 
 
 def _pick(rng: Rng, weighted: tuple[tuple[str, float], ...]) -> str:

@@ -45,6 +45,7 @@ from .connect import policy_for, profiles_from, rules_from, sink_from_url, sourc
 from .instrument import Observability, probed
 from .metrics import FlowMetrics
 from .outputs import output, output_keyed
+from .owners import placement_for
 from .settings import ALL_CHANNELS, FlowSettings, from_env
 from .shard import Shard, ShardOutput
 from .stamp import Batch, Clock, Stamper
@@ -202,7 +203,12 @@ def build_flow(
     raw = ins[0] if len(ins) == 1 else op.merge("in", *ins)
     engine = rules.engine
     stamper = Stamper(
-        settings.shards, engine.allowed_lateness, engine.max_future, settings.until, live
+        settings.shards,
+        engine.allowed_lateness,
+        engine.max_future,
+        settings.until,
+        live,
+        placement_for(rules, profiles),
     )
     batches = op.flat_map_batch("stamp", raw, stamper)
     builder = ShardBuilder(settings, rules, profiles, live, metrics)

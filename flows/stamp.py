@@ -111,8 +111,11 @@ class Stamper:
         max_future: timedelta,
         until: datetime | None = None,
         clock: Clock | None = None,
+        placement: Callable[[str], str] | None = None,
     ) -> None:
+        """`placement` maps a customer to the key its shard is chosen by (flows/owners.py)."""
         self.count = shards
+        self.placement = placement
         self.keys = shard_keys(shards)
         self.lateness, self.max_future, self.until = lateness, max_future, until
         self.clock = clock
@@ -143,6 +146,7 @@ class Stamper:
         last_at = None
         lateness, count, until = self.lateness, self.count, self.until
         single = own[0] if count == 1 else None
+        place = self.placement
         for i, (event, source, raw) in enumerate(accepted):
             at = event.occurred_at
             if until is not None and at > until:
@@ -152,7 +156,11 @@ class Stamper:
                 wm = at - lateness
                 rise_pos.append(i)
                 rise_wm.append(wm)
-            shard = single if single is not None else own[shard_of(event.customer_id, count)]
+            if single is not None:
+                shard = single
+            else:
+                key = event.customer_id if place is None else place(event.customer_id)
+                shard = own[shard_of(key, count)]
             shard.append(OwnEvent(i, event, source, raw))
             if last_at is None or at > last_at:
                 last_at = at

@@ -20,6 +20,7 @@ from keymoment.desk.stats import LEVEL, MIN_ARM
 from keymoment.triggers.durations import parse_duration
 
 from .files import open_output
+from .report_leads import lead_outcomes, render_leads, tally_leads
 from .report_variants import render_variants, variant_arms
 
 
@@ -64,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     variants = render_variants(variant_arms(decisions(args.decisions), converted, window))
     if variants:
         print(variants)
+    outcomes = lead_outcomes(_events(args.events, Skipped()))
+    leads = render_leads(tally_leads(decisions(args.decisions), outcomes))
+    if leads:
+        print(leads)
     _write_outputs(args, report)
     return 0
 
