@@ -134,8 +134,8 @@ def test_follow_ups_are_exactly_the_uncancelled_sent_offers(scenario: dict):
 
 def test_report_recovers_the_seeded_uplift_and_shows_rm_leads(scenario: dict):
     """`report` prints each variant's uplift with an interval holding the true one, and leads."""
-    out = keymoment("report", "--decisions", scenario["decisions"], "--events",
-                    scenario["feedback"], "--window", "7d", "--product", "payroll-package")  # fmt: skip
+    args = ["--decisions", scenario["decisions"], "--events", scenario["feedback"]]
+    out = keymoment("report", *args, "--window", "7d", "--product", "payroll-package")
     assert "variants (first candidate sent" in out and "leads by campaign and owner" in out
     rows = {line.split()[0]: line for line in out.splitlines() if " - control" in line}
     for arm, lift in UPLIFT["payroll-package"].items():
