@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from .base import RuleBase, Step, Trigger
+from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration, format_duration
 from .events import Event
 from .filters import EventFilter
+from .state import CustomerState, RuleState
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
-    from .state import CustomerState
 
 
 class AbsenceRule(RuleBase):
@@ -22,11 +22,22 @@ class AbsenceRule(RuleBase):
     within: Duration
 
 
-class Absence(Trigger):
-    """Slot: (deadline, start event_id) while a start waits for its cancel, else None.
+class AbsenceState(RuleState):
+    """The start waiting for its cancel: its deadline and event id."""
+
+    __slots__ = ("deadline", "event_id")
+
+    def __init__(self, deadline: datetime, event_id: str) -> None:
+        self.deadline = deadline
+        self.event_id = event_id
+
+
+class Absence(Trigger[AbsenceState]):
+    """State: the pending start, or None when nothing waits.
 
     A cancel is checked before a start, so one event matching both cancels
-    the pending start and then arms a new one.
+    the pending start and then arms a new one. A new start while one is
+    pending does not re-arm (section 3, item 8).
     """
 
     name = "absence"
@@ -47,27 +58,28 @@ class Absence(Trigger):
     def horizon(self) -> timedelta:
         return self.within
 
-    def on_event(self, step: Step, event: Event) -> None:
-        slots = step.state.rules  # type: ignore[union-attr]
-        if slots[self.index] is not None and self.cancels(event):
-            slots[self.index] = None
-        if slots[self.index] is None and self.starts(event) and self.admits(step):
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        states = ctx.customer.rule_states
+        if states[self.index] is not None and self.cancels(event):
+            states[self.index] = None
+        if states[self.index] is None and self.starts(event) and self.admits(ctx):
             deadline = event.occurred_at + self.within
-            slots[self.index] = (deadline, event.event_id)
-            step.arm(self.index, "", deadline)
+            states[self.index] = AbsenceState(deadline, event.event_id)
+            ctx.arm(self.index, "", deadline)
 
-    def adopt(self, old: Trigger, slot: Any) -> Any:
+    def adopt(self, old: Trigger[AbsenceState], state: AbsenceState | None) -> AbsenceState | None:
         """A pending start keeps its start time; its deadline follows the new `within`."""
-        if slot is None or not isinstance(old, Absence):
-            return slot
-        return (slot[0] - old.within + self.within, slot[1])
+        if state is None or not isinstance(old, Absence):
+            return state
+        return AbsenceState(state.deadline - old.within + self.within, state.event_id)
 
-    def deadline(self, state: CustomerState, key: str) -> datetime | None:
-        pending = state.rules[self.index]
-        return pending[0] if pending else None
+    def deadline(self, customer: CustomerState, key: str) -> datetime | None:
+        pending = self.state_of(customer)
+        return pending.deadline if pending else None
 
-    def fire(self, step: Step, key: str, deadline: datetime) -> None:
-        slots = step.state.rules  # type: ignore[union-attr]
-        _, event_id = slots[self.index]
-        slots[self.index] = None
-        self.emit(step, deadline, event_id, timer=True, within=self.label)
+    def fire(self, ctx: RuleContext, key: str, deadline: datetime) -> None:
+        pending = self.state_of(ctx.customer)
+        if pending is None:
+            return  # never: the engine fires only timers whose deadline() is set
+        ctx.customer.rule_states[self.index] = None
+        self.emit(ctx, deadline, pending.event_id, timer=True, within=self.label)

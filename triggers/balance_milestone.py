@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
-from .base import RuleBase, Step, Trigger
+from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration
 from .events import Event
 from .filters import major_to_minor
+from .state import RuleState
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
@@ -35,8 +37,21 @@ class BalanceMilestoneRule(RuleBase):
         return values
 
 
-class BalanceMilestone(Trigger):
-    """Slot: bit mask of the thresholds this customer has reached."""
+class MilestoneState(RuleState):
+    """How many of the rule's thresholds (strictly increasing) this customer has reached.
+
+    Reaching a threshold counts every lower one as reached, so the reached
+    thresholds are always the first `reached` of them.
+    """
+
+    __slots__ = ("reached",)
+
+    def __init__(self, reached: int) -> None:
+        self.reached = reached
+
+
+class BalanceMilestone(Trigger[MilestoneState]):
+    """State: the count of thresholds reached; fires for the highest one an event newly reaches."""
 
     name = "balance_milestone"
     event_types = frozenset({"transaction"})
@@ -49,34 +64,41 @@ class BalanceMilestone(Trigger):
             for t in rule.thresholds
         ]
         self.onboarding = rule.onboarding
-        self.all_reached = (1 << len(self.thresholds)) - 1
 
     @property
     def horizon(self) -> timedelta:
         return self.onboarding
 
-    def adopt(self, old: Trigger, slot: Any) -> Any:
+    def adopt(
+        self, old: Trigger[MilestoneState], state: MilestoneState | None
+    ) -> MilestoneState | None:
         """A new threshold counts as reached when an old one at or above it was (rollout)."""
-        if not slot or not isinstance(old, BalanceMilestone) or old.thresholds == self.thresholds:
-            return slot
-        top = max(t for i, t in enumerate(old.thresholds) if slot >> i & 1)
-        return sum(1 << i for i, t in enumerate(self.thresholds) if t <= top) or None
+        if state is None or not isinstance(old, BalanceMilestone):
+            return state
+        if old.thresholds == self.thresholds:
+            return state
+        top = old.thresholds[state.reached - 1]  # the highest threshold reached
+        reached = bisect_right(self.thresholds, top)
+        return MilestoneState(reached) if reached else None
 
-    def on_event(self, step: Step, event: Event) -> None:
-        balance = event.balance_after  # type: ignore[union-attr]
-        if balance is None:
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        if event.type != "transaction" or event.balance_after is None:
             return
-        state = step.state
-        reached = state.rules[self.index] or 0  # type: ignore[union-attr]
-        if reached == self.all_reached:
+        customer = ctx.customer
+        state = self.state_of(customer)
+        reached = 0 if state is None else state.reached
+        if reached == len(self.thresholds):
             return
-        profile = step.profile
-        opened_at = (profile.opened_at if profile else None) or state.first_seen_at  # type: ignore[union-attr]
+        profile = ctx.profile
+        opened_at = (profile.opened_at if profile else None) or customer.first_seen_at
         since = event.occurred_at - opened_at
         if since < _ZERO or since > self.onboarding:
             return
-        newly = [i for i, t in enumerate(self.thresholds) if balance >= t and not reached >> i & 1]
-        if not newly or not self.admits(step):
+        now = bisect_right(self.thresholds, event.balance_after)  # thresholds at or below it
+        if now <= reached or not self.admits(ctx):
             return
-        state.rules[self.index] = reached | (1 << (newly[-1] + 1)) - 1  # type: ignore[union-attr]
-        self.emit(step, event.occurred_at, event.event_id, threshold=self.labels[newly[-1]])
+        if state is None:
+            customer.rule_states[self.index] = MilestoneState(now)
+        else:
+            state.reached = now
+        self.emit(ctx, event.occurred_at, event.event_id, threshold=self.labels[now - 1])

@@ -1,20 +1,25 @@
-"""The shape every trigger shares: its rule model, its compiled form, and the step context."""
+"""The shape every trigger shares: its rule model, its compiled form, and its `RuleContext`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .candidate import Candidate
 from .events import CustomerProfile, Event
 from .filters import CustomerFilter
+from .state import CustomerState, RuleState
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
     from .salary import SalaryCredit
-    from .state import CustomerState
+
+S = TypeVar("S", bound=RuleState)
+# The engine's timer hook: (customer_id, customer, rule index, key, deadline).
+Arm = Callable[[str, CustomerState, int, str, datetime], None]
 
 
 class RuleBase(BaseModel):
@@ -30,31 +35,31 @@ class RuleBase(BaseModel):
     mode: Literal["live", "shadow", "paused"] = "live"
 
 
-class Step:
+class RuleContext:
     """What a trigger sees while the engine evaluates one event or fires one timer.
 
     One instance per engine, reset per event, so the hot path allocates
     nothing but the candidates themselves.
     """
 
-    __slots__ = ("customer_id", "profile", "state", "prev_activity_at", "salary", "out", "_arm")
+    __slots__ = ("customer_id", "profile", "customer", "prev_activity_at", "salary", "out", "_arm")
+    customer: CustomerState  # the customer state of `customer_id`, set by the engine per event
 
-    def __init__(self, arm: Any) -> None:
+    def __init__(self, arm: Arm) -> None:
         self._arm = arm
         self.customer_id = ""
         self.profile: CustomerProfile | None = None
-        self.state: CustomerState | None = None
         self.prev_activity_at: datetime | None = None  # newest activity before this event
         self.salary: SalaryCredit | str | None = None  # this credit's salary reading
         self.out: list[Candidate] = []
 
     def arm(self, index: int, key: str, deadline: datetime) -> None:
         """Make sure the engine will look at timer (index, key) no later than `deadline`."""
-        self._arm(self.customer_id, self.state, index, key, deadline)
+        self._arm(self.customer_id, self.customer, index, key, deadline)
 
 
-class Trigger:
-    """A rule compiled for the engine.
+class Trigger(Generic[S]):
+    """A rule compiled for the engine; `S` is the class of its per-customer rule state.
 
     `on_event` sees each event of the types in `event_types`; timer triggers
     also answer `deadline` (the current deadline of one of their timers, or
@@ -72,7 +77,7 @@ class Trigger:
     only_credits: ClassVar[bool] = False  # transactions with direction credit
     only_salary_readings: ClassVar[bool] = False  # credits the salary tracker had a reading for
 
-    def __init__(self, rule: Any, index: int, ruleset: RuleSet) -> None:
+    def __init__(self, rule: RuleBase, index: int, ruleset: RuleSet) -> None:
         self.rule = rule
         self.index = index
         self.rule_id: str = rule.rule_id
@@ -84,6 +89,11 @@ class Trigger:
     def horizon(self) -> timedelta:
         raise NotImplementedError
 
+    def state_of(self, customer: CustomerState) -> S | None:
+        """This rule's state for the customer, None until the rule has something to keep."""
+        # Only this trigger writes entry `index`, always an `S`: the cast cannot lie.
+        return cast("S | None", customer.rule_states[self.index])
+
     def wants(self, event_type: str, *, active: bool, credit: bool, salary: bool) -> bool:
         """Whether the engine should call `on_event` for events of this description."""
         return (
@@ -93,32 +103,33 @@ class Trigger:
             and (salary or not self.only_salary_readings)
         )
 
-    def admits(self, step: Step) -> bool:
+    def admits(self, ctx: RuleContext) -> bool:
         """The rule's customer filter, if any, against this customer's reference data."""
-        return self.customer_filter is None or self.customer_filter.admits(step.profile)
+        return self.customer_filter is None or self.customer_filter.admits(ctx.profile)
 
-    def adopt(self, old: Trigger, slot: Any) -> Any:
-        """This rule's slot for a customer, from the slot the previous version kept (rollout).
+    def adopt(self, old: Trigger[S], state: S | None) -> S | None:
+        """This rule's state for a customer, from the state the previous version kept (rollout).
 
-        The default keeps it as it is: the slot's shape depends only on the
-        parameters a rollout classifies as shaping (`keymoment.rollout.diff`).
+        `old` is the same trigger type (`triggers/switch.py` carries nothing
+        else). The default keeps the state as it is: its shape depends only on
+        the parameters a rollout classifies as shaping (`keymoment.rollout.diff`).
         """
-        return slot
+        return state
 
-    def on_event(self, step: Step, event: Event) -> None:
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
         """React to one event of this customer (default: nothing)."""
 
-    def deadline(self, state: CustomerState, key: str) -> datetime | None:
+    def deadline(self, customer: CustomerState, key: str) -> datetime | None:
         """The current deadline of timer `key`, or None when it is not armed."""
         return None
 
-    def fire(self, step: Step, key: str, deadline: datetime) -> None:
+    def fire(self, ctx: RuleContext, key: str, deadline: datetime) -> None:
         """Timer `key` reached its deadline."""
         raise NotImplementedError
 
     def emit(
         self,
-        step: Step,
+        ctx: RuleContext,
         triggered_at: datetime,
         event_id: str,
         timer: bool = False,
@@ -127,12 +138,12 @@ class Trigger:
         """Append one candidate of this rule for the current customer (none while paused)."""
         if self.paused:
             return
-        step.out.append(
+        ctx.out.append(
             Candidate(
                 rule_id=self.rule_id,
                 trigger=self.name,
                 campaign=self.campaign,
-                customer_id=step.customer_id,
+                customer_id=ctx.customer_id,
                 triggered_at=triggered_at,
                 event_id=event_id,
                 attributes=attributes,

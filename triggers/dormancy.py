@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from .base import RuleBase, Step, Trigger
+from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration
 from .events import Event
+from .state import CustomerState, RuleState
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
-    from .state import CustomerState
 
 
 class DormancyRule(RuleBase):
@@ -19,12 +19,20 @@ class DormancyRule(RuleBase):
     inactive: Duration = timedelta(days=90)
 
 
-class Dormancy(Trigger):
-    """Slot: the activity time the timer last fired for (one firing per quiet period).
+class DormancyState(RuleState):
+    """The activity time the timer last fired for: it fires once per quiet period."""
 
-    The deadline is always `last activity + inactive`, read from the shared
-    activity clock, so a new activity simply moves it later and the engine's
-    heap entry is pushed forward lazily when it comes due.
+    __slots__ = ("fired_for",)
+
+    def __init__(self, fired_for: datetime) -> None:
+        self.fired_for = fired_for
+
+
+class Dormancy(Trigger[DormancyState]):
+    """The deadline is always `last activity + inactive`, read from the shared activity clock.
+
+    A new activity simply moves it later, and the engine's heap entry is
+    pushed forward lazily when it comes due.
     """
 
     name = "dormancy"
@@ -40,24 +48,32 @@ class Dormancy(Trigger):
     def horizon(self) -> timedelta:
         return self.inactive
 
-    def on_event(self, step: Step, event: Event) -> None:
-        if self.index in step.state.queued:  # type: ignore[union-attr]
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        customer = ctx.customer
+        if self.index in customer.queued:
             return  # already queued no later than the new deadline: nothing to push (see engine)
-        if self.admits(step):
-            state = step.state
-            last = state.last_activity_at  # type: ignore[union-attr]
-            if last is not None:  # always: the engine recorded this activity first
-                step.arm(self.index, "", last + self.inactive)
+        last = customer.last_activity_at
+        if last is not None and self.admits(ctx):  # always set: the engine recorded it first
+            ctx.arm(self.index, "", last + self.inactive)
 
-    def deadline(self, state: CustomerState, key: str) -> datetime | None:
-        last = state.last_activity_at
-        if last is None or state.rules[self.index] == last:
+    def deadline(self, customer: CustomerState, key: str) -> datetime | None:
+        last = customer.last_activity_at
+        if last is None:
+            return None
+        fired = self.state_of(customer)
+        if fired is not None and fired.fired_for == last:
             return None
         return last + self.inactive
 
-    def fire(self, step: Step, key: str, deadline: datetime) -> None:
-        state = step.state
-        last = state.last_activity_at  # type: ignore[union-attr]
-        state.rules[self.index] = last  # type: ignore[union-attr]
-        event_id = state.last_activity_id  # type: ignore[union-attr]
-        self.emit(step, deadline, event_id, timer=True, inactive_days=self.inactive.days)
+    def fire(self, ctx: RuleContext, key: str, deadline: datetime) -> None:
+        customer = ctx.customer
+        last = customer.last_activity_at
+        if last is None:
+            return  # never: the timer is armed only after an activity
+        fired = self.state_of(customer)
+        if fired is None:
+            customer.rule_states[self.index] = DormancyState(last)
+        else:
+            fired.fired_for = last
+        event_id = customer.last_activity_id
+        self.emit(ctx, deadline, event_id, timer=True, inactive_days=self.inactive.days)

@@ -1,14 +1,16 @@
 """The trigger engine: per-customer state, the watermark and event-time timers.
 
-Two entry points, shaped for a live dataflow as much as for a replay:
+Three entry points, shaped for a live dataflow as much as for a replay:
 
-- `step(event, profile)` evaluates one event of one customer;
+- `feed(event, profile)` moves the watermark to the event's
+  (`occurred_at - allowed_lateness`), firing the timers it reached, then
+  evaluates the event, so a timer due at an event's time fires before that
+  event is evaluated (docs/semantics.md section 2);
+- `step(event, profile)` evaluates one event without moving the
+  watermark, for a driver that moves it itself (a live shard batching
+  events under one watermark);
 - `advance(watermark)` moves the engine clock and fires every timer whose
   deadline it reached, in deadline order.
-
-A driver calls `advance(event.occurred_at - allowed_lateness)` before
-`step(event)` (`feed` does both), so a timer due at an event's time fires
-before that event is evaluated (docs/semantics.md section 2).
 
 Timers live in one heap of `(deadline, customer_id, rule index, key)`;
 checking for due timers is a look at the heap's top, whatever the number of
@@ -21,24 +23,25 @@ its state when nothing newer arrived, so quiet customers hold nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from heapq import heappop, heappush
 from typing import Any, NamedTuple
 
-from .base import Step, Trigger
+from .base import RuleContext, Trigger
 from .candidate import Candidate
 from .events import CustomerProfile, Event, is_activity
 from .follow_up import FollowUp, SentOffer
 from .ruleset import RuleSet
 from .salary import SalaryTracker
-from .state import CustomerState
+from .state import CustomerState, TimerSlot
 
 EVICT_KEY = ""
 # Eviction waits one tick past the horizon: rules whose memory is inclusive
 # ("at most 400d", "forgotten after 400d") still see the state of an event
 # exactly `horizon` after the customer's last one.
 EVICT_SLACK = timedelta(microseconds=1)
+# 2: rule states became typed classes (`RuleState`), `CustomerState.rules` `rule_states`.
+SNAPSHOT_VERSION = 2
 
 
 class Fed(NamedTuple):
@@ -53,7 +56,7 @@ class Engine:
 
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
-        self.triggers: list[Trigger] = ruleset.compile()
+        self.triggers: list[Trigger[Any]] = ruleset.compile()
         self.lateness = ruleset.engine.allowed_lateness
         self.dedupe_window = ruleset.engine.dedupe_window
         self.horizon = max([t.horizon for t in self.triggers] + [self.dedupe_window]) + EVICT_SLACK
@@ -77,7 +80,7 @@ class Engine:
         self.customers: dict[str, CustomerState] = {}
         self.watermark: datetime | None = None
         self._heap: list[tuple[datetime, str, int, str]] = []
-        self._step = Step(self._schedule)
+        self._context = RuleContext(self._schedule)
 
     # -- the clock ---------------------------------------------------------
 
@@ -121,37 +124,39 @@ class Engine:
             self._due(deadline, customer_id, index, key, out)
         return out
 
-    def _due(self, deadline: datetime, customer_id: str, index: int, key: str, out: list) -> None:
-        state = self.customers.get(customer_id)
-        if state is None:
+    def _due(
+        self, deadline: datetime, customer_id: str, index: int, key: str, out: list[Candidate]
+    ) -> None:
+        customer = self.customers.get(customer_id)
+        if customer is None:
             return
         slot = timer_slot(index, key)
-        if state.queued.get(slot) == deadline:
-            del state.queued[slot]
+        if customer.queued.get(slot) == deadline:
+            del customer.queued[slot]
         evicting = index == self.evict_index
         actual = (
-            state.last_seen_at + self.horizon
+            customer.last_seen_at + self.horizon
             if evicting
-            else self.triggers[index].deadline(state, key)
+            else self.triggers[index].deadline(customer, key)
         )
         if actual is None:
             return
         if actual > deadline:
-            self._schedule(customer_id, state, index, key, actual)
+            self._schedule(customer_id, customer, index, key, actual)
         elif evicting:
             del self.customers[customer_id]
         else:
-            step = self._begin(customer_id, state, None, out)
-            self.triggers[index].fire(step, key, actual)
+            ctx = self._begin(customer_id, customer, None, out)
+            self.triggers[index].fire(ctx, key, actual)
 
     def _schedule(
-        self, customer_id: str, state: CustomerState, index: int, key: str, deadline: datetime
+        self, customer_id: str, customer: CustomerState, index: int, key: str, deadline: datetime
     ) -> None:
         """Ensure a heap entry for this timer at or before `deadline` (see module docstring)."""
         slot = (index, key) if key else index  # timer_slot(), inlined on the hot path
-        queued = state.queued.get(slot)
+        queued = customer.queued.get(slot)
         if queued is None or deadline < queued:
-            state.queued[slot] = deadline
+            customer.queued[slot] = deadline
             heappush(self._heap, (deadline, customer_id, index, key))
 
     # -- events ------------------------------------------------------------
@@ -159,27 +164,33 @@ class Engine:
     def step(self, event: Event, profile: CustomerProfile | None = None) -> list[Candidate] | None:
         """Evaluate one event; None when it repeats an event id inside the dedupe window."""
         customer_id, at = event.customer_id, event.occurred_at
-        state = self.customers.get(customer_id)
-        if state is not None and event.event_id in state.seen and self._is_duplicate(state, event):
+        customer = self.customers.get(customer_id)
+        if (
+            customer is not None
+            and event.event_id in customer.seen
+            and self._is_duplicate(customer, event)
+        ):
             return None
         out: list[Candidate] = []
-        if state is not None and self.lateness:
-            state = self._catch_up(customer_id, state, at, out)
-        if state is None:
-            state = self.customers[customer_id] = CustomerState(at, len(self.triggers))
-            self._schedule(customer_id, state, self.evict_index, EVICT_KEY, at + self.horizon)
-        self._remember(state, event)
-        step = self._begin(customer_id, state, profile, out)
+        if customer is not None and self.lateness:
+            customer = self._advance_customer(customer_id, customer, at, out)
+        if customer is None:
+            customer = self.customers[customer_id] = CustomerState(at, len(self.triggers))
+            self._schedule(customer_id, customer, self.evict_index, EVICT_KEY, at + self.horizon)
+        self._remember(customer, event)
+        ctx = self._begin(customer_id, customer, profile, out)
         active = self.tracks_activity and is_activity(event)
         if active:
-            step.prev_activity_at = self._record_activity(state, event)
-        credit = event.type == "transaction" and event.direction == "credit"  # type: ignore[union-attr]
-        if credit and self.salary is not None:
-            if state.payers is None:
-                state.payers = {}
-            step.salary = self.salary.observe(state.payers, event)  # type: ignore[arg-type]
-        for trigger in self._dispatch[(event.type, active, credit, step.salary is not None)]:
-            trigger.on_event(step, event)
+            ctx.prev_activity_at = self._record_activity(customer, event)
+        credit = False
+        if event.type == "transaction" and event.direction == "credit":
+            credit = True
+            if self.salary is not None:
+                if customer.payers is None:
+                    customer.payers = {}
+                ctx.salary = self.salary.observe(customer.payers, event)
+        for trigger in self._dispatch[(event.type, active, credit, ctx.salary is not None)]:
+            trigger.on_event(ctx, event)
         heap, watermark = self._heap, self.watermark
         if heap and watermark is not None and heap[0][0] <= watermark:
             self._fire_due(out)  # timers a late event armed in the past
@@ -194,86 +205,91 @@ class Engine:
         candidates of timers that were already due (a deadline at or before the
         watermark), for the driver to decide like any others.
         """
-        state = self.customers.get(offer.customer_id) if self.follow_ups else None
-        if state is None:
+        customer = self.customers.get(offer.customer_id) if self.follow_ups else None
+        if customer is None:
             return []
         out: list[Candidate] = []
-        step = self._begin(offer.customer_id, state, profile, out)
+        ctx = self._begin(offer.customer_id, customer, profile, out)
         for trigger in self.follow_ups:
-            trigger.on_sent(step, offer)
+            trigger.on_sent(ctx, offer)
         return self._fire_due(out)
 
-    def _catch_up(
-        self, customer_id: str, state: CustomerState, at: datetime, out: list
+    def _advance_customer(
+        self, customer_id: str, customer: CustomerState, at: datetime, out: list[Candidate]
     ) -> CustomerState | None:
-        """Under allowed lateness, do for this customer what the watermark has not done yet.
+        """Under allowed lateness, move this one customer's clock to its own event at `at`.
 
         The watermark may still be behind this event, but an event of the
         customer at or past a deadline must not cancel or move it, and one
         past the horizon must find the state gone (docs/engine.md): the result
-        is then the same whatever the lateness.
+        is then the same whatever the lateness. Fires the customer's own due
+        timers; returns None when its state is gone.
         """
-        if len(state.queued) > 1:
-            self._fire_own_due(customer_id, state, at, out)
-        if state.last_seen_at + self.horizon <= at:
+        if len(customer.queued) > 1:
+            self._fire_own_due(customer_id, customer, at, out)
+        if customer.last_seen_at + self.horizon <= at:
             del self.customers[customer_id]
             return None
-        return state
+        return customer
 
     def _fire_own_due(
-        self, customer_id: str, state: CustomerState, at: datetime, out: list
+        self, customer_id: str, customer: CustomerState, at: datetime, out: list[Candidate]
     ) -> None:
         """This customer's timers due at or before `at`, fired in deadline order."""
         due = []
-        for slot in state.queued:
-            index, key = (slot, "") if type(slot) is int else slot
+        for slot in customer.queued:
+            index, key = (slot, "") if isinstance(slot, int) else slot
             actual = (
-                None if index == self.evict_index else self.triggers[index].deadline(state, key)
+                None if index == self.evict_index else self.triggers[index].deadline(customer, key)
             )
             if actual is not None and actual <= at:
                 due.append((actual, index, key))
         for actual, index, key in sorted(due):
-            self.triggers[index].fire(self._begin(customer_id, state, None, out), key, actual)
+            self.triggers[index].fire(self._begin(customer_id, customer, None, out), key, actual)
 
     def _begin(
-        self, customer_id: str, state: CustomerState, profile: CustomerProfile | None, out: list
-    ) -> Step:
-        step = self._step
-        step.customer_id, step.state, step.profile, step.out = customer_id, state, profile, out
-        step.prev_activity_at = None
-        step.salary = None
-        return step
+        self,
+        customer_id: str,
+        customer: CustomerState,
+        profile: CustomerProfile | None,
+        out: list[Candidate],
+    ) -> RuleContext:
+        ctx = self._context
+        ctx.customer_id, ctx.customer, ctx.profile, ctx.out = customer_id, customer, profile, out
+        ctx.prev_activity_at = None
+        ctx.salary = None
+        return ctx
 
-    def _is_duplicate(self, state: CustomerState, event: Event) -> bool:
-        seen_at = state.seen.get(event.event_id)
+    def _is_duplicate(self, customer: CustomerState, event: Event) -> bool:
+        seen_at = customer.seen.get(event.event_id)
         return seen_at is not None and abs(event.occurred_at - seen_at) <= self.dedupe_window
 
-    def _remember(self, state: CustomerState, event: Event) -> None:
+    def _remember(self, customer: CustomerState, event: Event) -> None:
         """Record the id for dedupe and drop ids that aged out.
 
         The eviction entry is not touched: when it comes due it re-reads
         `last_seen_at` and moves itself (see the module docstring).
         """
         at, window = event.occurred_at, self.dedupe_window
-        newest = at if at > state.last_seen_at else state.last_seen_at
+        newest = at if at > customer.last_seen_at else customer.last_seen_at
         if window:
-            seen = state.seen
+            seen = customer.seen
             cutoff = newest - window
-            if state.last_seen_at < cutoff:
+            if customer.last_seen_at < cutoff:
                 seen.clear()  # the common case for a customer seen a day or more ago
             else:
                 seen.pop(event.event_id, None)
                 while seen and (oldest := next(iter(seen))) and seen[oldest] < cutoff:
                     del seen[oldest]
             seen[event.event_id] = at
-        state.last_seen_at = newest
+        customer.last_seen_at = newest
 
     @staticmethod
-    def _record_activity(state: CustomerState, event: Event) -> datetime | None:
-        previous = state.last_activity_at
+    def _record_activity(customer: CustomerState, event: Event) -> datetime | None:
+        previous = customer.last_activity_at
         if previous is None or event.occurred_at > previous:
-            state.last_activity_at = event.occurred_at
-            state.last_activity_id = event.event_id
+            customer.last_activity_at = event.occurred_at
+            customer.last_activity_id = event.event_id
         return previous
 
     # -- snapshots ---------------------------------------------------------
@@ -281,7 +297,7 @@ class Engine:
     def snapshot(self) -> dict[str, Any]:
         """Plain data for a recovery snapshot: watermark, customer states, timer heap."""
         return {
-            "v": 1,
+            "v": SNAPSHOT_VERSION,
             "watermark": self.watermark,
             "customers": self.customers,
             "heap": self._heap,
@@ -289,19 +305,13 @@ class Engine:
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Load what `snapshot` returned (from this rule set)."""
-        if snapshot.get("v") != 1:
+        if snapshot.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unknown engine snapshot version {snapshot.get('v')!r}")
         self.watermark = snapshot["watermark"]
         self.customers = snapshot["customers"]
         self._heap = snapshot["heap"]
 
 
-def timer_slot(index: int, key: str) -> int | tuple[int, str]:
+def timer_slot(index: int, key: str) -> TimerSlot:
     """The `queued` key of a timer: the bare rule index for keyless timers, saving a tuple each."""
     return (index, key) if key else index
-
-
-def replay(engine: Engine, events: Iterable[tuple[Event, CustomerProfile | None]]) -> Iterator[Fed]:
-    """Feed events in order; what the backtest and the property tests both drive."""
-    for event, profile in events:
-        yield engine.feed(event, profile)

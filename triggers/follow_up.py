@@ -22,18 +22,18 @@ and the step count travels in the offer's attributes (`journey_step`).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import RuleBase, Step, Trigger
+from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration, format_duration
 from .events import Event
 from .filters import EventFilter
+from .state import CustomerState, RuleState
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
-    from .state import CustomerState
 
 # A sent offer is fed back at most this long before its send_at (a deferred offer
 # or a lead waiting for a working day): the state must outlive send_at + within.
@@ -77,8 +77,17 @@ class Pending(NamedTuple):
     step: int
 
 
-class FollowUp(Trigger):
-    """Slot: {earlier offer_id: Pending} while follow-ups wait; None when none does."""
+class FollowUpState(RuleState):
+    """The follow-ups that wait, by the earlier offer's id."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Pending] = {}
+
+
+class FollowUp(Trigger[FollowUpState]):
+    """State: `FollowUpState` while follow-ups wait; None when none does."""
 
     name = "follow_up"
     event_types = frozenset({"transaction", "app", "conversion"})
@@ -97,28 +106,29 @@ class FollowUp(Trigger):
     def horizon(self) -> timedelta:
         return self.within + MAX_SEND_LAG
 
-    def on_sent(self, step: Step, offer: SentOffer) -> None:
+    def on_sent(self, ctx: RuleContext, offer: SentOffer) -> None:
         """Arm a follow-up of this earlier offer, unless the journey is at its last step."""
-        if offer.campaign_id != self.after or not self.admits(step):
+        if offer.campaign_id != self.after or not self.admits(ctx):
             return
         if self.max_steps is not None and offer.step >= self.max_steps:
             return
-        slots = step.state.rules  # type: ignore[union-attr]
-        if slots[self.index] is None:
-            slots[self.index] = {}
+        state = self.state_of(ctx.customer)
+        if state is None:
+            state = ctx.customer.rule_states[self.index] = FollowUpState()
         deadline = offer.send_at + self.within
-        slots[self.index][offer.offer_id] = Pending(deadline, offer.product, offer.step)
-        step.arm(self.index, offer.offer_id, deadline)
+        state.pending[offer.offer_id] = Pending(deadline, offer.product, offer.step)
+        ctx.arm(self.index, offer.offer_id, deadline)
 
-    def on_event(self, step: Step, event: Event) -> None:
-        pending = step.state.rules[self.index]  # type: ignore[union-attr]
-        if not pending:
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        state = self.state_of(ctx.customer)
+        if state is None:
             return
+        pending = state.pending
         for offer_id, entry in list(pending.items()):
             if self._cancels(event, offer_id, entry):
                 del pending[offer_id]
         if not pending:
-            step.state.rules[self.index] = None  # type: ignore[union-attr]
+            ctx.customer.rule_states[self.index] = None
 
     def _cancels(self, event: Event, offer_id: str, entry: Pending) -> bool:
         if event.type == "conversion" and (
@@ -127,21 +137,29 @@ class FollowUp(Trigger):
             return True  # a conversion ends the journey for its product, whatever `unless` says
         return self.unless is not None and self.unless(event)
 
-    def adopt(self, old: Trigger, slot: Any) -> Any:
+    def adopt(
+        self, old: Trigger[FollowUpState], state: FollowUpState | None
+    ) -> FollowUpState | None:
         """Pending follow-ups keep their earlier offer; deadlines follow a new `within`."""
-        if not slot or not isinstance(old, FollowUp) or old.within == self.within:
-            return slot
+        if state is None or not isinstance(old, FollowUp) or old.within == self.within:
+            return state
         shift = self.within - old.within
-        return {k: e._replace(deadline=e.deadline + shift) for k, e in slot.items()}
+        moved = FollowUpState()
+        moved.pending = {
+            k: e._replace(deadline=e.deadline + shift) for k, e in state.pending.items()
+        }
+        return moved
 
-    def deadline(self, state: CustomerState, key: str) -> datetime | None:
-        pending = state.rules[self.index]
-        entry = pending.get(key) if pending else None
+    def deadline(self, customer: CustomerState, key: str) -> datetime | None:
+        state = self.state_of(customer)
+        entry = state.pending.get(key) if state is not None else None
         return entry.deadline if entry else None
 
-    def fire(self, step: Step, key: str, deadline: datetime) -> None:
-        pending = step.state.rules[self.index]  # type: ignore[union-attr]
-        entry = pending.pop(key)
-        if not pending:
-            step.state.rules[self.index] = None  # type: ignore[union-attr]
-        self.emit(step, deadline, key, timer=True, journey_step=entry.step + 1, within=self.label)
+    def fire(self, ctx: RuleContext, key: str, deadline: datetime) -> None:
+        state = self.state_of(ctx.customer)
+        entry = state.pending.pop(key, None) if state is not None else None
+        if state is None or entry is None:
+            return  # never: the engine fires only timers whose deadline() is set
+        if not state.pending:
+            ctx.customer.rule_states[self.index] = None
+        self.emit(ctx, deadline, key, timer=True, journey_step=entry.step + 1, within=self.label)

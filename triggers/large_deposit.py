@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from .base import RuleBase, Step, Trigger
+from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration
 from .events import Event, Kind
 from .filters import major_to_minor
+from .state import RuleState
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
@@ -47,8 +48,18 @@ def median2(values: list[int]) -> int:
     return ordered[mid - 1] + ordered[mid]
 
 
-class LargeDeposit(Trigger):
-    """History: (occurred_at, amount) of qualifying credits within `lookback`, sorted by time."""
+class DepositHistory(RuleState):
+    """Qualifying credits within `lookback`: their times (sorted) and amounts in minor units."""
+
+    __slots__ = ("times", "amounts")
+
+    def __init__(self) -> None:
+        self.times: list[datetime] = []
+        self.amounts: list[int] = []
+
+
+class LargeDeposit(Trigger[DepositHistory]):
+    """State: the history of qualifying credits, read for the median of the earlier ones."""
 
     name = "large_deposit"
     event_types = frozenset({"transaction"})
@@ -66,14 +77,16 @@ class LargeDeposit(Trigger):
     def horizon(self) -> timedelta:
         return self.lookback
 
-    def on_event(self, step: Step, event: Event) -> None:
-        if event.direction != "credit" or event.kind not in self.kinds:  # type: ignore[union-attr]
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        # The engine calls this for credits only; the type test is for the type checker.
+        if event.type != "transaction" or event.kind not in self.kinds:
             return
-        times, amounts = self._history(step, event.occurred_at)
-        at, amount = event.occurred_at, event.amount  # type: ignore[union-attr]
+        history = self._history(ctx, event.occurred_at)
+        times, amounts = history.times, history.amounts
+        at, amount = event.occurred_at, event.amount
         earlier = _within(times, amounts, at - self.lookback, at)
-        if amount >= self.min_amount and self.admits(step) and self._unusual(amount, earlier):
-            self.emit(step, at, event.event_id, amount_band=amount_band(amount))
+        if amount >= self.min_amount and self.admits(ctx) and self._unusual(amount, earlier):
+            self.emit(ctx, at, event.event_id, amount_band=amount_band(amount))
         pos = bisect_right(times, at)
         times.insert(pos, at)
         amounts.insert(pos, amount)
@@ -84,17 +97,16 @@ class LargeDeposit(Trigger):
             return True
         return 2 * amount >= self.multiple * median2(earlier)
 
-    def _history(self, step: Step, at: datetime) -> tuple[list[datetime], list[int]]:
+    def _history(self, ctx: RuleContext, at: datetime) -> DepositHistory:
         """This rule's history for the customer, with entries older than any window dropped."""
-        slots = step.state.rules  # type: ignore[union-attr]
-        history = slots[self.index]
+        history = self.state_of(ctx.customer)
         if history is None:
-            history = slots[self.index] = ([], [])
-        times, amounts = history
+            history = ctx.customer.rule_states[self.index] = DepositHistory()
+        times = history.times
         newest = max(at, times[-1]) if times else at
         drop = bisect_right(times, newest - self.lookback)
         if drop:
-            del times[:drop], amounts[:drop]
+            del times[:drop], history.amounts[:drop]
         return history
 
 

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationInfo, field_validator
 
-from .base import RuleBase, Step, Trigger
+from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration
 from .events import Event
+from .state import RuleState
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
@@ -31,7 +32,7 @@ class ReactivationRule(RuleBase):
         return memory
 
 
-class Reactivation(Trigger):
+class Reactivation(Trigger[RuleState]):
     """Stateless: reads the activity clock as it stood before this event."""
 
     name = "reactivation"
@@ -48,10 +49,10 @@ class Reactivation(Trigger):
     def horizon(self) -> timedelta:
         return self.memory
 
-    def on_event(self, step: Step, event: Event) -> None:
-        previous = step.prev_activity_at
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        previous = ctx.prev_activity_at
         if previous is None:
             return
         gap = event.occurred_at - previous
-        if self.inactive <= gap <= self.memory and self.admits(step):
-            self.emit(step, event.occurred_at, event.event_id, gap_days=gap.days)
+        if self.inactive <= gap <= self.memory and self.admits(ctx):
+            self.emit(ctx, event.occurred_at, event.event_id, gap_days=gap.days)

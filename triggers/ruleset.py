@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,7 +33,7 @@ Rule = Annotated[
     Field(discriminator="trigger"),
 ]
 
-TRIGGERS: dict[str, type[Trigger]] = {
+TRIGGERS: dict[str, type[Trigger[Any]]] = {
     "large_deposit": LargeDeposit,
     "salary_credit": SalaryCreditTrigger,
     "salary_missed": SalaryMissed,
@@ -75,7 +75,7 @@ class RuleSet(BaseModel):
         """Campaigns whose rules keep their state but emit nothing (the rules file has them)."""
         return frozenset()
 
-    def compile(self) -> list[Trigger]:
+    def compile(self) -> list[Trigger[Any]]:
         """One compiled trigger per rule, in file order (the order ties are broken in)."""
         return [TRIGGERS[rule.trigger](rule, i, self) for i, rule in enumerate(self.rules)]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
-from .base import RuleBase, Step, Trigger
+from .base import RuleBase, RuleContext, Trigger
 from .events import Event
 from .salary import SalaryCredit
+from .state import RuleState
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
@@ -18,7 +19,7 @@ class SalaryCreditRule(RuleBase):
     only_first: bool = False
 
 
-class SalaryCreditTrigger(Trigger):
+class SalaryCreditTrigger(Trigger[RuleState]):
     """Stateless itself: the engine's salary tracker has read the credit before this runs."""
 
     name = "salary_credit"
@@ -35,15 +36,15 @@ class SalaryCreditTrigger(Trigger):
     def horizon(self) -> timedelta:
         return self.memory
 
-    def on_event(self, step: Step, event: Event) -> None:
-        reading = step.salary
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        reading = ctx.salary
         if not isinstance(reading, SalaryCredit):
             return
         if self.only_first and not reading.first_detection:
             return
-        if self.admits(step):
+        if self.admits(ctx):
             self.emit(
-                step,
+                ctx,
                 event.occurred_at,
                 event.event_id,
                 occurrence=reading.occurrence,

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from .base import RuleBase, Step, Trigger
+from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration
 from .events import Event
 from .salary import SalaryCredit
+from .state import CustomerState, RuleState, Slotted
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
-    from .state import CustomerState
 
 
 class SalaryMissedRule(RuleBase):
@@ -20,12 +20,31 @@ class SalaryMissedRule(RuleBase):
     grace: Duration = timedelta(days=10)
 
 
-class SalaryMissed(Trigger):
-    """Slot: {counterparty: (deadline, arming event_id, occurrence)} of armed timers.
+class ArmedSalary(Slotted):
+    """One counterparty's armed timer: its deadline, the arming salary credit and its occurrence."""
 
-    Every salary credit re-arms its counterparty's timer at
-    `credit + max_interval + grace`; any other credit from that counterparty
-    cancels it; it fires once, then waits for the next salary credit.
+    __slots__ = ("deadline", "event_id", "occurrence")
+
+    def __init__(self, deadline: datetime, event_id: str, occurrence: int) -> None:
+        self.deadline = deadline
+        self.event_id = event_id
+        self.occurrence = occurrence
+
+
+class SalaryMissedState(RuleState):
+    """The armed timers of one customer, by counterparty (one timer per employer)."""
+
+    __slots__ = ("armed",)
+
+    def __init__(self) -> None:
+        self.armed: dict[str, ArmedSalary] = {}
+
+
+class SalaryMissed(Trigger[SalaryMissedState]):
+    """Every salary credit re-arms its counterparty's timer at `credit + max_interval + grace`.
+
+    Any other credit from that counterparty cancels it; it fires once, then
+    waits for the next salary credit.
     """
 
     name = "salary_missed"
@@ -41,36 +60,42 @@ class SalaryMissed(Trigger):
     def horizon(self) -> timedelta:
         return self.delay
 
-    def on_event(self, step: Step, event: Event) -> None:
-        reading = step.salary
-        if reading is None:
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        reading = ctx.salary
+        if reading is None or event.type != "transaction":
             return
-        slots = step.state.rules  # type: ignore[union-attr]
-        armed = slots[self.index]
+        state = self.state_of(ctx.customer)
         if isinstance(reading, SalaryCredit):
-            if not self.admits(step):
+            if not self.admits(ctx):
                 return
-            if armed is None:
-                armed = slots[self.index] = {}
+            if state is None:
+                state = ctx.customer.rule_states[self.index] = SalaryMissedState()
             deadline = event.occurred_at + self.delay
-            armed[reading.counterparty] = (deadline, event.event_id, reading.occurrence)
-            step.arm(self.index, reading.counterparty, deadline)
-        elif armed:
-            armed.pop(event.counterparty or "", None)  # type: ignore[union-attr]
+            armed = ArmedSalary(deadline, event.event_id, reading.occurrence)
+            state.armed[reading.counterparty] = armed
+            ctx.arm(self.index, reading.counterparty, deadline)
+        elif state is not None:
+            state.armed.pop(event.counterparty or "", None)
 
-    def adopt(self, old: Trigger, slot: Any) -> Any:
+    def adopt(
+        self, old: Trigger[SalaryMissedState], state: SalaryMissedState | None
+    ) -> SalaryMissedState | None:
         """Armed timers keep their salary credit; their deadlines follow the new `grace`."""
-        if not slot or not isinstance(old, SalaryMissed) or old.delay == self.delay:
-            return slot
+        if state is None or not isinstance(old, SalaryMissed) or old.delay == self.delay:
+            return state
         shift = self.delay - old.delay
-        return {key: (entry[0] + shift, *entry[1:]) for key, entry in slot.items()}
+        moved = SalaryMissedState()
+        for key, a in state.armed.items():
+            moved.armed[key] = ArmedSalary(a.deadline + shift, a.event_id, a.occurrence)
+        return moved
 
-    def deadline(self, state: CustomerState, key: str) -> datetime | None:
-        armed = state.rules[self.index]
-        entry = armed.get(key) if armed else None
-        return entry[0] if entry else None
+    def deadline(self, customer: CustomerState, key: str) -> datetime | None:
+        state = self.state_of(customer)
+        armed = state.armed.get(key) if state is not None else None
+        return armed.deadline if armed is not None else None
 
-    def fire(self, step: Step, key: str, deadline: datetime) -> None:
-        armed = step.state.rules[self.index]  # type: ignore[union-attr]
-        _, event_id, occurrence = armed.pop(key)
-        self.emit(step, deadline, event_id, timer=True, occurrence=occurrence)
+    def fire(self, ctx: RuleContext, key: str, deadline: datetime) -> None:
+        state = self.state_of(ctx.customer)
+        armed = state.armed.pop(key, None) if state is not None else None
+        if armed is not None:  # always: the engine fires only timers whose deadline() is set
+            self.emit(ctx, deadline, armed.event_id, timer=True, occurrence=armed.occurrence)

@@ -4,13 +4,14 @@ Pure: the caller says which new rule adopts which old rule's state (`carry`,
 new index -> old index, computed from the two rules files by
 `keymoment.rollout.diff`); everything else about the change is read here.
 
-- A carried rule keeps its per-customer slot and its pending timers; its
+- A carried rule keeps its per-customer rule state (through its trigger's
+  `adopt`) and its pending timers; its
   timers are re-read under the new parameters, so a shortened timer comes
   due at its new, earlier deadline (which may already be behind the
   watermark: it then fires at the next advance, with that deadline as its
   `triggered_at`).
 - A rule not in `carry` (new, or reshaped by a new trigger or filter) starts
-  with an empty slot; a removed rule's slots and timers are dropped, so none
+  with no rule state; a removed rule's states and timers are dropped, so none
   of them ever fires.
 - Shared state (dedupe ids, activity, salary series) stays; `reset_salary`
   clears the salary series when the salary settings that shape them changed.
@@ -23,11 +24,12 @@ entries of the old heap are simply left behind.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from heapq import heapify
 
 from .engine import Engine
 from .ruleset import RuleSet
-from .state import CustomerState
+from .state import CustomerState, TimerSlot
 
 
 def switched(
@@ -38,34 +40,34 @@ def switched(
     new.watermark = old.watermark
     adopted = {j: i for i, j in carry.items()}  # old index -> new index
     heap = new._heap
-    for customer_id, state in old.customers.items():
-        _adopt_rules(old, new, state, carry, reset_salary)
-        queued: dict = {}
-        for slot, deadline in state.queued.items():
-            index, key = (slot, "") if type(slot) is int else slot
+    for customer_id, customer in old.customers.items():
+        _adopt_rules(old, new, customer, carry, reset_salary)
+        queued: dict[TimerSlot, datetime] = {}
+        for slot, deadline in customer.queued.items():
+            index, key = (slot, "") if isinstance(slot, int) else slot
             if index == old.evict_index:
-                index, due = new.evict_index, min(deadline, state.last_seen_at + new.horizon)
+                index, due = new.evict_index, min(deadline, customer.last_seen_at + new.horizon)
             elif index in adopted:
                 index = adopted[index]
-                current = new.triggers[index].deadline(state, key)
+                current = new.triggers[index].deadline(customer, key)
                 due = deadline if current is None else min(deadline, current)
             else:
                 continue  # a removed or reshaped rule's timer: dropped
             queued[(index, key) if key else index] = due
             heap.append((due, customer_id, index, key))
-        state.queued = queued
+        customer.queued = queued
     heapify(heap)
     new.customers = old.customers
     return new
 
 
 def _adopt_rules(
-    old: Engine, new: Engine, state: CustomerState, carry: Mapping[int, int], reset_salary: bool
+    old: Engine, new: Engine, customer: CustomerState, carry: Mapping[int, int], reset_salary: bool
 ) -> None:
-    slots = state.rules
-    state.rules = [
-        new.triggers[i].adopt(old.triggers[carry[i]], slots[carry[i]]) if i in carry else None
+    states = customer.rule_states
+    customer.rule_states = [
+        new.triggers[i].adopt(old.triggers[carry[i]], states[carry[i]]) if i in carry else None
         for i in range(len(new.triggers))
     ]
     if reset_salary:
-        state.payers = None
+        customer.payers = None

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationInfo, field_validator
 
-from .base import RuleBase, Step, Trigger
+from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration, format_duration
 from .events import Event
 from .filters import EventFilter, major_to_minor
+from .state import RuleState
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
@@ -59,8 +60,23 @@ class WindowThresholdRule(RuleBase):
         )
 
 
-class WindowThreshold(Trigger):
-    """Slot: [times, values, condition] of matching events, times sorted.
+class WindowState(RuleState):
+    """The matching events in the window (times sorted, with the values aggregated).
+
+    `was_true` is the condition at the latest matching event: the edge the
+    rule fires on.
+    """
+
+    __slots__ = ("times", "values", "was_true")
+
+    def __init__(self) -> None:
+        self.times: list[datetime] = []
+        self.values: list[Any] = []  # 1 for count, minor units, or the distinct field's value
+        self.was_true = False
+
+
+class WindowThreshold(Trigger[WindowState]):
+    """State: `WindowState`.
 
     Entries older than the newest matching event minus `window` are dropped:
     no later window ending at or after the newest event can hold them.
@@ -86,14 +102,13 @@ class WindowThreshold(Trigger):
     def horizon(self) -> timedelta:
         return self.window
 
-    def on_event(self, step: Step, event: Event) -> None:
-        if not self.matches(event) or not self.admits(step):
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        if not self.matches(event) or not self.admits(ctx):
             return
-        slots = step.state.rules  # type: ignore[union-attr]
-        slot = slots[self.index]
-        if slot is None:
-            slot = slots[self.index] = [[], [], False]
-        times, values, was_true = slot
+        state = self.state_of(ctx.customer)
+        if state is None:
+            state = ctx.customer.rule_states[self.index] = WindowState()
+        times, values, was_true = state.times, state.values, state.was_true
         at = event.occurred_at
         start = at - self.window
         _drop_older(times, values, max(at, times[-1]) - self.window if times else start)
@@ -104,27 +119,30 @@ class WindowThreshold(Trigger):
         times.insert(pos, at)
         values.insert(pos, self._value_of(event))
         now_true = self.compare(self._aggregate(values[first : pos + 1]), self.value)
-        slot[2] = now_true
+        state.was_true = now_true
         if now_true and not was_true:
-            self.emit(step, at, event.event_id, aggregate=self.aggregate, window=self.label)
+            self.emit(ctx, at, event.event_id, aggregate=self.aggregate, window=self.label)
 
-    def adopt(self, old: Trigger, slot: Any) -> Any:
+    def adopt(self, old: Trigger[WindowState], state: WindowState | None) -> WindowState | None:
         """The window carries over; the edge state is re-read under the new condition (rollout).
 
         So a changed `value` or `op` holds what a replay on the new version would
         hold at the newest matching event (for an in-order stream).
         """
-        if slot is None or not slot[0]:
-            return slot
-        times, values, _ = slot
+        if state is None or not state.times:
+            return state
+        times, values = state.times, state.values
         first = bisect_right(times, times[-1] - self.window)
-        return [times, values, self.compare(self._aggregate(values[first:]), self.value)]
+        adopted = WindowState()
+        adopted.times, adopted.values = times, values
+        adopted.was_true = self.compare(self._aggregate(values[first:]), self.value)
+        return adopted
 
     def _value_of(self, event: Event) -> Any:
         if self.aggregate == "count":
             return 1
-        if self.aggregate in AMOUNT_AGGREGATES:
-            return event.amount  # type: ignore[union-attr]
+        if self.aggregate in AMOUNT_AGGREGATES:  # validated: the filter takes transactions only
+            return event.amount if event.type == "transaction" else None
         return getattr(event, self.field, None)
 
     def _aggregate(self, window: list[Any]) -> Any:

@@ -113,6 +113,6 @@ def test_a_changed_filter_starts_fresh():
     engine.feed(app("v1", T0, "page_view", "wealth", customer="a"))
     engine = switched(engine, new, diff(old, new).carry)
     index = [r.rule_id for r in new.rules].index("wealth")
-    assert engine.customers["a"].rules[index] is None
+    assert engine.customers["a"].rule_states[index] is None
     fed = engine.feed(app("v2", T0 + timedelta(minutes=1), "page_view", "wealth", customer="a"))
     assert [c.rule_id for c in fed.candidates] == []  # one match in the fresh window, not two
