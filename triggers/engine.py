@@ -286,8 +286,14 @@ class Engine:
 
     @staticmethod
     def _record_activity(customer: CustomerState, event: Event) -> datetime | None:
+        """Move the activity clock; return the newest activity before this event.
+
+        An activity at the same time as the newest one also takes over its
+        id: the last activity in stream order arms dormancy (issue 8; Berka
+        has dates only, so ties are common), and that id is in the offer id.
+        """
         previous = customer.last_activity_at
-        if previous is None or event.occurred_at > previous:
+        if previous is None or event.occurred_at >= previous:
             customer.last_activity_at = event.occurred_at
             customer.last_activity_id = event.event_id
         return previous

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from statistics import median
+from typing import cast
 
 import orjson
 import pytest
@@ -290,3 +291,48 @@ def test_backtest_decision_log_is_complete_and_clean(backtest: dict[str, object]
         assert d["rule_version"] == "e2e-1" and d["outcome"] and d["event_id"]
         assert not {"amount", "counterparty", "account_id", "balance_after"} & set(d)
         assert not {"amount", "counterparty"} & set(d["attributes"])
+
+
+def dormancy_arming_ids(activity: list[dict]) -> dict[datetime, str]:
+    """Dormancy deadline -> arming event id, by definition, over one customer's activity.
+
+    The input is in time order, so the watermark at each event is its time;
+    of several activities at one time the last in file order arms the timer.
+    """
+    armed: dict[datetime, str] = {}
+    last: tuple[datetime, str] | None = None
+    for e in [*activity, None]:
+        deadline = last[0] + timedelta(days=90) if last else None
+        if deadline and deadline <= (UNTIL if e is None else e["t"]) and last:
+            armed[deadline] = last[1]
+        if e is not None:
+            last = (e["t"], e["event_id"])
+    return armed
+
+
+def test_dormancy_names_the_last_activity_of_its_day(
+    imported: dict[str, Path], backtest: dict[str, object]
+) -> None:
+    """Every gone-quiet candidate names the last activity (in file order) of its arming day.
+
+    Berka has dates only, so several activities often share an occurred_at;
+    the timer used to keep the first one's event_id. Six candidates of this
+    replay have a tie whose first and last activity differ: their event_id
+    and offer_id changed with the fix (issue 8).
+    """
+    want: dict[tuple[str, str], str] = {}
+    first_differs = 0
+    for cid, evs in by_customer(load_events(imported["events"])).items():
+        activity = [e for e in evs if e["initiated_by"] == "customer"]
+        for deadline, event_id in dormancy_arming_ids(activity).items():
+            want[(cid, deadline.strftime("%Y-%m-%dT%H:%M:%SZ"))] = event_id
+            first = next(e for e in activity if e["t"] == deadline - timedelta(days=90))
+            first_differs += first["event_id"] != event_id
+    decisions = cast(list[dict], backtest["decisions"])
+    got = {
+        (d["customer_id"], d["triggered_at"]): d["event_id"]
+        for d in decisions
+        if d["rule_id"] == "gone-quiet"
+    }
+    assert got == want
+    assert first_differs == 6

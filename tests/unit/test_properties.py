@@ -228,6 +228,42 @@ def test_absence_equals_brute_force(events):
     ) == _brute_absence(events)
 
 
+CUSTOMER_KINDS = {"cash_deposit", "card_payment"}  # of the kinds `streams` draws
+NOT_ACTIVITY = {"logout"}
+
+
+def _brute_dormancy(events, until):
+    """Dormancy by definition: last activity + 90d with none since, naming the last activity.
+
+    "Last" is in stream order, so of several activities at one time the
+    latest processed arms the timer (issue 8).
+    """
+    armed, fired = {}, []
+    for e in [*events, None]:
+        now = until if e is None else e.occurred_at
+        for customer, (deadline, event_id) in list(armed.items()):
+            if deadline <= now:
+                fired.append((deadline, customer, event_id))
+                del armed[customer]
+        if e is None:
+            break
+        active = e.action not in NOT_ACTIVITY if e.type == "app" else e.kind in CUSTOMER_KINDS
+        if active:
+            armed[e.customer_id] = (e.occurred_at + timedelta(days=90), e.event_id)
+    return sorted(fired)
+
+
+@SETTINGS
+@given(streams())
+def test_dormancy_equals_brute_force(events):
+    """Dormancy fires where a plain simulation says, with ties named by their last activity."""
+    until = events[-1].occurred_at + timedelta(days=100)
+    got = run(ALL_RULES, events, until=until)
+    assert sorted(
+        (c.triggered_at, c.customer_id, c.event_id) for c in got if c.rule_id == "dorm"
+    ) == _brute_dormancy(events, until)
+
+
 # -- determinism, partitioning, snapshots ----------------------------------------
 
 

@@ -59,6 +59,23 @@ def test_dormancy_fires_once_per_quiet_period():
     assert [(c.triggered_at, c.event_id) for c in got] == [(at(90), "a"), (at(390), "b")]
 
 
+def test_dormancy_names_the_last_of_activities_sharing_a_time():
+    """Ties (Berka has dates only): the last activity in stream order arms the timer (issue 8).
+
+    Its event id is the candidate's, and so it is part of the offer id.
+    """
+    events = [app("a", at(0)), tx("b", at(0), "10", "card_payment"), app("c", at(0), "logout")]
+    got = run(ruleset(DORM), events, until=at(500))
+    assert brief(got) == [("dorm", at(90), "b", {"inactive_days": 90})]
+
+
+def test_dormancy_tie_after_a_firing_does_not_fire_again():
+    """A late activity at the time the timer already fired for names nothing new."""
+    events = [app("a", at(0)), app("x", at(90), "logout", customer="other"), app("b", at(0))]
+    got = run(ruleset(DORM), events, until=at(500))
+    assert [(c.triggered_at, c.event_id) for c in got] == [(at(90), "a")]
+
+
 def test_dormancy_never_fires_without_earlier_activity():
     """Only bank postings: the customer never had activity, so was never active then quiet."""
     assert run(ruleset(DORM), [tx("i", at(0), "1", "interest")], until=at(500)) == []
@@ -204,6 +221,13 @@ def test_absence_new_start_while_pending_does_not_rearm():
         app("s1", at(0), "apply_start", "loan"),
         app("s2", at(minutes=10), "apply_start", "loan"),
     ]
+    got = run(ruleset(LOAN), events, until=at(1))
+    assert [(c.triggered_at, c.event_id) for c in got] == [(at(minutes=30), "s1")]
+
+
+def test_absence_second_start_at_the_same_time_does_not_rearm():
+    """Unlike dormancy, a tie keeps the first start: a start while one is pending is ignored."""
+    events = [app("s1", at(0), "apply_start", "loan"), app("s2", at(0), "apply_start", "loan")]
     got = run(ruleset(LOAN), events, until=at(1))
     assert [(c.triggered_at, c.event_id) for c in got] == [(at(minutes=30), "s1")]
 

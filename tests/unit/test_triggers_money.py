@@ -174,6 +174,14 @@ def test_salary_missed_rearms_on_every_salary_credit():
     assert brief(got) == [("miss", at(165), "s4", {"occurrence": 5})]
 
 
+def test_salary_missed_tie_is_armed_by_the_last_salary_credit():
+    """Two payrolls from one payer on one day: the second re-arms, so the break names it."""
+    pays = [tx("p1", at(0), "1000", "payroll", counterparty="EMP"),
+            tx("p2", at(0), "1000", "payroll", counterparty="EMP")]  # fmt: skip
+    got = run(ruleset(MISS), pays, until=at(100))
+    assert brief(got) == [("miss", at(45), "p2", {"occurrence": 2})]
+
+
 def test_salary_missed_ignores_credits_from_other_payers():
     """Another counterparty's credit does not cancel the timer."""
     other = tx("o", at(70), "1000", "transfer_in", counterparty="OTHER")
