@@ -123,7 +123,7 @@ def run(payloads: list[bytes], until_us: int | None) -> list[Cand]:  # noqa: C90
         prev = None
         if active:
             prev = s[2]
-            if prev is None or t > prev:
+            if prev is None or t >= prev:  # a tie: the last activity arms dormancy (issue 8)
                 s[2], s[3] = t, eid
         if typ == "transaction" and d["direction"] == "credit" and d["kind"] in DEPOSIT_KINDS:
             amount = round(float(d["amount"]) * 100)
