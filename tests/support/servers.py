@@ -61,8 +61,10 @@ def _wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float 
 class RedisServer:
     """A private redis-server process; `kill()` and `start()` again keep the same port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, persistent: bool = False) -> None:
+        """`persistent`: an append-only file (fsync every second, as advised), kept across kill."""
         self.port = port or free_port()
+        self.persistent = persistent
         self.dir = tempfile.mkdtemp(prefix="km-redis-")
         self.proc: subprocess.Popen | None = None
 
@@ -80,7 +82,9 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.persistent else "no",
+            "--appendfsync",
+            "everysec",
             "--dir",
             self.dir,
             "--protected-mode",
