@@ -20,7 +20,10 @@ Writes a seeded synthetic JSONL file, then measures on the same decoded input:
    went through (what each epoch costs when every shard was touched);
 7. the cost of metrics: `keymoment run` on the same input without and with
    `--metrics` (a scrape every second meanwhile, as Prometheus would),
-   interleaved `--metrics-repeat` times, best wall time and CPU seconds of each.
+   interleaved `--metrics-repeat` times, best wall time and CPU seconds of each;
+   and the same question without Bytewax's noise: the driver (one `Shard`)
+   over the stamped batches, without and with the per-batch metrics calls
+   `ShardLogic` makes, interleaved, best CPU seconds of each.
 
 Flow runs are repeated `--repeat` times, best of N reported. Figures are
 wall-clock on a shared machine: compare within one run.
@@ -238,8 +241,43 @@ def _scrape(port: int) -> int:
         return 0
 
 
+def driver_metrics_cost(settings: FlowSettings, n: int, repeat: int) -> None:
+    """CPU seconds of the driver over the same batches, without and with the metrics calls."""
+    from keymoment.connectors.customers import read_profiles
+    from keymoment.flows.metrics import FlowMetrics
+
+    rules = rules_from(settings.rules)
+    profiles, _ = read_profiles(str(settings.customers).removeprefix("file:"))
+    batches = list(
+        Replay(rules, profiles, policy_for(rules, None)).batches([settings.sources[0][5:]])
+    )
+
+    def one(metered: bool) -> float:
+        shard = Shard(Engine(rules), policy_for(rules, None), profiles)
+        metrics = FlowMetrics() if metered else None
+        started = time.process_time()
+        for batch in batches:
+            out = shard.process(batch)
+            if metrics is not None:
+                metrics.batch([batch])
+                metrics.output(out, None)
+                metrics.watermark(shard.engine.watermark)
+        return time.process_time() - started
+
+    off, on = [], []
+    for _ in range(repeat):
+        off.append(one(False))
+        on.append(one(True))
+    label = f"driver alone, metrics off / on (best of {repeat})"
+    print(
+        f"{label:<46}{min(off):8.2f} / {min(on):.2f} CPU s: {n / min(off):,.0f} / "
+        f"{n / min(on):,.0f} events/s ({(min(on) / min(off) - 1) * 100:+.1f}%)"
+    )
+
+
 def metrics_cost(settings: FlowSettings, n: int, args) -> None:  # noqa: ANN001
     """`keymoment run` without and with `--metrics`, interleaved; best of each, and CPU."""
+    driver_metrics_cost(settings, n, args.metrics_repeat)
     runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     for _ in range(args.metrics_repeat):
         runs["off"].append(_run_command(settings, None))

@@ -198,7 +198,7 @@ def build_flow(
     flow = Dataflow("keymoment")
     srcs = sources or [source_from_url(url, settings.batch_size) for url in settings.sources]
     if observability is not None:
-        srcs = probed(list(srcs), observability.probe)
+        srcs = probed(list(srcs), observability)
     ins = [op.input(f"in-{i}", flow, src) for i, src in enumerate(srcs)]
     raw = ins[0] if len(ins) == 1 else op.merge("in", *ins)
     engine = rules.engine

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
@@ -32,11 +32,37 @@ class Probe:
         self.failed: str | None = None
 
 
-class ProbedSource(FixedPartitionedSource):
-    """A source whose partitions report to `probe` when they are opened (or fail to open)."""
+class _CountedPartition(StatefulSourcePartition):
+    """Counts each batch's records for `keymoment_input_records_total{source}`."""
 
-    def __init__(self, inner: FixedPartitionedSource, probe: Probe) -> None:
-        self.inner, self.probe = inner, probe
+    def __init__(self, inner: StatefulSourcePartition, count: Callable[[int], None]) -> None:
+        self.inner, self.count = inner, count
+
+    def next_batch(self) -> Iterable[Any]:
+        items = self.inner.next_batch()
+        if items:
+            self.count(len(items))  # type: ignore[arg-type]  # every source returns a list
+        return items
+
+    def next_awake(self):  # noqa: ANN201 - datetime | None, as the inner partition says
+        return self.inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class ProbedSource(FixedPartitionedSource):
+    """A source whose partitions say when they are opened, and count what they read.
+
+    The partition's name is the metrics' `source` label: a file's path, a
+    Kafka `partition-topic`, a Redis stream, the generator's part.
+    """
+
+    def __init__(self, inner: FixedPartitionedSource, probe: Probe, metrics: FlowMetrics) -> None:
+        self.inner, self.probe, self.metrics = inner, probe, metrics
 
     def list_parts(self) -> list[str]:
         return self.inner.list_parts()
@@ -50,11 +76,14 @@ class ProbedSource(FixedPartitionedSource):
             raise
         finally:
             self.probe.opening -= 1
-        return part
+        return _CountedPartition(part, self.metrics.reader(for_part))
 
 
-def probed(sources: list[Source], probe: Probe) -> list[Source]:
-    return [ProbedSource(s, probe) if isinstance(s, FixedPartitionedSource) else s for s in sources]
+def probed(sources: list[Source], obs: Observability) -> list[Source]:
+    return [
+        ProbedSource(s, obs.probe, obs.metrics) if isinstance(s, FixedPartitionedSource) else s
+        for s in sources
+    ]
 
 
 class Throttled:

@@ -21,6 +21,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from prometheus_client import (
@@ -46,12 +47,7 @@ STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-def source_of(position: str) -> str:
-    """The input a position names, without the record's own place (`tx.jsonl:12` -> `tx.jsonl`).
-
-    Kafka positions keep their partition (`topic:3:1200` -> `topic:3`): bounded by the topics.
-    """
-    return position.rpartition(":")[0] or position
+_event_type = attrgetter("event.type")
 
 
 class FlowMetrics:
@@ -77,10 +73,10 @@ class FlowMetrics:
         def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
             return Histogram(name, doc, ["process"], buckets=buckets, registry=self.registry)
 
-        self.records = counter("keymoment_input_records", "Input records read, accepted or not")
-        self.events = counter(
-            "keymoment_events", "Accepted input events by source and type", "source", "type"
+        self.records = counter(
+            "keymoment_input_records", "Input records read, accepted or not, by source", "source"
         )
+        self.events = counter("keymoment_events", "Accepted input events by type", "type")
         self.dead = counter("keymoment_dead_letters", "Records sent to dead letters", "reason")
         self.candidates = counter(
             "keymoment_candidates", "Candidates decided by the contact policy, by rule", "rule"
@@ -119,17 +115,20 @@ class FlowMetrics:
     # -- per batch ----------------------------------------------------------------------------
 
     def batch(self, batches: Iterable[Batch]) -> None:
-        """Shard input: records read (counted once, on shard 0) and own events by source, type."""
-        p = self.process
-        tally: Tally[tuple[str, str]] = Tally()
-        lines = 0
+        """Shard input: its own accepted events by type (0.3 us per event, measured).
+
+        Records by source are counted where they are read (`read`, per source
+        batch): telling each event's source here would double the cost.
+        """
+        tally: Tally[str] = Tally()
         for batch in batches:
-            lines += batch.lines
-            tally.update((source_of(e.source), e.event.type) for e in batch.events)
-        if lines:
-            self.records.labels(p).inc(lines)
-        for (source, kind), n in tally.items():
-            self.events.labels(p, source, kind).inc(n)
+            tally.update(map(_event_type, batch.events))
+        for kind, n in tally.items():
+            self.events.labels(self.process, kind).inc(n)
+
+    def reader(self, source: str) -> Callable[[int], None]:
+        """What a source partition calls with the size of each batch it read."""
+        return self.records.labels(self.process, source).inc
 
     def output(self, out: ShardOutput, now: datetime | None = None) -> None:
         """One shard call's decisions (and their latency), offers per sink and dead letters."""

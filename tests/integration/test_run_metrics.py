@@ -108,7 +108,9 @@ def test_decision_counters_equal_the_decision_logs_counts(stayed_up) -> None:
 def test_records_events_and_dead_letters_add_up(stayed_up) -> None:
     """Every input line is read; dead letters by reason equal the dead-letter file's."""
     samples = _samples(stayed_up["url"])
-    assert samples["keymoment_input_records_total"][0].value == stayed_up["lines"]
+    (records,) = samples["keymoment_input_records_total"]
+    assert records.value == stayed_up["lines"]
+    assert records.labels["source"] == str(stayed_up["dir"] / "events.jsonl")
     dead_file = (stayed_up["dir"] / "dead.jsonl").read_bytes().splitlines()
     dead = {s.labels["reason"]: int(s.value) for s in samples["keymoment_dead_letters_total"]}
     assert dead == Counter(orjson.loads(x)["reason"] for x in dead_file)

@@ -26,7 +26,8 @@ def test_a_scrape_reads_pace_lag_parked_version_and_readiness() -> None:
         scrape(proc, clock=lambda: now[0])
         assert proc.up and not proc.ready and proc.reasons == ["cap_store: cap store: unreachable"]
         metrics.batch([])
-        metrics.records.labels("1").inc(5000)
+        metrics.reader("tx.jsonl")(3000)
+        metrics.reader("app.jsonl")(2000)
         metrics.watermark(datetime.fromtimestamp(1_000_000, UTC))
         problem.clear()
         now[0] += 2

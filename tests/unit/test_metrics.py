@@ -19,7 +19,7 @@ from keymoment.connectors.urls import cap_store_from_url
 from keymoment.connectors.webhook import RetryPolicy, WebhookDelivery
 from keymoment.connectors.wire import decode
 from keymoment.flows.health import Health, Listener, parse_listen
-from keymoment.flows.metrics import FlowMetrics, source_of
+from keymoment.flows.metrics import FlowMetrics
 from keymoment.flows.shard import ShardOutput
 from keymoment.flows.stamp import Batch, OwnEvent
 from keymoment.policy.decision import Decision
@@ -128,18 +128,22 @@ def _message(source: str, kinds: list[str], lines: int) -> Batch:
     return Batch([], [], events, None, [], lines)
 
 
-def test_events_are_counted_by_source_and_type_and_records_once() -> None:
-    """Each shard's own events count by source (position without its offset) and type."""
+def test_events_are_counted_by_type_and_records_by_the_source_that_read_them() -> None:
+    """Each shard's own events count by type; each source's batches count where they are read."""
     metrics = FlowMetrics()
-    metrics.batch([_message("tx.jsonl", ["transaction", "app", "app"], 5), _message("k:2", [], 0)])
+    metrics.batch([_message("tx.jsonl", ["transaction", "app", "app"], 5), _message("k", [], 0)])
     metrics.batch([_message("app.jsonl", ["app"], 1)])
     assert samples(metrics, "keymoment_events_total") == {
-        (("source", "tx.jsonl"), ("type", "transaction")): 1,
-        (("source", "tx.jsonl"), ("type", "app")): 2,
-        (("source", "app.jsonl"), ("type", "app")): 1,
+        (("type", "transaction"),): 1,
+        (("type", "app"),): 3,
     }
-    assert samples(metrics, "keymoment_input_records_total") == {(): 6}
-    assert source_of("offers:3:1200") == "offers:3" and source_of("generator:9") == "generator"
+    metrics.reader("tx.jsonl")(5)
+    metrics.reader("0-topic")(2)
+    metrics.reader("tx.jsonl")(1)
+    assert samples(metrics, "keymoment_input_records_total") == {
+        (("source", "tx.jsonl"),): 6,
+        (("source", "0-topic"),): 2,
+    }
 
 
 def test_dead_letters_by_reason_and_latency_on_the_wall_clock() -> None:
