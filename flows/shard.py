@@ -96,7 +96,7 @@ class Shard:
                 elif j != in_force:  # nothing due: only the watermark moves, once per rise
                     fired = engine.advance(wm)
                 in_force = j
-            own = engine.step(event, profiles.get(event.customer_id))
+            own = engine.evaluate(event, profiles.get(event.customer_id))
             if own is None:
                 out.dead_letters.append(DeadLetter("duplicate", source, event.event_id).record())
             elif own:

@@ -6,7 +6,7 @@ Three entry points, shaped for a live dataflow as much as for a replay:
   (`occurred_at - allowed_lateness`), firing the timers it reached, then
   evaluates the event, so a timer due at an event's time fires before that
   event is evaluated (docs/semantics.md section 2);
-- `step(event, profile)` evaluates one event without moving the
+- `evaluate(event, profile)` evaluates one event without moving the
   watermark, for a driver that moves it itself (a live shard batching
   events under one watermark);
 - `advance(watermark)` moves the engine clock and fires every timer whose
@@ -100,7 +100,7 @@ class Engine:
             heap = self._heap
             if heap and heap[0][0] <= mark:  # the common case, nothing due, costs one look
                 self._fire_due(fired)
-        own = self.step(event, profile)
+        own = self.evaluate(event, profile)
         if own is None:
             return Fed(fired, True)
         return Fed(fired + own if fired else own, False)
@@ -161,7 +161,9 @@ class Engine:
 
     # -- events ------------------------------------------------------------
 
-    def step(self, event: Event, profile: CustomerProfile | None = None) -> list[Candidate] | None:
+    def evaluate(
+        self, event: Event, profile: CustomerProfile | None = None
+    ) -> list[Candidate] | None:
         """Evaluate one event; None when it repeats an event id inside the dedupe window."""
         customer_id, at = event.customer_id, event.occurred_at
         customer = self.customers.get(customer_id)
