@@ -166,6 +166,14 @@ def load_rules(path: str | Path, list_dirs: Sequence[str | Path] | None = None) 
         text = path.read_bytes()
     except OSError as exc:
         raise RulesError(source, [f"cannot read the file: {exc.strerror or exc}"]) from None
+    return parse_rules(source, text, path)
+
+
+def parse_rules(source: str, text: bytes, path: Path) -> RulesFile:
+    """Validate rules already read (a file's bytes, a Redis key's value, a snapshot's copy).
+
+    `path` gives the format (`.json` or YAML) and the folder list paths resolve in.
+    """
     data = _parse(source, path, text)
     if not isinstance(data, dict):
         raise RulesError(source, ["the file must hold a mapping (rules:, campaigns:, ...)"])
