@@ -166,10 +166,12 @@ def load_rules(path: str | Path, list_dirs: Sequence[str | Path] | None = None) 
         text = path.read_bytes()
     except OSError as exc:
         raise RulesError(source, [f"cannot read the file: {exc.strerror or exc}"]) from None
-    return parse_rules(source, text, path)
+    return parse_rules(source, text, path, list_dirs)
 
 
-def parse_rules(source: str, text: bytes, path: Path) -> RulesFile:
+def parse_rules(
+    source: str, text: bytes, path: Path, list_dirs: Sequence[str | Path] | None = None
+) -> RulesFile:
     """Validate rules already read (a file's bytes, a Redis key's value, a snapshot's copy).
 
     `path` gives the format (`.json` or YAML) and the folder list paths resolve in.
