@@ -18,7 +18,12 @@ from keymoment.connectors import urls
 from keymoment.connectors.urls import cap_store_from_url
 from keymoment.policy import RulesContactPolicy, build_policy, wall_clock
 from keymoment.policy.parking import EndWait
+from keymoment.rollout.schedule import RolloutError, schedule
+from keymoment.rollout.versions import RulesVersion, Switch
+from keymoment.rollout.watch import initial_version
 from keymoment.triggers.events import CustomerProfile
+
+from .settings import FlowSettings
 
 
 class ConnectError(Exception):
@@ -43,13 +48,27 @@ def rules_from(path: str) -> RulesFile:
     try:
         return load_rules(path)
     except RulesError as exc:
-        first = exc.readable()[0] if exc.problems else "invalid"
-        more = (
-            f" (and {len(exc.problems) - 1} more; run `keymoment validate`)"
-            if len(exc.problems) > 1
-            else ""
-        )
-        raise ConnectError(f"invalid rules file {exc.source}: {first}{more}") from None
+        raise ConnectError(_invalid(exc)) from None
+
+
+def versions_from(settings: FlowSettings) -> tuple[RulesVersion, list[Switch]]:
+    """The version to start on (a file or a Redis key) and the scheduled `--rollout` switches."""
+    try:
+        return initial_version(settings.rules), schedule(settings.rollouts, settings.rollout_logs)
+    except RulesError as exc:
+        raise ConnectError(_invalid(exc)) from None
+    except RolloutError as exc:
+        raise ConnectError(str(exc)) from None
+
+
+def _invalid(exc: RulesError) -> str:
+    first = exc.readable()[0] if exc.problems else "invalid"
+    more = (
+        f" (and {len(exc.problems) - 1} more; run `keymoment validate`)"
+        if len(exc.problems) > 1
+        else ""
+    )
+    return f"invalid rules file {exc.source}: {first}{more}"
 
 
 def profiles_from(url: str | None) -> Mapping[str, CustomerProfile]:

@@ -36,19 +36,23 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from keymoment.config import RulesFile
 from keymoment.policy.parking import EndWait
+from keymoment.rollout.audit import process_info
+from keymoment.rollout.versions import RulesVersion, Switch
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
-from .connect import policy_for, profiles_from, rules_from, sink_from_url, source_from_url
+from .connect import policy_for, profiles_from, sink_from_url, source_from_url, versions_from
 from .instrument import Observability, probed
 from .metrics import FlowMetrics
 from .outputs import output, output_keyed
 from .owners import placement_for
+from .placement import shard_keys
+from .rules_source import RulesSource
 from .settings import ALL_CHANNELS, FlowSettings, from_env
 from .shard import Shard, ShardOutput
 from .stamp import Batch, Clock, Stamper
+from .versioning import Versions
 
 
 def wall_clock() -> datetime:
@@ -92,7 +96,7 @@ class YoungGc:
 YOUNG_GC = YoungGc()
 
 
-class ShardLogic(StatefulBatchLogic[Batch, ShardOutput, Any]):
+class ShardLogic(StatefulBatchLogic[Batch | Switch, ShardOutput, Any]):
     """Adapts one `Shard` to Bytewax: batches, the wall-clock tick, end of input, snapshots."""
 
     def __init__(
@@ -110,11 +114,17 @@ class ShardLogic(StatefulBatchLogic[Batch, ShardOutput, Any]):
             shard.restore(pickle.loads(resume))
         self.next_tick_at = wall_clock() + self.tick if self.tick else None
 
-    def on_batch(self, values: list[Batch]) -> tuple[list[ShardOutput], bool]:
+    def on_batch(self, values: list[Batch | Switch]) -> tuple[list[ShardOutput], bool]:
         YOUNG_GC()
-        outs = [self.shard.process(batch) for batch in values]
+        outs, batches = [], []
+        for value in values:
+            if isinstance(value, Switch):  # from the rules source, to every shard
+                self.shard.schedule(value)
+            else:
+                batches.append(value)
+                outs.append(self.shard.process(value))
         if self.metrics is not None:
-            self.metrics.batch(values)
+            self.metrics.batch(batches)
             self._count(outs)
         return outs, self.RETAIN
 
@@ -156,22 +166,25 @@ class ShardBuilder:
     def __init__(
         self,
         settings: FlowSettings,
-        rules: RulesFile,
+        versions: tuple[RulesVersion, list[Switch]],
         profiles: Mapping[str, CustomerProfile],
         clock: Clock | None,
         metrics: FlowMetrics | None = None,
     ) -> None:
-        self.settings, self.rules, self.profiles, self.clock = settings, rules, profiles, clock
+        self.settings, self.profiles, self.clock = settings, profiles, clock
+        self.initial, self.switches = versions
         self.metrics = metrics
         self.end_wait = EndWait()  # one end-of-input wait for all shards of this process
 
     def __call__(self, resume: bytes | None) -> ShardLogic:
         clock = self.clock or wall_clock
-        policy = policy_for(self.rules, self.settings.cap_store, clock, self.end_wait)
+        rules = self.initial.rules
+        policy = policy_for(rules, self.settings.cap_store, clock, self.end_wait)
         if self.metrics is not None:
             self.metrics.time_store(policy.store)
             self.metrics.watch_policy(policy)
-        shard = Shard(Engine(self.rules), policy, self.profiles, self.clock)
+        versions = Versions(self.initial, list(self.switches))
+        shard = Shard(Engine(rules), policy, self.profiles, self.clock, versions)
         return ShardLogic(shard, self.settings, resume, self.metrics)
 
 
@@ -192,7 +205,8 @@ def build_flow(
     """
     metrics = observability.metrics if observability is not None else None
     live = clock if settings.clock == "wall" else None
-    rules = rules_from(settings.rules)
+    initial, switches = versions_from(settings)
+    rules = initial.rules
     if profiles is None:
         profiles = profiles_from(settings.customers)
     flow = Dataflow("keymoment")
@@ -210,14 +224,50 @@ def build_flow(
         live,
         placement_for(rules, profiles),
     )
-    batches = op.flat_map_batch("stamp", raw, stamper)
-    builder = ShardBuilder(settings, rules, profiles, live, metrics)
+    batches: Stream[tuple[str, Batch | Switch]] = op.flat_map_batch("stamp", raw, stamper)
+    if live is not None and settings.watch_rules:
+        batches = _with_reloads(flow, settings, initial, batches, live)
+    builder = ShardBuilder(settings, (initial, switches), profiles, live, metrics)
     keyed = op.stateful_batch("engine", batches, builder)
     results = op.map("results", keyed, _value)
     if observe is not None:
         op.inspect("observe", results, lambda _step, item: observe(item))
     _outputs(settings, keyed, results, offer_sink, metrics)
     return flow
+
+
+def _with_reloads(
+    flow: Dataflow,
+    settings: FlowSettings,
+    initial: RulesVersion,
+    batches: Stream[tuple[str, Batch | Switch]],
+    clock: Clock,
+) -> Stream[tuple[str, Batch | Switch]]:
+    """The rules source's switches go to every shard key; its audit records to `--audit`."""
+    source = RulesSource(
+        settings.rules,
+        initial,
+        lead=timedelta(seconds=settings.rules_lead_seconds),
+        lateness=initial.rules.engine.allowed_lateness,
+        process=process_info(),
+        poll=settings.rules_poll_seconds,
+        now=clock,
+    )
+    items = op.input("rules", flow, source)
+    keys = shard_keys(settings.shards)
+    switches = op.flat_map("switches", items, lambda item: _to_every_shard(item, keys))
+    if settings.audit:
+        audit = op.filter_map("audit", items, _audit_record)
+        output("audit-out", audit, sink_from_url(settings.audit))
+    return op.merge("batches-and-switches", batches, switches)
+
+
+def _to_every_shard(item: tuple[str, Any], keys: list[str]) -> list[tuple[str, Switch]]:
+    return [(key, item[1]) for key in keys] if item[0] == "switch" else []
+
+
+def _audit_record(item: tuple[str, Any]) -> dict | None:
+    return item[1] if item[0] == "audit" else None
 
 
 def _value(keyed: tuple[str, ShardOutput]) -> ShardOutput:

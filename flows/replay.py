@@ -26,6 +26,7 @@ from keymoment.triggers.ruleset import RuleSet
 
 from .shard import Shard, ShardOutput
 from .stamp import Batch, Stamper
+from .versioning import Versions
 
 DEFAULT_BATCH = 1000
 
@@ -45,9 +46,11 @@ class Replay:
         policy: ContactPolicy,
         until: datetime | None = None,
         batch_size: int = DEFAULT_BATCH,
+        versions: Versions | None = None,
     ) -> None:
+        """`versions`: the rules as loaded and the switches of a `--rollout` (flows.versioning)."""
         engine = Engine(rules)
-        self.shard = Shard(engine, policy, profiles)
+        self.shard = Shard(engine, policy, profiles, versions=versions)
         self.stamper = Stamper(1, engine.lateness, rules.engine.max_future, until=until)
         self.until, self.batch_size = until, batch_size
         self._readers: list[tuple[JsonlReader, int]] = []

@@ -39,6 +39,13 @@ class FlowSettings(BaseModel):
     tick_seconds: float = Field(default=1.0, gt=0)  # wall clock: how often quiet shards advance
     recovery: bool = False  # snapshots are only built when Bytewax recovery is on
     batch_size: int = Field(default=1000, ge=1)
+    # rollout (docs/rollout.md): scheduled switches, and on the wall clock the live reload
+    rollouts: list[str] = Field(default_factory=list)  # TIME=FILE, as `--rollout`
+    rollout_logs: list[str] = Field(default_factory=list)  # audit logs, as `--rollout-log`
+    audit: str | None = None  # sink URL for one record per reload attempt
+    watch_rules: bool = True  # wall clock: pick up changes of `rules` while running
+    rules_poll_seconds: float = Field(default=1.0, gt=0)
+    rules_lead_seconds: float = Field(default=2.0, ge=0)  # a switch's W: now + this
 
     def to_env(self) -> dict[str, str]:
         return {ENV: self.model_dump_json()}

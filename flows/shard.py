@@ -17,6 +17,13 @@ On the wall clock the shard first advances to `now - allowed_lateness` and
 decides every candidate with `now` as the clock; a periodic tick does the
 same when no input arrives (dormancy, salary_missed and absence fire while
 traffic is quiet).
+
+A rollout (`flows.versioning`) switches the rules at a watermark W: the
+batch is split at its first rise at or past W, timers due before W fire on
+the old version, then the engine and the policy take the new one. While a
+switch is pending, the wall clock moves the watermark only up to just before
+W, so the switch itself happens at a rise of the stream that every shard
+sees (or, with no traffic, at the tick that passes W).
 """
 
 from __future__ import annotations
@@ -29,12 +36,16 @@ from typing import Any, NamedTuple
 from keymoment.connectors.wire import DeadLetter
 from keymoment.policy import ContactPolicy
 from keymoment.policy.decision import Decision
+from keymoment.rollout.diff import diff
+from keymoment.rollout.versions import Switch
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
+from keymoment.triggers.switch import switched
 
 from .feedback import Feedback
 from .stamp import Batch, Clock
+from .versioning import TICK, Versions, split
 
 SNAPSHOT_VERSION = 1
 
@@ -53,6 +64,16 @@ class ShardOutput(NamedTuple):
         return [d.log_record() for d in self.decisions]
 
 
+def _joined(first: ShardOutput, then: ShardOutput) -> ShardOutput:
+    return ShardOutput(
+        first.decisions + then.decisions,
+        first.offers + then.offers,
+        first.dead_letters + then.dead_letters,
+        first.lines + then.lines,
+        first.events + then.events,
+    )
+
+
 def _output(dead_letters: list[dict] | None = None, lines: int = 0, events: int = 0) -> ShardOutput:
     return ShardOutput([], [], list(dead_letters) if dead_letters else [], lines, events)
 
@@ -66,9 +87,15 @@ class Shard:
         policy: ContactPolicy,
         profiles: Mapping[str, CustomerProfile],
         clock: Clock | None = None,
+        versions: Versions | None = None,
     ) -> None:
-        """`clock` is the wall clock of a live run; None runs on the event clock (a replay)."""
+        """`clock` is the wall clock of a live run; None runs on the event clock (a replay).
+
+        `versions` holds the rules version the engine runs and the switches
+        scheduled after it; without it the rules never change.
+        """
         self.engine, self.policy, self.profiles, self.clock = engine, policy, profiles, clock
+        self.versions = versions
         self.lateness = engine.lateness
         self.last_at: datetime | None = None  # newest occurred_at seen: the end of input
         self.feedback = Feedback(engine, profiles)
@@ -77,10 +104,19 @@ class Shard:
 
     def process(self, batch: Batch) -> ShardOutput:
         """One input batch: replay its watermark rises around this shard's own events."""
+        at = self.versions.next_at() if self.versions is not None else None
+        parts = split(batch, at) if at is not None else None
+        if parts is None:
+            return self._process(batch)
+        out = self._process(parts[0])
+        self._switch(out)
+        return _joined(out, self.process(parts[1]))
+
+    def _process(self, batch: Batch) -> ShardOutput:
         out = _output(batch.dead_letters, batch.lines, len(batch.events))
         now = self.clock() if self.clock is not None else None
         if now is not None:
-            self._decide(self.engine.advance(now - self.lateness), now, out)
+            self._decide(self.engine.advance(self._wall_mark(now)), now, out)
         rise_pos, rise_wm = batch.rise_pos, batch.rise_wm
         engine, profiles = self.engine, self.profiles
         in_force = -1  # the rise in force at the last event
@@ -114,6 +150,7 @@ class Shard:
         """Wall clock only: advance to `now - lateness` and retry what the policy parked."""
         assert self.clock is not None, "a replay has no wall-clock tick"
         out, now = _output(), self.clock()
+        self._switches_until(now - self.lateness, out)
         self._decide(self.engine.advance(now - self.lateness), now, out)
         self._record(self.policy.retry_pending(now), out, now)
         return out
@@ -128,10 +165,42 @@ class Shard:
         out = _output()
         end = until or self.last_at
         if end is not None:
+            self._switches_until(end, out)
             self._decide(self.engine.advance(end), None, out)
         if self.engine.watermark is not None:  # every parked candidate is decided now
             self._record(self.policy.settle(self.engine.watermark), out, None)
         return out
+
+    # -- rollout -----------------------------------------------------------
+
+    def schedule(self, switch: Switch) -> None:
+        """A switch that came through the dataflow (the rules source); see `flows.versioning`."""
+        assert self.versions is not None, "a shard without versions cannot switch"
+        self.versions.schedule(switch, self.engine.watermark)
+
+    def _wall_mark(self, now: datetime) -> datetime:
+        """The wall clock's watermark, held just before a pending switch (module docstring)."""
+        mark = now - self.lateness
+        at = self.versions.next_at() if self.versions is not None else None
+        return at - TICK if at is not None and mark >= at else mark
+
+    def _switches_until(self, mark: datetime, out: ShardOutput) -> None:
+        while self.versions is not None and (at := self.versions.next_at()) is not None:
+            if at > mark:
+                return
+            self._switch(out)
+
+    def _switch(self, out: ShardOutput) -> None:
+        """Timers due before W on the old version, then the new rules in engine and policy."""
+        assert self.versions is not None
+        now = self.clock() if self.clock is not None else None
+        at = self.versions.pending[0].effective_at
+        self._decide(self.engine.advance(at - TICK), now, out)
+        old, new = self.versions.current.rules, self.versions.pop().version.rules
+        change = diff(old, new)
+        self.engine = switched(self.engine, new, change.carry, change.reset_salary)
+        self.lateness = self.engine.lateness
+        self.policy.update_rules(new)
 
     # -- internals ---------------------------------------------------------
 
@@ -180,11 +249,18 @@ class Shard:
             "engine": self.engine.snapshot(),
             "last_at": self.last_at,
             "policy": self.policy.snapshot(),
+            "versions": self.versions.snapshot() if self.versions is not None else None,
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
+        """Resume on the version in force at the snapshot (its engine state is shaped by it)."""
         if snap.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unknown shard snapshot version {snap.get('v')!r}")
+        if snap.get("versions") is not None:
+            self.versions = Versions.restored(snap["versions"])
+            if self.versions.current.rules != self.engine.ruleset:
+                self.engine = Engine(self.versions.current.rules)
+                self.policy.update_rules(self.versions.current.rules)
         self.engine.restore(snap["engine"])
         self.last_at = snap["last_at"]
         if snap["policy"] is not None:

@@ -60,6 +60,10 @@ class ContactPolicy(Protocol):
         """Plain data for a recovery snapshot (None when there is nothing to keep)."""
         ...
 
+    def update_rules(self, rules: RulesFile) -> None:
+        """A rollout: campaigns, caps, lists and channels of `rules` from now on (same store)."""
+        ...
+
     def restore(self, snap: Any) -> None:
         """Load what `snapshot` returned."""
         ...
@@ -131,6 +135,10 @@ class FirstChannelPolicy:
 
     def snapshot(self) -> None:
         return None  # holds nothing between calls
+
+    def update_rules(self, rules: RulesFile) -> None:
+        self.rules = rules
+        self.campaigns = {c.campaign_id: c for c in rules.campaigns}
 
     def restore(self, snap: Any) -> None:
         return None

@@ -27,6 +27,7 @@ from keymoment.desk.tally import Tally
 from keymoment.flows.replay import Replay
 from keymoment.flows.shard import ShardOutput
 from keymoment.policy import ContactPolicy, FirstChannelPolicy, build_policy
+from keymoment.rollout.cli import add_rollout_arguments, shown_rules, versions_from
 from keymoment.triggers.events import CustomerProfile
 
 from .files import open_output
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cap store URL [in memory]; a redis:// store needs --prefix (or ?prefix=), so a "
         "backtest never writes into the live contact history",
     )
+    add_rollout_arguments(parser)
     parser.add_argument(
         "--prefix", help="key namespace in the --state Redis for this backtest's reservations"
     )
@@ -74,9 +76,11 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.readable():
             print(f"  {problem}", file=sys.stderr)
         return 1
+    versions = versions_from(args)
+    shown = shown_rules(rules, versions)  # before the replay uses up the schedule
     profiles = _profiles(args.customers)
     policy = _policy(rules, scratch_state(args.state, args.prefix), args.policy == "on")
-    replay = Replay(rules, profiles, policy, until=args.until)
+    replay = Replay(rules, profiles, policy, until=args.until, versions=versions)
     summary = Summary()
     tally = Tally() if args.json or args.html else None
     with _Outputs(args.decisions, args.dead_letters, tally) as out:
@@ -93,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
             progress.done()
     summary.after_until = replay.after_until
     summary.still_pending = policy.pending
-    print(render(summary, rules, args.decisions))
+    print(render(summary, shown, args.decisions))
     if tally is not None:
-        write_pages(args, summary_json(summary, rules, tally))
+        write_pages(args, summary_json(summary, shown, tally))
     return 0
 
 

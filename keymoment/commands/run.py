@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from keymoment.cli import UserError
 from keymoment.commands.args import timestamp
+from keymoment.rollout.cli import add_rollout_arguments
+from keymoment.rollout.watch import install_sighup
 
 NETWORK_SCHEMES = {"redis": 6379, "rediss": 6379, "kafka": 9092}
 
@@ -28,7 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "run", help="run the live dataflow (sources -> engine -> policy -> sinks)"
     )
-    p.add_argument("--rules", required=True, help="rules file (YAML or JSON)")
+    p.add_argument(
+        "--rules",
+        required=True,
+        help="rules file (YAML or JSON), or redis://host:port/0?key=NAME; on the wall clock "
+        "a change is picked up while running (SIGHUP: check now)",
+    )
     p.add_argument(
         "--source",
         required=True,
@@ -94,6 +101,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --metrics: keep serving after the input ends, until Ctrl-C or SIGTERM",
     )
+    add_rollout_arguments(p)
+    p.add_argument(
+        "--audit", metavar="URL", help="one record per rules reload attempt (a sink URL)"
+    )
+    p.add_argument(
+        "--no-reload", action="store_true", help="wall clock: do not watch the rules while running"
+    )
+    p.add_argument(
+        "--reload-lead",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="a reloaded version takes effect at watermark now + S, in every shard [%(default)s]",
+    )
     p.add_argument("--process-id", type=int, help="this process's index in a cluster")
     p.add_argument("--addresses", help="cluster addresses host:port;host:port (with --process-id)")
     p.set_defaults(handler=run)
@@ -135,6 +156,11 @@ def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imp
             tick_seconds=args.tick,
             recovery=args.recovery is not None,
             batch_size=args.batch_size,
+            rollouts=args.rollout,
+            rollout_logs=args.rollout_log,
+            audit=args.audit,
+            watch_rules=not args.no_reload,
+            rules_lead_seconds=args.reload_lead,
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
@@ -196,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
         settings.dead_letters,
         settings.cap_store,
         settings.customers,
+        settings.audit,
+        settings.rules if settings.rules.startswith("redis") else None,
     ]
     check_reachable([u for u in urls if u])  # a plain TCP probe: quick, and quiet
     try:
@@ -206,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
     addresses = args.addresses.split(";") if args.addresses else None
     processes = len(addresses) if addresses else 1
     warn_uneven(settings.shards, args.workers * processes)
+    install_sighup()
     try:
         cli_main(
             flow,

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from keymoment.config import RulesError
+
+from .versions import RulesVersion
+
 FORCE = threading.Event()  # set by SIGHUP: check the rules source now
 
 
@@ -74,6 +78,15 @@ class RedisKeyWatch:
         except redis.RedisError:
             return None
         return value if isinstance(value, bytes) else None
+
+
+def initial_version(source: str) -> RulesVersion:
+    """The version a run starts on, from a file or a Redis key (raises `RulesError`)."""
+    watch = watch_for(source)
+    text = watch.read(force=True)
+    if text is None:
+        raise RulesError(source, ["cannot read the rules (no such file or key, or no answer)"])
+    return RulesVersion.parse(watch.source, text, watch.path)
 
 
 def watch_for(source: str) -> Watch:
