@@ -43,7 +43,7 @@ class FlowSettings(BaseModel):
     rollouts: list[str] = Field(default_factory=list)  # TIME=FILE, as `--rollout`
     rollout_logs: list[str] = Field(default_factory=list)  # audit logs, as `--rollout-log`
     audit: str | None = None  # sink URL for one record per reload attempt
-    watch_rules: bool = True  # wall clock: pick up changes of `rules` while running
+    watch_rules: bool = False  # wall clock: pick up changes of `rules` (keymoment run sets it)
     rules_poll_seconds: float = Field(default=1.0, gt=0)
     rules_lead_seconds: float = Field(default=2.0, ge=0)  # a switch's W: now + this
 

@@ -159,12 +159,21 @@ def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imp
             rollouts=args.rollout,
             rollout_logs=args.rollout_log,
             audit=args.audit,
-            watch_rules=not args.no_reload,
+            watch_rules=args.clock == "wall" and not args.no_reload and unbounded(args.source),
             rules_lead_seconds=args.reload_lead,
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise UserError(f"--{first['loc'][0]}: {first['msg']}") from None
+
+
+def unbounded(sources: list[str]) -> bool:
+    """Live sources never end; a run over files (or a counted generator) ends with them.
+
+    The rules watch is a source of its own that never ends, so it runs only
+    when the input does not end either (docs/rollout.md).
+    """
+    return not any(s.startswith("file:") or "count=" in s for s in sources)
 
 
 def check_reachable(urls: list[str], timeout: float = 3.0) -> None:

@@ -82,7 +82,8 @@ def changes(change: RulesDiff) -> dict[str, Any]:
 
 def log_line(rec: dict[str, Any]) -> str:
     """The one line an operator reads in the log (no customer data is ever in a rules file)."""
-    head = f"rules {rec['source']}: version {rec['from_version']} -> {rec['to_version']}"
+    to = rec["to_version"] if rec["to_version"] is not None else "(invalid)"
+    head = f"rules {rec['source']}: version {rec['from_version']} -> {to}"
     if rec["result"] == REJECTED:
         return f"{head} REJECTED, still on {rec['from_version']}: " + "; ".join(rec["problems"])
     if rec["result"] == UNCHANGED:
