@@ -94,16 +94,28 @@ def build_policy(
     `RedisCapStore` made with `lists=True` (`?lists=1` on the state URL) and `lists`
     is not given, the Redis sets `<prefix>:list:<name>` on the same server. Redis-held
     lists are opt-in because a candidate whose suppression cannot be read must wait,
-    so with them an outage delays every outcome, not only reservations. `options` go to
+    so with them an outage delays every outcome, not only reservations; without the
+    opt-in, a server that holds such a set makes the store fail closed (an operator's
+    do-not-contact set must never be ignored in silence). `options` go to
     `RulesContactPolicy` (`max_pending`, `retry_interval`, `max_retry_interval`).
     """
     store = store if store is not None else MemoryCapStore()
+    guard = lists is None
     if lists is None:
         lists = [FileLists(rules.lists, check_every=list_check_every), *_redis_lists(store)]
     campaign_lists = {c.campaign_id: c.lists for c in rules.campaigns}
-    return RulesContactPolicy(
-        rules, store, Suppression(lists, campaign_lists), clock=clock, **options
-    )
+    suppression = Suppression(lists, campaign_lists)
+    if guard:
+        _guard_unread_sets(store, suppression.names)
+    return RulesContactPolicy(rules, store, suppression, clock=clock, **options)
+
+
+def _guard_unread_sets(store: CapStore, names: Sequence[str]) -> None:
+    """A Redis store not told `lists=1` still refuses to work beside sets it would ignore."""
+    from keymoment.state.redis_caps import RedisCapStore
+
+    if isinstance(store, RedisCapStore) and not store.lists:
+        store.unread_lists = list(names)
 
 
 def _redis_lists(store: CapStore) -> list[ListSource]:

@@ -17,6 +17,7 @@ candidates (fail closed). Connection errors and timeouts are counted in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
@@ -27,6 +28,8 @@ import redis
 from .caps import CapStoreUnavailable, Check, Reservation, Result, customer_tag
 from .history import HistoryMarker
 from .redis_base import DEFAULT_TIMEOUT, RedisConnection, redis_client
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_TIMEOUT", "RedisCapStore", "redis_client"]
 
@@ -53,6 +56,8 @@ class RedisCapStore(RedisConnection):
         self.sha: str | None = None
         self.counters.update(round_trips=0, script_loads=0)
         self.history = HistoryMarker(self, allow_empty)  # did the server restart empty?
+        self.unread_lists: list[str] = []  # list names the policy reads from files only
+        self._sets_checked = False
 
     def reserve(self, reservation: Reservation) -> Result:
         return self.reserve_many([reservation])[0]
@@ -91,6 +96,8 @@ class RedisCapStore(RedisConnection):
 
         The history marker is checked first whenever the server may have restarted.
         """
+        if self.unread_lists and not self._sets_checked:
+            self._refuse_unread_sets()
         for attempt in range(2):
             self.history.verify()
             replies = self._call(lambda: self._send(reservations))
@@ -107,6 +114,29 @@ class RedisCapStore(RedisConnection):
             self.counters["errors"] += 1
             raise CapStoreUnavailable(f"redis refused the reservation: {failed}")
         return [_result(reply) for reply in replies]
+
+    def _refuse_unread_sets(self) -> None:
+        """Fail closed while Redis holds a `<prefix>:list:<name>` set that nothing reads.
+
+        Redis-held lists are opt-in (`?lists=1`); an operator who keeps do-not-contact
+        sets there and forgot the flag (or upgraded from a version that read them
+        always) must get an error, not offers to the customers on them.
+        """
+        found = [name for name in self.unread_lists if self._exists(f"list:{name}")]
+        if found:
+            self.counters["unread_lists"] = self.counters.get("unread_lists", 0) + 1
+            sets = ", ".join(f"{self.prefix}:list:{n}" for n in found)
+            message = (
+                f"Redis holds suppression sets ({sets}) but the state URL has no lists=1: "
+                "nothing is sent until they are read (add lists=1) or deleted"
+            )
+            if self.counters["unread_lists"] == 1:
+                log.error(message)
+            raise CapStoreUnavailable(message)
+        self._sets_checked = True
+
+    def _exists(self, key: str) -> bool:
+        return bool(self._call(lambda: self.client.exists(self._key(key))))
 
     def _send(self, reservations: Sequence[Reservation]) -> list[Any]:
         if self.sha is None:

@@ -60,14 +60,22 @@ def test_unreachable_list_store_parks_instead_of_contacting(fresh_redis):
 
 
 def test_redis_sets_are_read_only_when_the_store_says_lists(redis_server):
-    """Without `lists=True` a Redis set does not suppress: the cap store alone is on Redis."""
+    """Without `lists=True` Redis sets are not read, and the store then refuses to work
+    beside one of the rules file's list names: an ignored do-not-contact set fails closed."""
     rules = rules_file([campaign("a")])
     store = RedisCapStore(redis_server.url, prefix="km-nolists")
     policy = build_policy(rules, store=store, clock=fixed_clock)
-    operator = RedisListStore(redis_server.url, prefix="km-nolists")
-    operator.add("do_not_contact", ["N1"])
-    out = policy.decide([candidate("r-a", "a", "N1")], profiles(profile("N1")), T0)
-    assert [(d.outcome, d.reason) for d in out] == [("sent", "admitted")]
     assert not policy.suppression.remote
+    out = policy.decide([candidate("r-a", "a", "N1")], profiles(profile("N1")), T0)
+    assert [(d.outcome, d.reason) for d in out] == [("sent", "admitted")]  # no such set: fine
+    operator = RedisListStore(redis_server.url, prefix="km-nolists2")
+    operator.add("do_not_contact", ["N1"])
+    store2 = RedisCapStore(redis_server.url, prefix="km-nolists2")
+    policy2 = build_policy(rules, store=store2, clock=fixed_clock, retry_interval=0)
+    assert policy2.decide([candidate("r-a", "a", "N1")], profiles(profile("N1")), T0) == []
+    assert policy2.pending == 1 and policy2.counters["store_unread_lists"] == 1
+    operator.remove("do_not_contact", ["N1"])  # the set is gone (SREM of the last member)
+    out = policy2.retry_pending(T0)
+    assert [(d.outcome, d.reason) for d in out] == [("sent", "admitted")]
     operator.close()
     store.close()
