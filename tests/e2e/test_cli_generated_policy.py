@@ -123,7 +123,10 @@ def test_every_trigger_fires_and_every_outcome_is_explained(world: dict) -> None
 def test_no_offer_breaks_consent_quiet_hours_suppression_or_holdout(world: dict) -> None:
     """Each sent offer: consented channel, local hours, nobody listed, outside the holdout."""
     campaigns = {c["campaign_id"]: c for c in world["rules"]["campaigns"]}
-    hours = {ch: _hours(cfg["send_hours"]) for ch, cfg in world["rules"]["channels"].items()}
+    hours = {  # a human channel's working hours are its sending hours
+        ch: _hours(cfg.get("send_hours") or cfg["working_hours"])
+        for ch, cfg in world["rules"]["channels"].items()
+    }
     for d in world["log"]:
         customer, campaign = d["customer_id"], campaigns[d["campaign_id"]]
         listed = customer in world["lists"]["do_not_contact"] or any(

@@ -32,12 +32,14 @@ def rule_problems(tmp_path: Path, *rules: str) -> list[str]:
 
 
 def test_example_rules_file_is_valid_and_uses_every_trigger():
-    """examples/rules.yaml loads, compiles, and covers all eight trigger types."""
+    """examples/rules.yaml loads, compiles, and covers every trigger type."""
     rules = load_rules(EXAMPLE)
     assert {r.trigger for r in rules.rules} == {
         "large_deposit", "salary_credit", "salary_missed", "dormancy", "reactivation",
         "balance_milestone", "window_threshold", "absence",
     }  # fmt: skip
+    journeys = load_rules(EXAMPLE.parent / "journeys.yaml")  # the follow_up is live there
+    assert "follow_up" in {r.trigger for r in journeys.rules}
     assert all(path.is_file() for path in rules.lists.values())
     assert len(Engine(rules).triggers) == len(rules.rules)
 
