@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
+from collections.abc import Iterable
 
 import orjson
 
@@ -65,12 +67,24 @@ def run(args: argparse.Namespace) -> int:
     variants = render_variants(variant_arms(decisions(args.decisions), converted, window))
     if variants:
         print(variants)
+    shadow = _shadow_line(decisions(args.decisions))
+    if shadow:
+        print(shadow)
     outcomes = lead_outcomes(_events(args.events, Skipped()))
     leads = render_leads(tally_leads(decisions(args.decisions), outcomes))
     if leads:
         print(leads)
     _write_outputs(args, report)
     return 0
+
+
+def _shadow_line(records: Iterable[dict]) -> str:
+    """Shadow candidates per campaign, shown apart: they are in no arm of the uplift."""
+    counts = Counter(r["campaign_id"] for r in records if r["outcome"] == "shadow")
+    if not counts:
+        return ""
+    rows = "".join(f"\n  {campaign:<24}{n:>10,}" for campaign, n in sorted(counts.items()))
+    return "shadow candidates (tried, never sent, in no arm):" + rows
 
 
 def _events(paths: list[str], skipped: Skipped):  # noqa: ANN202 - a generator of dicts

@@ -35,9 +35,15 @@ class CampaignUplift:
 
 
 def first_exposures(records: Iterable[dict]) -> First:
-    """(campaign, customer) -> (triggered_at, outcome) of the customer's first candidate."""
+    """(campaign, customer) -> (triggered_at, outcome) of the customer's first candidate.
+
+    Shadow candidates are left out: a rule tried in shadow never reached the
+    customer, so it neither exposes nor holds out anyone (docs/rollout.md).
+    """
     first: First = {}
     for record in records:
+        if record["outcome"] == "shadow":
+            continue
         key = (record["campaign_id"], record["customer_id"])
         at = when(record["triggered_at"])
         if key not in first or at < first[key][0]:

@@ -25,8 +25,9 @@ def iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
-def process_info(process_id: int = 0) -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "process_id": process_id}
+def process_info() -> dict[str, Any]:
+    """The process that read and decided the reload (the rules source's, in a cluster)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def record(

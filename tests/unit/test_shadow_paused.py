@@ -107,3 +107,18 @@ def test_a_paused_rule_keeps_its_state_and_emits_nothing():
     fresh = Engine(live)
     fresh.feed(_login("C1", at, 1))
     assert [c.rule_id for c in fresh.advance(at + timedelta(days=90))] == ["r-a"]
+
+
+def test_the_report_keeps_shadow_candidates_out_of_the_arms_and_counts_them_apart():
+    """A customer's earlier shadow candidate does not hide the live one that reached them."""
+    from keymoment.commands.report import _shadow_line
+    from keymoment.desk.uplift import first_exposures
+
+    records = [
+        {"campaign_id": "a", "customer_id": "C1", "triggered_at": "2026-03-01T00:00:00Z",
+         "outcome": "shadow"},
+        {"campaign_id": "a", "customer_id": "C1", "triggered_at": "2026-03-02T00:00:00Z",
+         "outcome": "sent"},
+    ]  # fmt: skip
+    assert [o for _, o in first_exposures(records).values()] == ["sent"]
+    assert _shadow_line(records).splitlines()[1].split() == ["a", "1"]
