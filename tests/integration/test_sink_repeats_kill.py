@@ -6,10 +6,14 @@ to keep CI short; the figures in docs/connectors.md are from
 `KM_KILLS=10 python -m pytest -s tests/integration/test_sink_repeats_kill.py`).
 `app_push` offers go to a Kafka topic (keyed by offer_id), `sms` offers to
 a plain Redis Stream (`dedupe=0`), the other channels to a webhook gateway
-in this process that answers 503 to the first two attempts of every offer
-(so at each kill many offers are handed to the delivery stage but not
-acknowledged, and live only in its snapshot), and the decision log to a
-Redis Stream with the default dedupe. Every sink must hold every offer_id
+in this process that answers 503 to the first four attempts of every offer
+(so each waits about 1.5 s of backoff: at each kill many offers are handed
+to the delivery stage but not acknowledged, and live only in its
+snapshot), and the decision log to a Redis Stream with the default dedupe.
+Each kill falls 1.5-3 s after the restarted flow's first output, past at
+least one committed epoch: kills before any commit make every restart
+start over from the same point, and then even a delivery step that
+snapshots nothing passes (checked: it does with 0.3-1.2 s, and fails here). Every sink must hold every offer_id
 of an uninterrupted run and nothing else; the deduping stream must hold
 each exactly once, the gateway must have accepted each offer once (so
 every un-acknowledged offer was sent again after the resume), and every
@@ -69,7 +73,7 @@ def kill_loop(settings, recovery: Path, watch: Path, kills: int) -> None:
     for _ in range(kills):
         proc = start(settings, *args)
         wait_for_output(proc, watch)
-        time.sleep(rng.uniform(0.3, 1.2))
+        time.sleep(rng.uniform(1.5, 3.0))  # past at least one committed epoch
         assert proc.poll() is None, "the flow finished before the kill: use more input"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -91,7 +95,7 @@ def test_kafka_redis_and_webhook_sinks_after_kill_9(
     crashed = tmp_path / "crashed"
     settings = replay_settings(data, crashed, shards=4, batch_size=100, recovery=True)
     monkeypatch.setenv("KM_KILL_SECRET", SECRET)
-    gateway = Gateway(SECRET, lambda offer_id, attempt: 503 if attempt <= 2 else 200).start()
+    gateway = Gateway(SECRET, lambda offer_id, attempt: 503 if attempt <= 4 else 200).start()
     sinks = {
         "app_push": f"kafka://{kafka_broker.bootstrap}/{topic}",
         "sms": f"{redis_server.url}?stream={sms}&dedupe=0",
