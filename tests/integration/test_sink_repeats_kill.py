@@ -13,13 +13,13 @@ snapshot), and the decision log to a Redis Stream with the default dedupe.
 Each kill falls 1.5-3 s after the restarted flow's first output, past at
 least one committed epoch: kills before any commit make every restart
 start over from the same point, and then even a delivery step that
-snapshots nothing passes (checked: it does with 0.3-1.2 s, and fails here). Every sink must hold every offer_id
-of an uninterrupted run and nothing else; the deduping stream must hold
-each exactly once, the gateway must have accepted each offer once (so
-every un-acknowledged offer was sent again after the resume), and every
-Kafka message's key must be its offer_id (what a consumer dedupes by). The
-repeats of the at-least-once sinks are printed, not asserted: they depend
-on where the kills fall.
+snapshots nothing passes (checked: it does with 0.3-1.2 s, and fails here).
+Every sink must hold every offer_id of an uninterrupted run and nothing
+else; the deduping stream must hold each exactly once, the gateway must
+have accepted each offer once (so every un-acknowledged offer was sent
+again after the resume), and every Kafka message's key must be its
+offer_id (what a consumer dedupes by). The repeats of the at-least-once
+sinks are printed, not asserted: they depend on where the kills fall.
 """
 
 from __future__ import annotations
