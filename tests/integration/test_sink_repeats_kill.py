@@ -10,10 +10,11 @@ in this process that answers 503 to the first four attempts of every offer
 (so each waits about 1.5 s of backoff: at each kill many offers are handed
 to the delivery stage but not acknowledged, and live only in its
 snapshot), and the decision log to a Redis Stream with the default dedupe.
-Each kill falls 1.5-3 s after the restarted flow's first output, past at
-least one committed epoch: kills before any commit make every restart
-start over from the same point, and then even a delivery step that
-snapshots nothing passes (checked: it does with 0.3-1.2 s, and fails here).
+Each kill falls 1.5-3 s after the restarted flow has written past where
+the killed one had got, so past at least one committed epoch: kills
+before any commit make every restart start over from the same point, and
+then even a delivery step that snapshots nothing passes (checked: it does
+with kills 0.3-1.2 s after the first output, and fails here).
 Every sink must hold every offer_id of an uninterrupted run and nothing
 else; the deduping stream must hold each exactly once, the gateway must
 have accepted each offer once (so every un-acknowledged offer was sent
@@ -39,7 +40,6 @@ import orjson
 import redis
 
 from tests.integration.flowkit import bytewax_run, replay_settings, start, write_generated
-from tests.integration.test_recovery_kill import wait_for_output
 from tests.integration.test_sinks_kafka import read_topic
 from tests.integration.test_sources_kafka import create_topic
 from tests.support.gateway import Gateway
@@ -66,13 +66,25 @@ def clean_ids(path: Path) -> dict[str, set[str]]:
     return out
 
 
+def wait_for_growth(proc: subprocess.Popen, path: Path, size: int, timeout: float = 120) -> None:
+    """Until the restarted flow wrote past where the killed one had got (it truncates first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the flow ended before it could be killed: use more input"
+        if path.exists() and path.stat().st_size > size:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no new output within the timeout")
+
+
 def kill_loop(settings, recovery: Path, watch: Path, kills: int) -> None:
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
     args = ("-r", str(recovery), "-s", "1", "-b", "0")
     rng = random.Random(17)
     for _ in range(kills):
+        before = watch.stat().st_size if watch.exists() else 0
         proc = start(settings, *args)
-        wait_for_output(proc, watch)
+        wait_for_growth(proc, watch, before)
         time.sleep(rng.uniform(1.5, 3.0))  # past at least one committed epoch
         assert proc.poll() is None, "the flow finished before the kill: use more input"
         proc.send_signal(signal.SIGKILL)
@@ -86,7 +98,8 @@ def test_kafka_redis_and_webhook_sinks_after_kill_9(
     tmp_path: Path, kafka_broker, redis_server, monkeypatch
 ) -> None:
     """Every offer on every sink after the kills; the dedupe and the gateway hold each once."""
-    data = write_generated(tmp_path, customers=4000, days=240, seed=31, noise=0.005)
+    customers = 2000 * max(KILLS, 2)  # each run must get past the last one: more kills, more input
+    data = write_generated(tmp_path, customers=customers, days=240, seed=31, noise=0.005)
     clean = tmp_path / "clean"
     bytewax_run(replay_settings(data, clean, shards=4, batch_size=100), timeout=900)
     expected = clean_ids(clean / "decisions.jsonl")
