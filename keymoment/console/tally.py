@@ -5,9 +5,11 @@ Follower threads add records (`decisions`, `dead_letters`, `audit`,
 the engine decided), in one-minute buckets, so "the last 5 minutes" means
 decisions the engine made in the last 5 minutes by the console's clock,
 whether the console read them live or from the start of a log. Memory is
-bounded: the minute buckets cover an hour, the recent list and each
-customer's history are fixed-length, and the customer index keeps the most
-recently seen `max_customers`.
+bounded for what the page lists: the minute buckets cover an hour, the
+recent list and each customer's history are fixed-length, and the customer
+index keeps the most recently seen `max_customers`. The uplift's first
+exposures (one per campaign and customer, as `report` keeps them) and the
+conversion times grow with the customers seen.
 """
 
 from __future__ import annotations

@@ -124,3 +124,18 @@ def test_the_customer_panel_says_what_explain_says() -> None:
         "no decisions seen for nobody"
         in Console(tally, Scraper([])).panels(customer="nobody")["customer"]
     )
+
+
+def test_the_rules_panel_shows_versions_seen_and_the_audit_stream() -> None:
+    """Versions in decisions are counted; audit records are listed newest first."""
+    tally = Tally(clock=lambda: NOW)
+    tally.decisions([decision(9, "a", "sent"), dict(decision(3, "a", "sent"), rule_version=8)])
+    tally.audits(
+        [
+            {"at": "t1", "version": 7, "action": "load"},
+            {"at": "t2", "version": 8, "action": "reload"},
+        ]
+    )
+    html = Console(tally, Scraper([])).panels()["rules"]
+    assert "7 (1), 8 (1)" in html
+    assert html.index("reload") < html.index("load</td>")
