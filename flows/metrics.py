@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -32,11 +32,10 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from keymoment.state import CapStoreUnavailable
 
+from .live_metrics import Live, stage_of
 from .shard import ShardOutput
 from .stamp import Batch
 
@@ -64,7 +63,7 @@ class FlowMetrics:
         self.routes: dict[str, str] | None = None
         self.default_sink: str | None = None
         self._build()
-        self.registry.register(_Live(self))
+        self.registry.register(Live(self))
 
     def _build(self) -> None:
         def counter(name: str, doc: str, *labels: str) -> Counter:
@@ -182,7 +181,7 @@ class FlowMetrics:
         self.routes = {name: name for name in sinks if name != default}
         self.default_sink = default
         for name, sink in sinks.items():
-            self.sinks[name] = sink if _stage(sink) is not None else None
+            self.sinks[name] = sink if stage_of(sink) is not None else None
 
     # -- registration -------------------------------------------------------------------------
 
@@ -227,81 +226,3 @@ class FlowMetrics:
                 observe(time.perf_counter() - started)
 
         return timed
-
-
-class _Live(Collector):
-    """Values read at scrape time: watermark and lag, parked candidates, sink counters."""
-
-    def __init__(self, metrics: FlowMetrics) -> None:
-        self.m = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        p = self.m.process
-        yield from self._watermark(p)
-        parked = GaugeMetricFamily(
-            "keymoment_candidates_parked",
-            "Candidates waiting for the cap store",
-            labels=["process"],
-        )
-        parked.add_metric([p], sum(getattr(x, "pending", 0) for x in self.m.policies))
-        yield parked
-        yield from self._sinks(p)
-
-    def _watermark(self, p: str) -> Iterator[Metric]:
-        at = self.m.watermark_at
-        if at is None:
-            return
-        mark = GaugeMetricFamily(
-            "keymoment_watermark_seconds", "The engine watermark (Unix time)", labels=["process"]
-        )
-        mark.add_metric([p], at)
-        lag = GaugeMetricFamily(
-            "keymoment_watermark_lag_seconds",
-            "How far the watermark is behind the wall clock",
-            labels=["process"],
-        )
-        lag.add_metric([p], self.m.clock() - at)
-        yield mark
-        yield lag
-
-    def _sinks(self, p: str) -> Iterator[Metric]:
-        names = {"delivered": "offers_delivered", "retried": "offers_retried"}
-        families = {
-            key: CounterMetricFamily(
-                f"keymoment_{name}", f"Offers {key} by sink", labels=["process", "sink"]
-            )
-            for key, name in {**names, "failed": "offers_failed"}.items()
-        }
-        backlog = GaugeMetricFamily(
-            "keymoment_delivery_backlog", "Offers waiting for delivery", labels=["process", "sink"]
-        )
-        for sink, obj in sorted(self.m.sinks.items()):
-            counts = sink_counts(obj) if obj is not None else {"delivered": self.m.handed[sink]}
-            for key, family in families.items():
-                family.add_metric([p, sink], counts.get(key, 0))
-            backlog.add_metric([p, sink], counts.get("backlog", 0))
-        yield from families.values()
-        yield backlog
-
-
-def _stage(sink: Any) -> Any:
-    """The sink's delivery stage (connectors/delivery.py), if it has one."""
-    if hasattr(sink, "delivery_stage"):
-        return sink.delivery_stage()
-    return getattr(sink, "stage", None)
-
-
-def sink_counts(sink: Any) -> dict[str, int]:
-    """delivered / retried / failed / backlog from a sink's delivery stage.
-
-    The stage's `counts` hold delivered, retries and one count per failure reason.
-    """
-    stage = _stage(sink)
-    counts = getattr(stage, "counts", None) or {}
-    failed = sum(n for reason, n in counts.items() if reason not in ("delivered", "retries"))
-    return {
-        "delivered": counts.get("delivered", 0),
-        "retried": counts.get("retries", 0),
-        "failed": failed,
-        "backlog": int(getattr(stage, "backlog", 0)),
-    }
