@@ -121,7 +121,11 @@ def test_the_page_in_chromium_shows_the_logs_counts_and_a_customers_decisions(
         )
         assert page.locator("#customer tbody tr").count() == by_customer[customer]
         page.select_option("#f-outcome", "sent")
-        page.wait_for_function("document.querySelectorAll('#recent tbody tr').length > 0")
+        only_sent = (
+            "() => { const c = [...document.querySelectorAll('#recent tbody tr td:nth-child(5)')];"
+            " return c.length > 0 && c.every(t => t.textContent === 'sent'); }"
+        )
+        page.wait_for_function(only_sent)  # the filter applied by the script, no reload
         outcomes = page.eval_on_selector_all(
             "#recent tbody tr td:nth-child(5)", "t => t.map(x => x.textContent)"
         )
