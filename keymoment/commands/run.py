@@ -14,14 +14,18 @@ import signal
 import socket
 import sys
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from keymoment.cli import UserError
 from keymoment.commands.args import timestamp
+from keymoment.config import RulesFile
+from keymoment.flows.settings import ALL_CHANNELS
 from keymoment.rollout.cli import add_rollout_arguments
 from keymoment.rollout.watch import install_sighup
+
+from .runview import RunView, Ticker, start_line
 
 NETWORK_SCHEMES = {"redis": 6379, "rediss": 6379, "kafka": 9092}
 
@@ -218,9 +222,11 @@ def recovery_config(args: argparse.Namespace, partitions: int):  # noqa: ANN201
 def run(args: argparse.Namespace) -> int:
     from bytewax._bytewax import cli_main
 
-    from keymoment.flows.connect import ConnectError
+    from keymoment.flows.connect import ConnectError, source_from_url, versions_from
     from keymoment.flows.dataflow import build_flow
+    from keymoment.flows.stop import Stop, stoppable
 
+    check_counts(args)
     if (args.process_id is None) != (args.addresses is None):
         raise UserError("--process-id and --addresses go together")
     settings = settings_from(args)
@@ -235,15 +241,27 @@ def run(args: argparse.Namespace) -> int:
         settings.rules if settings.rules.startswith("redis") else None,
     ]
     check_reachable([u for u in urls if u])  # a plain TCP probe: quick, and quiet
+    stop, view = Stop(), RunView(wall_clock=settings.clock == "wall")
     try:
+        rules = versions_from(settings)[0].rules  # a file or a Redis key (keymoment.rollout)
+        check_sink_channels(settings.sinks, rules)
         observability = metrics_from(args, settings.rules)
-        flow = build_flow(settings, observability=observability)
+        sources = [source_from_url(url, settings.batch_size) for url in settings.sources]
+        flow = build_flow(
+            settings, sources=stoppable(sources, stop), observe=view.observe,
+            observability=observability,
+        )  # fmt: skip
     except ConnectError as exc:
         raise UserError(str(exc)) from None
     addresses = args.addresses.split(";") if args.addresses else None
     processes = len(addresses) if addresses else 1
     warn_uneven(settings.shards, args.workers * processes)
     install_sighup()
+    print(start_line(settings, rules.version, len(rules.rules), args.workers), file=sys.stderr)
+    if observability is not None:
+        view.watermark = lambda: _when(observability.metrics.watermark_at)
+    stop.install()
+    ticker = Ticker(view).start()
     try:
         cli_main(
             flow,
@@ -253,12 +271,47 @@ def run(args: argparse.Namespace) -> int:
             epoch_interval=timedelta(seconds=args.snapshot_interval),
             recovery_config=recovery_config(args, args.workers * processes),
         )
-        if observability is not None and args.stay_up:
+        ticker.stop()
+        print(view.summary(stop.signal.name if stop.signal else None), file=sys.stderr)
+        if observability is not None and args.stay_up and stop.signal is None:
             stay_up()
     finally:
+        ticker.stop()
         if observability is not None:
             observability.close()
-    return 0
+    return stop.exit_code
+
+
+def _when(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """Options that would do nothing (`--workers 0`) are errors, not silent no-ops."""
+    for name in ("workers", "shards", "batch_size", "snapshot_interval"):
+        if getattr(args, name) < 1:
+            raise UserError(
+                f"--{name.replace('_', '-')} must be 1 or more, got {getattr(args, name)}"
+            )
+    if args.tick <= 0:
+        raise UserError(f"--tick must be more than 0 seconds, got {args.tick}")
+    if args.backup_interval < 0:
+        raise UserError(f"--backup-interval must be 0 or more, got {args.backup_interval}")
+
+
+def check_sink_channels(sinks: dict[str, str], rules: RulesFile) -> None:
+    """`--sink CHANNEL=URL` for a channel no campaign (or variant) sends on would never get one."""
+    used: set[str] = set()
+    for campaign in rules.campaigns:
+        used.update(campaign.channels)
+        for variant in campaign.variants:
+            used.update(variant.channels or ())
+    for channel in sinks:
+        if channel != ALL_CHANNELS and channel not in used:
+            raise UserError(
+                f"--sink {channel}=...: no campaign sends on {channel} "
+                f"(the rules use {', '.join(sorted(used)) or 'no channel'})"
+            )
 
 
 def metrics_from(args: argparse.Namespace, rules_path: str):  # noqa: ANN201 - Observability
