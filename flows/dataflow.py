@@ -196,8 +196,12 @@ def build_flow(
     offer_sink: Sink | None = None,
     clock: Clock = wall_clock,
     observability: Observability | None = None,
+    stoppable: Callable[[list[Source]], list[Source]] | None = None,
 ) -> Dataflow:
     """The whole dataflow; the optional arguments let demo, tests and benchmarks plug in.
+
+    `stoppable` wraps every input (the event sources and the rules source) so that
+    `keymoment run` can end them all on Ctrl-C or SIGTERM (flows/stop.py).
 
     `offer_sink`, when given, receives every sent offer (beside any URL sinks).
     `clock` is the wall clock of `--clock wall` (unused on the event clock).
@@ -211,6 +215,8 @@ def build_flow(
         profiles = profiles_from(settings.customers)
     flow = Dataflow("keymoment")
     srcs = sources or [source_from_url(url, settings.batch_size) for url in settings.sources]
+    if stoppable is not None:
+        srcs = stoppable(list(srcs))
     if observability is not None:
         srcs = probed(list(srcs), observability)
     ins = [op.input(f"in-{i}", flow, src) for i, src in enumerate(srcs)]
@@ -226,7 +232,7 @@ def build_flow(
     )
     batches: Stream[tuple[str, Batch | Switch]] = op.flat_map_batch("stamp", raw, stamper)
     if live is not None and settings.watch_rules:
-        batches = _with_reloads(flow, settings, initial, batches, live)
+        batches = _with_reloads(flow, settings, initial, batches, live, stoppable)
     builder = ShardBuilder(settings, (initial, switches), profiles, live, metrics)
     keyed = op.stateful_batch("engine", batches, builder)
     results = op.map("results", keyed, _value)
@@ -242,6 +248,7 @@ def _with_reloads(
     initial: RulesVersion,
     batches: Stream[tuple[str, Batch | Switch]],
     clock: Clock,
+    stoppable: Callable[[list[Source]], list[Source]] | None = None,
 ) -> Stream[tuple[str, Batch | Switch]]:
     """The rules source's switches go to every shard key; its audit records to `--audit`."""
     source = RulesSource(
@@ -253,7 +260,7 @@ def _with_reloads(
         poll=settings.rules_poll_seconds,
         now=clock,
     )
-    items = op.input("rules", flow, source)
+    items = op.input("rules", flow, stoppable([source])[0] if stoppable else source)
     keys = shard_keys(settings.shards)
     switches = op.flat_map("switches", items, lambda item: _to_every_shard(item, keys))
     if settings.audit:

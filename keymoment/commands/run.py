@@ -248,8 +248,8 @@ def run(args: argparse.Namespace) -> int:
         observability = metrics_from(args, settings.rules)
         sources = [source_from_url(url, settings.batch_size) for url in settings.sources]
         flow = build_flow(
-            settings, sources=stoppable(sources, stop), observe=view.observe,
-            observability=observability,
+            settings, sources=sources, observe=view.observe, observability=observability,
+            stoppable=lambda inputs: stoppable(inputs, stop),
         )  # fmt: skip
     except ConnectError as exc:
         raise UserError(str(exc)) from None

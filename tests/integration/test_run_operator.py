@@ -37,14 +37,17 @@ def test_a_signal_ends_run_cleanly_with_a_summary(tmp_path: Path, sig: int, code
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stderr is not None
-    start = proc.stderr.readline()
-    assert start.startswith("keymoment run: rules version 7 (8 rules)"), start
-    deadline = time.monotonic() + 120
-    while not (decisions.exists() and decisions.stat().st_size) and time.monotonic() < deadline:
-        time.sleep(0.1)  # waiting for the flow to decide something, not timing it
-    proc.send_signal(sig)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == code, rest
+    try:
+        start = proc.stderr.readline()
+        assert start.startswith("keymoment run: rules version 7 (8 rules)"), start
+        deadline = time.monotonic() + 120
+        while not (decisions.exists() and decisions.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.1)  # waiting for the flow to decide something, not timing it
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == code
+        rest = proc.stderr.read()
+    finally:
+        proc.kill()
     assert f"stopped by {signal.Signals(sig).name}" in rest and "candidates:" in rest
     assert "Traceback" not in rest and "panicked" not in rest and "bytewax" not in rest.lower()
 
