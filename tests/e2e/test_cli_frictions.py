@@ -65,3 +65,20 @@ def test_import_berka_checks_each_file_is_the_expected_table(
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
     assert "not Berka's" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_the_cli_reference_page_covers_every_command() -> None:
+    """docs/cli.md has a section per command, generated from --help with its defaults.
+
+    Not compared byte for byte: engineers change help texts in parallel, and a stale
+    wording should not fail everyone's CI; regenerate it with the helpdoc module.
+    """
+    from keymoment.commands.helpdoc import page
+
+    generated = {line for line in page().splitlines() if line.startswith("## ")}
+    on_disk = {
+        line
+        for line in (REPO / "docs" / "cli.md").read_text().splitlines()
+        if line.startswith("## ")
+    }
+    assert generated <= on_disk, f"missing in docs/cli.md: {sorted(generated - on_disk)}"
