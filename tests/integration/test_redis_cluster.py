@@ -98,3 +98,22 @@ def test_customers_spread_over_all_three_nodes(cluster):
     assert {d.outcome for d in out} == {"sent"}
     counts = [int(s.cli("DBSIZE").strip() or 0) for s in cluster.servers]
     assert all(n > 0 for n in counts), counts
+
+
+def test_redis_held_lists_work_on_a_cluster(cluster):
+    """`?cluster=1&lists=1`: a set on the cluster suppresses, beside reservations on other nodes."""
+    from keymoment.state.redis_lists import RedisListStore
+
+    store = cap_store_from_url(cluster.url + "?cluster=1&lists=1&prefix=kml")
+    operator = RedisListStore(cluster.url, prefix="kml", client=store.client)  # type: ignore[attr-defined]
+    operator.add("do_not_contact", ["}", "L2"])
+    policy = build_policy(RULES, store=store, clock=fixed_clock)
+    ids = ["}", "L2", "L3", "{"]
+    out = policy.decide([candidate("r-a", "a", i) for i in ids], profiles(*map(profile, ids)), T0)
+    assert [(d.outcome, d.reason) for d in out] == [
+        ("suppressed", "do_not_contact"),
+        ("suppressed", "do_not_contact"),
+        ("sent", "admitted"),
+        ("sent", "admitted"),
+    ]
+    assert policy.counters["lists_errors"] == 0
