@@ -83,12 +83,19 @@ class HistoryMarker:
         return [self.store._call(lambda k=k: client.get(k)) for k in keys]
 
     def _claim(self, keys: list[str], overwrite: bool = False) -> str:
-        """Write a new token (only where none is, unless `overwrite`); return the first key's."""
-        token, client = secrets.token_hex(8), self.store.client
-        for key in keys:
-            self.store._call(lambda k=key: client.set(k, token, nx=not overwrite))
-        first = self._read(keys[:1])[0]
-        return first or token
+        """Write a new token (only where none is, unless `overwrite`); return the one in force.
+
+        The first key decides between processes claiming at once: each writes it, reads
+        back the winner and writes that to the other keys, so a race never looks like a
+        loss.
+        """
+        client = self.store.client
+        token = secrets.token_hex(8)
+        self.store._call(lambda: client.set(keys[0], token, nx=not overwrite))
+        winner = self._read(keys[:1])[0] or token
+        for key in keys[1:]:
+            self.store._call(lambda k=key: client.set(k, winner, nx=not overwrite))
+        return winner
 
     def _lost_or_reset(self, keys: list[str]) -> str:
         if self.allow_empty:
