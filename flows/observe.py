@@ -63,7 +63,7 @@ class _StoppablePartition(StatefulSourcePartition):
         return self.inner.next_batch()
 
     def next_awake(self):  # noqa: ANN201
-        return self.inner.next_awake()
+        return None if self.stop.is_set() else self.inner.next_awake()  # stop: no waiting
 
     def snapshot(self) -> Any:
         return self.inner.snapshot()

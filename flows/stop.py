@@ -14,10 +14,11 @@ import os
 import signal
 import sys
 import threading
-from datetime import datetime
 from typing import Any
 
-from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource, Source
+
+from .observe import StoppableSource
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -51,40 +52,8 @@ class Stop:
 
 
 def stoppable(sources: list[Source], stop: Stop) -> list[Source]:
+    """Each fixed-partition source wrapped so that its partitions end once `stop` is set."""
     return [
-        StoppableSource(s, stop) if isinstance(s, FixedPartitionedSource) else s for s in sources
+        StoppableSource(s, stop.event) if isinstance(s, FixedPartitionedSource) else s
+        for s in sources
     ]
-
-
-class StoppableSource(FixedPartitionedSource):
-    """A source whose partitions end once `stop` is requested."""
-
-    def __init__(self, inner: FixedPartitionedSource, stop: Stop) -> None:
-        self.inner, self.stop = inner, stop
-
-    def list_parts(self) -> list[str]:
-        return self.inner.list_parts()
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> StatefulSourcePartition:
-        return _StoppablePartition(
-            self.inner.build_part(step_id, for_part, resume_state), self.stop
-        )
-
-
-class _StoppablePartition(StatefulSourcePartition):
-    def __init__(self, inner: StatefulSourcePartition, stop: Stop) -> None:
-        self.inner, self.stop = inner, stop
-
-    def next_batch(self) -> Any:
-        if self.stop.event.is_set():
-            raise StopIteration
-        return self.inner.next_batch()
-
-    def next_awake(self) -> datetime | None:
-        return None if self.stop.event.is_set() else self.inner.next_awake()
-
-    def snapshot(self) -> Any:
-        return self.inner.snapshot()
-
-    def close(self) -> None:
-        self.inner.close()

@@ -4,7 +4,6 @@ that is never the live contact history by accident, and runs that would send not
 from __future__ import annotations
 
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,14 +12,9 @@ import pytest
 import redis
 
 from keymoment.connectors.generator import Generator
+from tests.support.cli import keymoment
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def keymoment(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keymoment", *map(str, args)], capture_output=True, text=True
-    )
 
 
 @pytest.fixture(scope="module")

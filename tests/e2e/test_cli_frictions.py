@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import keymoment
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def keymoment(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keymoment", *map(str, args)], capture_output=True, text=True
-    )
 
 
 def test_version_prints_the_installed_version() -> None:

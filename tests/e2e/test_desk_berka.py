@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import subprocess
-import sys
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.support.cli import keymoment
 from tests.support.joins import assert_compare_equals, join_by_hand
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,15 +25,6 @@ LINE = re.compile(
     r"^  (\d{4}-\d\d-\d\d \d\d:\d\d UTC)  candidate  (\S+) \((\S+)\)(?: on .*?)?: (.*)$"
 )
 TIMERS = ("dormancy", "salary_missed", "absence")
-
-
-def keymoment(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keymoment", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")

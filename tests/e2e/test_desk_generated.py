@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,17 +11,9 @@ import orjson
 import pytest
 
 from keymoment.connectors.generator import Generator
+from tests.support.cli import keymoment
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def keymoment(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keymoment", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,10 @@ from pathlib import Path
 import pytest
 
 from keymoment.connectors.generator import Generator
+from tests.support.cli import keymoment
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "examples" / "rules.yaml"
-
-
-def keymoment(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keymoment", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
