@@ -38,6 +38,8 @@ def test_demo_runs_for_its_duration_and_prints_a_summary() -> None:
     assert events > 3000
     assert re.search(r"honeymoon\s+[1-9]", summary) and "app_push" in summary
     assert "dead letters:" in summary
+    assert "so each campaign's uplift is +10pp" in summary  # seeded conversions, then report
+    assert re.search(r"payroll-package\s+[\d,]+\s+[\d.]+%", summary)
 
 
 def test_demo_ends_on_ctrl_c_with_a_summary() -> None:
