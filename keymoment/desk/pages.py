@@ -80,6 +80,11 @@ def pp(value: float | None, path: str) -> Cell:
     return ("-", None, None) if value is None else (f"{value * 100:+.1f}pp", path, "pp")
 
 
+def _bounds(interval: list[float | None], path: str) -> list[Cell]:
+    """A rate's interval as two cells (Wilson, 95%)."""
+    return [pct(interval[0], key(path, "0")), pct(interval[1], key(path, "1"))]
+
+
 def key(*parts: str) -> str:
     """A data-path: JSON keys joined by `/` (rule and campaign ids may hold dots)."""
     return "/".join(parts)
@@ -178,8 +183,10 @@ def report_page(report: dict[str, Any]) -> str:
                 c,
                 count(r["treated"]["customers"], key(base, "treated", "customers")),
                 pct(r["treated"]["rate"], key(base, "treated", "rate")),
+                *_bounds(r["treated"]["interval"], key(base, "treated", "interval")),
                 count(r["control"]["customers"], key(base, "control", "customers")),
                 pct(r["control"]["rate"], key(base, "control", "rate")),
+                *_bounds(r["control"]["interval"], key(base, "control", "interval")),
                 pp(r["uplift"], key(base, "uplift")),
                 pp(r["interval"][0], key(base, "interval", "0")),
                 pp(r["interval"][1], key(base, "interval", "1")),
@@ -192,7 +199,8 @@ def report_page(report: dict[str, Any]) -> str:
         f"{report['conversion_events']:,} conversion events. Intervals: Wilson for a rate, "
         "Newcombe's hybrid score for the difference, 95%.</p>"
     )
-    headers = ["campaign", "treated", "rate", "control", "rate", "uplift", "low", "high", "warning"]
+    headers = ["campaign", "treated", "rate", "from", "to", "control", "rate", "from", "to"]
+    headers += ["uplift", "low", "high", "warning"]
     return page(
         "keymoment report",
         report,
