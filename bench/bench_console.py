@@ -79,7 +79,7 @@ class Console:
         )
         self.base = f"http://127.0.0.1:{port}"
         self.proc.stdout.readline()  # type: ignore[union-attr]  # "open URL": it listens
-        self.stop = threading.Event()
+        self.stop, self.slow = threading.Event(), 0
         threading.Thread(target=self._panels, daemon=True).start()
 
     def get(self, path: str) -> bytes:
@@ -93,8 +93,12 @@ class Console:
         return orjson.loads(self.get("/status"))["decisions"]
 
     def _panels(self) -> None:
+        """Every panel once a second, as an open page asks; a slow answer is counted, not fatal."""
         while not self.stop.wait(1.0):
-            self.get("/panels")
+            try:
+                self.get("/panels")
+            except OSError:
+                self.slow += 1
 
     def cpu(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -137,7 +141,8 @@ def paced(tpl: list[dict], out: Path, rate: int, seconds: float, port: int) -> N
         f"paced: wrote {written:,} decisions in {wrote_for:.1f}s ({written / wrote_for:,.0f}/s); "
         f"largest backlog {worst:,} decisions ({worst / rate:.2f}s of input) at {worst_at:.1f}s; "
         f"caught up {catch_up:.2f}s after the last write; console CPU {cpu:.1f}s "
-        f"({cpu / written * 10_000:.2f}s per 10,000 decisions)"
+        f"({cpu / written * 10_000:.2f}s per 10,000 decisions); panel requests over 10 s: "
+        f"{console.slow}"
     )
 
 

@@ -49,6 +49,7 @@ class Tally:
         self.started = clock()
         self.total: Counter[Key] = Counter()
         self.minutes: dict[int, Counter[Key]] = {}
+        self._minutes_seen: dict[str, int] = {}
         self.recent: deque[dict] = deque(maxlen=recent)
         self.per_customer, self.max_customers = per_customer, max_customers
         self.customers: OrderedDict[str, deque[dict]] = OrderedDict()
@@ -73,9 +74,8 @@ class Tally:
             return
         key = (rule, outcome, r.get("channel") or "-")
         self.total[key] += 1
-        at = _epoch(r.get("decided_at"))
-        if at is not None:
-            minute = int(at // MINUTE)
+        minute = self._minute(r.get("decided_at"))
+        if minute is not None:
             bucket = self.minutes.get(minute)
             if bucket is None:
                 bucket = self.minutes[minute] = Counter()
@@ -84,6 +84,25 @@ class Tally:
         self.recent.append(r)
         self.versions[str(r.get("rule_version", "?"))] += 1
         self._index(r)
+
+    def _minute(self, text: Any) -> int | None:
+        """The Unix minute of a log time; UTC `...Z` times are looked up by `YYYY-MM-DDTHH:MM`.
+
+        Decisions arrive many per minute: parsing each one cost a third of the tally's time.
+        """
+        if isinstance(text, str) and text.endswith("Z") and len(text) >= 17:
+            key = text[:16]
+            minute = self._minutes_seen.get(key)
+            if minute is None:
+                at = _epoch(key + "Z")
+                if at is None:
+                    return None
+                if len(self._minutes_seen) > 10_000:
+                    self._minutes_seen.clear()
+                minute = self._minutes_seen[key] = int(at // MINUTE)
+            return minute
+        at = _epoch(text)
+        return int(at // MINUTE) if at is not None else None
 
     def _prune(self, newest: int) -> None:
         for minute in [m for m in self.minutes if m <= newest - HOUR_MINUTES - 1]:
