@@ -110,8 +110,9 @@ def test_absence_fires_on_the_wall_clock_tick_while_input_is_quiet(tmp_path: Pat
     assert [d["rule_id"] for d in decisions] == ["loan-abandoned"]
     deadline = START + timedelta(seconds=2)
     assert datetime.fromisoformat(decisions[0]["triggered_at"]) == deadline
-    assert datetime.fromisoformat(decisions[0]["decided_at"]) == deadline, (
-        "decided by the first tick at or past the deadline, not at the end of input"
-    )
+    # Decided by a tick while input was quiet, not at the end of input. (On a loaded
+    # machine the first batch can reach the shard after the clock moved on, so the
+    # first look at the timer may come a few steps after its deadline.)
+    assert deadline <= datetime.fromisoformat(decisions[0]["decided_at"]) < START + QUIET
     dead = [orjson.loads(line) for line in (tmp_path / "dead.jsonl").read_bytes().splitlines()]
     assert [(d["reason"], d["source"]) for d in dead] == [("clock_skew", "test:2")]
