@@ -8,18 +8,29 @@ never the payload itself.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import orjson
-from pydantic import TypeAdapter, ValidationError
 
-from keymoment.triggers.events import AnyEvent, Event, TransactionEvent
+from keymoment.triggers.events import (
+    AppEvent,
+    ConversionEvent,
+    Event,
+    TransactionEvent,
+    balance_to_minor,
+    parse_time,
+    to_minor,
+)
+
+from .wire_shapes import WIRE_TYPES, AppWire, ConversionWire, TransactionWire
 
 MAX_PAYLOAD = 64 * 1024
 REASONS = ("oversize", "malformed_json", "schema", "bad_amount", "clock_skew", "duplicate")
-_EVENTS: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+_DECODER = msgspec.json.Decoder(WIRE_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,39 +62,99 @@ def decode(
     *,
     now: datetime | None = None,
     max_future: timedelta = timedelta(minutes=5),
+    balances: bool = True,
 ) -> Event | DeadLetter:
-    """Decode one message; `now` (the wall clock) enables the `clock_skew` check."""
+    """Decode one message; `now` (the wall clock) enables the `clock_skew` check.
+
+    `balances=False` leaves `balance_after` unread (None): for rule sets with
+    no rule that reads it (only balance milestones do), so a run pays
+    neither its conversion nor a dead letter for a balance nobody uses.
+    """
     if len(raw) > MAX_PAYLOAD:
         return DeadLetter("oversize", source, detail=f"over {MAX_PAYLOAD} bytes")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        wire = _DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        return _rejection(str(exc), source, raw)
+    except msgspec.DecodeError:
         return DeadLetter("malformed_json", source)
-    if not isinstance(data, dict):
-        return DeadLetter("malformed_json", source, detail="not a JSON object")
     try:
-        event = _EVENTS.validate_python(data)
-    except ValidationError as exc:
-        return _rejection(exc, source, data)
+        event = _event(wire, balances)
+    except _BadField as exc:
+        return DeadLetter(exc.reason, source, _readable(wire.event_id), detail=exc.detail)
     if now is not None and event.occurred_at - now > max_future:
         return DeadLetter("clock_skew", source, event.event_id, detail="occurred_at ahead of clock")
     return event
 
 
-def _rejection(exc: ValidationError, source: str, data: dict[str, Any]) -> DeadLetter:
-    error = exc.errors(include_url=False, include_input=False)[0]
-    loc = [part for part in error["loc"] if isinstance(part, str)]
-    if error["type"] in ("union_tag_not_found", "union_tag_invalid") or not loc:
-        field = "type"
-    else:
-        field = (
-            loc[1] if loc[0] in ("transaction", "app", "conversion") and len(loc) > 1 else loc[0]
-        )
-    event_id = data.get("event_id")
-    readable = event_id if isinstance(event_id, str) and 0 < len(event_id) <= 128 else None
-    if field == "amount" and error["type"] != "missing":
-        return DeadLetter("bad_amount", source, readable, detail=_short(error["msg"]))
-    return DeadLetter(f"schema:{field}", source, readable, detail=error["type"])
+class _BadField(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+
+
+def _convert(field: str, convert: Any, value: object) -> Any:
+    """`convert(value)`; a failure names the field (`bad_amount` for the amount)."""
+    try:
+        return convert(value)
+    except ValueError as exc:  # AmountError and TimeError are ValueErrors
+        reason = "bad_amount" if field == "amount" else f"schema:{field}"
+        raise _BadField(reason, _short(str(exc))) from None
+
+
+def _event(wire: TransactionWire | AppWire | ConversionWire, balances: bool) -> Event:
+    """The domain event of a wire struct msgspec already checked."""
+    at = _convert("occurred_at", parse_time, wire.occurred_at)
+    if type(wire) is TransactionWire:
+        balance = wire.balance_after
+        return TransactionEvent(
+            event_id=wire.event_id, customer_id=wire.customer_id, occurred_at=at,
+            account_id=wire.account_id, direction=wire.direction,
+            amount=_convert("amount", to_minor, wire.amount), kind=wire.kind,
+            currency=wire.currency, initiated_by=wire.initiated_by,
+            counterparty=wire.counterparty, channel=wire.channel,
+            balance_after=None if balance is None or not balances
+            else _convert("balance_after", balance_to_minor, balance),
+        )  # fmt: skip
+    if type(wire) is AppWire:
+        return AppEvent(event_id=wire.event_id, customer_id=wire.customer_id, occurred_at=at,
+                        action=wire.action, page=wire.page, product=wire.product,
+                        session_id=wire.session_id)  # fmt: skip
+    assert type(wire) is ConversionWire
+    return ConversionEvent(
+        event_id=wire.event_id, customer_id=wire.customer_id, occurred_at=at,
+        product=wire.product, offer_id=wire.offer_id,
+    )  # fmt: skip
+
+
+_AT_FIELD = re.compile(r"at `\$\.([A-Za-z_]+)")
+_MISSING = re.compile(r"missing required field `([A-Za-z_]+)`")
+
+
+def _rejection(message: str, source: str, raw: bytes | str) -> DeadLetter:
+    """A msgspec validation error as a section-1 reason, without any input value in it."""
+    text = message.split(" - at ", 1)[0]
+    found = _AT_FIELD.search(message) or _MISSING.search(message)
+    if found is None:  # the document itself: an array, a number, a string
+        return DeadLetter("malformed_json", source, detail="not a JSON object")
+    field = found.group(1)
+    readable = _event_id_of(raw)
+    detail = "missing" if "missing required" in text else _short(text.split("'")[0].strip())
+    if field == "amount" and detail != "missing":
+        return DeadLetter("bad_amount", source, readable, detail="not a number")
+    return DeadLetter(f"schema:{field}", source, readable, detail=detail)
+
+
+def _event_id_of(raw: bytes | str) -> str | None:
+    """The payload's event id when it is a usable string (rejections only: parses again)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return _readable(data.get("event_id")) if isinstance(data, dict) else None
+
+
+def _readable(event_id: object) -> str | None:
+    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 128 else None
 
 
 def _short(message: str) -> str:
@@ -92,7 +163,8 @@ def _short(message: str) -> str:
 
 def encode(event: Event) -> bytes:
     """The wire form of an event (amounts back in major units), for generators and tests."""
-    data = event.model_dump(exclude_none=True, mode="json")
+    data = {k: v for k, v in msgspec.structs.asdict(event).items() if v is not None}
+    data["occurred_at"] = event.occurred_at.isoformat().replace("+00:00", "Z")
     if isinstance(event, TransactionEvent):
         data["amount"] = minor_to_text(event.amount)
         if event.balance_after is not None:

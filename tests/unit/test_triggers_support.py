@@ -10,6 +10,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
+from keymoment.connectors.wire import DeadLetter, decode
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import AppEvent, CustomerProfile, Event, TransactionEvent
@@ -37,7 +40,7 @@ def tx(
     initiated_by: str | None = None,
 ) -> TransactionEvent:
     """A transaction; `amount` and `balance` in major units, as on the wire."""
-    return TransactionEvent.model_validate(
+    return _event(
         {
             "type": "transaction",
             "event_id": event_id,
@@ -63,7 +66,7 @@ def app(
     customer: str = "c1",
     page: str | None = None,
 ) -> AppEvent:
-    return AppEvent.model_validate(
+    return _event(
         {
             "type": "app",
             "event_id": event_id,
@@ -74,6 +77,15 @@ def app(
             "page": page,
         }
     )
+
+
+def _event(fields: dict[str, Any]) -> Any:
+    """Through the real wire decoder, as production events are built; None fields left out."""
+    data = {k: v for k, v in fields.items() if v is not None}
+    data["occurred_at"] = data["occurred_at"].isoformat()
+    event = decode(orjson.dumps(data), "test")
+    assert not isinstance(event, DeadLetter), event
+    return event
 
 
 def ruleset(*rules: dict[str, Any], **top: Any) -> RuleSet:
