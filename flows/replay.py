@@ -51,7 +51,11 @@ class Replay:
         """`versions`: the rules as loaded and the switches of a `--rollout` (flows.versioning)."""
         engine = Engine(rules)
         self.shard = Shard(engine, policy, profiles, versions=versions)
-        self.stamper = Stamper(1, engine.lateness, rules.engine.max_future, until=until)
+        # A rollout replay may switch to rules that read balances: keep them then.
+        self.balances = versions is not None or reads_balances(rules)
+        self.stamper = Stamper(
+            1, engine.lateness, rules.engine.max_future, until=until, balances=self.balances
+        )
         self.until, self.batch_size = until, batch_size
         self._readers: list[tuple[JsonlReader, int]] = []
 
@@ -76,7 +80,7 @@ class Replay:
         """The stamped input batches alone: `compare` feeds each one to two shards (decode once)."""
         self._readers = [(JsonlReader(Path(p), p), Path(p).stat().st_size) for p in paths]
         try:
-            yield from self._single() if len(paths) == 1 else self._merged()
+            yield from self._single() if len(paths) == 1 else self._merged(self.balances)
         finally:
             for reader, _ in self._readers:
                 reader.close()
@@ -88,11 +92,11 @@ class Replay:
             ((_, batch),) = self.stamper(raw)
             yield batch
 
-    def _merged(self) -> Iterator[Batch]:
+    def _merged(self, balances: bool) -> Iterator[Batch]:
         """Several files: decoded, merged by occurred_at, then stamped in batches."""
         rejects: list[dict] = []
         counts = [0]  # records read since the last batch
-        streams = [_decoded(r, rejects, counts) for r, _ in self._readers]
+        streams = [_decoded(r, rejects, counts, balances) for r, _ in self._readers]
         merged = heapq.merge(*streams, key=_occurred_at)
         while chunk := list(islice(merged, self.batch_size)):
             dead, rejects[:] = list(rejects), []
@@ -106,14 +110,19 @@ def _occurred_at(item: tuple[Event, str, bytes]) -> datetime:
     return item[0].occurred_at
 
 
+def reads_balances(rules: RuleSet) -> bool:
+    """Whether any rule reads `balance_after` (only balance milestones do)."""
+    return any(rule.trigger == "balance_milestone" for rule in rules.rules)
+
+
 def _decoded(
-    reader: JsonlReader, rejects: list[dict], counts: list[int]
+    reader: JsonlReader, rejects: list[dict], counts: list[int], balances: bool
 ) -> Iterator[tuple[Event, str, bytes]]:
     """One file's accepted events in file order; rejects go to `rejects` as they are read."""
     while (raw := reader.read(DEFAULT_BATCH)) is not None:
         counts[0] += len(raw)
         for source, payload in raw:
-            event = decode(payload, source)
+            event = decode(payload, source, balances=balances)
             if isinstance(event, DeadLetter):
                 rejects.append(event.record())
             else:

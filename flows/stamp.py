@@ -112,10 +112,14 @@ class Stamper:
         until: datetime | None = None,
         clock: Clock | None = None,
         placement: Callable[[str], str] | None = None,
+        balances: bool = True,
     ) -> None:
-        """`placement` maps a customer to the key its shard is chosen by (flows/owners.py)."""
+        """`placement` maps a customer to the key its shard is chosen by (flows/owners.py).
+        `balances=False`: events keep no `balance_after` (a fixed rule set that reads none;
+        the live flow keeps them, since a rules reload may add a balance milestone)."""
         self.count = shards
         self.placement = placement
+        self.balances = balances
         self.keys = shard_keys(shards)
         self.lateness, self.max_future, self.until = lateness, max_future, until
         self.clock = clock
@@ -128,7 +132,7 @@ class Stamper:
         dead: list[dict] = []
         accepted: list[tuple[Event, str, bytes]] = []
         for source, raw in batch:
-            event = decode(raw, source, now=now, max_future=self.max_future)
+            event = decode(raw, source, now=now, max_future=self.max_future, balances=self.balances)
             if isinstance(event, DeadLetter):
                 dead.append(event.record())
             else:

@@ -85,13 +85,32 @@ def test_opened_at_that_is_not_rfc3339_is_a_reference_data_problem(tmp_path, val
     assert problems == [f"{path}:2: schema:opened_at"]
 
 
-def test_balances_off_leaves_balance_after_unread():
-    """Without a rule that reads balances the decoder neither converts nor rejects them."""
+def test_balances_off_checks_balance_after_but_leaves_it_out():
+    """Without a rule that reads balances they are checked (same dead letters), not kept."""
     tx = {"type": "transaction", "event_id": "e1", "customer_id": "c1", "account_id": "a",
           "occurred_at": "2026-01-01T00:00:00Z", "direction": "credit", "amount": "5.00",
           "kind": "cash_deposit", "balance_after": "lots"}  # fmt: skip
     assert decode(orjson.dumps(tx), "t").reason == "schema:balance_after"  # type: ignore[union-attr]
     lazy = decode(orjson.dumps(tx), "t", balances=False)
-    assert not isinstance(lazy, DeadLetter) and lazy.balance_after is None  # type: ignore[union-attr]
-    tx["balance_after"] = "-12.30"
-    assert decode(orjson.dumps(tx), "t").balance_after == -1230  # type: ignore[union-attr]
+    assert isinstance(lazy, DeadLetter) and lazy.reason == "schema:balance_after"
+    for good in ("-12.30", "7", 7, 7.5, "1e3"):
+        tx["balance_after"] = good
+        lazy = decode(orjson.dumps(tx), "t", balances=False)
+        assert not isinstance(lazy, DeadLetter) and lazy.balance_after is None
+        assert decode(orjson.dumps(tx), "t").balance_after is not None  # type: ignore[union-attr]
+
+
+_NUMBERS = st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+_TEXTS = st.text(max_size=20) | st.from_regex(r"-?[0-9]{1,17}(\.[0-9]{1,3})?", fullmatch=True)
+
+
+@given(_TEXTS | _NUMBERS | st.none() | st.booleans())
+def test_a_balance_left_out_is_rejected_exactly_when_a_kept_one_would_be(balance):
+    tx = {"type": "transaction", "event_id": "e1", "customer_id": "c1", "account_id": "a",
+          "occurred_at": "2026-01-01T00:00:00Z", "direction": "credit", "amount": "5.00",
+          "kind": "cash_deposit", "balance_after": balance}  # fmt: skip
+    raw = orjson.dumps(tx)
+    kept, lazy = decode(raw, "t"), decode(raw, "t", balances=False)
+    assert isinstance(kept, DeadLetter) == isinstance(lazy, DeadLetter)
+    if isinstance(kept, DeadLetter):
+        assert kept.record() == lazy.record()  # type: ignore[union-attr]
