@@ -51,11 +51,22 @@ def to_us(text: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def run(payloads: list[bytes], until_us: int | None) -> list[Cand]:  # noqa: C901, PLR0912, PLR0915
+def run(payloads: list[bytes], until_us: int | None) -> list[Cand]:
     """All candidates of the four rules over `payloads` (in order), then the end of input."""
-    loads, fromiso = orjson.loads, datetime.fromisoformat
-    # customer -> [last_seen, seen ids, last_act, act_id, fired_for, queued, deposits, window]
+    return _run(payloads, until_us, {})
+
+
+def held_after(payloads: list[bytes], until_us: int | None) -> int:
+    """Customers whose state the baseline holds at the end (for bench_memory.py)."""
     custs: dict[str, list[Any]] = {}
+    _run(payloads, until_us, custs)
+    return len(custs)
+
+
+def _run(payloads: list[bytes], until_us: int | None, custs: dict) -> list[Cand]:  # noqa: C901, PLR0912, PLR0915
+    loads, fromiso = orjson.loads, datetime.fromisoformat
+    # custs: customer -> [last_seen, seen ids, last_act, act_id, fired_for, queued,
+    #                     deposits, window]
     heap: list[tuple[int, str, int]] = []  # (deadline, customer, 0 dormancy | 1 eviction)
     out: list[Cand] = []
     wm = -(1 << 62)
