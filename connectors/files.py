@@ -20,13 +20,14 @@ import gzip
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-Item = tuple[str, bytes]
+Line = tuple[str, bytes]  # (source label `path:line`, the raw line)
+Item = tuple[str, bytes | None]  # a source item; None: the end of a partition (_JsonlPartition)
 FilePosition = tuple[int, int]
 
 
@@ -51,10 +52,10 @@ class JsonlReader:
         if self._offset:
             self._file.seek(self._offset)
 
-    def read(self, count: int) -> list[Item] | None:
+    def read(self, count: int) -> list[Line] | None:
         """Up to `count` lines' worth of records; None at the end of the file."""
         readline, label = self._file.readline, self._label
-        out: list[Item] = []
+        out: list[Line] = []
         line_no = self._line
         for _ in range(count):
             line = readline()
@@ -90,12 +91,19 @@ class _JsonlPartition(StatefulSourcePartition[Item, FilePosition]):
     def __init__(self, path: Path, label: str, batch_size: int, resume: FilePosition | None):
         self._reader = JsonlReader(path, label, resume)
         self._batch_size = batch_size
+        self._label = label
+        self._ended = False
 
     def next_batch(self) -> list[Item]:
+        """Lines; at the end of the file one `(label, None)`, so the stamp step knows this
+        partition no longer holds the watermark back (flows/partitions.py)."""
         batch = self._reader.read(self._batch_size)
         if batch is None:
-            raise StopIteration
-        return batch
+            if self._ended:
+                raise StopIteration
+            self._ended = True
+            return [(self._label, None)]
+        return cast(list[Item], batch)  # lines are items; a list is invariant, so say it
 
     def snapshot(self) -> FilePosition:
         return self._reader.position

@@ -32,7 +32,7 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
@@ -170,10 +170,11 @@ class ShardBuilder:
         profiles: Mapping[str, CustomerProfile],
         clock: Clock | None,
         metrics: FlowMetrics | None = None,
+        partitions: int = 1,
     ) -> None:
         self.settings, self.profiles, self.clock = settings, profiles, clock
         self.initial, self.switches = versions
-        self.metrics = metrics
+        self.metrics, self.partitions = metrics, partitions
         self.end_wait = EndWait()  # one end-of-input wait for all shards of this process
 
     def __call__(self, resume: bytes | None) -> ShardLogic:
@@ -184,7 +185,8 @@ class ShardBuilder:
             self.metrics.time_store(policy.store)
             self.metrics.watch_policy(policy)
         versions = Versions(self.initial, list(self.switches))
-        shard = Shard(Engine(rules), policy, self.profiles, self.clock, versions)
+        parts = self.partitions if self.partitions > 1 else None
+        shard = Shard(Engine(rules), policy, self.profiles, self.clock, versions, partitions=parts)
         return ShardLogic(shard, self.settings, resume, self.metrics)
 
 
@@ -222,6 +224,7 @@ def build_flow(
     ins = [op.input(f"in-{i}", flow, src) for i, src in enumerate(srcs)]
     raw = ins[0] if len(ins) == 1 else op.merge("in", *ins)
     engine = rules.engine
+    partitions = partition_count(srcs)
     stamper = Stamper(
         settings.shards,
         engine.allowed_lateness,
@@ -229,11 +232,13 @@ def build_flow(
         settings.until,
         live,
         placement_for(rules, profiles),
+        partitioned=partitions > 1,
+        idle_timeout=settings.idle_timeout,
     )
     batches: Stream[tuple[str, Batch | Switch]] = op.flat_map_batch("stamp", raw, stamper)
     if live is not None and settings.watch_rules:
         batches = _with_reloads(flow, settings, initial, batches, live, stoppable)
-    builder = ShardBuilder(settings, (initial, switches), profiles, live, metrics)
+    builder = ShardBuilder(settings, (initial, switches), profiles, live, metrics, partitions)
     keyed = op.stateful_batch("engine", batches, builder)
     results = op.map("results", keyed, _value)
     if observe is not None:
@@ -275,6 +280,18 @@ def _to_every_shard(item: tuple[str, Any], keys: list[str]) -> list[tuple[str, S
 
 def _audit_record(item: tuple[str, Any]) -> dict | None:
     return item[1] if item[0] == "audit" else None
+
+
+def partition_count(sources: Sequence[Source]) -> int:
+    """Input partitions of the whole flow (every process lists the same), 1 when unknown.
+
+    A dynamic source has no fixed partitions: the flow then keeps one watermark for the
+    stream it sees (the single-stream rule, flows/stamp.py).
+    """
+    fixed = [s for s in sources if isinstance(s, FixedPartitionedSource)]
+    if len(fixed) != len(sources):
+        return 1
+    return sum(len(s.list_parts()) for s in fixed)
 
 
 def _value(keyed: tuple[str, ShardOutput]) -> ShardOutput:

@@ -46,6 +46,9 @@ class FlowSettings(BaseModel):
     watch_rules: bool = False  # wall clock: pick up changes of `rules` (keymoment run sets it)
     rules_poll_seconds: float = Field(default=1.0, gt=0)
     rules_lead_seconds: float = Field(default=2.0, ge=0)  # a switch's W: now + this
+    # Several input partitions: seconds of wall time after which a silent partition stops
+    # holding the watermark back (flows/partitions.py); None: never (exact replays).
+    idle_timeout: float | None = Field(default=None, gt=0)
 
     def to_env(self) -> dict[str, str]:
         return {ENV: self.model_dump_json()}

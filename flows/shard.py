@@ -44,6 +44,7 @@ from keymoment.triggers.events import CustomerProfile
 from keymoment.triggers.switch import switched
 
 from .feedback import Feedback
+from .partitions import PartitionClock
 from .stamp import Batch, Clock
 from .versioning import TICK, Versions, split
 
@@ -88,14 +89,20 @@ class Shard:
         profiles: Mapping[str, CustomerProfile],
         clock: Clock | None = None,
         versions: Versions | None = None,
+        partitions: int | None = None,
     ) -> None:
         """`clock` is the wall clock of a live run; None runs on the event clock (a replay).
 
         `versions` holds the rules version the engine runs and the switches
-        scheduled after it; without it the rules never change.
+        scheduled after it; without it the rules never change. `partitions`: how
+        many input partitions the flow reads, when batches carry per-partition rises
+        (`flows.partitions`); the engine then fires a customer's own due timers
+        before its next event, as the minimum may lag that partition.
         """
         self.engine, self.policy, self.profiles, self.clock = engine, policy, profiles, clock
         self.versions = versions
+        self.parts = PartitionClock(partitions) if partitions else None
+        engine.lagging = self.parts is not None
         self.lateness = engine.lateness
         self.last_at: datetime | None = None  # newest occurred_at seen: the end of input
         self.feedback = Feedback(engine, profiles)
@@ -118,6 +125,8 @@ class Shard:
         if now is not None:
             self._decide(self.engine.advance(self._wall_mark(now)), now, out)
         rise_pos, rise_wm = batch.rise_pos, batch.rise_wm
+        if batch.rise_part and self.parts is not None:
+            rise_pos, rise_wm = self.parts.rises(rise_pos, rise_wm, batch.rise_part)
         engine, profiles = self.engine, self.profiles
         in_force = -1  # the rise in force at the last event
         for pos, event, source, _raw in batch.events:
@@ -199,6 +208,7 @@ class Shard:
         old, new = self.versions.current.rules, self.versions.pop().version.rules
         change = diff(old, new)
         self.engine = switched(self.engine, new, change.carry, change.reset_salary)
+        self.engine.lagging = self.parts is not None
         self.lateness = self.engine.lateness
         self.policy.update_rules(new)
 
@@ -220,12 +230,21 @@ class Shard:
             self._decide(self.engine.advance(rise_wm[j]), now, out)
 
     def _decide(self, candidates: list[Candidate], now: datetime | None, out: ShardOutput) -> None:
-        """`now` is the wall clock of a live run; a replay decides on the watermark."""
+        """`now` is the wall clock of a live run; on the event clock each candidate is decided
+        at its own `triggered_at` (a timer at its deadline), never at a watermark that depends
+        on how partitions interleave: runs of candidates sharing a time go together."""
         if not candidates:
             return
-        clock_at = now or self.engine.watermark
-        assert clock_at is not None, "candidates exist only once an event set the watermark"
-        self._record(self.policy.decide(candidates, self.profiles, clock_at), out, now)
+        if now is not None:
+            self._record(self.policy.decide(candidates, self.profiles, now), out, now)
+            return
+        start = 0
+        for end in range(1, len(candidates) + 1):
+            at = candidates[start].triggered_at
+            if end == len(candidates) or candidates[end].triggered_at != at:
+                group = candidates[start:end]
+                self._record(self.policy.decide(group, self.profiles, at), out, None)
+                start = end
 
     def _record(self, decisions: list[Decision], out: ShardOutput, now: datetime | None) -> None:
         """Emit decisions, then feed the sent ones back (follow-ups due at once are decided too)."""
@@ -260,6 +279,7 @@ class Shard:
             self.versions = Versions.restored(snap["versions"])
             if self.versions.current.rules != self.engine.ruleset:
                 self.engine = Engine(self.versions.current.rules)
+                self.engine.lagging = self.parts is not None
                 self.policy.update_rules(self.versions.current.rules)
         self.engine.restore(snap["engine"])
         self.last_at = snap["last_at"]

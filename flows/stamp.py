@@ -11,9 +11,12 @@ rises between its own events, so its timers fire at the same positions, with
 the same clock, whatever the number of shards (see `flows.shard`). The
 backtest is this with one shard (`flows.replay`).
 
-With several source partitions, each worker stamps the partitions it reads
-and shards advance to the highest watermark any of them reached: events of a
-lagging partition then count as late (docs/dataflow.md).
+With several source partitions (`partitioned=True`) each rise belongs to one
+partition and carries that partition's own watermark; the shards take the
+minimum over all partitions (`flows.partitions`), so the result does not
+depend on how partitions interleave. A source signals the end of a
+partition with `(partition label, None)`; `idle_timeout` (wall seconds)
+marks a silent partition idle, so it does not hold time back.
 
 No Bytewax here: `flows.dataflow` uses a `Stamper` as its `flat_map_batch`
 mapper.
@@ -22,14 +25,17 @@ mapper.
 from __future__ import annotations
 
 import threading
+import time
 import zlib
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from keymoment.connectors.wire import DeadLetter, decode
 from keymoment.triggers.events import Event
 
+from .partitions import FAR, part_id, partition_of
 from .placement import shard_keys
 from .rises import pack, unpack
 
@@ -62,11 +68,13 @@ class Batch(NamedTuple):
     last_at: datetime | None  # newest occurred_at of the batch's accepted events
     dead_letters: list[dict]  # decode rejects (shard 0 only), passed through to the output
     lines: int  # input records in the batch (shard 0 only), for the live view
+    rise_part: Sequence[int] = ()  # partitioned: the partition (`part_id`) of each rise
 
     def __reduce__(self) -> tuple[Any, tuple]:
         raw = [(e.pos, e.source, e.raw) for e in self.events]
         packed = pack(self.rise_pos, self.rise_wm)
-        return (_rebuild, (*packed, raw, self.last_at, self.dead_letters, self.lines))
+        parts = array("q", self.rise_part).tobytes() if self.rise_part else b""
+        return (_rebuild, (*packed, raw, self.last_at, self.dead_letters, self.lines, parts))
 
 
 def _rebuild(
@@ -76,15 +84,18 @@ def _rebuild(
     last_at: datetime | None,
     dead_letters: list[dict],
     lines: int,
+    packed_parts: bytes = b"",
 ) -> Batch:
     """Decode again what the stamp step accepted (no clock check: it passed once already)."""
     rise_pos, rise_wm = unpack(packed_pos, packed_wm)
+    parts = array("q")
+    parts.frombytes(packed_parts)
     events = []
     for pos, source, payload in raw:
         event = decode(payload, source)
         assert not isinstance(event, DeadLetter), "accepted once, so accepted again"
         events.append(OwnEvent(pos, event, source, payload))
-    return Batch(rise_pos, rise_wm, events, last_at, dead_letters, lines)  # type: ignore[arg-type]  # LazyWatermarks is a read-only list of datetimes
+    return Batch(rise_pos, rise_wm, events, last_at, dead_letters, lines, parts.tolist())  # type: ignore[arg-type]  # LazyWatermarks is a read-only list of datetimes
 
 
 def shard_of(customer_id: str, count: int) -> int:
@@ -113,6 +124,9 @@ class Stamper:
         clock: Clock | None = None,
         placement: Callable[[str], str] | None = None,
         balances: bool = True,
+        partitioned: bool = False,
+        idle_timeout: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`placement` maps a customer to the key its shard is chosen by (flows/owners.py).
         `balances=False`: events keep no `balance_after` (a fixed rule set that reads none;
@@ -120,24 +134,32 @@ class Stamper:
         self.count = shards
         self.placement = placement
         self.balances = balances
+        self.partitioned, self.idle_timeout, self.monotonic = partitioned, idle_timeout, monotonic
         self.keys = shard_keys(shards)
         self.lateness, self.max_future, self.until = lateness, max_future, until
         self.clock = clock
         self.after_until = 0  # events skipped for being later than `until` (this process)
         self._local = threading.local()
 
-    def __call__(self, batch: list[tuple[str, bytes]]) -> list[tuple[str, Batch]]:
+    def __call__(self, batch: Sequence[tuple[str, bytes | None]]) -> list[tuple[str, Batch]]:
         """The `flat_map_batch` mapper: decode, then stamp; every shard key gets a batch."""
         now = self.clock() if self.clock is not None else None
         dead: list[dict] = []
         accepted: list[tuple[Event, str, bytes]] = []
+        ended: list[str] = []
         for source, raw in batch:
+            if raw is None:  # the source's end of this partition
+                ended.append(source)
+                continue
             event = decode(raw, source, now=now, max_future=self.max_future, balances=self.balances)
             if isinstance(event, DeadLetter):
                 dead.append(event.record())
             else:
                 accepted.append((event, source, raw))
-        return list(zip(self.keys, self.stamp(accepted, dead, len(batch)), strict=True))
+        lines = len(batch) - len(ended)
+        if self.partitioned:
+            return list(zip(self.keys, self.stamp_parts(accepted, dead, lines, ended), strict=True))
+        return list(zip(self.keys, self.stamp(accepted, dead, lines), strict=True))
 
     def stamp(
         self, accepted: Iterable[tuple[Event, str, bytes]], dead: list[dict], lines: int
@@ -175,3 +197,61 @@ class Stamper:
             )
             for s in range(count)
         ]
+
+    def stamp_parts(
+        self,
+        accepted: Iterable[tuple[Event, str, bytes]],
+        dead: list[dict],
+        lines: int,
+        ended: Sequence[str] = (),
+    ) -> list[Batch]:
+        """`stamp` with one watermark per partition: each rise names its partition."""
+        marks: dict[str, datetime] = self._local.__dict__.setdefault("marks", {})
+        heard: dict[str, float] = self._local.__dict__.setdefault("heard", {})
+        own: list[list[OwnEvent]] = [[] for _ in range(self.count)]
+        rise_pos: list[int] = []
+        rise_wm: list[datetime] = []
+        rise_part: list[int] = []
+        last_at, wall = None, self.monotonic()
+        lateness, count, until = self.lateness, self.count, self.until
+        i = -1
+        for i, (event, source, raw) in enumerate(accepted):  # noqa: B007 - i is used after
+            at = event.occurred_at
+            if until is not None and at > until:
+                self.after_until += 1
+                continue
+            part = partition_of(source)
+            heard[part] = wall
+            mark = marks.get(part)
+            if mark is None or at - lateness > mark or mark is FAR:
+                marks[part] = at - lateness
+                rise_pos.append(i)
+                rise_wm.append(at - lateness)
+                rise_part.append(part_id(part))
+            own[shard_of(event.customer_id, count)].append(OwnEvent(i, event, source, raw))
+            if last_at is None or at > last_at:
+                last_at = at
+        for part in [*ended, *self._idle(marks, heard, wall)]:
+            marks[part] = FAR
+            rise_pos.append(i + 1)
+            rise_wm.append(FAR)
+            rise_part.append(part_id(part))
+        return [
+            Batch(
+                rise_pos,
+                rise_wm,
+                own[s],
+                last_at,
+                dead if s == 0 else [],
+                lines if s == 0 else 0,
+                rise_part,
+            )  # fmt: skip
+            for s in range(count)
+        ]
+
+    def _idle(self, marks: dict[str, datetime], heard: dict[str, float], wall: float) -> list[str]:
+        """Partitions silent for `idle_timeout` seconds that still hold time back."""
+        if self.idle_timeout is None:
+            return []
+        limit = wall - self.idle_timeout
+        return [p for p, at in heard.items() if at < limit and marks.get(p) is not FAR]

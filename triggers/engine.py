@@ -77,6 +77,9 @@ class Engine:
             for salary in (False, True)
         }
         self.follow_ups = [t for t in self.triggers if isinstance(t, FollowUp)]
+        # Set by a driver whose watermark may lag a customer's own stream (several input
+        # partitions, docs/engine.md): each event first fires its customer's due timers.
+        self.lagging = False
         self.customers: dict[str, CustomerState] = {}
         self.watermark: datetime | None = None
         self._heap: list[tuple[datetime, str, int, str]] = []
@@ -174,7 +177,7 @@ class Engine:
         ):
             return None
         out: list[Candidate] = []
-        if customer is not None and self.lateness:
+        if customer is not None and (self.lateness or self.lagging):
             customer = self._advance_customer(customer_id, customer, at, out)
         if customer is None:
             customer = self.customers[customer_id] = CustomerState(at, len(self.triggers))

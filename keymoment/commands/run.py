@@ -78,6 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tick", type=float, default=1.0, help="wall clock: seconds between timer sweeps"
     )
     p.add_argument("--batch-size", type=int, default=1000, help="file source lines per batch")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="several input partitions: a partition silent for S seconds (wall time) stops "
+        "holding the watermark back until it sends again (default: never)",
+    )
     p.add_argument("--recovery", metavar="DIR", help="enable Bytewax recovery with state in DIR")
     p.add_argument(
         "--snapshot-interval",
@@ -165,6 +172,7 @@ def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imp
             audit=args.audit,
             watch_rules=args.clock == "wall" and not args.no_reload and unbounded(args.source),
             rules_lead_seconds=args.reload_lead,
+            idle_timeout=args.idle_timeout,
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
