@@ -44,20 +44,33 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 log = logging.getLogger(__name__)
-Item = tuple[str, bytes]
+Item = tuple[str, bytes | None]  # None: the end of a partition (`tail=False` at EOF)
 STARTS = {"earliest": OFFSET_BEGINNING, "latest": OFFSET_END}
 
 
 class _PositionedPartition(StatefulSourcePartition[Item, int]):
     """Wraps one Bytewax Kafka partition: messages become `(position, value)`."""
 
-    def __init__(self, inner: StatefulSourcePartition, resume: int | None, start: int):
+    def __init__(
+        self, inner: StatefulSourcePartition, resume: int | None, start: int, label: str = ""
+    ):
         self._inner = inner
         self._offset = start if resume is None else resume
+        self._label = label  # `topic:partition`, the partition of every item's position
+        self._ended = False
 
     def next_batch(self) -> list[Item]:
+        """Positioned messages; at the end (`tail=False`) one `(topic:partition, None)`, so the
+        stamp step stops waiting for this partition (flows/partitions.py)."""
+        try:
+            batch = self._inner.next_batch()
+        except StopIteration:
+            if self._ended:
+                raise
+            self._ended = True
+            return [(self._label, None)]
         out: list[Item] = []
-        for msg in self._inner.next_batch():
+        for msg in batch:
             item = _item(msg)
             if item is None:
                 continue
@@ -130,7 +143,8 @@ class KafkaEventSource(FixedPartitionedSource[Item, int]):
         if resume_state is None and self.start == OFFSET_END:
             resume_state = self._end_offset(for_part)
         inner = self.inner.build_part(step_id, for_part, resume_state)
-        return _PositionedPartition(inner, resume_state, self.start)
+        idx, topic = for_part.split("-", 1)
+        return _PositionedPartition(inner, resume_state, self.start, f"{topic}:{idx}")
 
     def _end_offset(self, for_part: str) -> int:
         """`latest` fixed as a number now, so a snapshot taken before any message is exact."""
