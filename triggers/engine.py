@@ -81,6 +81,8 @@ class Engine:
         # partitions, docs/engine.md): each event first fires its customer's due timers.
         self.lagging = False
         self.customers: dict[str, CustomerState] = {}
+        # Customers whose state changed since the last incremental snapshot (triggers/snapshots.py).
+        self.dirty: set[str] = set()
         self.watermark: datetime | None = None
         self._heap: list[tuple[datetime, str, int, str]] = []
         self._context = RuleContext(self._schedule)
@@ -133,6 +135,7 @@ class Engine:
         customer = self.customers.get(customer_id)
         if customer is None:
             return
+        self.dirty.add(customer_id)
         slot = timer_slot(index, key)
         if customer.queued.get(slot) == deadline:
             del customer.queued[slot]
@@ -176,6 +179,7 @@ class Engine:
             and self._is_duplicate(customer, event)
         ):
             return None
+        self.dirty.add(customer_id)
         out: list[Candidate] = []
         if customer is not None and (self.lateness or self.lagging):
             customer = self._advance_customer(customer_id, customer, at, out)
@@ -214,6 +218,7 @@ class Engine:
         if customer is None:
             return []
         out: list[Candidate] = []
+        self.dirty.add(offer.customer_id)
         ctx = self._begin(offer.customer_id, customer, profile, out)
         for trigger in self.follow_ups:
             trigger.on_sent(ctx, offer)
