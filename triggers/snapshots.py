@@ -59,10 +59,10 @@ def restore(engine: Engine, base: dict[str, Any], parts: Iterable[dict[str, Any]
 
 def rebuilt_heap(engine: Engine) -> list:
     """One heap entry per queued timer and eviction entry, from the customer states."""
-    heap = [
-        (deadline, cid, slot, "") if type(slot) is int else (deadline, cid, slot[0], slot[1])
-        for cid, state in engine.customers.items()
-        for slot, deadline in state.queued.items()
-    ]
+    heap = []
+    for cid, state in engine.customers.items():
+        for slot, deadline in state.queued.items():
+            index, key = (slot, "") if isinstance(slot, int) else slot
+            heap.append((deadline, cid, index, key))
     heapify(heap)
     return heap
