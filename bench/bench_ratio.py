@@ -14,7 +14,8 @@ shared: CPU seconds move less with the load than wall seconds). Cases:
 - `backtest --policy off`, `backtest`, `run --clock event`: the real
   commands as subprocesses on the file, CPU of the child, start-up included;
   `startup` is the same command on a one-event file, and the `net` column
-  takes it off.
+  takes it off; `--against DIR` adds the same commands run from an older
+  checkout (`git archive REV | tar -x -C DIR`), interleaved with the new.
 
 Each line prints events per CPU second and the ratio to the baseline of the
 same run (issue 13's goals: backtest >= 0.6, run --clock event >= 0.45).
@@ -53,11 +54,12 @@ def in_process(run: Callable[[], object]) -> Case:
     return case
 
 
-def command(argv: list[str]) -> Case:
-    """A subprocess; its CPU seconds (user + system) from wait4."""
+def command(argv: list[str], code: str | None = None) -> Case:
+    """A subprocess (with `code` first on PYTHONPATH when given); CPU seconds from wait4."""
+    env = {**os.environ, "PYTHONPATH": code} if code else None
 
     def case() -> float:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         err = proc.stderr.read().decode() if proc.stderr else ""
@@ -107,6 +109,9 @@ def cases(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Case], dict[st
     for name, argv in commands(args.rules, events, profiles, until, tmp).items():
         main[name] = command(argv)
         startup[name] = command(_swap(argv, events, Path(one)))
+        if args.against:
+            main[f"{name} (before)"] = command(argv, args.against)
+            startup[f"{name} (before)"] = command(_swap(argv, events, Path(one)), args.against)
     return main, startup, len(payloads)
 
 
@@ -140,11 +145,17 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", action="append", help="run only these cases (and the baseline)")
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        help="a checkout of an older revision: its commands run too, as `... (before)` cases",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         main_cases, startup, n = cases(args, Path(tmp))
         if args.only:
-            main_cases = {k: v for k, v in main_cases.items() if k == "baseline" or k in args.only}
+            keep = {"baseline", *args.only, *(f"{k} (before)" for k in args.only)}
+            main_cases = {k: v for k, v in main_cases.items() if k in keep}
         best = rounds(main_cases | {f"startup {k}": v for k, v in startup.items()
                                     if k in main_cases}, args.repeat)  # fmt: skip
     report(best, n, args)

@@ -88,15 +88,17 @@ class JsonlReader:
 class _JsonlPartition(StatefulSourcePartition[Item, FilePosition]):
     """One file as a Bytewax partition: `batch_size` lines per call."""
 
-    def __init__(self, path: Path, label: str, batch_size: int, resume: FilePosition | None):
+    def __init__(
+        self, path: Path, label: str, batch_size: int, resume: FilePosition | None, ends: bool
+    ):
         self._reader = JsonlReader(path, label, resume)
         self._batch_size = batch_size
         self._label = label
-        self._ended = False
+        self._ended = not ends  # without end markers the end is just StopIteration
 
     def next_batch(self) -> list[Item]:
-        """Lines; at the end of the file one `(label, None)`, so the stamp step knows this
-        partition no longer holds the watermark back (flows/partitions.py)."""
+        """Lines; at the end of the file one `(label, None)` if the source has `end_markers`,
+        so the stamp step knows this partition no longer holds the watermark back."""
         batch = self._reader.read(self._batch_size)
         if batch is None:
             if self._ended:
@@ -131,6 +133,8 @@ class JsonlFileSource(FixedPartitionedSource[Item, FilePosition]):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
+        # Set by the flow when it reads several partitions (flows/partitions.py).
+        self.end_markers = False
 
     @property
     def paths(self) -> list[Path]:
@@ -142,7 +146,9 @@ class JsonlFileSource(FixedPartitionedSource[Item, FilePosition]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: FilePosition | None
     ) -> _JsonlPartition:
-        return _JsonlPartition(Path(for_part), for_part, self.batch_size, resume_state)
+        return _JsonlPartition(
+            Path(for_part), for_part, self.batch_size, resume_state, self.end_markers
+        )
 
 
 def dumps_line(record: Any) -> bytes:

@@ -54,14 +54,15 @@ class _PositionedPartition(StatefulSourcePartition[Item, int]):
     def __init__(
         self, inner: StatefulSourcePartition, resume: int | None, start: int, label: str = ""
     ):
+        """`label`: `topic:partition`, sent as `(label, None)` at the end; "" sends nothing."""
         self._inner = inner
         self._offset = start if resume is None else resume
-        self._label = label  # `topic:partition`, the partition of every item's position
-        self._ended = False
+        self._label = label
+        self._ended = not label
 
     def next_batch(self) -> list[Item]:
-        """Positioned messages; at the end (`tail=False`) one `(topic:partition, None)`, so the
-        stamp step stops waiting for this partition (flows/partitions.py)."""
+        """Positioned messages; at the end (`tail=False`, `end_markers`) one
+        `(topic:partition, None)`, so the stamp step stops waiting for this partition."""
         try:
             batch = self._inner.next_batch()
         except StopIteration:
@@ -126,6 +127,7 @@ class KafkaEventSource(FixedPartitionedSource[Item, int]):
             raise ValueError("kafka source needs at least one topic")
         self.start = STARTS[start]
         self.brokers, self.config = list(brokers), dict(config or {})
+        self.end_markers = False  # set by the flow when it reads several partitions
         self.inner = KafkaSource(
             list(brokers),
             list(topics),
@@ -144,7 +146,8 @@ class KafkaEventSource(FixedPartitionedSource[Item, int]):
             resume_state = self._end_offset(for_part)
         inner = self.inner.build_part(step_id, for_part, resume_state)
         idx, topic = for_part.split("-", 1)
-        return _PositionedPartition(inner, resume_state, self.start, f"{topic}:{idx}")
+        label = f"{topic}:{idx}" if self.end_markers else ""
+        return _PositionedPartition(inner, resume_state, self.start, label)
 
     def _end_offset(self, for_part: str) -> int:
         """`latest` fixed as a number now, so a snapshot taken before any message is exact."""

@@ -23,7 +23,6 @@ keymoment.flows.dataflow:get_flow` with the settings in `KEYMOMENT_FLOW`.
 
 from __future__ import annotations
 
-import gc
 import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +41,7 @@ from keymoment.rollout.versions import RulesVersion, Switch
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
+from .collect import YOUNG_GC
 from .connect import policy_for, profiles_from, sink_from_url, source_from_url, versions_from
 from .instrument import Observability, probed
 from .metrics import FlowMetrics
@@ -57,43 +57,6 @@ from .versioning import Versions
 
 def wall_clock() -> datetime:
     return datetime.now(UTC)
-
-
-class YoungGc:
-    """Keeps Python's cyclic GC off the engine state: collect the young, freeze the survivors.
-
-    The engine holds millions of long-lived objects (100k customers); left to
-    itself the collector rescans all of them in full collections whenever
-    the heap grows by a quarter, pausing the flow for 0.3-0.6 s each
-    (measured: 6 s of a 15 s live run at 10k events/s, p99 680 ms; after
-    this, p99 18 ms). Every `every` seconds this collects the two young
-    generations (cycles that became garbage since the last pass) and
-    `gc.freeze()`s what survived, so automatic collections only see objects
-    younger than that. Frozen objects are still freed by reference counting;
-    only a reference cycle that becomes garbage after it was frozen would
-    stay, so every `full_every` seconds everything is unfrozen and collected
-    once (one long pause, rare by design).
-    """
-
-    def __init__(self, every: float = 0.25, full_every: float = 900.0) -> None:
-        self.every, self.full_every = every, full_every
-        self.last = self.last_full = time.monotonic()
-
-    def __call__(self) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        if now - self.last_full >= self.full_every:
-            self.last_full = now
-            gc.unfreeze()
-            gc.collect()
-        else:
-            gc.collect(1)
-        gc.freeze()
-
-
-YOUNG_GC = YoungGc()
 
 
 class ShardLogic(StatefulBatchLogic[Batch | Switch, ShardOutput, Any]):
@@ -217,6 +180,11 @@ def build_flow(
         profiles = profiles_from(settings.customers)
     flow = Dataflow("keymoment")
     srcs = sources or [source_from_url(url, settings.batch_size) for url in settings.sources]
+    partitions = partition_count(srcs)
+    if partitions > 1:
+        for src in srcs:  # sources that can say "this partition ended" (files, Kafka tail=0)
+            if hasattr(src, "end_markers"):
+                src.end_markers = True
     if stoppable is not None:
         srcs = stoppable(list(srcs))
     if observability is not None:
@@ -224,7 +192,6 @@ def build_flow(
     ins = [op.input(f"in-{i}", flow, src) for i, src in enumerate(srcs)]
     raw = ins[0] if len(ins) == 1 else op.merge("in", *ins)
     engine = rules.engine
-    partitions = partition_count(srcs)
     stamper = Stamper(
         settings.shards,
         engine.allowed_lateness,

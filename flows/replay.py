@@ -24,6 +24,7 @@ from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile, Event
 from keymoment.triggers.ruleset import RuleSet
 
+from .collect import YOUNG_GC
 from .shard import Shard, ShardOutput
 from .stamp import Batch, Stamper
 from .versioning import Versions
@@ -74,6 +75,7 @@ class Replay:
         """Decisions batch by batch; raises OSError (with its filename) for an unreadable file."""
         for batch in self.batches(paths):
             yield self.shard.process(batch)
+            YOUNG_GC()  # as the flow does: full collections would rescan the whole state
         yield self.shard.finish(self.until)
 
     def batches(self, paths: Sequence[str]) -> Iterator[Batch]:
