@@ -5,13 +5,14 @@ batch, so Hypothesis can try hundreds of streams with late events, equal
 timestamps, duplicates and short timers (absence, dormancy, windows and
 campaign ttls of minutes to hours), random batch boundaries, shard counts and
 allowed lateness. The reference is the backtest's loop: one `Engine.feed`
-per event, the policy on each engine call with the watermark as its clock,
+per event, the policy on each engine call at each candidate's triggered_at,
 and at the end an advance to the last event.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 from pathlib import Path
 
 import orjson
@@ -84,11 +85,20 @@ def reference(rules, lines: list[bytes]) -> list[bytes]:  # noqa: ANN001
             continue
         last_at = max(last_at or event.occurred_at, event.occurred_at)
         fed = engine.feed(event)
-        if fed.candidates:
-            out += policy.decide(fed.candidates, {}, engine.watermark)
+        out += decide_at_triggered(policy, fed.candidates)
     if last_at is not None:
-        out += policy.decide(engine.advance(last_at), {}, engine.watermark)
+        out += decide_at_triggered(policy, engine.advance(last_at))
     return canonical(d.log_record() for d in out)
+
+
+def decide_at_triggered(policy, candidates: list) -> list:  # noqa: ANN001
+    """The event clock's rule (docs/dataflow.md): each run of candidates sharing a
+    `triggered_at` is decided at that time, not at the watermark of the moment."""
+    out: list = []
+    for _, run in groupby(candidates, key=lambda c: c.triggered_at):
+        group = list(run)
+        out += policy.decide(group, {}, group[0].triggered_at)
+    return out
 
 
 def sharded(rules, lines: list[bytes], shards: int, cuts: list[int]) -> list[bytes]:  # noqa: ANN001
