@@ -205,6 +205,8 @@ class Shard:
         now = self.clock() if self.clock is not None else None
         at = self.versions.pending[0].effective_at
         self._decide(self.engine.advance(at - TICK), now, out)
+        # leads whose working day began before W are allocated on the old version too
+        self._record(self.policy.retry_pending(now or at - TICK), out, now)
         old, new = self.versions.current.rules, self.versions.pop().version.rules
         change = diff(old, new)
         self.engine = switched(self.engine, new, change.carry, change.reset_salary)
