@@ -204,7 +204,7 @@ def build_flow(
     )
     batches: Stream[tuple[str, Batch | Switch]] = op.flat_map_batch("stamp", raw, stamper)
     if live is not None and settings.watch_rules:
-        batches = _with_reloads(flow, settings, initial, batches, live, stoppable)
+        batches = _with_reloads(flow, settings, initial, batches, live, stoppable, metrics)
     builder = ShardBuilder(settings, (initial, switches), profiles, live, metrics, partitions)
     keyed = op.stateful_batch("engine", batches, builder)
     results = op.map("results", keyed, _value)
@@ -221,8 +221,13 @@ def _with_reloads(
     batches: Stream[tuple[str, Batch | Switch]],
     clock: Clock,
     stoppable: Callable[[list[Source]], list[Source]] | None = None,
+    metrics: FlowMetrics | None = None,
 ) -> Stream[tuple[str, Batch | Switch]]:
-    """The rules source's switches go to every shard key; its audit records to `--audit`."""
+    """The rules source's switches go to every shard key; its audit records to `--audit`.
+
+    With metrics, each audit record also moves `keymoment_rules_info` (applied) or
+    `keymoment_rules_reload_failures_total` (rejected).
+    """
     source = RulesSource(
         settings.rules,
         initial,
@@ -235,9 +240,12 @@ def _with_reloads(
     items = op.input("rules", flow, stoppable([source])[0] if stoppable else source)
     keys = shard_keys(settings.shards)
     switches = op.flat_map("switches", items, lambda item: _to_every_shard(item, keys))
-    if settings.audit:
+    if settings.audit or metrics is not None:
         audit = op.filter_map("audit", items, _audit_record)
-        output("audit-out", audit, sink_from_url(settings.audit))
+        if metrics is not None:
+            op.inspect("audit-metrics", audit, lambda _step, rec: metrics.rules_reload(rec))
+        if settings.audit:
+            output("audit-out", audit, sink_from_url(settings.audit))
     return op.merge("batches-and-switches", batches, switches)
 
 

@@ -117,7 +117,7 @@ class Observability:
         self.listener: Listener | None = None
 
     def start(self, host: str, port: int, rules: RulesFile) -> Observability:
-        self.metrics.rules_loaded(rules.version, len(rules.rules))
+        self.metrics.rules_loaded(rules.version)
         p = self.probe
         self.health.add("rules", lambda: None)  # loaded before the listener starts
         self.health.add("sources", lambda: p.failed or ("opening" if p.opening else None))

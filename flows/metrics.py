@@ -185,11 +185,15 @@ class FlowMetrics:
 
     # -- registration -------------------------------------------------------------------------
 
-    def rules_loaded(self, version: int | str, rules: int) -> None:
-        self.rules.labels(self.process).info({"version": str(version), "rules": str(rules)})
+    def rules_loaded(self, version: int | str) -> None:
+        self.rules.labels(self.process).info({"version": str(version)})
 
-    def rules_reload_failed(self) -> None:
-        self.reload_failures.labels(self.process).inc()
+    def rules_reload(self, audit: dict) -> None:
+        """One reload attempt's audit record (keymoment.rollout.audit): refused, or applied."""
+        if audit.get("result") == "rejected":
+            self.reload_failures.labels(self.process).inc()
+        elif audit.get("result") == "applied" and audit.get("to_version") is not None:
+            self.rules_loaded(audit["to_version"])
 
     def watch_policy(self, policy: Any) -> None:
         """Read `pending` (candidates parked for the cap store) from it at every scrape."""

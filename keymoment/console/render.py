@@ -14,6 +14,7 @@ from html import escape
 from typing import Any
 
 from keymoment.desk.explain import Explanation
+from keymoment.rollout.audit import log_line
 
 from .scrape import Process
 from .tally import Key
@@ -149,13 +150,26 @@ def rules(
         f"in decisions: <b>{e(', '.join(f'{v} ({n:,})' for v, n in sorted(seen.items())))}</b></p>"
     ]
     if audit:
-        keys = sorted({k for r in audit for k in r})[:8]
-        lines.append(table(keys, ([r.get(k) for k in keys] for r in reversed(audit)), "audit"))
+        head = ("at", "result", "from", "to", "effective at", "what")
+        rows = (
+            (r.get("at"), r.get("result"), r.get("from_version"), r.get("to_version"))
+            + (r.get("effective_at"), _said(r))
+            for r in reversed(audit)
+        )
+        lines.append(table(head, rows, "audit"))
     else:
         lines.append(
             empty("no rollout audit stream given (--audit): versions as seen in decisions")
         )
     return "".join(lines)
+
+
+def _said(record: dict) -> str:
+    """The rollout's own log line for an audit record (never its full file `content`)."""
+    try:
+        return log_line(record)
+    except (KeyError, TypeError):
+        return str(record.get("event") or "-")
 
 
 def dead(reasons: dict[str, int]) -> str:

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keymoment.connectors.generator import Generator
+from keymoment.console.follow import wait_until
 from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,3 +173,55 @@ def test_each_process_of_a_cluster_serves_its_own_endpoint(stayed_up, tmp_path) 
             proc.wait(30)
     log = [orjson.loads(x) for x in (tmp_path / "decisions.jsonl").read_bytes().splitlines()]
     assert got == Counter((d["rule_id"], d["outcome"]) for d in log) and len(log) > 100
+
+
+def test_a_live_reload_moves_the_rules_version_and_a_refused_one_counts(tmp_path) -> None:
+    """On the wall clock: an invalid rewrite counts a reload failure, a valid one version 8."""
+    import shutil
+
+    example = REPO / "examples" / "rules.yaml"
+    shutil.copytree(example.parent / "lists", tmp_path / "lists")
+    rules = tmp_path / "rules.yaml"
+    shutil.copy(example, rules)
+    port = free_port()
+    generator = "generator:?customers=500&rate=500&seed=7"
+    command = [
+        sys.executable,
+        "-m",
+        "keymoment",
+        "run",
+        "--rules",
+        str(rules),
+        "--source",
+        generator,
+    ]
+    command += ["--metrics", str(port), "--reload-lead", "1"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def value(name: str, label: str | None = None) -> str | float | None:
+        assert proc.poll() is None, "keymoment run ended"
+        try:
+            found = _samples(url).get(name, [])
+        except OSError:  # a loaded machine can reset a connection: the next poll asks again
+            return None
+        return (found[0].labels[label] if label else found[0].value) if found else None
+
+    try:
+        _wait_for(proc, "metrics at")
+        assert wait_until(lambda: value("keymoment_rules_info", "version") == "7", 30)
+        text = example.read_text()
+        (tmp_path / "bad.yaml").write_text(
+            text.replace("version: 7", "version: 8").replace(
+                "dedupe_window: 24h", "dedupe_window: 24x"
+            )
+        )
+        (tmp_path / "bad.yaml").replace(rules)
+        assert wait_until(lambda: value("keymoment_rules_reload_failures_total") == 1, 60)
+        (tmp_path / "good.yaml").write_text(text.replace("version: 7", "version: 8"))
+        (tmp_path / "good.yaml").replace(rules)
+        assert wait_until(lambda: value("keymoment_rules_info", "version") == "8", 60)
+        assert value("keymoment_rules_reload_failures_total") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

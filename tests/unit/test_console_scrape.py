@@ -19,7 +19,7 @@ def test_a_scrape_reads_pace_lag_parked_version_and_readiness() -> None:
     metrics, health = FlowMetrics(process=1, clock=lambda: 1_000_030.0), Health()
     problem = ["cap store: unreachable"]
     health.add("cap_store", lambda: problem[0] if problem else None)
-    metrics.rules_loaded(7, 3)
+    metrics.rules_loaded(7)
     listener = Listener(metrics.registry, health, "127.0.0.1", 0)
     try:
         proc, now = Process(base_url(f"127.0.0.1:{listener.port}/metrics")), [100.0]

@@ -127,15 +127,14 @@ def test_the_customer_panel_says_what_explain_says() -> None:
 
 
 def test_the_rules_panel_shows_versions_seen_and_the_audit_stream() -> None:
-    """Versions in decisions are counted; audit records are listed newest first."""
+    """Versions in decisions are counted; reload records in the rollout's words, newest first."""
     tally = Tally(clock=lambda: NOW)
     tally.decisions([decision(9, "a", "sent"), dict(decision(3, "a", "sent"), rule_version=8)])
-    tally.audits(
-        [
-            {"at": "t1", "version": 7, "action": "load"},
-            {"at": "t2", "version": 8, "action": "reload"},
-        ]
-    )
+    base = {"event": "rules_reload", "source": "rules.yaml", "from_version": 7}
+    rejected = dict(base, at="t1", to_version=None, result="rejected", problems=["bad window"])
+    applied = dict(base, at="t2", to_version=8, result="applied", effective_at="t3")
+    applied.update(added=["new-rule"], removed=[], changed=[], sections={}, content="SECRET-FILE")
+    tally.audits([rejected, applied])
     html = Console(tally, Scraper([])).panels()["rules"]
-    assert "7 (1), 8 (1)" in html
-    assert html.index("reload") < html.index("load</td>")
+    assert "7 (1), 8 (1)" in html and "SECRET-FILE" not in html
+    assert html.index("applied at watermark t3: +new-rule") < html.index("REJECTED, still on 7")

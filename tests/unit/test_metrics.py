@@ -215,12 +215,14 @@ def test_rules_info_snapshot_parked_and_reload_failures() -> None:
         pending = 4
 
     metrics = FlowMetrics()
-    metrics.rules_loaded(7, 8)
+    metrics.rules_loaded(7)
     metrics.snapshot(0.5, 1234)
     metrics.watch_policy(Parked())
     metrics.watch_policy(Parked())
-    metrics.rules_reload_failed()
-    assert samples(metrics, "keymoment_rules_info") == {(("rules", "8"), ("version", "7")): 1}
+    metrics.rules_reload({"result": "rejected", "to_version": 8})
+    assert samples(metrics, "keymoment_rules_info") == {(("version", "7"),): 1}
+    metrics.rules_reload({"result": "applied", "to_version": 9})
+    assert samples(metrics, "keymoment_rules_info") == {(("version", "9"),): 1}
     assert samples(metrics, "keymoment_snapshot_size_bytes") == {(): 1234}
     assert samples(metrics, "keymoment_candidates_parked") == {(): 8}
     assert samples(metrics, "keymoment_rules_reload_failures_total") == {(): 1}
