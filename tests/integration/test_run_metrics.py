@@ -80,6 +80,13 @@ def stayed_up(tmp_path_factory: pytest.TempPathFactory):
         assert proc.wait(30) == 0
 
 
+def _ready(url: str) -> bool:
+    try:
+        return _get(url + "/readyz")[0] == 200
+    except OSError:
+        return False
+
+
 def _samples(url: str) -> dict[str, list]:
     status, text = _get(url + "/metrics")
     assert status == 200
@@ -200,7 +207,7 @@ def test_a_live_reload_moves_the_rules_version_and_a_refused_one_counts(tmp_path
     url = f"http://127.0.0.1:{port}"
 
     def value(name: str, label: str | None = None) -> str | float | None:
-        assert proc.poll() is None, "keymoment run ended"
+        assert proc.poll() is None, f"keymoment run ended: {proc.stderr.read()}"  # type: ignore[union-attr]
         try:
             found = _samples(url).get(name, [])
         except OSError:  # a loaded machine can reset a connection: the next poll asks again
@@ -210,6 +217,7 @@ def test_a_live_reload_moves_the_rules_version_and_a_refused_one_counts(tmp_path
     try:
         _wait_for(proc, "metrics at")
         assert wait_until(lambda: value("keymoment_rules_info", "version") == "7", 30)
+        assert wait_until(lambda: _ready(url), 60)  # the flow runs: its rules are loaded
         text = example.read_text()
         (tmp_path / "bad.yaml").write_text(
             text.replace("version: 7", "version: 8").replace(
