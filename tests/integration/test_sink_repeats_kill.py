@@ -90,7 +90,7 @@ def kill_loop(settings, recovery: Path, watch: Path, kills: int) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     final = start(settings, *args)
-    _, err = final.communicate(timeout=900)
+    _, err = final.communicate(timeout=2400)
     assert final.returncode == 0, err[-2000:]
 
 
@@ -98,7 +98,7 @@ def test_kafka_redis_and_webhook_sinks_after_kill_9(
     tmp_path: Path, kafka_broker, redis_server, monkeypatch
 ) -> None:
     """Every offer on every sink after the kills; the dedupe and the gateway hold each once."""
-    customers = 2000 * max(KILLS, 2)  # each run must get past the last one: more kills, more input
+    customers = 4000 + 500 * max(KILLS - 2, 0)  # each run must get past the last one
     data = write_generated(tmp_path, customers=customers, days=240, seed=31, noise=0.005)
     clean = tmp_path / "clean"
     bytewax_run(replay_settings(data, clean, shards=4, batch_size=100), timeout=900)
