@@ -140,6 +140,7 @@ def test_kafka_redis_and_webhook_sinks_after_kill_9(
             len(gateway.accepted),
             sum(gateway.repeats.values()),
         ),
+        "webhook requests cut short by a kill": gateway.aborted,
         "most repeats of one offer": max(Counter(keys + on_sms).values()) - 1,
     }
     print(f"\nsink repeats after kill -9 (messages, repeats): {report}")

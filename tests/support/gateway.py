@@ -7,7 +7,9 @@ each answer, so tests can fail some offers with 500 (transient) or 400
 client's timeout; a 429 carries `Retry-After: <retry_after>` when that is
 set. `drop_idle` closes every connection after its answer without saying
 so, as an idle timeout does. Like a real gateway it honours `Idempotency-Key`: an
-offer accepted once is acknowledged again but never accepted twice.
+offer accepted once is acknowledged again but never accepted twice. A
+request whose body ends early (its sender was killed mid-send) is counted
+as `aborted` and not answered, as a real server would drop it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Gateway:
         self.accepted: Counter[str] = Counter()
         self.repeats: Counter[str] = Counter()
         self.bad_signatures = 0
+        self.aborted = 0  # requests whose body ended early: the sender died mid-request
         self.problems: list[str] = []
         self.in_flight = self.peak_in_flight = 0
         self._lock = threading.Lock()
@@ -119,7 +122,13 @@ def _handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             gateway.enter()
             try:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the client was killed mid-request: nothing to answer
+                    with gateway._lock:
+                        gateway.aborted += 1
+                    self.close_connection = True
+                    return
                 time.sleep(gateway.work_seconds)
                 status = gateway.handle(body, {k.lower(): v for k, v in self.headers.items()})
             finally:
