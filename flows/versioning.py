@@ -12,6 +12,7 @@ so every shard of every process switches at the same rise.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,10 +37,18 @@ class Versions:
 
     def schedule(self, switch: Switch, watermark: datetime | None) -> None:
         """A switch from the rules source; one behind the watermark applies at once (late)."""
+        if self.since == switch.effective_at and self.current.digest == switch.version.digest:
+            return  # already in force: a resumed source re-emitting what the snapshot holds
+        if any(s.version.digest == switch.version.digest for s in self.pending):
+            return
         if watermark is not None and switch.effective_at <= watermark:
             self.late += 1
-        if any(s.version.digest == switch.version.digest for s in self.pending):
-            return  # a resumed source re-emitting what the snapshot already holds
+            print(
+                f"rules version {switch.version.version}: reached a shard after its watermark"
+                f" passed {switch.effective_at.isoformat()}; applied at once (raise --reload-lead)",
+                file=sys.stderr,
+                flush=True,
+            )
         self.pending.append(switch)
         self.pending.sort(key=lambda s: s.effective_at)
 

@@ -1,0 +1,53 @@
+"""A shard's versions: batch split at a switch, late and repeated switches (flows.versioning)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from keymoment.flows.stamp import Batch, OwnEvent
+from keymoment.flows.versioning import Versions, split
+from keymoment.rollout.versions import RulesVersion, Switch
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def own(pos: int) -> OwnEvent:
+    return OwnEvent(pos, None, f"f:{pos}", b"")  # type: ignore[arg-type]  # split reads pos only
+
+
+def test_a_batch_splits_at_its_first_rise_at_or_past_the_switch():
+    """Rises at 0h, 1h, 2h with W = 1h: the head ends before the 1h rise, the tail starts at it."""
+    batch = Batch([0, 3, 5], [T0, T0 + H, T0 + 2 * H], [own(0), own(2), own(3), own(6)], T0 + 2 * H,
+                  [{"reason": "x"}], 7)  # fmt: skip
+    parts = split(batch, T0 + H)
+    assert parts is not None
+    head, tail = parts
+    assert (head.rise_pos, [e.pos for e in head.events], head.dead_letters, head.lines) == (
+        [0], [0, 2], [{"reason": "x"}], 7
+    )  # fmt: skip
+    assert (tail.rise_pos, [e.pos for e in tail.events], tail.last_at) == (
+        [3, 5],
+        [3, 6],
+        T0 + 2 * H,
+    )
+    assert split(batch, T0 + 3 * H) is None
+
+
+def test_a_late_switch_is_counted_and_a_repeated_one_ignored():
+    """Past the watermark: applied at once and counted; the same version twice: once."""
+    v7 = RulesVersion.read(str(EXAMPLE))
+    v8 = RulesVersion.parse(
+        str(EXAMPLE), EXAMPLE.read_bytes().replace(b"version: 7", b"version: 8"), str(EXAMPLE)
+    )
+    versions = Versions(v7)
+    versions.schedule(Switch(T0, v8), watermark=T0 + H)
+    versions.schedule(Switch(T0, v8), watermark=T0 + H)
+    assert versions.late == 1 and len(versions.pending) == 1
+    versions.pop()
+    versions.schedule(Switch(T0, v8), watermark=T0 + H)  # a resumed source re-emitting it
+    assert versions.pending == [] and versions.current is v8
+    again = Versions.restored(versions.snapshot())
+    assert again.current.rules == v8.rules and again.since == T0 and again.late == 1
