@@ -54,7 +54,7 @@ def edited(version: int, *pairs: tuple[str, str]) -> bytes:
     return text.encode()
 
 
-def versions(folder: Path) -> tuple[RulesVersion, RulesVersion, RulesVersion]:
+def versions(folder: Path) -> tuple[RulesVersion, RulesVersion, RulesVersion, RulesVersion]:
     shutil.copytree(EXAMPLE.parent / "lists", folder / "lists", dirs_exist_ok=True)
     out = []
     for name, text in [
@@ -64,10 +64,11 @@ def versions(folder: Path) -> tuple[RulesVersion, RulesVersion, RulesVersion]:
             "v9.yaml",
             edited(9, ("  - rule_id: gone-quiet", "  - rule_id: gone-quiet\n    mode: paused")),
         ),
+        ("v10.yaml", edited(10, ("inactive: 90d", "inactive: 60d"))),
     ]:
         (folder / name).write_bytes(text)
         out.append(RulesVersion.read(str(folder / name)))
-    return out[0], out[1], out[2]
+    return out[0], out[1], out[2], out[3]
 
 
 def replay_part(args: argparse.Namespace, folder: Path) -> None:
@@ -78,7 +79,7 @@ def replay_part(args: argparse.Namespace, folder: Path) -> None:
     at = orjson.loads(payloads[int(len(payloads) * 0.9)])["occurred_at"]
     switch_at = datetime.fromisoformat(at)
     profiles = {p["customer_id"]: CustomerProfile.model_validate(p) for p in gen.profiles()}
-    v7, v8, v9 = versions(folder)
+    v7, v8, v9, v10 = versions(folder)
     policy = build_policy(v7.rules)
     replay = Replay(v7.rules, profiles, policy, versions=Versions(v7, [Switch(switch_at, v8)]))
     walls, cpus, switch = [], [], None
@@ -100,24 +101,30 @@ def replay_part(args: argparse.Namespace, folder: Path) -> None:
     assert switch is not None
     report("median batch of 1000 events", statistics.median(walls), statistics.median(cpus))
     report("the batch with the switch", walls[switch], cpus[switch])
-    parts(args, replay, v8, v9)
+    parts(args, replay, v8, v9, v10)
 
 
 def report(name: str, wall: float, cpu: float) -> None:
     print(f"  {name:<50} {wall * 1e3:8.1f} ms wall {cpu * 1e3:8.1f} ms CPU")
 
 
-def parts(args: argparse.Namespace, replay: Replay, v8: RulesVersion, v9: RulesVersion) -> None:
+def parts(
+    args: argparse.Namespace, replay: Replay, v8: RulesVersion, v9: RulesVersion, v10: RulesVersion
+) -> None:
     """Best of N on the engine as the replay left it (it runs v8 now)."""
     shard = replay.shard
     lead, late = timedelta(seconds=2), timedelta(0)
     same, paused = diff(v8.rules, v8.rules).carry, diff(v8.rules, v9.rules).carry
+    shorter = diff(v8.rules, v10.rules).carry
     steps = {
         "validate + diff the new file (Reloader.consider)": lambda: Reloader(
             v8, lead, late, {}
         ).consider(v9.text, datetime.now(UTC)),
         "switched(), thresholds-only change": lambda: switched(shard.engine, v8.rules, same),
         "switched(), one rule paused (v9)": lambda: switched(shard.engine, v9.rules, paused),
+        "switched(), dormancy 90d -> 60d (v10, full pass)": lambda: switched(
+            shard.engine, v10.rules, shorter
+        ),
         "policy.update_rules": lambda: shard.policy.update_rules(v9.rules),
     }
     print(f"  best of {args.repeat}, on that engine:")

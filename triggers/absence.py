@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration, format_duration
@@ -57,6 +57,9 @@ class Absence(Trigger[AbsenceState]):
     @property
     def horizon(self) -> timedelta:
         return self.within
+
+    def timing(self) -> tuple[Any, ...]:
+        return (self.within,)
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         states = ctx.customer.rule_states

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -80,6 +80,9 @@ class BalanceMilestone(Trigger[MilestoneState]):
         top = old.thresholds[state.reached - 1]  # the highest threshold reached
         reached = bisect_right(self.thresholds, top)
         return MilestoneState(reached) if reached else None
+
+    def timing(self) -> tuple[Any, ...]:
+        return tuple(self.thresholds)
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         if event.type != "transaction" or event.balance_after is None:

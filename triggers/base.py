@@ -116,6 +116,15 @@ class Trigger(Generic[S]):
         """
         return state
 
+    def timing(self) -> tuple[Any, ...]:
+        """What this rule's kept states and deadlines depend on besides the shaping parameters.
+
+        Equal between two versions, `adopt` keeps every state as it is and no
+        deadline moves, so a switch hands the customers over untouched
+        (`triggers/switch.py`). Timer and edge-state triggers name theirs.
+        """
+        return ()
+
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """React to one event of this customer (default: nothing)."""
 

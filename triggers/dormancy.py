@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration
@@ -47,6 +47,9 @@ class Dormancy(Trigger[DormancyState]):
     @property
     def horizon(self) -> timedelta:
         return self.inactive
+
+    def timing(self) -> tuple[Any, ...]:
+        return (self.inactive,)
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         customer = ctx.customer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .base import RuleBase, RuleContext, Trigger
 from .durations import Duration
@@ -59,6 +59,9 @@ class SalaryMissed(Trigger[SalaryMissedState]):
     @property
     def horizon(self) -> timedelta:
         return self.delay
+
+    def timing(self) -> tuple[Any, ...]:
+        return (self.delay,)
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         reading = ctx.salary

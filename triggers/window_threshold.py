@@ -123,13 +123,16 @@ class WindowThreshold(Trigger[WindowState]):
         if now_true and not was_true:
             self.emit(ctx, at, event.event_id, aggregate=self.aggregate, window=self.label)
 
+    def timing(self) -> tuple[Any, ...]:
+        return (self.value, self.compare)
+
     def adopt(self, old: Trigger[WindowState], state: WindowState | None) -> WindowState | None:
         """The window carries over; the edge state is re-read under the new condition (rollout).
 
         So a changed `value` or `op` holds what a replay on the new version would
         hold at the newest matching event (for an in-order stream).
         """
-        if state is None or not state.times:
+        if state is None or not state.times or old.timing() == self.timing():
             return state
         times, values = state.times, state.values
         first = bisect_right(times, times[-1] - self.window)

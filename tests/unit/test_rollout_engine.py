@@ -116,3 +116,17 @@ def test_a_changed_filter_starts_fresh():
     assert engine.customers["a"].rule_states[index] is None
     fed = engine.feed(app("v2", T0 + timedelta(minutes=1), "page_view", "wealth", customer="a"))
     assert [c.rule_id for c in fed.candidates] == []  # one match in the fresh window, not two
+
+
+def test_a_thresholds_only_switch_hands_the_customers_over_untouched():
+    """min_amount changed: the same heap and states (O(rules)); a window value: a full pass."""
+    old = rules_file(BASE, 1)
+    engine = Engine(old)
+    engine.feed(app("v1", T0, "page_view", "wealth", customer="a"))
+    engine.feed(app("s1", T0, "apply_start", "loan", customer="b"))
+    richer = rules_file([dict(r, min_amount=9000) if r["rule_id"] == "big" else r for r in BASE], 2)
+    fast = switched(engine, richer, diff(old, richer).carry)
+    assert fast.customers is engine.customers and fast._heap is engine._heap
+    valued = rules_file([dict(r, value=1) if r["rule_id"] == "wealth" else r for r in BASE], 3)
+    full = switched(fast, valued, diff(richer, valued).carry)
+    assert full._heap is not fast._heap and len(full._heap) == len(fast._heap)
