@@ -200,7 +200,7 @@ class Shard:
             self._switch(out)
 
     def _switch(self, out: ShardOutput) -> None:
-        """Timers due before W on the old version, then the new rules in engine and policy."""
+        """Timers and policy work due before W on the old version, then the new rules."""
         assert self.versions is not None
         now = self.clock() if self.clock is not None else None
         at = self.versions.pending[0].effective_at
@@ -211,6 +211,7 @@ class Shard:
         change = diff(old, new)
         self.engine = switched(self.engine, new, change.carry, change.reset_salary)
         self.engine.lagging = self.parts is not None
+        self.feedback = Feedback(self.engine, self.profiles)
         self.lateness = self.engine.lateness
         self.policy.update_rules(new)
 
@@ -282,6 +283,7 @@ class Shard:
             if self.versions.current.rules != self.engine.ruleset:
                 self.engine = Engine(self.versions.current.rules)
                 self.engine.lagging = self.parts is not None
+                self.feedback = Feedback(self.engine, self.profiles)
                 self.policy.update_rules(self.versions.current.rules)
         self.engine.restore(snap["engine"])
         self.last_at = snap["last_at"]

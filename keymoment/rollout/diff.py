@@ -26,7 +26,17 @@ Kind = Literal["added", "removed", "fresh", "widened", "narrowed", "thresholds",
 CARRIES: frozenset[str] = frozenset({"widened", "narrowed", "thresholds", "unchanged"})
 
 SHAPING = frozenset(
-    {"trigger", "customer_filter", "filter", "kinds", "aggregate", "start", "cancel"}
+    {
+        "trigger",
+        "customer_filter",
+        "filter",
+        "kinds",
+        "aggregate",
+        "start",
+        "cancel",
+        "after",
+        "unless",
+    }
 )
 HORIZON = frozenset({"lookback", "window", "onboarding", "memory", "inactive", "within", "grace"})
 NOT_STATE = frozenset({"mode", "description"})
