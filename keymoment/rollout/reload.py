@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from keymoment.config import RulesError, parse_rules
+from keymoment.config import RulesError, RulesFile, parse_rules
 
 from .audit import record
 from .diff import refusals
@@ -56,7 +56,14 @@ class Reloader:
         self.current = RulesVersion(new, text, current.source, current.path)
         return Switch(at, self.current), rec
 
-    def _record(self, now, text, new, problems, at):  # type: ignore[no-untyped-def]
+    def _record(
+        self,
+        now: datetime,
+        text: bytes,
+        new: RulesFile | None,
+        problems: list[str],
+        at: datetime | None,
+    ) -> dict[str, Any]:
         if problems:
             self.failures += 1
         return record(
