@@ -70,6 +70,11 @@ class SendHours(BaseModel):
         to_time = lambda h, m: END_OF_DAY if h == 24 else time(h, m)  # noqa: E731
         return cls(start=to_time(h1, m1), end=to_time(h2, m2))
 
+    @property
+    def whole_day(self) -> bool:
+        """`08:00-08:00` and `00:00-24:00` both cover every minute of the day."""
+        return self.start == self.end or (self.start == time(0) and self.end == END_OF_DAY)
+
     def complement(self) -> SendHours:
         """The other hours of the day: quiet hours `21:00-08:00` allow `08:00-21:00`."""
         start = time(0) if self.end == END_OF_DAY else self.end  # "21:00-24:00" frees 00:00
@@ -133,8 +138,8 @@ class ChannelPolicy(BaseModel):
     def _one_of(self) -> ChannelPolicy:
         if self.send_hours is not None and self.quiet_hours is not None:
             raise ValueError("give send_hours or quiet_hours, not both")
-        if self.quiet_hours is not None and self.quiet_hours.start == self.quiet_hours.end:
-            raise ValueError("quiet_hours with equal start and end leave no hour to send")
+        if self.quiet_hours is not None and self.quiet_hours.whole_day:
+            raise ValueError("quiet_hours that cover the whole day leave no hour to send")
         return self
 
     @property
