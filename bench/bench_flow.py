@@ -304,9 +304,15 @@ def metrics_cost(settings: FlowSettings, n: int, args) -> None:  # noqa: ANN001
     """`keymoment run` without and with `--metrics`, interleaved; best of each, and CPU."""
     driver_metrics_cost(settings, n, args.metrics_repeat)
     runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    one = Path(settings.sources[0][5:]).with_name("one.jsonl")
+    one.write_bytes(Path(settings.sources[0][5:]).read_bytes().split(b"\n", 1)[0] + b"\n")
+    tiny = settings.model_copy(update={"sources": [f"file:{one}"]})
+    starts: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     for _ in range(args.metrics_repeat):
         runs["off"].append(_run_command(settings, None))
         runs["on"].append(_run_command(settings, _free_port()))
+        starts["off"].append(_run_command(tiny, None))
+        starts["on"].append(_run_command(tiny, _free_port()))
     off, on = min(w for w, _ in runs["off"]), min(w for w, _ in runs["on"])
     off_cpu, on_cpu = min(c for _, c in runs["off"]), min(c for _, c in runs["on"])
     label = f"keymoment run, metrics off / on (best of {args.metrics_repeat})"
@@ -319,6 +325,13 @@ def metrics_cost(settings: FlowSettings, n: int, args) -> None:  # noqa: ANN001
         f"{(b[0] / a[0] - 1) * 100:+.1f}%" for a, b in zip(runs["off"], runs["on"], strict=True)
     )
     print(f"  each pair, on against off (wall): {pairs}")
+    s_off = min(c for _, c in starts["off"])
+    s_on = min(c for _, c in starts["on"])
+    work_off, work_on = off_cpu - s_off, on_cpu - s_on
+    print(
+        f"  startup alone (one-line input), CPU: {s_off:.2f} / {s_on:.2f} s; without it, "
+        f"{work_off:.2f} / {work_on:.2f} CPU s ({(work_on / work_off - 1) * 100:+.1f}%)"
+    )
 
 
 def partitioned(settings: FlowSettings, lines: list[bytes], out: Path, args) -> None:  # noqa: ANN001

@@ -57,6 +57,7 @@ class FlowMetrics:
         self.process, self.clock = str(process), clock
         self.watermark_at: float | None = None
         self.calls = 0  # shard calls counted: the engine is running once this is above 0
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.policies: list[Any] = []
         self.sinks: dict[str, Any] = {}
         self.handed: Tally[str] = Tally()  # offers handed to sinks that keep no counts
@@ -123,7 +124,19 @@ class FlowMetrics:
         for batch in batches:
             tally.update(map(_event_type, batch.events))
         for kind, n in tally.items():
-            self.events.labels(self.process, kind).inc(n)
+            self._inc(self.events, (kind,), n)
+
+    def _inc(self, metric: Counter, labels: tuple[str, ...], n: float) -> None:
+        """`metric.labels(process, *labels).inc(n)`, the child looked up in a plain dict.
+
+        prometheus_client's `labels()` validates and locks on every call: about
+        as costly as all the counting it serves, at a few dozen calls per batch.
+        """
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(self.process, *labels)
+        child.inc(n)
 
     def reader(self, source: str) -> Callable[[int], None]:
         """What a source partition calls with the size of each batch it read."""
@@ -138,11 +151,11 @@ class FlowMetrics:
                 (d.candidate.rule_id, d.outcome, d.channel or "none") for d in out.decisions
             )
             rules: Tally[str] = Tally()
-            for (rule, outcome, channel), n in tally.items():
-                self.decisions.labels(p, rule, outcome, channel).inc(n)
-                rules[rule] += n
+            for labels, n in tally.items():
+                self._inc(self.decisions, labels, n)
+                rules[labels[0]] += n
             for rule, n in rules.items():
-                self.candidates.labels(p, rule).inc(n)
+                self._inc(self.candidates, (rule,), n)
             if now is not None:
                 observe = self.latency.labels(p).observe
                 for d in out.decisions:
@@ -151,7 +164,7 @@ class FlowMetrics:
             self._hand(out.offers)
         if out.dead_letters:
             for reason, n in Tally(d["reason"] for d in out.dead_letters).items():
-                self.dead.labels(p, reason).inc(n)
+                self._inc(self.dead, (reason,), n)
 
     def _hand(self, offers: list[dict]) -> None:
         """Offers to sinks that keep no counts of their own: counted as handed to the sink."""
