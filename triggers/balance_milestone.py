@@ -88,14 +88,14 @@ class BalanceMilestone(Trigger[MilestoneState]):
         if event.type != "transaction" or event.balance_after is None:
             return
         customer = ctx.customer
-        state = self.state_of(customer)
-        reached = 0 if state is None else state.reached
-        if reached == len(self.thresholds):
-            return
         profile = ctx.profile
         opened_at = (profile.opened_at if profile else None) or customer.first_seen_at
         since = event.occurred_at - opened_at
         if since < _ZERO or since > self.onboarding:
+            return  # most transactions: outside onboarding, so the state is not even read
+        state = self.state_of(customer)
+        reached = 0 if state is None else state.reached
+        if reached == len(self.thresholds):
             return
         now = bisect_right(self.thresholds, event.balance_after)  # thresholds at or below it
         if now <= reached or not self.admits(ctx):

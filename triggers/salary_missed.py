@@ -74,8 +74,13 @@ class SalaryMissed(Trigger[SalaryMissedState]):
             if state is None:
                 state = ctx.customer.rule_states[self.index] = SalaryMissedState()
             deadline = event.occurred_at + self.delay
-            armed = ArmedSalary(deadline, event.event_id, reading.occurrence)
-            state.armed[reading.counterparty] = armed
+            armed = state.armed.get(reading.counterparty)
+            if armed is None:
+                armed = ArmedSalary(deadline, event.event_id, reading.occurrence)
+                state.armed[reading.counterparty] = armed
+            else:  # the common case, a monthly re-arm: no new object
+                armed.deadline, armed.event_id = deadline, event.event_id
+                armed.occurrence = reading.occurrence
             ctx.arm(self.index, reading.counterparty, deadline)
         elif state is not None:
             state.armed.pop(event.counterparty or "", None)
