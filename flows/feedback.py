@@ -11,16 +11,13 @@ replay and live. Without `follow_up` rules this is one truth test per call.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
+from keymoment.config import RulesFile
 from keymoment.policy.decision import Decision
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 from keymoment.triggers.follow_up import SentOffer
-
-if TYPE_CHECKING:
-    from keymoment.config import RulesFile
 
 
 class Feedback:
@@ -29,8 +26,8 @@ class Feedback:
     def __init__(self, engine: Engine, profiles: Mapping[str, CustomerProfile]) -> None:
         self.engine, self.profiles = engine, profiles
         self.active = bool(engine.follow_ups)
-        rules: RulesFile | None = getattr(engine, "ruleset", None)  # type: ignore[assignment]
-        campaigns = getattr(rules, "campaigns", []) or []
+        rules = engine.ruleset  # a bare RuleSet (engine-only tests) has no campaigns
+        campaigns = rules.campaigns if isinstance(rules, RulesFile) else []
         self.products = {c.campaign_id: c.product for c in campaigns}
 
     def sent(self, decisions: Sequence[Decision]) -> list[Candidate]:
