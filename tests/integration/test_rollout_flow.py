@@ -133,7 +133,8 @@ def test_kill_9_after_the_switch_resumes_on_version_8_from_the_snapshot(tmp_path
     monkey = pytest.MonkeyPatch()
     monkey.setenv("KEYMOMENT_LIST_DIRS", str(RULES.parent / "lists"))
     try:
-        data = write_generated(tmp_path, customers=4000, days=240, seed=31)
+        # enough input that a quiet machine is still replaying 2.5 s after the switch
+        data = write_generated(tmp_path, customers=12000, days=240, seed=31)
         rollout = f"{switch_time(data, 0.15)}={v8(tmp_path)}"
         clean, crashed, recovery = tmp_path / "clean", tmp_path / "crashed", tmp_path / "recovery"
         bytewax_run(
