@@ -33,7 +33,7 @@ FilePosition = tuple[int, int]
 
 def _open_read(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
     return open(path, "rb")  # noqa: SIM115 - closed in close()
 
 

@@ -324,6 +324,7 @@ def _generator_profiles(url: str) -> dict[str, CustomerProfile]:
     from keymoment.connectors.customers import parse_profile
 
     source = _generator_source(url, False, {})
+    # a GeneratorSource, typed as the plain Source every URL builder returns
     profiles = (parse_profile(record) for record in source.profiles())  # type: ignore[attr-defined]
     return {profile.customer_id: profile for profile in profiles}
 

@@ -267,6 +267,7 @@ class RulesContactPolicy:
             return out + self._park([p.candidate for p in plans], profiles, screened=True)
         asked = [p for p in plans if p.reservation is not None]
         try:
+            # `asked` holds only plans with a reservation (mypy cannot narrow inside the list)
             results = self.store.reserve_many([p.reservation for p in asked])  # type: ignore[misc]
         except CapStoreUnavailable:
             self._failed()
