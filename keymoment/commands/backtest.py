@@ -15,8 +15,6 @@ import argparse
 import sys
 from urllib.parse import parse_qs, quote, urlsplit
 
-import orjson
-
 from keymoment.cli import UserError
 from keymoment.commands.args import timestamp
 from keymoment.config import RulesError, RulesFile, load_rules
@@ -30,7 +28,7 @@ from keymoment.policy import ContactPolicy, FirstChannelPolicy, build_policy
 from keymoment.rollout.cli import add_rollout_arguments, shown_rules, versions_from
 from keymoment.triggers.events import CustomerProfile
 
-from .files import open_output
+from .files import open_output, write_json_and_html
 from .summary import Progress, Summary, render
 
 
@@ -117,14 +115,9 @@ def summary_json(summary: Summary, rules: RulesFile, tally: Tally) -> dict:
 
 
 def write_pages(args: argparse.Namespace, data: dict) -> None:
-    if args.json:
-        with open_output(args.json) as out:
-            out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
-    if args.html:
-        from keymoment.desk.pages import backtest_page
+    from keymoment.desk.pages import backtest_page
 
-        with open_output(args.html) as out:
-            out.write(backtest_page(data).encode())
+    write_json_and_html(args.json, args.html, data, backtest_page)
 
 
 def scratch_state(url: str | None, prefix: str | None) -> str | None:

@@ -15,8 +15,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from keymoment.cli import UserError
 from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.desk.compare import compare
@@ -28,7 +26,7 @@ from keymoment.triggers.events import CustomerProfile
 
 from .args import timestamp
 from .backtest import _profiles
-from .files import open_output
+from .files import write_json_and_html
 from .tables import change, n, text_table
 
 
@@ -122,14 +120,9 @@ def _records(outputs: Any) -> tuple[list[dict], int]:
 
 
 def _write(args: argparse.Namespace, result: dict) -> None:
-    if args.json:
-        with open_output(args.json) as out:
-            out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    if args.html:
-        from keymoment.desk.pages import compare_page
+    from keymoment.desk.pages import compare_page
 
-        with open_output(args.html) as out:
-            out.write(compare_page(result).encode())
+    write_json_and_html(args.json, args.html, result, compare_page)
 
 
 def render(result: dict, wall: float, cpu: float) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import orjson
 
 from keymoment.cli import UserError
 
@@ -27,3 +30,15 @@ def open_input(path: str | Path) -> IO[bytes]:
         return open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def write_json_and_html(
+    json_path: str | None, html_path: str | None, data: dict[str, Any], page: Callable[[dict], str]
+) -> None:
+    """A command's `--json` (the figures, indented) and `--html` (`page` of the same figures)."""
+    if json_path:
+        with open_output(json_path) as out:
+            out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    if html_path:
+        with open_output(html_path) as out:
+            out.write(page(data).encode())

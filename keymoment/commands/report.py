@@ -13,15 +13,13 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 
-import orjson
-
 from keymoment.cli import UserError
 from keymoment.desk import uplift
 from keymoment.desk.records import InputError, Skipped, decisions, jsonl
 from keymoment.desk.stats import LEVEL, MIN_ARM
 from keymoment.triggers.durations import parse_duration
 
-from .files import open_output
+from .files import write_json_and_html
 from .report_leads import lead_outcomes, render_leads, tally_leads
 from .report_variants import render_variants, variant_arms
 
@@ -98,14 +96,9 @@ def _warn_skipped(skipped: Skipped) -> None:
 
 
 def _write_outputs(args: argparse.Namespace, report: dict) -> None:
-    if args.json:
-        with open_output(args.json) as out:
-            out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    if args.html:
-        from keymoment.desk.pages import report_page
+    from keymoment.desk.pages import report_page
 
-        with open_output(args.html) as out:
-            out.write(report_page(report).encode())
+    write_json_and_html(args.json, args.html, report, report_page)
 
 
 def render(rows: list[uplift.CampaignUplift], window: str, product: str | None, found: int) -> str:
