@@ -3,7 +3,8 @@
 Sources (each emits `(position, payload_bytes)`):
     file:events.jsonl | file:events.jsonl.gz | events.jsonl | file:data/*.jsonl.gz
                                           (each file of a glob or each URL: one partition)
-    kafka://host:port[,host:port]/topic[,topic2][?start=earliest|latest&tail=1&batch=1000]
+    kafka://host:port[,host:port]/topic[,topic2][?start=earliest|latest&tail=1&batch=1000
+                                               &fetch_wait_ms=N]
     redis://host:port/0?stream=tx[&stream=app][&start=0|$&tail=1&batch=1000]
     generator:?customers=1000&rate=5000&seed=7[&count=N&days=240&live=1&noise=0&batch=1000]
 Sinks (each takes dict records):
@@ -86,15 +87,17 @@ def _kafka_source(url: str, check: bool, opts: dict) -> Source:
     from keymoment.connectors.kafka import KafkaEventSource
 
     brokers, topics = _kafka_target(url)
-    q = query(url, {"start", "tail", "batch"})
+    q = query(url, {"start", "tail", "batch", "fetch_wait_ms"})
     if check:
         _check_kafka(brokers, topics)
+    wait = one(q, "fetch_wait_ms", None, int)
     return KafkaEventSource(
         brokers,
         topics,
         start=one(q, "start", "earliest"),
         tail=one(q, "tail", True, flag),
         batch_size=one(q, "batch", opts.get("batch_size", 1000), int),
+        config={"fetch.wait.max.ms": wait} if wait is not None else None,
     )
 
 

@@ -43,6 +43,32 @@ def test_kafka_url_lists_topics_and_checks_they_exist(kafka_broker) -> None:
         source_from_url(f"kafka://{kafka_broker.bootstrap}/nope")
 
 
+def test_kafka_fetch_wait_reaches_the_consumer_and_reads(kafka_broker) -> None:
+    """`fetch_wait_ms=N` becomes librdkafka's `fetch.wait.max.ms` of every partition's consumer.
+
+    Tansu answers an empty fetch only after that wait (500 ms by default), so
+    a live run on it needs a short one (bench/bench_live.py); the messages
+    still all arrive.
+    """
+    from confluent_kafka import Producer
+
+    tx = create_topic(kafka_broker.bootstrap)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap})
+    for i in range(3):
+        producer.produce(tx, value=b'{"n": %d}' % i, partition=0)
+    assert producer.flush(15) == 0
+    source = source_from_url(f"kafka://{kafka_broker.bootstrap}/{tx}?tail=0&fetch_wait_ms=10")
+    assert isinstance(source, KafkaEventSource) and source.config == {"fetch.wait.max.ms": 10}
+    part = source.build_part("in", f"0-{tx}", None)
+    values: list[bytes | None] = []
+    with pytest.raises(StopIteration):
+        for _ in range(10_000):
+            values += [value for _pos, value in part.next_batch()]
+    assert values == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    with pytest.raises(ValueError, match="parameter fetch_wait_ms='soon' is not valid"):
+        source_from_url(f"kafka://{kafka_broker.bootstrap}/{tx}?fetch_wait_ms=soon")
+
+
 def test_redis_url_gives_one_partition_per_stream(redis_server) -> None:
     """`redis://...?stream=tx&stream=app` reads both streams, from the start by default."""
     source = source_from_url(f"{redis_server.url}?stream=tx&stream=app&batch=50")
