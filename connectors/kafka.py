@@ -1,8 +1,8 @@
 """Kafka topics as a Bytewax source of `(position, value)` and dict records to a topic.
 
-Source: Bytewax's own `KafkaSource` does the consuming (partitions assigned
-directly, no consumer group, offsets kept only in Bytewax recovery state).
-This module wraps each of its partitions so that:
+Source: Bytewax's own `KafkaSource` lists the partitions; each partition is
+read by a librdkafka consumer of its own (assigned directly, no consumer
+group, offsets kept only in Bytewax recovery state), so that:
 
 - items are `(topic:partition:offset, value_bytes)`, the dead-letter
   position and the raw JSON; a message without a value (a tombstone) is
@@ -30,18 +30,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
-from bytewax.connectors.kafka import (
-    KafkaError,
-    KafkaSink,
-    KafkaSinkMessage,
-    KafkaSource,
-    KafkaSourceMessage,
-)
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import KafkaError as ConfluentKafkaError
 
 log = logging.getLogger(__name__)
 Item = tuple[str, bytes | None]  # None: the end of a partition (`tail=False` at EOF)
@@ -49,64 +45,70 @@ STARTS = {"earliest": OFFSET_BEGINNING, "latest": OFFSET_END}
 
 
 class _PositionedPartition(StatefulSourcePartition[Item, int]):
-    """Wraps one Bytewax Kafka partition: messages become `(position, value)`."""
+    """One assigned topic partition, read with librdkafka directly: `(position, value)` items.
 
-    def __init__(
-        self, inner: StatefulSourcePartition, resume: int | None, start: int, label: str = ""
-    ):
-        """`label`: `topic:partition`, sent as `(label, None)` at the end; "" sends nothing."""
-        self._inner = inner
-        self._offset = start if resume is None else resume
+    Not Bytewax's own Kafka partition: that one builds a frozen dataclass per
+    message (key, headers, latency, ...: 8 fields through `object.__setattr__`)
+    which this flow never reads, and parses librdkafka's statistics JSON every
+    second for a gauge it does not export. A live profile at 30k events/s put
+    about 15 % of the process in that wrapping (bench/bench_live.py
+    `--profile`); here a message costs one f-string and one tuple.
+    """
+
+    def __init__(self, consumer: Any, prefix: str, offset: int, label: str = "", batch: int = 1000):
+        """`consumer`: assigned to this partition; `prefix`: `topic:partition:`; `label`:
+        `topic:partition`, sent as `(label, None)` at the end (`tail=False` with
+        `end_markers`); "" sends nothing."""
+        self._consumer, self._prefix, self._batch = consumer, prefix, batch
+        self._offset = offset
         self._label = label
+        self._eof = False
         self._ended = not label
 
     def next_batch(self) -> list[Item]:
-        """Positioned messages; at the end (`tail=False`, `end_markers`) one
-        `(topic:partition, None)`, so the stamp step stops waiting for this partition."""
-        try:
-            batch = self._inner.next_batch()
-        except StopIteration:
-            if self._ended:
-                raise
-            self._ended = True
-            return [(self._label, None)]
+        """Positioned messages; after the end of a `tail=False` partition its end marker."""
+        if self._eof:
+            return self._end()
         out: list[Item] = []
-        for msg in batch:
-            item = _item(msg)
-            if item is None:
-                continue
-            out.append(item)
-            self._offset = max(self._offset, _offset_of(msg) + 1)
+        prefix, last = self._prefix, -1
+        for msg in self._consumer.consume(self._batch, 0.001):
+            if msg.error() is not None:
+                if msg.error().code() == ConfluentKafkaError._PARTITION_EOF:
+                    self._eof = True  # what came before it in this batch still goes out
+                    break
+                item = _error_item(msg, prefix)
+                if item is None:
+                    continue
+                out.append(item)
+            else:
+                out.append((prefix + str(msg.offset()), msg.value() or b""))
+            last = msg.offset()
+        if last >= 0 and last + 1 > self._offset:  # error messages without a position: -1
+            self._offset = last + 1
         return out
+
+    def _end(self) -> list[Item]:
+        if self._ended:
+            raise StopIteration
+        self._ended = True
+        return [(self._label, None)]
 
     def snapshot(self) -> int:
         return self._offset
 
     def close(self) -> None:
-        self._inner.close()
+        self._consumer.close()
 
 
-def _offset_of(msg: KafkaSourceMessage | KafkaError) -> int:
-    source = msg.msg if isinstance(msg, KafkaError) else msg
-    return source.offset if source.offset is not None else -1
-
-
-def _item(msg: KafkaSourceMessage | KafkaError) -> Item | None:
-    if isinstance(msg, KafkaError):
-        return _error_item(msg)
-    return (f"{msg.topic}:{msg.partition}:{msg.offset}", msg.value or b"")
-
-
-def _error_item(err: KafkaError) -> Item | None:
+def _error_item(msg: Any, prefix: str) -> Item | None:
     """A positioned error is a dead letter; a client error is only logged (never its payload)."""
-    msg = err.msg
-    if msg.offset is None or msg.offset < 0:
-        log.warning("kafka consumer error on %s: %s", msg.topic, err.err.name())
+    name = msg.error().name()
+    offset = msg.offset()
+    if offset is None or offset < 0:
+        log.warning("kafka consumer error on %s: %s", prefix.rstrip(":"), name)
         return None
-    log.warning(
-        "kafka message error at %s:%s:%s: %s", msg.topic, msg.partition, msg.offset, err.err.name()
-    )
-    return (f"{msg.topic}:{msg.partition}:{msg.offset}", b"")
+    log.warning("kafka message error at %s%s: %s", prefix, offset, name)
+    return (f"{prefix}{offset}", b"")
 
 
 class KafkaEventSource(FixedPartitionedSource[Item, int]):
@@ -126,39 +128,39 @@ class KafkaEventSource(FixedPartitionedSource[Item, int]):
         if not topics:
             raise ValueError("kafka source needs at least one topic")
         self.start = STARTS[start]
-        self.brokers, self.config = list(brokers), dict(config or {})
+        self.brokers, self.topics, self.config = list(brokers), list(topics), dict(config or {})
+        self.tail, self.batch_size = tail, batch_size
         self.end_markers = False  # set by the flow when it reads several partitions
-        self.inner = KafkaSource(
-            list(brokers),
-            list(topics),
-            tail=tail,
-            starting_offset=self.start,
-            add_config=config,
-            batch_size=batch_size,
-            raise_on_errors=False,
-        )
+        # Bytewax's source only lists the partitions (its listing is the one recovery knows)
+        self.lister = KafkaSource(list(brokers), list(topics), add_config=config)
 
     def list_parts(self) -> list[str]:
-        return self.inner.list_parts()
+        return self.lister.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None):
         if resume_state is None and self.start == OFFSET_END:
             resume_state = self._end_offset(for_part)
-        inner = self.inner.build_part(step_id, for_part, resume_state)
         idx, topic = for_part.split("-", 1)
+        assert topic in self.topics, "cannot resume from a different set of Kafka topics"
+        offset = self.start if resume_state is None else resume_state
+        consumer = Consumer(self._consumer_config())
+        consumer.assign([TopicPartition(topic, int(idx), offset)])  # no consumer group
         label = f"{topic}:{idx}" if self.end_markers else ""
-        return _PositionedPartition(inner, resume_state, self.start, label)
+        return _PositionedPartition(consumer, f"{topic}:{idx}:", offset, label, self.batch_size)
+
+    def _consumer_config(self) -> dict:
+        return {
+            "group.id": "keymoment-unused",  # offsets live in the recovery snapshots
+            "enable.auto.commit": False,
+            "bootstrap.servers": ",".join(self.brokers),
+            "enable.partition.eof": not self.tail,
+            **self.config,
+        }
 
     def _end_offset(self, for_part: str) -> int:
         """`latest` fixed as a number now, so a snapshot taken before any message is exact."""
         idx, topic = for_part.split("-", 1)
-        config = {
-            "bootstrap.servers": ",".join(self.brokers),
-            "group.id": "keymoment-unused",
-            "enable.auto.commit": False,
-            **self.config,
-        }
-        consumer = Consumer(config)
+        consumer = Consumer(self._consumer_config())
         try:
             _low, high = consumer.get_watermark_offsets(TopicPartition(topic, int(idx)), 10.0)
         finally:

@@ -9,9 +9,7 @@ from pathlib import Path
 import bytewax.operators as op
 import orjson
 import pytest
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import StatefulSourcePartition
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 from confluent_kafka import KafkaError as ConfluentError
@@ -81,32 +79,54 @@ def test_unknown_start_is_refused() -> None:
         KafkaEventSource(["127.0.0.1:1"], ["t"], start="middle")
 
 
-class _Scripted(StatefulSourcePartition):
-    """Stands in for Bytewax's Kafka partition only to inject errors a live broker never sends."""
+class _Message:
+    """Stands in for a librdkafka message, only to inject errors a live broker never sends."""
 
-    def __init__(self, batches: list[list]):
+    def __init__(self, offset: int, value: bytes | None = b"{}", code: int | None = None):
+        self._offset, self._value = offset, value
+        self._error = ConfluentError(code) if code is not None else None
+
+    def error(self) -> ConfluentError | None:
+        return self._error
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+class _Scripted:
+    """A consumer whose `consume` returns the given batches in turn."""
+
+    def __init__(self, batches: list[list[_Message]]):
         self.batches = batches
 
-    def next_batch(self) -> list:
+    def consume(self, _count: int, _timeout: float) -> list[_Message]:
         return self.batches.pop(0)
-
-    def snapshot(self) -> None:
-        return None
-
-
-def _msg(offset: int | None, value: bytes | None = b"{}") -> KafkaSourceMessage:
-    return KafkaSourceMessage(key=None, value=value, topic="tx", partition=0, offset=offset)
 
 
 def test_consumer_errors_become_dead_letter_items_or_are_skipped() -> None:
     """A positioned error is emitted empty at its offset; a client error is skipped."""
-    transport = KafkaError(ConfluentError(ConfluentError._TRANSPORT), _msg(-1001, None))
-    broken = KafkaError(ConfluentError(ConfluentError._MSG_TIMED_OUT), _msg(5, b"oops"))
-    part = _PositionedPartition(_Scripted([[_msg(3), _msg(4)], [transport, broken]]), None, -2)
+    transport = _Message(-1001, None, ConfluentError._TRANSPORT)
+    broken = _Message(5, b"oops", ConfluentError._MSG_TIMED_OUT)
+    batches = [[_Message(3), _Message(4)], [transport, broken], [transport]]
+    part = _PositionedPartition(_Scripted(batches), "tx:0:", -2)
     assert part.next_batch() == [("tx:0:3", b"{}"), ("tx:0:4", b"{}")]
     assert part.snapshot() == 5
     assert part.next_batch() == [("tx:0:5", b"")]
     assert part.snapshot() == 6
+    assert part.next_batch() == [] and part.snapshot() == 6
+
+
+def test_end_of_partition_sends_its_marker_once_then_stops() -> None:
+    """`tail=False` with end markers: the batch before EOF, then `(topic:partition, None)`."""
+    eof = _Message(-1001, None, ConfluentError._PARTITION_EOF)
+    part = _PositionedPartition(_Scripted([[_Message(0), eof]]), "tx:1:", -2, label="tx:1")
+    assert part.next_batch() == [("tx:1:0", b"{}")]
+    assert part.next_batch() == [("tx:1", None)]
+    with pytest.raises(StopIteration):
+        part.next_batch()
 
 
 def test_latest_is_fixed_when_first_built_so_a_resume_misses_nothing(kafka_broker, tmp_path):
