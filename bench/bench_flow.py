@@ -13,9 +13,11 @@ Writes a seeded synthetic JSONL file, then measures on the same decoded input:
    event clock; its startup (same flow on a one-line file) is measured and
    subtracted, and reported;
 5. the same input split into `--partitions` files by `crc32(customer_id)`
-   (the shard hash), read as one glob source, by 1 process and by 2
-   processes (`-i/-a` on loopback): wall time minus startup, and the CPU
-   seconds of all processes together (less sensitive to other load);
+   (the shard hash), read as one glob source, by each of `--processes`
+   (default 1 and 2; `-i/-a` on loopback): wall time minus startup, and the
+   CPU seconds of all processes together, also net of the start-up's (less
+   sensitive to other load; docs/scaling.md uses `--partitions 4
+   --processes 1,2,4 --only-partitions`);
 6. the recovery snapshot: pickling every shard's state once the whole input
    went through (what each epoch costs when every shard was touched);
 7. the cost of metrics: `keymoment run` on the same input without and with
@@ -135,6 +137,12 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=240)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--partitions", type=int, default=2, help="0 or 1: skip that part")
+    parser.add_argument(
+        "--processes", default="1,2", help="process counts over the partitions, e.g. 1,2,4"
+    )
+    parser.add_argument(
+        "--only-partitions", action="store_true", help="measure part 5 only (docs/scaling.md)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="flow runs, best of N")
     parser.add_argument(
         "--metrics-repeat", type=int, default=3, help="metrics off/on pairs (0 skips them)"
@@ -165,6 +173,9 @@ def main() -> None:
         timed("engine only (decode + Engine.feed)", n, engine_only)
         if args.only_metrics:
             return metrics_cost(_settings(events_path, profiles_path, out, args), n, args)
+        if args.only_partitions:
+            settings = _settings(events_path, profiles_path, out, args)
+            return partitioned(settings, lines, out, args)
         profiles = {}
         from keymoment.connectors.customers import read_profiles
 
@@ -343,15 +354,21 @@ def partitioned(settings: FlowSettings, lines: list[bytes], out: Path, args) -> 
     tiny.mkdir()
     tiny_glob = split_input(lines[: 2 * args.partitions], tiny, args.partitions)
     source = settings.model_copy(update={"sources": [glob]})
-    for processes in (1, 2):
-        startup, _ = best_run(source.model_copy(update={"sources": [tiny_glob]}), 1, processes)
+    for processes in (int(p) for p in args.processes.split(",")):
+        startup, cpu0 = best_run(source.model_copy(update={"sources": [tiny_glob]}), 1, processes)
         total, cpu = best_run(source, args.repeat, processes)
-        flow = total - startup
+        flow, net = total - startup, cpu - cpu0
         print(
             f"{f'{args.partitions} partitions, {processes} process(es)':<46}{flow:8.2f} s "
             f"{len(lines) / flow:>12,.0f} events/s  startup {startup:.1f} s, "
-            f"{cpu:.1f} CPU s in all"
+            f"{cpu:.1f} CPU s in all, {net:.1f} net of start-up "
+            f"({len(lines) / max(net, 1e-9):,.0f} events per CPU s; load {_load()})",
+            flush=True,
         )
+
+
+def _load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def snapshot_cost(rules, profiles, events, shards: int) -> None:  # noqa: ANN001
