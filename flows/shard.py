@@ -31,7 +31,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from keymoment.connectors.wire import DeadLetter
 from keymoment.policy import ContactPolicy
@@ -51,14 +51,36 @@ from .versioning import TICK, Versions, split
 SNAPSHOT_VERSION = 1
 
 
-class ShardOutput(NamedTuple):
-    """What one call produced, in the order it was decided."""
+class ShardOutput:
+    """What one call produced, in the order it was decided.
 
-    decisions: list[Decision]  # every candidate decided by this call
-    offers: list[dict]  # the sent ones, as offers for the channel sinks
-    dead_letters: list[dict]  # decode rejects passed through, and duplicates found here
-    lines: int  # input records behind this call (shard 0 only), for the live view
-    events: int  # own events this call evaluated
+    The offers of the sent decisions are built when first asked for
+    (`offers`), so a backtest, which attaches no offer sink, never builds
+    them; the decision log's records likewise (`decision_records`).
+    """
+
+    __slots__ = ("decisions", "_offers", "dead_letters", "lines", "events")
+
+    def __init__(
+        self,
+        decisions: list[Decision],
+        offers: list[dict] | None,
+        dead_letters: list[dict],
+        lines: int,
+        events: int,
+    ) -> None:
+        self.decisions = decisions  # every candidate decided by this call
+        self._offers = offers  # None: the sent decisions' offers, built on first use
+        self.dead_letters = dead_letters  # decode rejects passed through, and duplicates
+        self.lines = lines  # input records behind this call (shard 0 only), for the live view
+        self.events = events  # own events this call evaluated
+
+    @property
+    def offers(self) -> list[dict]:
+        """The sent ones, as offers for the channel sinks (built once, on first use)."""
+        if self._offers is None:
+            self._offers = [d.offer() for d in self.decisions if d.outcome == "sent"]
+        return self._offers
 
     def decision_records(self) -> list[dict]:
         """The decision log's records (built only when a decision log is attached)."""
@@ -68,7 +90,7 @@ class ShardOutput(NamedTuple):
 def _joined(first: ShardOutput, then: ShardOutput) -> ShardOutput:
     return ShardOutput(
         first.decisions + then.decisions,
-        first.offers + then.offers,
+        None,
         first.dead_letters + then.dead_letters,
         first.lines + then.lines,
         first.events + then.events,
@@ -76,7 +98,7 @@ def _joined(first: ShardOutput, then: ShardOutput) -> ShardOutput:
 
 
 def _output(dead_letters: list[dict] | None = None, lines: int = 0, events: int = 0) -> ShardOutput:
-    return ShardOutput([], [], list(dead_letters) if dead_letters else [], lines, events)
+    return ShardOutput([], None, list(dead_letters) if dead_letters else [], lines, events)
 
 
 class Shard:
@@ -127,21 +149,26 @@ class Shard:
         rise_pos, rise_wm = batch.rise_pos, batch.rise_wm
         if batch.rise_part and self.parts is not None:
             rise_pos, rise_wm = self.parts.rises(rise_pos, rise_wm, batch.rise_part)
-        engine, profiles = self.engine, self.profiles
-        in_force = -1  # the rise in force at the last event
+        engine, profiles, evaluate = self.engine, self.profiles, self.engine.evaluate
+        rises, k = len(rise_pos), 0  # k: the first rise not yet in force
+        # Hot loop, one pass per event (kept in one piece on purpose). Only an event at
+        # which a new rise comes into force looks at the timers: after every engine call
+        # nothing is due at the engine's watermark any more, so until the next rise
+        # nothing can come due (the bisect of the old loop ran per event).
         for pos, event, source, _raw in batch.events:
-            j = bisect_right(rise_pos, pos) - 1  # the rise in force at this event
             fired: list[Candidate] = []
-            if j >= 0:
-                wm = rise_wm[j]
+            if k < rises and rise_pos[k] <= pos:
+                k += 1
+                if k < rises and rise_pos[k] <= pos:  # several rises since the last own event
+                    k = bisect_right(rise_pos, pos, k)
+                wm = rise_wm[k - 1]
                 due = engine.next_deadline()
                 if due is not None and due <= wm:  # something fires at or before pos
                     self._fire_before(rise_pos, rise_wm, pos, now, out)
                     fired = engine.advance(wm)
-                elif j != in_force:  # nothing due: only the watermark moves, once per rise
-                    fired = engine.advance(wm)
-                in_force = j
-            own = engine.evaluate(event, profiles.get(event.customer_id))
+                elif engine.watermark is None or wm > engine.watermark:
+                    engine.watermark = wm  # all `advance(wm)` would do: nothing is due by wm
+            own = evaluate(event, profiles.get(event.customer_id))
             if own is None:
                 out.dead_letters.append(DeadLetter("duplicate", source, event.event_id).record())
             elif own:
@@ -254,7 +281,6 @@ class Shard:
         if not decisions:
             return
         out.decisions.extend(decisions)
-        out.offers.extend(d.offer() for d in decisions if d.outcome == "sent")
         self._decide(self.feedback.sent(decisions), now, out)
 
     # -- recovery ----------------------------------------------------------

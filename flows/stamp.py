@@ -28,8 +28,8 @@ import threading
 import time
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from keymoment.connectors.wire import DeadLetter, decode
@@ -40,6 +40,9 @@ from .placement import shard_keys
 from .rises import pack, unpack
 
 Clock = Callable[[], datetime]
+_NEVER = datetime.min.replace(tzinfo=UTC)  # before every event time (years 1900..9000)
+_ALWAYS = datetime.max.replace(tzinfo=UTC)  # no `until`: after every event time
+_new = tuple.__new__  # builds an `OwnEvent` without the NamedTuple's Python-level __new__
 
 
 class OwnEvent(NamedTuple):
@@ -145,56 +148,76 @@ class Stamper:
         """The `flat_map_batch` mapper: decode, then stamp; every shard key gets a batch."""
         now = self.clock() if self.clock is not None else None
         dead: list[dict] = []
-        accepted: list[tuple[Event, str, bytes]] = []
-        ended: list[str] = []
+        ended: list[str] = []  # partitions whose end this batch carries
+        if self.partitioned:
+            decoded = list(self._decoded(batch, now, dead, ended))
+            stamped = self.stamp_parts(decoded, dead, len(batch) - len(ended), ended)
+        else:  # decoded while stamped: one pass, no list in between
+            stamped = self.stamp(self._decoded(batch, now, dead, ended), dead, len(batch))
+            if ended:  # an end marker without partitions: it is no input record
+                stamped[0] = stamped[0]._replace(lines=len(batch) - len(ended))
+        return list(zip(self.keys, stamped, strict=True))
+
+    def _decoded(
+        self,
+        batch: Sequence[tuple[str, bytes | None]],
+        now: datetime | None,
+        dead: list[dict],
+        ended: list[str],
+    ) -> Iterator[tuple[Event, str, bytes]]:
+        """The accepted events of a raw batch in order; rejects go to `dead`, the ends of
+        partitions (`(label, None)`) to `ended`, as they come."""
+        max_future, balances = self.max_future, self.balances
         for source, raw in batch:
-            if raw is None:  # the source's end of this partition
+            if raw is None:
                 ended.append(source)
                 continue
-            event = decode(raw, source, now=now, max_future=self.max_future, balances=self.balances)
+            event = decode(raw, source, now=now, max_future=max_future, balances=balances)
             if isinstance(event, DeadLetter):
                 dead.append(event.record())
             else:
-                accepted.append((event, source, raw))
-        lines = len(batch) - len(ended)
-        if self.partitioned:
-            return list(zip(self.keys, self.stamp_parts(accepted, dead, lines, ended), strict=True))
-        return list(zip(self.keys, self.stamp(accepted, dead, lines), strict=True))
+                yield event, source, raw
 
     def stamp(
         self, accepted: Iterable[tuple[Event, str, bytes]], dead: list[dict], lines: int
     ) -> list[Batch]:
-        """Decoded events in stream order -> one `Batch` per shard, in shard order."""
-        wm = getattr(self._local, "wm", None)
+        """Decoded events in stream order -> one `Batch` per shard, in shard order.
+
+        Hot loop (one pass per event, kept in one piece on purpose): the
+        watermark rises exactly when an event is newer than every one before
+        it (`at - lateness > wm` is `at > newest`), so the loop compares
+        times and subtracts the lateness only at a rise.
+        """
+        wm: datetime | None = getattr(self._local, "wm", None)
+        newest = _NEVER if wm is None else wm + self.lateness
         own: list[list[OwnEvent]] = [[] for _ in range(self.count)]
         rise_pos: list[int] = []
         rise_wm: list[datetime] = []
-        last_at = None
-        lateness, count, until = self.lateness, self.count, self.until
-        single = own[0] if count == 1 else None
-        place = self.placement
+        last_at = _NEVER
+        lateness, count, until = self.lateness, self.count, self.until or _ALWAYS
+        single = own[0].append if count == 1 else None
+        place, skipped = self.placement, 0
         for i, (event, source, raw) in enumerate(accepted):
             at = event.occurred_at
-            if until is not None and at > until:
-                self.after_until += 1
+            if at > until:
+                skipped += 1
                 continue
-            if wm is None or at - lateness > wm:
-                wm = at - lateness
+            if at > newest:
+                newest = last_at = at
                 rise_pos.append(i)
-                rise_wm.append(wm)
+                rise_wm.append(at - lateness)
+            elif at > last_at:
+                last_at = at
             if single is not None:
-                shard = single
+                single(_new(OwnEvent, (i, event, source, raw)))
             else:
                 key = event.customer_id if place is None else place(event.customer_id)
-                shard = own[shard_of(key, count)]
-            shard.append(OwnEvent(i, event, source, raw))
-            if last_at is None or at > last_at:
-                last_at = at
-        self._local.wm = wm
+                own[shard_of(key, count)].append(_new(OwnEvent, (i, event, source, raw)))
+        self.after_until += skipped
+        self._local.wm = rise_wm[-1] if rise_wm else wm
+        end = None if last_at is _NEVER else last_at
         return [
-            Batch(
-                rise_pos, rise_wm, own[s], last_at, dead if s == 0 else [], lines if s == 0 else 0
-            )
+            Batch(rise_pos, rise_wm, own[s], end, dead if s == 0 else [], lines if s == 0 else 0)
             for s in range(count)
         ]
 
