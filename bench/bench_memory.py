@@ -1,12 +1,18 @@
 """Resident memory per customer held: the engine against the plain baseline, same stream.
 
     python bench/bench_memory.py --customers 200000 --events 600000
+    python bench/bench_memory.py --profiles 1000000 [--against DIR]   # loaded profiles only
 
 Each side runs in its own fresh subprocess (RSS is per process and CPython
 rarely gives memory back), reads the generator's payloads from one file,
 and reports RSS growth over the run divided by the customers it holds at
 the end: what a process needs per customer, allocator overhead included
 (issue 13's goal: under 1 KB at 1,000,000 customers). GC frozen/off alike.
+
+`--profiles N` measures the customer reference data instead: RSS growth of
+`read_profiles` over the generator's N profiles (a JSONL file, as `--customers`
+reads it), per profile held (goal: profiles do not double the engine's
+figure); `--against DIR` runs the same child from an older checkout too.
 """
 
 from __future__ import annotations
@@ -32,7 +38,12 @@ def child(kind: str, path: str, until: str) -> None:
     gc.collect()
     gc.freeze()
     before = rss()
-    if kind == "baseline":
+    if kind == "profiles":
+        from keymoment.connectors.customers import read_profiles
+
+        profiles, _ = read_profiles(path)
+        held = len(profiles)
+    elif kind == "baseline":
         import baseline_plain
 
         held = baseline_plain.held_after(payloads, baseline_plain.to_us(until))
@@ -67,10 +78,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--events", type=int, default=600_000)
+    parser.add_argument("--profiles", type=int, help="measure N loaded profiles instead")
+    parser.add_argument("--against", metavar="DIR", help="with --profiles: an older checkout too")
     parser.add_argument("--child", nargs=3)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.profiles:
+        profiles_case(args.profiles, args.against)
         return
     sys.path.insert(0, str(HERE))
     import baseline_plain
@@ -87,6 +103,29 @@ def main() -> None:
             print(f"{kind:9s} {held:,} customers held, RSS +{grown / 2**20:,.1f} MiB, "
                   f"{grown / max(held, 1):,.0f} B per customer")  # fmt: skip
     del until
+
+
+def profiles_case(count: int, against: str | None) -> None:
+    """RSS per loaded profile, this checkout (and `against`), each in a fresh process."""
+    import os
+
+    import orjson
+
+    from keymoment.connectors.generator import Generator
+
+    gen = Generator(seed=1, customers=count, days=240, activity=0.3)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "customers.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+        for label, code in (("profiles", None), ("before", against)):
+            if label == "before" and code is None:
+                continue
+            env = {**os.environ, "PYTHONPATH": code} if code else None
+            argv = [sys.executable, __file__, "--child", "profiles", str(path), "-"]
+            out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
+            held, grown = map(int, out.stdout.split()[1:3])
+            print(f"{label:9s} {held:,} profiles held, RSS +{grown / 2**20:,.1f} MiB, "
+                  f"{grown / max(held, 1):,.0f} B per profile")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,38 +14,132 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from keymoment.triggers.events import CustomerProfile
+from keymoment.triggers.events import CustomerProfile, TimeError, UtcTime, parse_time
 
 
 class ReferenceDataError(Exception):
     """A reference-data file that cannot be used at all (missing, unreadable)."""
 
 
-def parse_profile(data: object) -> CustomerProfile:
-    """Validate one customer record, including that its timezone is a real IANA zone."""
-    profile = CustomerProfile.model_validate(data)
-    if profile.timezone is not None:
+class _Wire(msgspec.Struct, kw_only=True):
+    """The common record shape, checked strictly in one C call; times still as text."""
+
+    customer_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    opened_at: str | None = None
+    timezone: str | None = None
+    segment: str | None = None
+    tags: tuple[str, ...] = ()
+    consent: dict[str, bool] = msgspec.field(default_factory=dict)
+    rm_id: str | None = None
+    branch: str | None = None
+
+
+class _Checked(BaseModel):
+    """The full rules and their reasons (`schema:<field>`), for records `_Wire` refuses.
+
+    Everything `_Wire` accepts this accepts with the same values (strings are
+    strings, consent is booleans, `opened_at` goes through the same
+    `parse_time`); it also takes what only a lax check takes (`"yes"` for a
+    consent, an aware datetime built in Python), and names the first problem.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    customer_id: Annotated[str, Field(min_length=1, max_length=64)]
+    opened_at: UtcTime | None = None
+    timezone: str | None = None
+    segment: str | None = None
+    tags: tuple[str, ...] = ()
+    consent: dict[str, bool] = Field(default_factory=dict)
+    rm_id: str | None = None
+    branch: str | None = None
+
+
+class Sharing:
+    """One value object for equal values across the profiles of one load (memory, not speed).
+
+    A bank's profiles repeat a few timezones, segments, branches, consent
+    maps and opening times: each distinct one is kept once. Lives as long as
+    the load; what it shared stays shared.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[Any, Any] = {}  # strings and tag tuples: each equal value once
+        # consent maps by their items in order (equal maps in another order stay apart:
+        # the order is what was read)
+        self.maps: dict[tuple, dict[str, bool]] = {}
+        self.times: dict[str, datetime] = {}
+        self.zones: set[str] = set()
+
+    def time(self, text: str) -> datetime:
+        """`parse_time(text)`, once per distinct text; raises TimeError like it."""
+        at = self.times.get(text)
+        if at is None:
+            at = self.times[text] = parse_time(text)
+        return at
+
+    def check_zone(self, zone: str | None) -> None:
+        """A real IANA zone, or ValueError (the reason `read_profiles` reports)."""
+        if zone is None or zone in self.zones:
+            return
         try:
-            ZoneInfo(profile.timezone)
+            ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {profile.timezone!r}") from None
-    return profile
+            raise ValueError(f"unknown timezone {zone!r}") from None
+        self.zones.add(zone)
+
+
+def parse_profile(data: object, sharing: Sharing | None = None) -> CustomerProfile:
+    """Validate one customer record, including that its timezone is a real IANA zone.
+
+    The common shape takes the strict one-call check (`_Wire`); a record it
+    refuses goes through `_Checked`, which accepts or rejects it exactly as
+    before and names the reason (raises pydantic's ValidationError, or
+    ValueError for an unknown timezone).
+    """
+    share = sharing or Sharing()
+    try:
+        wire = msgspec.convert(data, _Wire)
+        opened_at = None if wire.opened_at is None else share.time(wire.opened_at)
+    except (msgspec.ValidationError, TimeError):
+        return _profile(_Checked.model_validate(data), None, share)
+    return _profile(wire, opened_at, share)
+
+
+def _profile(rec: _Wire | _Checked, opened_at: datetime | None, share: Sharing) -> CustomerProfile:
+    """The compact profile of a checked record, its equal values shared (`Sharing`)."""
+    share.check_zone(rec.timezone)
+    one = share.values.setdefault  # None is a key like any other: it maps to itself
+    zone, segment, tags, rm_id, branch = rec.timezone, rec.segment, rec.tags, rec.rm_id, rec.branch
+    consent = rec.consent
+    return CustomerProfile(
+        customer_id=rec.customer_id,
+        opened_at=opened_at if isinstance(rec, _Wire) else rec.opened_at,
+        timezone=one(zone, zone),
+        segment=one(segment, segment),
+        tags=one(tags, tags),
+        consent=share.maps.setdefault(tuple(consent.items()), consent),
+        rm_id=one(rm_id, rm_id),
+        branch=one(branch, branch),
+    )
 
 
 def read_profiles(path: str | Path) -> tuple[dict[str, CustomerProfile], list[str]]:
     """All valid profiles of a JSONL file by customer_id, and `file:line: problem` for the rest."""
     profiles: dict[str, CustomerProfile] = {}
     problems: list[str] = []
+    share = Sharing()
     for line_no, line in _lines(Path(path)):
         try:
-            profile = parse_profile(orjson.loads(line))
+            profile = parse_profile(orjson.loads(line), share)
         except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
             problems.append(f"{path}:{line_no}: {_reason(exc)}")
             continue
@@ -104,6 +198,7 @@ def read_redis_profiles(
     """All profiles under `prefix` (SCAN, then HGETALL in pipelined pages), and the problems."""
     profiles: dict[str, CustomerProfile] = {}
     problems: list[str] = []
+    share = Sharing()
     keys = [k.decode() for k in client.scan_iter(match=_glob_escape(prefix) + "*", count=count)]
     for start in range(0, len(keys), count):
         page = keys[start : start + count]
@@ -111,13 +206,15 @@ def read_redis_profiles(
         for key in page:
             pipe.hgetall(key)
         for key, fields in zip(page, pipe.execute(), strict=True):
-            _add_hash(key, prefix, fields, profiles, problems)
+            _add_hash(key, prefix, fields, profiles, problems, share)
     return profiles, problems
 
 
-def _add_hash(key: str, prefix: str, fields: dict, profiles: dict, problems: list[str]) -> None:
+def _add_hash(
+    key: str, prefix: str, fields: dict, profiles: dict, problems: list[str], share: Sharing
+) -> None:
     try:
-        profile = parse_profile(hash_to_record(key.removeprefix(prefix), fields))
+        profile = parse_profile(hash_to_record(key.removeprefix(prefix), fields), share)
     except (orjson.JSONDecodeError, ValidationError, ValueError, AttributeError) as exc:
         problems.append(f"redis {key}: {_reason(exc)}")
         return
