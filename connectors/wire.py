@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 import orjson
 
 from keymoment.triggers.events import (
+    MAX_AMOUNT_MINOR,
+    RFC3339,
     AppEvent,
     ConversionEvent,
     Event,
@@ -104,17 +106,30 @@ def _convert(field: str, convert: Any, value: object) -> Any:
 
 def _event(wire: TransactionWire | AppWire | ConversionWire, balances: bool) -> Event:
     """The domain event of a wire struct msgspec already checked."""
-    at = _convert("occurred_at", parse_time, wire.occurred_at)
+    at = _utc(wire.occurred_at)
     if type(wire) is TransactionWire:
-        balance = wire.balance_after
+        amount, balance = wire.amount, wire.balance_after
+        # The common shapes inline (`digits.dd` strings), the rest through to_minor/_checked:
+        # the same values and the same rejections, at a fraction of the calls.
+        if type(amount) is str and _PLAIN_POSITIVE.fullmatch(amount):
+            minor = int(amount.replace(".", "")) if amount[-3:-2] == "." else int(amount) * 100
+            if not 0 < minor <= MAX_AMOUNT_MINOR:
+                minor = _convert("amount", to_minor, amount)
+        else:
+            minor = _convert("amount", to_minor, amount)
+        if balance is None or (
+            not balances and type(balance) is str and _PLAIN_BALANCE.fullmatch(balance)
+        ):
+            balance_minor = None
+        else:
+            balance_minor = _convert(
+                "balance_after", balance_to_minor if balances else _checked, balance
+            )
         return TransactionEvent(
             event_id=wire.event_id, customer_id=wire.customer_id, occurred_at=at,
-            account_id=wire.account_id, direction=wire.direction,
-            amount=_convert("amount", to_minor, wire.amount), kind=wire.kind,
+            account_id=wire.account_id, direction=wire.direction, amount=minor, kind=wire.kind,
             currency=wire.currency, initiated_by=wire.initiated_by,
-            counterparty=wire.counterparty, channel=wire.channel,
-            balance_after=None if balance is None
-            else _convert("balance_after", balance_to_minor if balances else _checked, balance),
+            counterparty=wire.counterparty, channel=wire.channel, balance_after=balance_minor,
         )  # fmt: skip
     if type(wire) is AppWire:
         return AppEvent(event_id=wire.event_id, customer_id=wire.customer_id, occurred_at=at,
@@ -127,6 +142,20 @@ def _event(wire: TransactionWire | AppWire | ConversionWire, balances: bool) -> 
     )  # fmt: skip
 
 
+def _utc(text: str) -> datetime:
+    """`parse_time` with its common case (a `Z` time in range) written out."""
+    if RFC3339.fullmatch(text):
+        try:
+            at = datetime.fromisoformat(text)
+        except ValueError:
+            pass  # parse_time names the reason
+        else:
+            if at.tzinfo is UTC and 1900 <= at.year <= 9000:
+                return at
+    return _convert("occurred_at", parse_time, text)
+
+
+_PLAIN_POSITIVE = re.compile(r"\d{1,16}(?:\.\d\d)?", re.ASCII)  # to_minor's fast shape, unsigned
 _PLAIN_BALANCE = re.compile(r"-?\d{1,12}(?:\.\d\d)?", re.ASCII)  # always under 1e12
 
 

@@ -53,7 +53,7 @@ class Dormancy(Trigger[DormancyState]):
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         customer = ctx.customer
-        if self.index in customer.queued:
+        if customer.queued is not None and customer.queued_at(self.index) is not None:
             return  # already queued no later than the new deadline: nothing to push (see engine)
         last = customer.last_activity_at
         if last is not None and self.admits(ctx):  # always set: the engine recorded it first

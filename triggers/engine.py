@@ -29,7 +29,14 @@ from typing import Any, NamedTuple
 
 from .base import RuleContext, Trigger
 from .candidate import Candidate
-from .events import CustomerProfile, Event, is_activity
+from .events import (
+    ACTIVITY_ACTIONS,
+    DEFAULT_INITIATOR,
+    AppEvent,
+    CustomerProfile,
+    Event,
+    TransactionEvent,
+)
 from .follow_up import FollowUp, SentOffer
 from .ruleset import RuleSet
 from .salary import SalaryTracker
@@ -41,7 +48,8 @@ EVICT_KEY = ""
 # exactly `horizon` after the customer's last one.
 EVICT_SLACK = timedelta(microseconds=1)
 # 2: rule states became typed classes (`RuleState`), `CustomerState.rules` `rule_states`.
-SNAPSHOT_VERSION = 2
+# 3: `CustomerState.seen` is None, one (id, time) pair or a dict (triggers/state.py).
+SNAPSHOT_VERSION = 3
 
 
 class Fed(NamedTuple):
@@ -65,16 +73,17 @@ class Engine:
         self.salary = (
             SalaryTracker(ruleset.salary) if any(t.uses_salary for t in self.triggers) else None
         )
+        # event type -> flags (1 activity, 2 credit, 4 salary reading) -> the triggers to call
         self._dispatch = {
-            (kind, active, credit, salary): [
-                t
-                for t in self.triggers
-                if t.wants(kind, active=active, credit=credit, salary=salary)
+            kind: [
+                [
+                    t
+                    for t in self.triggers
+                    if t.wants(kind, active=bool(f & 1), credit=bool(f & 2), salary=bool(f & 4))
+                ]
+                for f in range(8)
             ]
             for kind in ("transaction", "app", "conversion")
-            for active in (False, True)
-            for credit in (False, True)
-            for salary in (False, True)
         }
         self.follow_ups = [t for t in self.triggers if isinstance(t, FollowUp)]
         # Set by a driver whose watermark may lag a customer's own stream (several input
@@ -136,19 +145,19 @@ class Engine:
         if customer is None:
             return
         self.dirty.add(customer_id)
-        slot = timer_slot(index, key)
-        if customer.queued.get(slot) == deadline:
-            del customer.queued[slot]
         evicting = index == self.evict_index
-        actual = (
-            customer.last_seen_at + self.horizon
-            if evicting
-            else self.triggers[index].deadline(customer, key)
-        )
+        if evicting:
+            actual: datetime | None = customer.last_seen_at + self.horizon
+        else:
+            customer.unqueue(timer_slot(index, key), deadline)
+            actual = self.triggers[index].deadline(customer, key)
         if actual is None:
             return
         if actual > deadline:
-            self._schedule(customer_id, customer, index, key, actual)
+            if evicting:  # one eviction entry per customer, always in the heap
+                heappush(self._heap, (actual, customer_id, index, key))
+            else:
+                self._schedule(customer_id, customer, index, key, actual)
         elif evicting:
             del self.customers[customer_id]
         else:
@@ -160,9 +169,9 @@ class Engine:
     ) -> None:
         """Ensure a heap entry for this timer at or before `deadline` (see module docstring)."""
         slot = (index, key) if key else index  # timer_slot(), inlined on the hot path
-        queued = customer.queued.get(slot)
+        queued = customer.queued_at(slot)
         if queued is None or deadline < queued:
-            customer.queued[slot] = deadline
+            customer.set_queued(slot, deadline)
             heappush(self._heap, (deadline, customer_id, index, key))
 
     # -- events ------------------------------------------------------------
@@ -170,35 +179,59 @@ class Engine:
     def evaluate(
         self, event: Event, profile: CustomerProfile | None = None
     ) -> list[Candidate] | None:
-        """Evaluate one event; None when it repeats an event id inside the dedupe window."""
-        customer_id, at = event.customer_id, event.occurred_at
+        """Evaluate one event; None when it repeats an event id inside the dedupe window.
+
+        The hot path of every run: the dedupe check, the id memory and the
+        activity clock are written out here rather than called (each call
+        costs about as much as the work it would do).
+        """
+        customer_id, at, event_id = event.customer_id, event.occurred_at, event.event_id
         customer = self.customers.get(customer_id)
-        if (
-            customer is not None
-            and event.event_id in customer.seen
-            and self._is_duplicate(customer, event)
-        ):
-            return None
+        if customer is not None and (seen := customer.seen) is not None:
+            if isinstance(seen, tuple):  # the two shapes of `CustomerState.seen`
+                seen_at = seen[1] if seen[0] == event_id else None
+            else:
+                seen_at = seen.get(event_id)
+            if seen_at is not None and abs(at - seen_at) <= self.dedupe_window:
+                return None
         self.dirty.add(customer_id)
         out: list[Candidate] = []
         if customer is not None and (self.lateness or self.lagging):
             customer = self._advance_customer(customer_id, customer, at, out)
         if customer is None:
             customer = self.customers[customer_id] = CustomerState(at, len(self.triggers))
-            self._schedule(customer_id, customer, self.evict_index, EVICT_KEY, at + self.horizon)
-        self._remember(customer, event)
-        ctx = self._begin(customer_id, customer, profile, out)
-        active = self.tracks_activity and is_activity(event)
-        if active:
-            ctx.prev_activity_at = self._record_activity(customer, event)
-        credit = False
-        if event.type == "transaction" and event.direction == "credit":
-            credit = True
-            if self.salary is not None:
-                if customer.payers is None:
-                    customer.payers = {}
-                ctx.salary = self.salary.observe(customer.payers, event)
-        for trigger in self._dispatch[(event.type, active, credit, ctx.salary is not None)]:
+            heappush(self._heap, (at + self.horizon, customer_id, self.evict_index, EVICT_KEY))
+        if self.dedupe_window:
+            self._remember(customer, event_id, at)
+        elif at > customer.last_seen_at:
+            customer.last_seen_at = at
+        ctx = self._context
+        ctx.customer_id, ctx.customer, ctx.profile, ctx.out = customer_id, customer, profile, out
+        ctx.prev_activity_at = ctx.salary = None
+        flags = 0  # the dispatch index: 1 activity, 2 credit, 4 a salary reading
+        kind = event.type
+        if type(event) is TransactionEvent:
+            if self.tracks_activity and (
+                event.initiated_by == "customer"
+                if event.initiated_by is not None
+                else event.kind not in DEFAULT_INITIATOR
+            ):
+                flags = 1
+            if event.direction == "credit":
+                flags |= 2
+                if self.salary is not None:
+                    if customer.payers is None:
+                        customer.payers = {}
+                    ctx.salary = self.salary.observe(customer.payers, event)
+                    if ctx.salary is not None:
+                        flags |= 4
+        elif type(event) is AppEvent and self.tracks_activity and event.action in ACTIVITY_ACTIONS:
+            flags = 1
+        if flags & 1:  # the activity clock; the last activity at a tie takes over (issue 8)
+            previous = ctx.prev_activity_at = customer.last_activity_at
+            if previous is None or at >= previous:
+                customer.last_activity_at, customer.last_activity_id = at, event_id
+        for trigger in self._dispatch[kind][flags]:
             trigger.on_event(ctx, event)
         heap, watermark = self._heap, self.watermark
         if heap and watermark is not None and heap[0][0] <= watermark:
@@ -235,7 +268,7 @@ class Engine:
         is then the same whatever the lateness. Fires the customer's own due
         timers; returns None when its state is gone.
         """
-        if len(customer.queued) > 1:
+        if customer.queued is not None:
             self._fire_own_due(customer_id, customer, at, out)
         if customer.last_seen_at + self.horizon <= at:
             del self.customers[customer_id]
@@ -247,11 +280,9 @@ class Engine:
     ) -> None:
         """This customer's timers due at or before `at`, fired in deadline order."""
         due = []
-        for slot in customer.queued:
+        for slot, _ in customer.queued_items():
             index, key = (slot, "") if isinstance(slot, int) else slot
-            actual = (
-                None if index == self.evict_index else self.triggers[index].deadline(customer, key)
-            )
+            actual = self.triggers[index].deadline(customer, key)
             if actual is not None and actual <= at:
                 due.append((actual, index, key))
         for actual, index, key in sorted(due):
@@ -270,43 +301,29 @@ class Engine:
         ctx.salary = None
         return ctx
 
-    def _is_duplicate(self, customer: CustomerState, event: Event) -> bool:
-        seen_at = customer.seen.get(event.event_id)
-        return seen_at is not None and abs(event.occurred_at - seen_at) <= self.dedupe_window
-
-    def _remember(self, customer: CustomerState, event: Event) -> None:
-        """Record the id for dedupe and drop ids that aged out.
+    def _remember(self, customer: CustomerState, event_id: str, at: datetime) -> None:
+        """Record the id for dedupe and drop ids that aged out (`CustomerState.seen`).
 
         The eviction entry is not touched: when it comes due it re-reads
         `last_seen_at` and moves itself (see the module docstring).
         """
-        at, window = event.occurred_at, self.dedupe_window
-        newest = at if at > customer.last_seen_at else customer.last_seen_at
-        if window:
-            seen = customer.seen
-            cutoff = newest - window
-            if customer.last_seen_at < cutoff:
-                seen.clear()  # the common case for a customer seen a day or more ago
+        last = customer.last_seen_at
+        newest = at if at > last else last
+        cutoff = newest - self.dedupe_window
+        seen = customer.seen
+        if seen is None or last < cutoff:
+            customer.seen = (event_id, at)  # the common case: nothing else inside the window
+        elif isinstance(seen, tuple):
+            if seen[0] == event_id or seen[1] < cutoff:
+                customer.seen = (event_id, at)
             else:
-                seen.pop(event.event_id, None)
-                while seen and (oldest := next(iter(seen))) and seen[oldest] < cutoff:
-                    del seen[oldest]
-            seen[event.event_id] = at
+                customer.seen = {seen[0]: seen[1], event_id: at}
+        else:
+            seen.pop(event_id, None)
+            while seen and (oldest := next(iter(seen))) and seen[oldest] < cutoff:
+                del seen[oldest]
+            seen[event_id] = at
         customer.last_seen_at = newest
-
-    @staticmethod
-    def _record_activity(customer: CustomerState, event: Event) -> datetime | None:
-        """Move the activity clock; return the newest activity before this event.
-
-        An activity at the same time as the newest one also takes over its
-        id: the last activity in stream order arms dormancy (issue 8; Berka
-        has dates only, so ties are common), and that id is in the offer id.
-        """
-        previous = customer.last_activity_at
-        if previous is None or event.occurred_at >= previous:
-            customer.last_activity_at = event.occurred_at
-            customer.last_activity_id = event.event_id
-        return previous
 
     # -- snapshots ---------------------------------------------------------
 

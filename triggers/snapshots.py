@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from heapq import heapify
 from typing import Any
 
-from .engine import SNAPSHOT_VERSION, Engine
+from .engine import EVICT_KEY, SNAPSHOT_VERSION, Engine
 
 
 def changes(engine: Engine) -> dict[str, Any]:
@@ -60,8 +60,10 @@ def restore(engine: Engine, base: dict[str, Any], parts: Iterable[dict[str, Any]
 def rebuilt_heap(engine: Engine) -> list:
     """One heap entry per queued timer and eviction entry, from the customer states."""
     heap = []
+    evict, horizon = engine.evict_index, engine.horizon
     for cid, state in engine.customers.items():
-        for slot, deadline in state.queued.items():
+        heap.append((state.last_seen_at + horizon, cid, evict, EVICT_KEY))
+        for slot, deadline in state.queued_items():
             index, key = (slot, "") if isinstance(slot, int) else slot
             heap.append((deadline, cid, index, key))
     heapify(heap)

@@ -24,12 +24,11 @@ entries of the old heap are simply left behind.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from heapq import heapify
 
-from .engine import Engine
+from .engine import EVICT_KEY, Engine
 from .ruleset import RuleSet
-from .state import CustomerState, TimerSlot
+from .state import CustomerState
 
 
 def switched(
@@ -45,20 +44,17 @@ def switched(
     heap = new._heap
     for customer_id, customer in old.customers.items():
         _adopt_rules(old, new, customer, carry, reset_salary)
-        queued: dict[TimerSlot, datetime] = {}
-        for slot, deadline in customer.queued.items():
+        armed, customer.queued = customer.queued_items(), None
+        for slot, deadline in armed:
             index, key = (slot, "") if isinstance(slot, int) else slot
-            if index == old.evict_index:
-                index, due = new.evict_index, min(deadline, customer.last_seen_at + new.horizon)
-            elif index in adopted:
-                index = adopted[index]
-                current = new.triggers[index].deadline(customer, key)
-                due = deadline if current is None else min(deadline, current)
-            else:
+            if index not in adopted:
                 continue  # a removed or reshaped rule's timer: dropped
-            queued[(index, key) if key else index] = due
+            index = adopted[index]
+            current = new.triggers[index].deadline(customer, key)
+            due = deadline if current is None else min(deadline, current)
+            customer.set_queued((index, key) if key else index, due)
             heap.append((due, customer_id, index, key))
-        customer.queued = queued
+        heap.append((customer.last_seen_at + new.horizon, customer_id, new.evict_index, EVICT_KEY))
     heapify(heap)
     new.customers = old.customers
     return new

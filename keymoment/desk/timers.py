@@ -64,10 +64,8 @@ def armed_timers(engine: Engine, customer_id: str) -> Timers:
     if state is None:
         return {}
     out: Timers = {}
-    for slot in state.queued:
+    for slot, _ in state.queued_items():
         index, key = (slot, "") if isinstance(slot, int) else slot
-        if index >= len(engine.triggers):
-            continue  # the eviction entry, not a rule's timer
         trigger = engine.triggers[index]
         deadline = trigger.deadline(state, key)
         if deadline is not None:
