@@ -51,6 +51,7 @@ class Replay:
     ) -> None:
         """`versions`: the rules as loaded and the switches of a `--rollout` (flows.versioning)."""
         engine = Engine(rules)
+        engine.dirty = None  # a replay takes no incremental snapshots
         self.shard = Shard(engine, policy, profiles, versions=versions)
         # A rollout replay may switch to rules that read balances: keep them then.
         self.balances = versions is not None or reads_balances(rules)

@@ -90,8 +90,9 @@ class Engine:
         # partitions, docs/engine.md): each event first fires its customer's due timers.
         self.lagging = False
         self.customers: dict[str, CustomerState] = {}
-        # Customers whose state changed since the last incremental snapshot (triggers/snapshots.py).
-        self.dirty: set[str] = set()
+        # Customers whose state changed since the last incremental snapshot (triggers/snapshots.py);
+        # None when nothing takes them (a replay): the set would grow to every customer held.
+        self.dirty: set[str] | None = set()
         self.watermark: datetime | None = None
         self._heap: list[tuple[datetime, str, int, str]] = []
         self._context = RuleContext(self._schedule)
@@ -102,7 +103,10 @@ class Engine:
         """Move the watermark forward (never back) and fire the timers it reached."""
         if self.watermark is None or watermark > self.watermark:
             self.watermark = watermark
-        return self._fire_due([])
+        heap = self._heap
+        if heap and heap[0][0] <= self.watermark:  # called per watermark rise: one look when idle
+            return self._fire_due([])
+        return []
 
     def feed(self, event: Event, profile: CustomerProfile | None = None) -> Fed:
         """Advance to this event's watermark, then evaluate it: the replay's whole loop body."""
@@ -144,7 +148,8 @@ class Engine:
         customer = self.customers.get(customer_id)
         if customer is None:
             return
-        self.dirty.add(customer_id)
+        if self.dirty is not None:
+            self.dirty.add(customer_id)
         evicting = index == self.evict_index
         if evicting:
             actual: datetime | None = customer.last_seen_at + self.horizon
@@ -194,7 +199,8 @@ class Engine:
                 seen_at = seen.get(event_id)
             if seen_at is not None and abs(at - seen_at) <= self.dedupe_window:
                 return None
-        self.dirty.add(customer_id)
+        if self.dirty is not None:
+            self.dirty.add(customer_id)
         out: list[Candidate] = []
         if customer is not None and (self.lateness or self.lagging):
             customer = self._advance_customer(customer_id, customer, at, out)
@@ -251,7 +257,8 @@ class Engine:
         if customer is None:
             return []
         out: list[Candidate] = []
-        self.dirty.add(offer.customer_id)
+        if self.dirty is not None:
+            self.dirty.add(offer.customer_id)
         ctx = self._begin(offer.customer_id, customer, profile, out)
         for trigger in self.follow_ups:
             trigger.on_sent(ctx, offer)

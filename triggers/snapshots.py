@@ -34,8 +34,10 @@ from .engine import EVICT_KEY, SNAPSHOT_VERSION, Engine
 
 def changes(engine: Engine) -> dict[str, Any]:
     """The customers changed since the last call (None: gone), with the watermark."""
-    customers = engine.customers
-    part = {cid: customers.get(cid) for cid in engine.dirty}
+    customers, dirty = engine.customers, engine.dirty
+    if dirty is None:
+        raise ValueError("this engine does not track changes (Engine.dirty is None)")
+    part = {cid: customers.get(cid) for cid in dirty}
     engine.dirty = set()
     return {"v": SNAPSHOT_VERSION, "part": True, "watermark": engine.watermark, "customers": part}
 

@@ -36,7 +36,7 @@ def switched(
 ) -> Engine:
     """A new engine for `ruleset` on `old`'s watermark, customers and timers."""
     new = Engine(ruleset)
-    new.watermark = old.watermark
+    new.watermark, new.dirty = old.watermark, old.dirty  # tracking changes, or not, goes on
     if _untouched(old, new, carry, reset_salary):
         new.customers, new._heap = old.customers, old._heap  # nothing to re-read: O(rules)
         return new
