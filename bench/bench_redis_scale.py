@@ -49,10 +49,10 @@ def server_cpu(pids: list[int]) -> float:
 
 
 def used_memory(store: RedisCapStore, cluster: bool) -> int:
-    info = store.client.info("memory")
-    if cluster:  # redis-py's cluster client answers per node
-        return sum(node["used_memory"] for node in info.values())
-    return int(info["used_memory"])
+    if cluster:  # asked of every primary, redis-py's cluster client answers per node
+        info = store.client.info("memory", target_nodes=store.client.PRIMARIES)
+        return sum(int(node["used_memory"]) for node in info.values())
+    return int(store.client.info("memory")["used_memory"])
 
 
 def measure(
