@@ -423,6 +423,7 @@ def summarise(r: dict, warmup: float) -> str:
     first = [v for at, v in kept if at < mid]
     second = [v for at, v in kept if at >= mid]
     lag = r["last_offer"] - r["ended"]
+    us = r["flow_cpu"] / max(r["processed"], 1) * 1e6
     keeps_up = r["processed"] >= r["sent"] and lag < 1.0 and p99(second) < 2 * p99(first) + 50
     return (
         f"{r['rate']:>8,.0f}/s offered, {r['sent'] / r['send_seconds']:,.0f}/s sent; "
@@ -431,7 +432,7 @@ def summarise(r: dict, warmup: float) -> str:
         f"last offer {lag:+.1f} s after the input ended; processed {r['processed']:,} of "
         f"{r['sent']:,} (+{r['warm']:,} warm-up); keeps up: {'yes' if keeps_up else 'NO'}\n"
         f"{'':>10}p99 per second from the cut (ms): {timeline(kept, cut)}\n"
-        f"{'':>10}CPU s: flow {r['flow_cpu']:.1f} ({r['flow_cpu'] / r['send_seconds']:.2f} cores), "
+        f"{'':>10}CPU s: flow {r['flow_cpu']:.1f} ({us:.1f} us per event, its drain included), "
         f"broker {r['broker_cpu']:.1f}, producer {r['producer_cpu']:.1f}; "
         f"load {r['load_before']} before, {r['load_after']} after" + split_line(r, cut)
     )
