@@ -62,7 +62,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import baseline_plain  # noqa: E402 - the sibling script, not a package
-from bench_latency import prepare, split_at_time  # noqa: E402
+from bench_latency import prepare, quantiles, split_at_time  # noqa: E402
 
 from keymoment.flows.stamp import shard_of  # noqa: E402
 from tests.support.servers import KafkaBroker, free_port  # noqa: E402
@@ -379,20 +379,6 @@ def decision_split(bootstrap: str) -> tuple[list, list]:
                 out.append((at, decided - at, msg.timestamp()[1] / 1000 - decided))
     consumer.close()
     return out  # type: ignore[return-value]
-
-
-def quantiles(values: list[float]) -> str:
-    if not values:
-        return "no samples"
-    values = sorted(values)
-
-    def q(p: float) -> float:
-        return values[min(int(p * len(values)), len(values) - 1)] * 1000
-
-    return (
-        f"n {len(values):>7,}  p50 {q(0.5):6.1f}  p99 {q(0.99):7.1f}  p999 {q(0.999):7.1f}  "
-        f"max {values[-1] * 1000:7.1f} ms"
-    )
 
 
 def p99(values: list[float]) -> float:
