@@ -348,9 +348,9 @@ def _plan_period(p: Persona, first: int, last: int, out: list[Planned]) -> None:
 
 def _plan_bank(p: Persona, rng: Rng, first: int, last: int, add: Callable[..., None]) -> None:
     """Salary, interest and fees: postings that are not customer activity."""
-    if p.employer and first + p.pay_day < min(last, p.stop_day):
+    if p.employer and p.salary is not None and first + p.pay_day < min(last, p.stop_day):
         day = first + p.pay_day + rng.uniform(-2, 2)
-        amount = int(p.salary * rng.uniform(0.95, 1.05))  # type: ignore[operator]
+        amount = int(p.salary * rng.uniform(0.95, 1.05))
         kind = "payroll" if p.payroll else "transfer_in"
         add(max(day, first), "transaction", "credit", kind, amount, p.employer)
     if p.interest_day >= 0:

@@ -26,6 +26,12 @@ MINUTE = 60
 HOUR_MINUTES = 60
 
 
+def _earlier(text: str, than: str) -> bool:
+    """`text` is a time before `than`; a time that does not parse is never earlier."""
+    at, other = _epoch(text), _epoch(than)
+    return at is not None and (other is None or at < other)
+
+
 def _epoch(text: Any) -> float | None:
     if not isinstance(text, str):
         return None
@@ -124,7 +130,7 @@ class Tally:
         if isinstance(campaign, str) and isinstance(triggered, str):
             key = (campaign, customer)
             seen = self.first.get(key)
-            if seen is None or _epoch(triggered) < _epoch(seen[0]):  # type: ignore[operator]
+            if seen is None or _earlier(triggered, seen[0]):
                 self.first[key] = (triggered, r["outcome"])
 
     def dead_letters(self, records: Iterable[dict]) -> None:

@@ -138,3 +138,16 @@ def test_the_rules_panel_shows_versions_seen_and_the_audit_stream() -> None:
     html = Console(tally, Scraper([])).panels()["rules"]
     assert "7 (1), 8 (1)" in html and "SECRET-FILE" not in html
     assert html.index("applied at watermark t3: +new-rule") < html.index("REJECTED, still on 7")
+
+
+def test_a_triggered_at_that_does_not_parse_never_replaces_the_first_decision() -> None:
+    """First decision per (campaign, customer) by time; a time that does not parse never wins."""
+    tally = Tally(clock=lambda: NOW)
+    good = decision(10, "a", "sent")
+    bad = {**decision(0, "a", "capped"), "triggered_at": "not a time"}
+    earlier = {**decision(20, "a", "capped"), "triggered_at": _iso(NOW - 100)}
+    tally.decisions([bad, good, earlier])
+    assert tally.first[("k", "c1")] == (earlier["triggered_at"], "capped")
+    tally2 = Tally(clock=lambda: NOW)
+    tally2.decisions([good, bad])
+    assert tally2.first[("k", "c1")] == (good["triggered_at"], "sent")
