@@ -132,6 +132,7 @@ def test_kill_9_after_the_switch_resumes_on_version_8_from_the_snapshot(tmp_path
     """Killed after v8 took effect, restarted without --rollout: decisions as uninterrupted."""
     monkey = pytest.MonkeyPatch()
     monkey.setenv("KEYMOMENT_LIST_DIRS", str(RULES.parent / "lists"))
+    started: list[subprocess.Popen] = []
     try:
         # enough input that a quiet machine is still replaying 2.5 s after the switch
         data = write_generated(tmp_path, customers=12000, days=240, seed=31)
@@ -147,11 +148,8 @@ def test_kill_9_after_the_switch_resumes_on_version_8_from_the_snapshot(tmp_path
             data, crashed, shards=4, batch_size=100, recovery=True, rollouts=[rollout]
         )
         proc = start(first, *args)
-        try:
-            _wait_for_version(proc, crashed / "decisions.jsonl", 8)
-        except AssertionError:
-            proc.kill()  # never leave a flow running behind a failed test
-            raise
+        started.append(proc)
+        _wait_for_version(proc, crashed / "decisions.jsonl", 8)
         time.sleep(2.5)  # past at least two snapshots taken after the switch
         assert proc.poll() is None, "the flow finished before the kill: use more input"
         proc.send_signal(signal.SIGKILL)
@@ -160,10 +158,13 @@ def test_kill_9_after_the_switch_resumes_on_version_8_from_the_snapshot(tmp_path
             data, crashed, shards=4, batch_size=100, recovery=True
         )  # no --rollout
         final = start(again, *args)
+        started.append(final)
         _, err = final.communicate(timeout=600)
         assert final.returncode == 0, err[-2000:]
     finally:
         monkey.undo()
+        for running in started:  # never leave a flow running behind a failed test
+            running.kill()
     expected = records(clean / "decisions.jsonl")
     assert versions_of(expected) == {7, 8}
     assert records(crashed / "decisions.jsonl") == expected
