@@ -273,17 +273,20 @@ class RulesContactPolicy:
             self._failed()
             return out + self._park([p.candidate for p in plans], profiles, screened=True)
         self._succeeded()
-        answers = {id(p): r for p, r in zip(asked, results, strict=True)}
-        return out + [
-            d for p in plans for d in self._answered(p, answers.get(id(p)), profiles, clock_at)
-        ]
+        answers = iter(results)  # in the order of `asked`, which is `plans` in order
+        for plan in plans:
+            result = next(answers) if plan.reservation is not None else None
+            # a plan without a human channel always has a reservation, hence a result
+            if result is not None and (plan.human is None or result.tag is not None):
+                out.append(self._placed(plan, result))
+            else:
+                out += self._answered(plan, result, profiles, clock_at)
+        return out
 
     def _answered(
         self, plan: Plan, result: Result | None, profiles: Profiles, clock_at: datetime
     ) -> list[Decision]:
-        """The store's answer, or for a lead (nothing taken before its human channel) the desk's."""
-        if plan.human is None or (result is not None and result.tag is not None):
-            return [self._placed(plan, result)]  # type: ignore[arg-type]
+        """For a lead (nothing taken before its human channel) the desk's answer."""
         refusal = result.refused[0] if result is not None else None
         profile = profiles[plan.candidate.customer_id]
         try:
@@ -329,11 +332,13 @@ class RulesContactPolicy:
     def _placed(self, plan: Plan, result: Result) -> Decision:
         if result.tag is None:
             return self._final(plan.candidate, "capped", result.refused[0])
-        channel, send_at = parse_tag(result.tag)
-        send_at = max(send_at, plan.candidate.triggered_at)  # a ms-only tag from an older run
-        reason = "deferred_quiet_hours" if send_at > plan.earliest else "admitted"
-        if result.replayed:
-            reason = "already_reserved"
+        if result.replayed or result.index is None:  # an earlier reservation's channel, send_at
+            channel, send_at = parse_tag(result.tag)
+            send_at = max(send_at, plan.candidate.triggered_at)  # a ms-only tag from an older run
+            reason = "already_reserved" if result.replayed else _reason(send_at, plan.earliest)
+        else:  # the option this plan asked for: its tag was made from this very send_at
+            channel, send_at = plan.channels[result.index]
+            reason = _reason(send_at, plan.earliest)
         return self._final(plan.candidate, "sent", reason, channel=channel, send_at=send_at)
 
     # -- fail closed ------------------------------------------------------------------------
@@ -417,3 +422,7 @@ class RulesContactPolicy:
             variant.id if variant else None,
             variant.attributes if variant else None,
         )
+
+
+def _reason(send_at: datetime, earliest: datetime) -> str:
+    return "deferred_quiet_hours" if send_at > earliest else "admitted"

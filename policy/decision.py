@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -41,6 +41,8 @@ class Decision:
     variant: str | None = None  # the A/B arm (policy/variants.py); None: no variants, or control
     variant_attributes: Mapping[str, Any] | None = None  # the arm's attributes, over the rule's
     lead: Any = None  # a human channel's `LeadTag(rm_id, pool, due_at)` (policy/leads.py)
+    # the offer's fields, built on first use: a sent decision gives both an offer and a log line
+    _fields: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def offer_id(self) -> str:
@@ -48,6 +50,26 @@ class Decision:
 
     def offer(self) -> dict[str, Any]:
         """The offer a channel connector receives (only for `sent`): no personal data."""
+        return dict(self._offer_fields())
+
+    def log_record(self) -> dict[str, Any]:
+        """One decision-log line: the offer fields plus why, when and from which event."""
+        record = dict(self._offer_fields())
+        record["event_id"] = self.candidate.event_id
+        record["outcome"] = self.outcome
+        record["reason"] = self.reason
+        record["decided_at"] = _iso(self.decided_at)
+        return record
+
+    def _offer_fields(self) -> dict[str, Any]:
+        """Built once per decision (the offer id's hash and four timestamps) and copied."""
+        fields = self._fields
+        if fields is None:
+            fields = self._build_offer()
+            object.__setattr__(self, "_fields", fields)  # a cache: frozen to everyone else
+        return fields
+
+    def _build_offer(self) -> dict[str, Any]:
         c = self.candidate
         return {
             "offer_id": c.offer_id,
@@ -65,15 +87,6 @@ class Decision:
             "variant": self.variant,
             **(_lead_fields(self.lead) if self.lead is not None else {}),
         }
-
-    def log_record(self) -> dict[str, Any]:
-        """One decision-log line: the offer fields plus why, when and from which event."""
-        record = self.offer()
-        record["event_id"] = self.candidate.event_id
-        record["outcome"] = self.outcome
-        record["reason"] = self.reason
-        record["decided_at"] = _iso(self.decided_at)
-        return record
 
 
 def _attributes(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -75,6 +75,8 @@ class LeadDesk:
         self.policy = policy
         self.waiting: list[Lead] = []
         self.counts = {"leads_allocated": 0, "leads_not_allocated": 0, "leads_waited": 0}
+        # (campaign view, channels after the human one) -> the view with only those channels
+        self._rests: dict[tuple[int, tuple[str, ...]], tuple[Campaign, Campaign]] = {}
 
     def channels(self) -> dict[str, ChannelPolicy]:
         return {n: c for n, c in self.policy.rules.channels.items() if c.human}
@@ -124,7 +126,7 @@ class LeadDesk:
     ) -> list[Decision]:
         """The campaign's channels after this human one; the first refusal names a final cap."""
         policy, c = self.policy, plan.candidate
-        view = plan.campaign.model_copy(update={"channels": plan.after})
+        view = self._rest_view(plan.campaign, plan.after)
         rest = policy.planner.plan(c, view, profile, clock_at) if plan.after else None
         if rest is not None and rest.reservation is not None:
             result = policy.store.reserve(rest.reservation)
@@ -138,6 +140,20 @@ class LeadDesk:
         if blocked or (rest is not None and rest.deferral_blocked):
             return [policy._final(c, "expired", "max_delay")]
         return [policy._final(c, "no_channel", "no_owner" if rest is None else "no_consent")]
+
+    def _rest_view(self, campaign: Campaign, after: list[str]) -> Campaign:
+        """The campaign with only the channels `after` its human one, built once per view.
+
+        A pydantic copy costs more than planning the candidate; the planner also caches
+        its channel routes per campaign object, so the same view object must come back.
+        """
+        key = (id(campaign), tuple(after))
+        found = self._rests.get(key)
+        if found is None or found[0] is not campaign:
+            if len(self._rests) > 1024:
+                self._rests.clear()
+            found = self._rests[key] = (campaign, campaign.model_copy(update={"channels": after}))
+        return found[1]
 
     # -- at the start of a working period ---------------------------------------------------
     def allocate(self, clock_at: datetime) -> list[Decision]:

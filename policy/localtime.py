@@ -41,14 +41,31 @@ def next_opening(earliest: datetime, hours: SendHours | None, tz: ZoneInfo) -> d
     """`earliest` itself when sending is allowed then, else the next instant it is."""
     if hours is None:
         return earliest
-    local = earliest.astimezone(tz)
-    if allowed(local.time().replace(tzinfo=None), hours):
+    return opening(earliest, earliest.astimezone(tz), hours, tz)
+
+
+def opening(earliest: datetime, local: datetime, hours: SendHours, tz: ZoneInfo) -> datetime:
+    """`next_opening` for a caller that already has `local = earliest.astimezone(tz)`.
+
+    The planner converts a candidate's time once for all its channels and caps; the
+    day's candidate openings are cached per (date, start, zone).
+    """
+    if allowed(local.time(), hours):
         return earliest
-    for days in range(3):
-        opening = at_local(local.date() + timedelta(days=days), hours.start, tz)
-        if opening > earliest:
-            return opening
+    for at in _openings(local.date(), hours.start, tz):
+        if at > earliest:
+            return at
     raise AssertionError("an opening always exists within two days")  # pragma: no cover
+
+
+@lru_cache(maxsize=65536)
+def _openings(day: date, start: time, tz: ZoneInfo) -> tuple[datetime, datetime, datetime]:
+    """Wall time `start` on `day` and the two days after it, as UTC instants."""
+    return (
+        at_local(day, start, tz),
+        at_local(day + timedelta(days=1), start, tz),
+        at_local(day + timedelta(days=2), start, tz),
+    )
 
 
 def period(at: datetime, window: str, tz: ZoneInfo) -> tuple[datetime, datetime]:

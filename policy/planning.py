@@ -21,15 +21,16 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-from keymoment.state.caps import DAY_MS, Check, Kind, Option, Reservation, customer_tag
+from keymoment.state.caps import DAY_MS, Check, Option, Reservation, customer_tag
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
 from .config import Campaign, Cap, SendHours
-from .localtime import next_opening, period, zone
+from .localtime import opening, period, zone
 
 CALENDAR_SPAN_MS = 32 * DAY_MS  # longest calendar period plus a DST hour, rounded up
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS, _US = timedelta(milliseconds=1), timedelta(microseconds=1)
 
 if TYPE_CHECKING:
     from keymoment.config import RulesFile
@@ -104,6 +105,21 @@ class _CapRule:
     window_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What planning one candidate of a campaign view and rule needs from the rules file.
+
+    `channels` in campaign order: name, allowed hours (None: any hour), the channels
+    after it for a human channel (None: not human), and its caps.
+    """
+
+    campaign: Campaign
+    limit: timedelta  # min(deferral limit, ttl)
+    ttl: timedelta
+    caps: dict[str, tuple[_CapRule, ...]]
+    channels: tuple[tuple[str, SendHours | None, tuple[str, ...] | None, tuple[_CapRule, ...]], ...]
+
+
 class Planner:
     """Builds `Plan`s from the rules file; pure, so it is tested without any store."""
 
@@ -119,6 +135,8 @@ class Planner:
         self._routes: dict[tuple[str, str, str], tuple[_CapRule, ...]] = {}
         self._zones: dict[str | None, ZoneInfo] = {}
         self._human = {name for name, policy in rules.channels.items() if policy.human}
+        self._by_campaign: dict[tuple[int, str], _Route] = {}
+        self._periods: dict[tuple[ZoneInfo, str, date], tuple[int, int]] = {}
 
     def plan(
         self,
@@ -132,29 +150,66 @@ class Planner:
         """The channels consent and quiet hours allow and, if `reserve`, the store's request.
 
         A control-group candidate only needs the channels (it takes no slot), so it
-        passes `reserve=False` and skips building the checks.
+        passes `reserve=False` and skips building the checks. The hot loop of the
+        policy: what depends only on the rules is in the campaign's `_Route`, and the
+        customer's local time is found once (`local`), not once per channel and cap.
         """
-        earliest = max(candidate.triggered_at, clock_at)
-        plan = Plan(candidate, campaign, earliest, has_profile=profile is not None)
+        triggered = candidate.triggered_at
+        earliest = clock_at if clock_at > triggered else triggered
+        plan = Plan(candidate, campaign, earliest, [])
         if profile is None:  # no reference data: no consent to any channel
+            plan.has_profile = False
             return plan
+        route = self._route_of(campaign, candidate.rule_id)
         tz = self.zone_of(profile)
-        limit = min(campaign.deferral_limit, campaign.ttl)
-        for i, channel in enumerate(campaign.channels):
+        local = None
+        for channel, hours, after, _caps in route.channels:
             if not profile.consents_to(channel):
                 continue
             plan.consented = True
-            if channel in self._human:  # the channels before it are tried first
-                plan.human, plan.after = channel, campaign.channels[i + 1 :]
+            if after is not None:  # a human channel: the channels before it are tried first
+                plan.human, plan.after = channel, list(after)
                 break
-            send_at = next_opening(earliest, self._hours.get(channel), tz)
-            if send_at > earliest and send_at - candidate.triggered_at > limit:
-                plan.deferral_blocked = True
-                continue
+            send_at = earliest
+            if hours is not None:
+                if local is None:
+                    local = earliest.astimezone(tz)
+                send_at = opening(earliest, local, hours, tz)
+                if send_at > earliest and send_at - triggered > route.limit:
+                    plan.deferral_blocked = True
+                    continue
             plan.channels.append((channel, send_at))
         if plan.channels and reserve:
-            plan.reservation = self._reservation(plan, tz, to_ms(clock_at))
+            plan.reservation = self._reservation(plan, route, tz, local, clock_at)
         return plan
+
+    def _route_of(self, campaign: Campaign, rule_id: str) -> _Route:
+        """The campaign's channels with their hours and caps, built once per campaign view.
+
+        Keyed by the campaign object (a variant's view or a lead's rest-of-channels view
+        is another object); the entry holds the campaign, so its id is never reused.
+        """
+        key = (id(campaign), rule_id)
+        route = self._by_campaign.get(key)
+        if route is None or route.campaign is not campaign:
+            if len(self._by_campaign) > 4096:  # leads build a view per call: stay bounded
+                self._by_campaign.clear()
+            route = self._by_campaign[key] = self._new_route(campaign, rule_id)
+        return route
+
+    def _new_route(self, campaign: Campaign, rule_id: str) -> _Route:
+        names = campaign.channels
+        channels = tuple(
+            (
+                name,
+                self._hours.get(name),
+                tuple(names[i + 1 :]) if name in self._human else None,
+                self._route(campaign, name, rule_id),
+            )
+            for i, name in enumerate(names)
+        )
+        limit = min(campaign.deferral_limit, campaign.ttl)
+        return _Route(campaign, limit, campaign.ttl, {c[0]: c[3] for c in channels}, channels)
 
     def zone_of(self, profile: CustomerProfile | None) -> ZoneInfo:
         """The customer's own timezone, else the rules file's (an unknown name falls back too)."""
@@ -188,7 +243,7 @@ class Planner:
         now_ms = to_ms(send_at)
         head = f"cap:{{{c.customer_id}}}"
         rules = self._route(campaign, channel, c.rule_id)
-        option = _option(
+        option = self._option(
             rules, channel, send_at, self.zone_of(profile), head, now_ms - self.horizon_ms, {}
         )
         option = option._replace(checks=(first, *option.checks))
@@ -201,8 +256,12 @@ class Planner:
         except (KeyError, ValueError, OSError):
             return zone(self.default_zone)
 
-    def _reservation(self, plan: Plan, tz: ZoneInfo, now_ms: int) -> Reservation:
-        c, campaign = plan.candidate, plan.campaign
+    def _reservation(
+        self, plan: Plan, route: _Route, tz: ZoneInfo, local: datetime | None, clock_at: datetime
+    ) -> Reservation:
+        """Every channel option of `plan`, in integer ms (`local`: `earliest` in `tz`, or None)."""
+        c = plan.candidate
+        now_ms = (clock_at - _EPOCH) // _MS
         head = "cap:" + customer_tag(c.customer_id)
         floor_ms = now_ms - self.horizon_ms
         options: list[Option] = []
@@ -211,11 +270,68 @@ class Planner:
         for channel, send_at in plan.channels:
             if send_at != shared_at:  # a check is the same in every option with this send_at
                 shared, shared_at = {}, send_at
-            rules = self._route(campaign, channel, c.rule_id)
-            options.append(_option(rules, channel, send_at, tz, head, floor_ms, shared))
-        expires_ms = to_ms(c.triggered_at + campaign.ttl)
+            day = local.date() if local is not None and send_at is plan.earliest else None
+            options.append(
+                self._option(route.caps[channel], channel, send_at, tz, head, floor_ms, shared, day)
+            )
+        expires_ms = (c.triggered_at - _EPOCH + route.ttl) // _MS
         keep = max(expires_ms - now_ms, 0) + self.horizon_ms
         return Reservation(c.offer_id, c.customer_id, now_ms, tuple(options), keep)
+
+    def _option(
+        self,
+        rules: tuple[_CapRule, ...],
+        channel: str,
+        send_at: datetime,
+        tz: ZoneInfo,
+        head: str,
+        floor: int,
+        shared: dict[str, Check],
+        day: date | None = None,
+    ) -> Option:
+        """One channel's `Option`: a `Check` per cap (positional arguments: see state/caps.py).
+
+        Written as one loop rather than a call per cap: this is the policy's innermost
+        loop (about five checks per candidate). The local date is found at most once
+        per option (`day`, when the caller already knows it), a calendar period once per
+        (zone, window, date) for the planner's life, and a cap the previous option
+        already checked at the same `send_at` (a customer-wide cap, typically) reuses
+        that `Check` from `shared`.
+        """
+        us = (send_at - _EPOCH) // _US
+        slot_ms = us // 1000
+        checks = []
+        for rule in rules:
+            key = head + rule.suffix
+            check = shared.get(key)
+            if check is None:
+                window_ms = rule.window_ms
+                if window_ms:
+                    check = Check(
+                        rule.cap_id, key, "rolling", rule.limit, window_ms, 0, 0,
+                        max(slot_ms + window_ms - floor, 1), floor - window_ms,
+                    )  # fmt: skip
+                else:
+                    if day is None:
+                        day = send_at.astimezone(tz).date()
+                    start_ms, end_ms = self._period(tz, rule.window, day)
+                    check = Check(
+                        rule.cap_id, key, "calendar", rule.limit, 0, start_ms, end_ms,
+                        max(end_ms - floor, 1), floor - CALENDAR_SPAN_MS,
+                    )  # fmt: skip
+                shared[key] = check
+            checks.append(check)
+        return Option(f"{channel}|{slot_ms}.{us % 1000:03d}", slot_ms, tuple(checks))
+
+    def _period(self, tz: ZoneInfo, window: str, day: date) -> tuple[int, int]:
+        """`_period_ms` through a plain dict: a hit is one lookup, no lru_cache wrapper."""
+        key = (tz, window, day)
+        found = self._periods.get(key)
+        if found is None:
+            if len(self._periods) > 65536:
+                self._periods.clear()
+            found = self._periods[key] = _period_ms(tz, window, day)
+        return found
 
     def _route(self, campaign: Campaign, channel: str, rule_id: str) -> tuple[_CapRule, ...]:
         """The caps that apply to this campaign, channel and rule, in rules-file order."""
@@ -228,49 +344,6 @@ class Planner:
                 if (scope := scope_value(cap, rule_id, campaign, channel)) is not None
             )
         return rules
-
-
-def _option(
-    rules: tuple[_CapRule, ...],
-    channel: str,
-    send_at: datetime,
-    tz: ZoneInfo,
-    head: str,
-    floor: int,
-    shared: dict[str, Check],
-) -> Option:
-    """One channel's `Option`: a `Check` per cap (positional arguments: see state/caps.py).
-
-    Written as one loop rather than a call per cap: this is the policy's innermost
-    loop (about five checks per candidate). The local date is found once per option,
-    and a cap the previous option already checked at the same `send_at` (a
-    customer-wide cap, typically) reuses that `Check` from `shared`.
-    """
-    slot_ms = to_ms(send_at)
-    day = None
-    checks = []
-    for rule in rules:
-        key = head + rule.suffix
-        check = shared.get(key)
-        if check is not None:
-            checks.append(check)
-            continue
-        window_ms = rule.window_ms
-        if window_ms:
-            kind: Kind
-            kind, start_ms, end_ms = "rolling", 0, 0
-            keep_ms, prune_ms = slot_ms + window_ms - floor, floor - window_ms
-        else:
-            day = day or send_at.astimezone(tz).date()
-            kind, (start_ms, end_ms) = "calendar", _period_ms(tz, rule.window, day)
-            keep_ms, prune_ms = end_ms - floor, floor - CALENDAR_SPAN_MS
-        keep_ms = max(keep_ms, 1)
-        check = Check(
-            rule.cap_id, key, kind, rule.limit, window_ms, start_ms, end_ms, keep_ms, prune_ms
-        )
-        checks.append(check)
-        shared[key] = check
-    return Option(slot_tag(channel, send_at), slot_ms, tuple(checks))
 
 
 def period_ms(at: datetime, window: str, tz: ZoneInfo) -> tuple[int, int]:

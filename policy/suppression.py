@@ -53,14 +53,21 @@ class FileLists:
         self.refresh(force=True)
 
     def members(self, names: Sequence[str], customer_ids: Sequence[str]) -> dict[str, set[str]]:
-        self.refresh()
-        return {n: self._members(n, customer_ids) for n in names}
+        found = self.holding(names, customer_ids)
+        return {n: found.get(n, set()) for n in names}
 
-    def _members(self, name: str, customer_ids: Sequence[str]) -> set[str]:
-        if name not in self._sets:
-            return set()
-        held = self._sets[name]
-        return set(customer_ids) if held is None else {c for c in customer_ids if c in held}
+    def holding(self, names: Sequence[str], customer_ids: Sequence[str]) -> dict[str, set[str]]:
+        """`members` without the empty sets: what `Suppression.lookup` reads per decide."""
+        self.refresh()
+        found = {}
+        for name in names:
+            if name not in self._sets:
+                continue
+            held = self._sets[name]
+            members = set(customer_ids) if held is None else {c for c in customer_ids if c in held}
+            if members:
+                found[name] = members
+        return found
 
     def refresh(self, force: bool = False) -> None:
         """Re-read the lists whose file changed, at most every `check_every` seconds."""
@@ -92,17 +99,16 @@ class Suppression:
         self.campaign_lists = {c: [DO_NOT_CONTACT, *names] for c, names in campaign_lists.items()}
         self.names = sorted({n for names in self.campaign_lists.values() for n in names})
 
-    @property
-    def remote(self) -> bool:
-        """Whether a source other than files is consulted (Redis sets: it can be unavailable)."""
-        return any(not isinstance(s, FileLists) for s in self.sources)
+        # whether a source other than files is consulted (Redis sets: it can be unavailable)
+        self.remote = any(not isinstance(s, FileLists) for s in self.sources)
 
     def lookup(self, customer_ids: Sequence[str]) -> dict[str, set[str]]:
         """customer_id -> the list names that hold them (only listed customers appear)."""
-        unique = sorted(set(customer_ids))
+        unique = sorted(set(customer_ids)) if len(customer_ids) > 1 else customer_ids
         found: dict[str, set[str]] = {}
         for source in self.sources:
-            for name, members in source.members(self.names, unique).items():
+            lists = source.holding if isinstance(source, FileLists) else source.members
+            for name, members in lists(self.names, unique).items():
                 for customer_id in members:
                     found.setdefault(customer_id, set()).add(name)
         return found
