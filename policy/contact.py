@@ -65,6 +65,8 @@ class RulesContactPolicy:
         end_wait: float | EndWait = 10.0,
     ) -> None:
         self.rules, self.store, self.suppression, self.clock = rules, store, suppression, clock
+        # exactly the memory store (not a test double built on it): asked one channel first
+        self._in_process = type(store) is MemoryCapStore
         self.campaigns = {c.campaign_id: c for c in rules.campaigns}
         self.planner = Planner(rules)
         self.variants = VariantBook(rules.campaigns)
@@ -216,9 +218,8 @@ class RulesContactPolicy:
             if campaign is None:  # its rule was removed by a rules update while it waited
                 out.append(self._final(c, "no_channel", "unknown_campaign"))
                 continue
-            name = self.suppression.first_list(
-                campaign.campaign_id, listed.get(c.customer_id, set())
-            )
+            held_by = listed.get(c.customer_id) if listed else None  # usually on no list
+            name = self.suppression.first_list(campaign.campaign_id, held_by) if held_by else None
             held = name is None and in_control(
                 campaign.campaign_id, c.customer_id, campaign.holdout
             )
@@ -267,8 +268,7 @@ class RulesContactPolicy:
             return out + self._park([p.candidate for p in plans], profiles, screened=True)
         asked = [p for p in plans if p.reservation is not None]
         try:
-            # `asked` holds only plans with a reservation (mypy cannot narrow inside the list)
-            results = self.store.reserve_many([p.reservation for p in asked])  # type: ignore[misc]
+            results = self._ask(asked, profiles, clock_at)
         except CapStoreUnavailable:
             self._failed()
             return out + self._park([p.candidate for p in plans], profiles, screened=True)
@@ -282,6 +282,27 @@ class RulesContactPolicy:
             else:
                 out += self._answered(plan, result, profiles, clock_at)
         return out
+
+    def _ask(self, asked: list[Plan], profiles: Profiles, clock_at: datetime) -> list[Result]:
+        """The store's answers to the plans' requests, in order.
+
+        The in-process memory store is asked for a plan's first channel alone: when it
+        admits it (the usual case) the later channels' checks were never needed, and
+        when it refuses, that left no trace, so asking again with every channel gives
+        the answer one full request would have. Plans are asked one by one, in order,
+        as `reserve_many` does. Any other store gets every option in one batch.
+        """
+        if not self._in_process:
+            # `asked` holds only plans with a reservation (mypy cannot narrow inside the list)
+            return self.store.reserve_many([p.reservation for p in asked])  # type: ignore[misc]
+        results = []
+        for plan in asked:
+            result = self.store.reserve(plan.reservation)  # type: ignore[arg-type]  # as above
+            if result.tag is None and plan.partial:
+                self.planner.complete(plan, profiles.get(plan.candidate.customer_id), clock_at)
+                result = self.store.reserve(plan.reservation)  # type: ignore[arg-type]
+            results.append(result)
+        return results
 
     def _answered(
         self, plan: Plan, result: Result | None, profiles: Profiles, clock_at: datetime
@@ -309,7 +330,8 @@ class RulesContactPolicy:
                 out.append(self._final(c, "expired", UNAVAILABLE if parked else "ttl"))
                 continue
             campaign = self.variants.view(campaign, self.variants.assign(c.campaign, c.customer_id))
-            plan = self.planner.plan(c, campaign, profiles.get(c.customer_id), clock_at)
+            profile = profiles.get(c.customer_id)
+            plan = self.planner.plan(c, campaign, profile, clock_at, first_only=self._in_process)
             if plan.reservation is not None or plan.human is not None:
                 plans.append(plan)
             elif parked and plan.deferral_blocked:  # the wait pushed it past max_delay
@@ -330,8 +352,9 @@ class RulesContactPolicy:
         return self._final(plan.candidate, *unplaced(plan))
 
     def _placed(self, plan: Plan, result: Result) -> Decision:
+        offer_id = plan.reservation.offer_id if plan.reservation is not None else None
         if result.tag is None:
-            return self._final(plan.candidate, "capped", result.refused[0])
+            return self._final(plan.candidate, "capped", result.refused[0], offer_id=offer_id)
         if result.replayed or result.index is None:  # an earlier reservation's channel, send_at
             channel, send_at = parse_tag(result.tag)
             send_at = max(send_at, plan.candidate.triggered_at)  # a ms-only tag from an older run
@@ -339,7 +362,9 @@ class RulesContactPolicy:
         else:  # the option this plan asked for: its tag was made from this very send_at
             channel, send_at = plan.channels[result.index]
             reason = _reason(send_at, plan.earliest)
-        return self._final(plan.candidate, "sent", reason, channel=channel, send_at=send_at)
+        return self._final(
+            plan.candidate, "sent", reason, channel=channel, send_at=send_at, offer_id=offer_id
+        )
 
     # -- fail closed ------------------------------------------------------------------------
     def _park(
@@ -397,7 +422,9 @@ class RulesContactPolicy:
         *,
         channel: str | None = None,
         send_at: datetime | None = None,
+        offer_id: str | None = None,
     ) -> Decision:
+        """The decision, with the offer id when a reservation already hashed it."""
         campaign = self.campaigns.get(c.campaign)
         self._counts["decided"] += 1
         variant = None
@@ -421,6 +448,8 @@ class RulesContactPolicy:
             c.triggered_at + campaign.ttl if campaign else None,
             variant.id if variant else None,
             variant.attributes if variant else None,
+            None,
+            offer_id,
         )
 
 

@@ -41,12 +41,14 @@ class Decision:
     variant: str | None = None  # the A/B arm (policy/variants.py); None: no variants, or control
     variant_attributes: Mapping[str, Any] | None = None  # the arm's attributes, over the rule's
     lead: Any = None  # a human channel's `LeadTag(rm_id, pool, due_at)` (policy/leads.py)
+    # the candidate's offer id when the policy already hashed it for the cap store
+    known_id: str | None = field(default=None, repr=False, compare=False)
     # the offer's fields, built on first use: a sent decision gives both an offer and a log line
     _fields: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def offer_id(self) -> str:
-        return self.candidate.offer_id
+        return self.known_id or self.candidate.offer_id
 
     def offer(self) -> dict[str, Any]:
         """The offer a channel connector receives (only for `sent`): no personal data."""
@@ -72,7 +74,7 @@ class Decision:
     def _build_offer(self) -> dict[str, Any]:
         c = self.candidate
         return {
-            "offer_id": c.offer_id,
+            "offer_id": self.offer_id,
             "customer_id": c.customer_id,
             "channel": self.channel,
             "campaign_id": self.campaign_id,

@@ -81,6 +81,7 @@ class Plan:
     has_profile: bool = True
     human: str | None = None  # the first consented human channel: the lead desk's (leads.py)
     after: list[str] = field(default_factory=list)  # the campaign's channels after it
+    partial: bool = False  # `reservation` holds the first channel only (`Planner.complete`)
 
 
 def unplaced(plan: Plan) -> tuple[Literal["expired", "no_channel"], str]:
@@ -146,11 +147,14 @@ class Planner:
         clock_at: datetime,
         *,
         reserve: bool = True,
+        first_only: bool = False,
     ) -> Plan:
         """The channels consent and quiet hours allow and, if `reserve`, the store's request.
 
         A control-group candidate only needs the channels (it takes no slot), so it
-        passes `reserve=False` and skips building the checks. The hot loop of the
+        passes `reserve=False` and skips building the checks. With `first_only` the
+        request holds only the first channel (`plan.partial` says when there are more):
+        an in-process store that admits it never needed the others. The hot loop of the
         policy: what depends only on the rules is in the campaign's `_Route`, and the
         customer's local time is found once (`local`), not once per channel and cap.
         """
@@ -180,8 +184,15 @@ class Planner:
                     continue
             plan.channels.append((channel, send_at))
         if plan.channels and reserve:
+            plan.partial = first_only and len(plan.channels) > 1
             plan.reservation = self._reservation(plan, route, tz, local, clock_at)
         return plan
+
+    def complete(self, plan: Plan, profile: CustomerProfile | None, clock_at: datetime) -> None:
+        """Replace a partial plan's request by the one with every channel option."""
+        plan.partial = False
+        route = self._route_of(plan.campaign, plan.candidate.rule_id)
+        plan.reservation = self._reservation(plan, route, self.zone_of(profile), None, clock_at)
 
     def _route_of(self, campaign: Campaign, rule_id: str) -> _Route:
         """The campaign's channels with their hours and caps, built once per campaign view.
@@ -267,7 +278,7 @@ class Planner:
         options: list[Option] = []
         shared: dict[str, Check] = {}
         shared_at: datetime | None = None
-        for channel, send_at in plan.channels:
+        for channel, send_at in plan.channels[:1] if plan.partial else plan.channels:
             if send_at != shared_at:  # a check is the same in every option with this send_at
                 shared, shared_at = {}, send_at
             day = local.date() if local is not None and send_at is plan.earliest else None
