@@ -27,19 +27,21 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from keymoment.commands import backtest  # noqa: E402
-from keymoment.config import RulesFile  # noqa: E402
+from keymoment.config import RulesFile, load_rules  # noqa: E402
 from keymoment.connectors.generator import Generator  # noqa: E402
-from keymoment.policy import FirstChannelPolicy, build_policy  # noqa: E402
+from keymoment.flows.replay import Replay  # noqa: E402
+from keymoment.policy import ContactPolicy, FirstChannelPolicy, build_policy  # noqa: E402
+from keymoment.policy.decision import Decision  # noqa: E402
 from keymoment.policy.planning import Planner  # noqa: E402
 from keymoment.state import MemoryCapStore  # noqa: E402
 from keymoment.state.redis_caps import RedisCapStore  # noqa: E402
@@ -49,7 +51,10 @@ from tests.support.servers import RedisServer  # noqa: E402
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 T = TypeVar("T")
+Profiles = Mapping[str, CustomerProfile]
+Call = tuple[str, list[Candidate], datetime]  # "decide" / "retry" / "settle", candidates, clock
 EXAMPLE_RULES = Path(__file__).resolve().parent.parent / "examples" / "rules.yaml"
+FOUR_RULES = Path(__file__).resolve().parent / "four_rules.yaml"
 RULES = {
     "version": 1,
     "timezone": "Asia/Shanghai",
@@ -210,6 +215,116 @@ def bench_backtest(events: int, repeat: int) -> None:
             )
 
 
+class Recording:
+    """A policy that keeps every call made to it and its answers, so they can be replayed.
+
+    The backtest's shard calls `decide`, `retry_pending` and `settle`; the rest
+    (`pending`, `snapshot`, ...) goes straight to the wrapped policy.
+    """
+
+    def __init__(self, policy: ContactPolicy) -> None:
+        self.policy = policy
+        self.calls: list[Call] = []
+        self.decisions: list[Decision] = []
+
+    def decide(
+        self, candidates: Sequence[Candidate], profiles: Profiles, clock_at: datetime
+    ) -> list[Decision]:
+        self.calls.append(("decide", list(candidates), clock_at))
+        return self._kept(self.policy.decide(candidates, profiles, clock_at))
+
+    def retry_pending(self, clock_at: datetime) -> list[Decision]:
+        self.calls.append(("retry", [], clock_at))
+        return self._kept(self.policy.retry_pending(clock_at))
+
+    def settle(self, clock_at: datetime) -> list[Decision]:
+        self.calls.append(("settle", [], clock_at))
+        return self._kept(self.policy.settle(clock_at))
+
+    def _kept(self, decisions: list[Decision]) -> list[Decision]:
+        self.decisions += decisions
+        return decisions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+
+def replay_calls(policy: ContactPolicy, calls: list[Call], profs: Profiles) -> list[dict]:
+    """The recorded calls into `policy`, each decision turned into what the backtest writes."""
+    records = []
+    for kind, batch, at in calls:
+        if kind == "decide":
+            decisions = policy.decide(batch, profs, at)
+        else:
+            decisions = policy.retry_pending(at) if kind == "retry" else policy.settle(at)
+        for d in decisions:
+            if d.outcome == "sent":
+                d.offer()
+            records.append(d.log_record())
+    return records
+
+
+def bench_recorded(events: int, repeat: int) -> None:
+    """The policy's share of a backtest: its own calls, replayed into the policy and into off.
+
+    One in-process backtest per rules file records every call the shard makes; the
+    same calls then go to a fresh `RulesContactPolicy` (memory store) and to
+    `FirstChannelPolicy`, each decision turned into its offer (sent ones) and its
+    log record, as the backtest does. on - off is what the policy adds per candidate.
+    The replayed policy must give the recording run's records (minus `decided_at`).
+    """
+    customers = max(events // 10, 10)
+    with tempfile.TemporaryDirectory() as tmp:
+        events_path, customers_path = Path(tmp) / "events.jsonl", Path(tmp) / "customers.jsonl"
+        gen = Generator(seed=1, customers=customers, days=240, activity=0.3)
+        events_path.write_bytes(b"".join(line + b"\n" for line in gen.iter_bytes(limit=events)))
+        customers_path.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+        profs = backtest._profiles(str(customers_path))
+        for rules_path in (FOUR_RULES, EXAMPLE_RULES):
+            rules = load_rules(str(rules_path))
+            recording = Recording(build_policy(rules))
+            replay = Replay(rules, profs, recording, until=gen.until_at)
+            for _ in replay.outputs([str(events_path)]):
+                pass
+            replayed_costs(rules, rules_path.name, recording, profs, repeat)
+
+
+def replayed_costs(
+    rules: RulesFile, name: str, recording: Recording, profs: Profiles, repeat: int
+) -> None:
+    calls, fixed = recording.calls, datetime(2026, 1, 1, tzinfo=UTC)
+    n = sum(len(batch) for _, batch, _ in calls)
+    print(f"recorded backtest calls, {name}: {len(calls):,} calls, {n:,} candidates")
+    makers = {
+        "off": lambda: FirstChannelPolicy(rules, clock=lambda: fixed),
+        "on": lambda: build_policy(rules, clock=lambda: fixed),
+    }
+    expected = [_undated(d.log_record()) for d in recording.decisions]
+    if [_undated(r) for r in replay_calls(makers["on"](), calls, profs)] != expected:
+        raise SystemExit("the replayed policy decided differently from the recorded run")
+    cost = {}
+    for label, make in makers.items():
+        cost[label] = cpu_best_of(repeat, lambda p: replay_calls(p, calls, profs), make)
+        rate(f"policy {label} + records, recorded calls", n, cost[label])
+    share = (cost["on"] - cost["off"]) * 1e6 / n
+    print(f"  {'the policy share (on - off)':<44} {share:>12,.1f} us per candidate")
+
+
+def _undated(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "decided_at"}
+
+
+def cpu_best_of(repeat: int, run: Callable[[T], object], setup: Callable[[], T]) -> float:
+    """`best_of` in CPU seconds of this process: the machine is shared."""
+    best = float("inf")
+    for _ in range(repeat):
+        state = setup()
+        started = time.process_time()
+        run(state)
+        best = min(best, time.process_time() - started)
+    return best
+
+
 def backtest_args(events: Path, customers: Path, decisions: Path, policy: str):  # type: ignore[no-untyped-def]
     return argparse.Namespace(
         rules=str(EXAMPLE_RULES),
@@ -236,7 +351,19 @@ def main() -> None:
     parser.add_argument("--reservations", type=int, default=20000)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--recorded",
+        type=int,
+        default=200_000,
+        metavar="EVENTS",
+        help="events of the stream whose backtest calls are replayed (0: skip) [%(default)s]",
+    )
+    parser.add_argument("--only-recorded", action="store_true", help="only that part")
     args = parser.parse_args()
+    if args.recorded:
+        bench_recorded(args.recorded, args.repeat)
+    if args.only_recorded:
+        return
     server = RedisServer().start()
     try:
         print(
