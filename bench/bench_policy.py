@@ -1,10 +1,14 @@
 """Cap decisions per second: memory store, Redis one at a time and batched, beside a Redis PING.
 
 Run: `.venv/bin/python bench/bench_policy.py [--reservations 20000] [--repeat 5]
-[--events 100000]`. It starts a private redis-server on a free port
-(tests.support.servers.RedisServer), so the PING round trip printed next to the
-Redis figures comes from the same run on the same machine: a Redis figure near
-1/PING means the round trip is the cost. Also prints:
+[--events 100000] [--recorded 200000] [--only-recorded]`. First (unless `--recorded 0`)
+the policy's share of a real backtest: the calls a backtest's shard makes on the
+generator's stream (`bench/four_rules.yaml`, then `examples/rules.yaml`) are recorded and
+replayed into the policy and into `FirstChannelPolicy`, records included; `on - off` per
+candidate is what the policy costs (docs/policy.md, round 3). It starts a private
+redis-server on a free port (tests.support.servers.RedisServer), so the PING round
+trip printed next to the Redis figures comes from the same run on the same machine: a
+Redis figure near 1/PING means the round trip is the cost. Also prints:
 
 - the whole policy's cost per candidate (memory store, and Redis one call per
   candidate and calls of 100) next to the policy-off baseline (`FirstChannelPolicy`)
