@@ -107,14 +107,22 @@ def rate(label: str, count: int, seconds: float, note: str = "") -> None:
     print(f"  {label:<44} {count / seconds:>12,.0f} /s   ({each:,.1f} us each) {note}")
 
 
-def best_of(repeat: int, run: Callable[[T], object], setup: Callable[[], T]) -> float:
-    """The shortest of `repeat` timed `run(setup())` calls (the setup is not timed)."""
+def best_of(
+    repeat: int,
+    run: Callable[[T], object],
+    setup: Callable[[], T],
+    timer: Callable[[], float] = time.perf_counter,
+) -> float:
+    """The shortest of `repeat` timed `run(setup())` calls (the setup is not timed).
+
+    `timer=time.process_time` counts CPU seconds of this process (the machine is shared).
+    """
     best = float("inf")
     for _ in range(repeat):
         state = setup()
-        started = time.perf_counter()
+        started = timer()
         run(state)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, timer() - started)
     return best
 
 
@@ -308,7 +316,9 @@ def replayed_costs(
         raise SystemExit("the replayed policy decided differently from the recorded run")
     cost = {}
     for label, make in makers.items():
-        cost[label] = cpu_best_of(repeat, lambda p: replay_calls(p, calls, profs), make)
+        cost[label] = best_of(
+            repeat, lambda p: replay_calls(p, calls, profs), make, time.process_time
+        )
         rate(f"policy {label} + records, recorded calls", n, cost[label])
     share = (cost["on"] - cost["off"]) * 1e6 / n
     print(f"  {'the policy share (on - off)':<44} {share:>12,.1f} us per candidate")
@@ -316,17 +326,6 @@ def replayed_costs(
 
 def _undated(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "decided_at"}
-
-
-def cpu_best_of(repeat: int, run: Callable[[T], object], setup: Callable[[], T]) -> float:
-    """`best_of` in CPU seconds of this process: the machine is shared."""
-    best = float("inf")
-    for _ in range(repeat):
-        state = setup()
-        started = time.process_time()
-        run(state)
-        best = min(best, time.process_time() - started)
-    return best
 
 
 def backtest_args(events: Path, customers: Path, decisions: Path, policy: str):  # type: ignore[no-untyped-def]
