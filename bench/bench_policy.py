@@ -262,17 +262,17 @@ class Recording:
 
 
 def replay_calls(policy: ContactPolicy, calls: list[Call], profs: Profiles) -> list[dict]:
-    """The recorded calls into `policy`, each decision turned into what the backtest writes."""
+    """The recorded calls into `policy`, each decision turned into what the backtest writes.
+
+    The backtest writes the decision log and asks for no offers (flows/shard.py).
+    """
     records = []
     for kind, batch, at in calls:
         if kind == "decide":
             decisions = policy.decide(batch, profs, at)
         else:
             decisions = policy.retry_pending(at) if kind == "retry" else policy.settle(at)
-        for d in decisions:
-            if d.outcome == "sent":
-                d.offer()
-            records.append(d.log_record())
+        records += [d.log_record() for d in decisions]
     return records
 
 
@@ -281,8 +281,8 @@ def bench_recorded(events: int, repeat: int) -> None:
 
     One in-process backtest per rules file records every call the shard makes; the
     same calls then go to a fresh `RulesContactPolicy` (memory store) and to
-    `FirstChannelPolicy`, each decision turned into its offer (sent ones) and its
-    log record, as the backtest does. on - off is what the policy adds per candidate.
+    `FirstChannelPolicy`, each decision turned into its log record, as the backtest
+    does. on - off is what the policy adds per candidate.
     The replayed policy must give the recording run's records (minus `decided_at`).
     """
     customers = max(events // 10, 10)

@@ -55,8 +55,13 @@ class Decision:
         return dict(self._offer_fields())
 
     def log_record(self) -> dict[str, Any]:
-        """One decision-log line: the offer fields plus why, when and from which event."""
-        record = dict(self._offer_fields())
+        """One decision-log line: the offer fields plus why, when and from which event.
+
+        Copies the offer's fields when `offer()` already built them, else builds its
+        own without keeping them (a backtest asks for no offers).
+        """
+        fields = self._fields
+        record = dict(fields) if fields is not None else self._build_offer()
         record["event_id"] = self.candidate.event_id
         record["outcome"] = self.outcome
         record["reason"] = self.reason
@@ -64,7 +69,7 @@ class Decision:
         return record
 
     def _offer_fields(self) -> dict[str, Any]:
-        """Built once per decision (the offer id's hash and four timestamps) and copied."""
+        """Built once per decision (the offer id's hash, four timestamps), kept, copied."""
         fields = self._fields
         if fields is None:
             fields = self._build_offer()
