@@ -143,17 +143,33 @@ def _event(wire: TransactionWire | AppWire | ConversionWire, balances: bool) -> 
 
 
 def _utc(text: str) -> datetime:
-    """`parse_time` with its common case (a `Z` time in range) written out."""
+    """`parse_time` with its common case (a `Z` time in range) written out, and remembered.
+
+    Feeds carry many events per second (batch postings, app sessions; Berka
+    has dates only), so the last few thousand distinct times are kept: a hit
+    is one dict lookup instead of a regex match and a parse. Only accepted
+    times are kept, so a rejection is always computed afresh.
+    """
+    at = _RECENT_TIMES.get(text)
+    if at is not None:
+        return at
     if RFC3339.fullmatch(text):
         try:
             at = datetime.fromisoformat(text)
         except ValueError:
             pass  # parse_time names the reason
         else:
-            if at.tzinfo is UTC and 1900 <= at.year <= 9000:
-                return at
+            if at.tzinfo is not UTC or not 1900 <= at.year <= 9000:
+                at = _convert("occurred_at", parse_time, text)
+            if len(_RECENT_TIMES) >= _RECENT_MAX:
+                _RECENT_TIMES.clear()
+            _RECENT_TIMES[text] = at
+            return at
     return _convert("occurred_at", parse_time, text)
 
+
+_RECENT_MAX = 4096
+_RECENT_TIMES: dict[str, datetime] = {}
 
 _PLAIN_POSITIVE = re.compile(r"\d{1,16}(?:\.\d\d)?", re.ASCII)  # to_minor's fast shape, unsigned
 _PLAIN_BALANCE = re.compile(r"-?\d{1,12}(?:\.\d\d)?", re.ASCII)  # always under 1e12

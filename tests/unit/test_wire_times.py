@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from keymoment.connectors.customers import read_profiles
 from keymoment.connectors.wire import DeadLetter, decode
+from keymoment.triggers.events import AppEvent, parse_time
 
 APP = {"type": "app", "event_id": "e2", "customer_id": "c1", "action": "login"}
 NOT_RFC3339 = [
@@ -114,3 +115,21 @@ def test_a_balance_left_out_is_rejected_exactly_when_a_kept_one_would_be(balance
     assert isinstance(kept, DeadLetter) == isinstance(lazy, DeadLetter)
     if isinstance(kept, DeadLetter):
         assert kept.record() == lazy.record()  # type: ignore[union-attr]
+
+
+def test_a_remembered_time_decodes_as_a_fresh_one_and_rejections_are_not_remembered():
+    """The decoder's cache of recent times changes no result: the same text, the same time."""
+    from keymoment.connectors import wire
+
+    base = {"type": "app", "event_id": "e", "customer_id": "c", "action": "login"}
+    for text in ("2026-03-01T08:00:00+08:00", "2026-03-01T00:00:00Z", "2026-03-01T00:00:00.5Z"):
+        first = wire.decode(orjson.dumps({**base, "occurred_at": text}), "t")
+        again = wire.decode(orjson.dumps({**base, "occurred_at": text}), "t")
+        assert isinstance(first, AppEvent) and isinstance(again, AppEvent)
+        assert first.occurred_at == again.occurred_at == parse_time(text)
+        assert first.occurred_at.tzinfo is UTC
+    bad = "2026-02-30T00:00:00Z"
+    for _ in range(2):
+        out = wire.decode(orjson.dumps({**base, "occurred_at": bad}), "t")
+        assert isinstance(out, DeadLetter) and out.reason == "schema:occurred_at"
+    assert bad not in wire._RECENT_TIMES
