@@ -38,9 +38,11 @@ from bytewax.outputs import Sink
 from keymoment.policy.parking import EndWait
 from keymoment.rollout.audit import process_info
 from keymoment.rollout.versions import RulesVersion, Switch
+from keymoment.state.segments import SegmentStore
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
+from . import snapshots
 from .collect import YOUNG_GC
 from .connect import policy_for, profiles_from, sink_from_url, source_from_url, versions_from
 from .instrument import Observability, probed
@@ -73,8 +75,9 @@ class ShardLogic(StatefulBatchLogic[Batch | Switch, ShardOutput, Any]):
         self.until = settings.until
         self.recovery = settings.recovery
         self.tick = timedelta(seconds=settings.tick_seconds) if shard.clock is not None else None
+        self.chain = chain_for(settings)
         if resume is not None:
-            shard.restore(pickle.loads(resume))
+            snapshots.resume(shard, resume, self.chain)
         self.next_tick_at = wall_clock() + self.tick if self.tick else None
 
     def on_batch(self, values: list[Batch | Switch]) -> tuple[list[ShardOutput], bool]:
@@ -113,14 +116,30 @@ class ShardLogic(StatefulBatchLogic[Batch | Switch, ShardOutput, Any]):
         return self.next_tick_at
 
     def snapshot(self) -> bytes | None:
-        """Pickled at once (the engine keeps mutating); nothing at all without recovery."""
+        """Nothing without recovery; with a snapshot directory the record of an incremental
+        chain (flows/snapshots.py), else the whole shard pickled at once (it keeps mutating)."""
         if not self.recovery:
             return None
         started = time.perf_counter()
-        snap = pickle.dumps(self.shard.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+        if self.chain is not None:
+            snap, size = self.chain.snapshot(self.shard)
+        else:
+            snap = pickle.dumps(self.shard.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+            size = len(snap)
         if self.metrics is not None:
-            self.metrics.snapshot(time.perf_counter() - started, len(snap))
+            self.metrics.snapshot(time.perf_counter() - started, size)
         return snap
+
+
+def chain_for(settings: FlowSettings) -> snapshots.Chain | None:
+    """The shard's incremental snapshot chain, when recovery is on with a snapshot directory."""
+    if not settings.recovery or settings.snapshot_dir is None:
+        return None
+    return snapshots.Chain(
+        SegmentStore(settings.snapshot_dir),
+        keep_seconds=settings.snapshot_keep_seconds,
+        compact_ratio=settings.snapshot_compact_ratio,
+    )
 
 
 class ShardBuilder:

@@ -38,6 +38,12 @@ class FlowSettings(BaseModel):
     shards: int = Field(default=8, ge=1, le=4096)
     tick_seconds: float = Field(default=1.0, gt=0)  # wall clock: how often quiet shards advance
     recovery: bool = False  # snapshots are only built when Bytewax recovery is on
+    # Incremental snapshots (flows/snapshots.py): segment files here, Bytewax keeps their names;
+    # None: whole-shard snapshots. Segments stay while a chain of the last `snapshot_keep_seconds`
+    # names them (the backup interval and a few epochs); a new base when the parts outgrow it.
+    snapshot_dir: str | None = None
+    snapshot_keep_seconds: float = Field(default=10.0, ge=0)
+    snapshot_compact_ratio: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=1000, ge=1)
     # rollout (docs/rollout.md): scheduled switches, and on the wall clock the live reload
     rollouts: list[str] = Field(default_factory=list)  # TIME=FILE, as `--rollout`

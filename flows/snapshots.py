@@ -1,0 +1,176 @@
+"""Incremental recovery snapshots of a shard: Bytewax keeps a chain of names, segments keep state.
+
+Bytewax stores whatever `ShardLogic.snapshot()` returns, every epoch, for
+every shard it touched (all of them: every shard sees every batch), so a
+whole-shard snapshot costs a pickle of every customer per epoch. Here each
+epoch writes one segment (state/segments.py) holding only the customers
+changed since the previous snapshot (`triggers.snapshots.changes`), and
+Bytewax stores a record of a few hundred bytes: the chain of segment names,
+a base and the parts after it, that rebuilds the state of that epoch.
+
+- **Any epoch.** Segments are never rewritten and every name is new, so the
+  record of any epoch Bytewax resumes from (the newest committed one, or an
+  older one kept for `--backup-interval`) names exactly the files that make
+  its state. Parts written for epochs Bytewax later discards are named by no
+  record it resumes from: they never reach a restore, and cleanup removes them.
+- **Compaction.** When the parts of the chain add up to more than
+  `compact_ratio` times its base (or there are `max_parts` of them), the
+  next snapshot writes a new base holding every customer, and the chain
+  starts again from it. After a rule-set switch (a new engine) and on the
+  first snapshot of a fresh run the next segment is a base too.
+- **Cleanup.** A segment stays while a chain written in the last
+  `keep_seconds` (the backup interval plus a few epochs) or one of the
+  last `KEEP_CHAINS` chains names it; segments of earlier executions stay
+  until this one has run `keep_seconds`, then only the ones its chains name.
+- **What a segment holds**: the changed customers' states and the watermark,
+  encoded by state/snapshot_codec.py, and the rest of the shard's snapshot
+  (`Shard.snapshot()` without the engine: last event time, the policy's
+  in-memory cap store and parked candidates, the rules versions) pickled
+  whole, as before: small unless the cap store is in memory.
+- **Restore** reads the chain, applies base and parts (`snapshots.restore`,
+  which rebuilds the timer heap from the states) and continues the chain.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from keymoment.state import snapshot_codec as codec
+from keymoment.state.segments import SegmentError, SegmentStore
+from keymoment.triggers import snapshots
+from keymoment.triggers.engine import SNAPSHOT_VERSION as ENGINE_VERSION
+from keymoment.triggers.engine import Engine
+
+from .shard import Shard
+
+RECORD_VERSION = 1
+KEEP_CHAINS = 4
+
+
+class Chain:
+    """One shard's incremental snapshots into one `SegmentStore` (module docstring)."""
+
+    def __init__(
+        self,
+        store: SegmentStore,
+        keep_seconds: float,
+        compact_ratio: float = 1.0,
+        max_parts: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.keep, self.clock = store, keep_seconds, clock
+        self.compact_ratio, self.max_parts = compact_ratio, max_parts
+        self.names: list[str] = []  # base, then parts
+        self.base_size, self.parts_size = 0, 0
+        self.engine: Engine | None = None  # the engine the chain describes
+        self.started = clock()
+        self.recent: deque[tuple[float, tuple[str, ...]]] = deque()
+
+    def snapshot(self, shard: Shard) -> tuple[bytes, int]:
+        """This epoch's record for Bytewax and the size of the segment written."""
+        engine = shard.engine
+        if engine is not self.engine or self._compact_due():
+            size = self._write_base(shard)
+        else:
+            size = self._write_part(shard)
+        self._collect()
+        record = {"v": RECORD_VERSION, "incremental": True, "chain": list(self.names)}
+        return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL), size
+
+    def _compact_due(self) -> bool:
+        parts = len(self.names) - 1
+        return parts >= self.max_parts or self.parts_size > self.compact_ratio * self.base_size
+
+    def _write_base(self, shard: Shard) -> int:
+        engine = shard.engine
+        engine.dirty = set()  # parts count from this base
+        payload = _segment(engine.watermark, engine.customers, shard)
+        self.names = [self.store.write("base", payload)]
+        self.base_size, self.parts_size, self.engine = len(payload), 0, engine
+        return len(payload)
+
+    def _write_part(self, shard: Shard) -> int:
+        part = snapshots.changes(shard.engine)
+        payload = _segment(part["watermark"], part["customers"], shard)
+        self.names.append(self.store.write("part", payload))
+        self.parts_size += len(payload)
+        return len(payload)
+
+    def _collect(self) -> None:
+        """Delete the segments no record Bytewax may still resume from names."""
+        now = self.clock()
+        self.recent.append((now, tuple(self.names)))
+        while len(self.recent) > KEEP_CHAINS and self.recent[0][0] < now - self.keep:
+            self.recent.popleft()
+        live = {name for _, chain in self.recent for name in chain}
+        earlier_too = now - self.started >= self.keep
+        dead = [
+            n for n in self.store.names() if n not in live and (earlier_too or self.store.own(n))
+        ]
+        self.store.delete(dead)
+
+    def restore(self, shard: Shard, record: dict[str, Any]) -> None:
+        """The state of the record's epoch into `shard`; later snapshots continue its chain."""
+        if record.get("v") != RECORD_VERSION or not record.get("chain"):
+            raise codec.CodecError(f"unknown incremental snapshot record {record.get('v')!r}")
+        names: list[str] = record["chain"]
+        segments = [self._read(name) for name in names]
+        base, last = segments[0], segments[-1]
+        engine_base = {"v": ENGINE_VERSION, "watermark": base["watermark"], "heap": []}
+        engine_base["customers"] = base["customers"]
+        rest = pickle.loads(last["rest"])
+        shard.restore({**rest, "engine": engine_base})
+        parts = [_engine_part(s) for s in segments[1:]]
+        snapshots.restore(shard.engine, engine_base, parts)
+        self.names, self.engine = list(names), shard.engine
+        self.store.adopt(names)
+        self.base_size, self.parts_size = self.store.size(names[:1]), self.store.size(names[1:])
+
+    def _read(self, name: str) -> dict[str, Any]:
+        data = codec.decode(self.store.read(name))
+        if type(data) is not dict or not {"watermark", "customers", "rest"} <= data.keys():
+            raise codec.CodecError(f"snapshot segment {self.store.root / name} is not ours")
+        return data
+
+
+def _engine_part(segment: dict[str, Any]) -> dict[str, Any]:
+    """A segment as `triggers.snapshots.restore` takes a part."""
+    customers, watermark = segment["customers"], segment["watermark"]
+    return {"v": ENGINE_VERSION, "part": True, "watermark": watermark, "customers": customers}
+
+
+def _segment(watermark: Any, customers: dict[str, Any], shard: Shard) -> bytes:
+    rest = shard.snapshot()
+    del rest["engine"]
+    return codec.encode(
+        {"watermark": watermark, "customers": customers, "rest": pickle.dumps(rest, protocol=5)}
+    )
+
+
+def resume(shard: Shard, data: bytes, chain: Chain | None) -> None:
+    """Restore `shard` from what `ShardLogic.snapshot()` returned: a chain record or a whole shard.
+
+    A missing or corrupt segment is one line on stderr and exit status 2: Bytewax would
+    otherwise wrap it in a traceback per worker.
+    """
+    try:
+        snap = pickle.loads(data)
+        if isinstance(snap, dict) and snap.get("incremental"):
+            if chain is None:
+                raise SegmentError(
+                    "the recovery state holds incremental snapshots but the flow has no "
+                    "snapshot directory (`snapshot_dir`; `keymoment run --recovery` sets it)"
+                )
+            chain.restore(shard, snap)
+        else:
+            shard.restore(snap)
+    except (SegmentError, codec.CodecError, pickle.UnpicklingError) as exc:
+        print(f"keymoment: cannot resume from the recovery snapshot: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(2)
