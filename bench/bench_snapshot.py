@@ -1,28 +1,37 @@
-"""Incremental against full engine snapshots, and restore time, at 1,000,000 customers.
+"""The flow's incremental snapshots against whole-shard ones, and restore, at 1,000,000 customers.
 
     python bench/bench_snapshot.py                      # 1M customers, 1% changed per epoch
     python bench/bench_snapshot.py --customers 200000 --changed 0.05
 
-Builds an engine holding `--customers` customers under bench/four_rules.yaml
-(each: a login, a card payment and an incoming transfer, so dormancy,
-reactivation and the deposit history all hold state), then runs `--epochs`
-epochs in which `--changed` of the customers get one event each. Per epoch,
-in the same run: the incremental part (`triggers.snapshots.changes`, then
-pickled, as the flow would store it) against the full snapshot pickled
-(`Engine.snapshot()`, first and last epoch only), CPU time, best of the
-epochs, and sizes. Then
-restore: the full snapshot unpickled, and base + all parts unpickled and
-applied (`snapshots.restore`, which also rebuilds the heap). Goal (issue 13):
-a snapshot under 100 ms at 1M customers with 1% changed.
+Builds a shard (flows/shard.Shard: engine and policy) holding `--customers`
+customers under bench/four_rules.yaml (each: a login, a card payment and an
+incoming transfer, so dormancy, reactivation and the deposit history all hold
+state), then runs `--epochs` epochs in which `--changed` of the customers get
+one event each. Per epoch, same run, CPU time:
+
+- **incremental**: `flows.snapshots.Chain.snapshot`, what the flow runs each
+  epoch: the changed customers encoded (state/snapshot_codec.py, msgpack),
+  written as a segment file (fsync on) and the chain record pickled;
+- the same part encoded with pickle (the encoding before), to compare codecs;
+- **baseline**: the whole shard pickled (`Shard.snapshot()`, what the flow
+  handed Bytewax before), first and last epoch only (it costs seconds).
+
+Then a compaction (a new base, written when the parts outgrow the base) and
+restore: the whole-shard pickle unpickled (baseline) against the chain read
+back (base + parts, heap rebuilt), CPU time and RSS growth of each. Goal
+(issue 13): a snapshot under 100 ms at 1M customers with 1% changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import math
+import os
 import pickle
 import random
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline_plain  # noqa: E402 - the sibling script: the rules file
 
 from keymoment.config import load_rules  # noqa: E402
-from keymoment.triggers import snapshots  # noqa: E402
+from keymoment.flows.shard import Shard  # noqa: E402
+from keymoment.flows.snapshots import Chain  # noqa: E402
+from keymoment.policy import build_policy  # noqa: E402
+from keymoment.state.segments import SegmentStore  # noqa: E402
 from keymoment.triggers.engine import Engine  # noqa: E402
 from keymoment.triggers.events import AppEvent, TransactionEvent  # noqa: E402
 
@@ -56,49 +68,90 @@ def cpu(run) -> tuple[float, object]:  # noqa: ANN001
     return time.process_time() - started, out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=1_000_000)
-    parser.add_argument("--changed", type=float, default=0.01)
-    parser.add_argument("--epochs", type=int, default=5)
-    args = parser.parse_args()
-    engine = Engine(load_rules(baseline_plain.RULES))
-    built = time.process_time()
-    for i in range(args.customers):
-        at = T0 + timedelta(seconds=i * 86_400 * 30 // args.customers)
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def built(customers: int) -> Shard:
+    rules = load_rules(baseline_plain.RULES)
+    engine = Engine(rules)
+    started = time.process_time()
+    for i in range(customers):
+        at = T0 + timedelta(seconds=i * 86_400 * 30 // customers)
         for event in events_for(i, at, "b"):
             engine.feed(event)
         if i % 65_536 == 0:
             gc.collect(1)
             gc.freeze()
-    print(f"{len(engine.customers):,} customers held, built in {time.process_time() - built:.1f} "
+    print(f"{len(engine.customers):,} customers held, built in {time.process_time() - started:.1f} "
           f"CPU s; {engine.pending_timers():,} heap entries")  # fmt: skip
-    _, base = cpu(lambda: pickle.dumps(engine.snapshot(), protocol=pickle.HIGHEST_PROTOCOL))
-    snapshots.changes(engine)
-    rng, parts, best_part, best_full = random.Random(1), [], float("inf"), float("inf")
-    now = T0 + timedelta(days=31)
+    return Shard(engine, build_policy(rules), {})
+
+
+def epochs(
+    shard: Shard, chain: Chain, args: argparse.Namespace
+) -> tuple[bytes, bytes, list[float]]:
+    """Each epoch: the chain's snapshot, the part pickled instead, the whole shard (twice)."""
+    rng, now, parts, record = random.Random(1), T0 + timedelta(days=31), [], b""
+    full, t_full = b"", math.nan
     for epoch in range(args.epochs):
         for i in rng.sample(range(args.customers), int(args.customers * args.changed)):
             for event in events_for(i, now, f"e{epoch}-"):
-                engine.feed(event)
+                shard.engine.feed(event)
         now += timedelta(seconds=5)
-        t_part, part = cpu(lambda: pickle.dumps(snapshots.changes(engine), protocol=5))
-        if epoch == 0 or epoch == args.epochs - 1:  # the full one costs seconds: twice is enough
-            t_full, full = cpu(lambda: pickle.dumps(engine.snapshot(), protocol=5))
-        parts.append(part)
-        best_part, best_full = min(best_part, t_part), min(best_full, t_full)
-        print(f"  epoch {epoch}: part {t_part * 1000:7.1f} ms {len(part) / 2**20:6.2f} MiB | "
-              f"full {t_full * 1000:7.1f} ms {len(full) / 2**20:7.1f} MiB")  # fmt: skip
-    print(f"best of {args.epochs}: incremental {best_part * 1000:.1f} ms, full "
-          f"{best_full * 1000:.0f} ms (x{best_full / best_part:.0f}), CPU")  # fmt: skip
-    t_restore_full, _ = cpu(lambda: Engine(engine.ruleset).restore(pickle.loads(full)))
-    fresh = Engine(engine.ruleset)
-    t_restore_parts, _ = cpu(
-        lambda: snapshots.restore(fresh, pickle.loads(base), (pickle.loads(p) for p in parts))
-    )
-    same = len(fresh.customers) == len(engine.customers)
-    print(f"restore: full snapshot {t_restore_full:.2f} CPU s; base + {len(parts)} parts, heap "
-          f"rebuilt {t_restore_parts:.2f} CPU s (same customers: {same})")  # fmt: skip
+        dirty = {c: shard.engine.customers.get(c) for c in shard.engine.dirty}
+        t_pickle, pickled = cpu(lambda: pickle.dumps(dirty, protocol=5))  # noqa: B023 - run now
+        t_part, (record, size) = cpu(lambda: chain.snapshot(shard))
+        if epoch == 0 or epoch == args.epochs - 1:  # the whole shard costs seconds: twice is enough
+            t_full, full = cpu(lambda: pickle.dumps(shard.snapshot(), protocol=5))
+        parts.append(t_part)
+        print(f"  epoch {epoch}: {len(dirty):,} changed | incremental {t_part * 1000:6.1f} ms "
+              f"{size / 2**20:5.2f} MiB (record {len(record)} B) | same part pickled "
+              f"{t_pickle * 1000:6.1f} ms {len(pickled) / 2**20:5.2f} MiB | whole shard "
+              f"{t_full * 1000:7.0f} ms {len(full) / 2**20:6.1f} MiB")  # fmt: skip
+    return record, full, parts + [t_full]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--changed", type=float, default=0.01)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--dir", help="segment directory (default: a temporary one)")
+    args = parser.parse_args()
+    shard = built(args.customers)
+    root = Path(args.dir or tempfile.mkdtemp(prefix="km-bench-segments-"))
+    chain = Chain(SegmentStore(root), keep_seconds=math.inf)
+    t_base, (record, base_size) = cpu(lambda: chain.snapshot(shard))  # the first: a base
+    print(f"base (every customer, as a compaction writes it): {t_base:.2f} CPU s, "
+          f"{base_size / 2**20:.1f} MiB")  # fmt: skip
+    record, full, times = epochs(shard, chain, args)
+    best_part, t_full = min(times[:-1]), times[-1]
+    print(f"best of {args.epochs}: incremental {best_part * 1000:.1f} ms, whole shard "
+          f"{t_full * 1000:.0f} ms (x{t_full / best_part:.0f}), CPU")  # fmt: skip
+    restore(shard, chain, record, full)
+
+
+def restore(shard: Shard, chain: Chain, record: bytes, full: bytes) -> None:
+    """Whole-shard unpickle against the chain read back: CPU time and RSS growth."""
+    rules = shard.engine.ruleset
+    fresh = Shard(Engine(rules), build_policy(rules), {})
+    before = rss()
+    t_full, _ = cpu(lambda: fresh.restore(pickle.loads(full)))
+    grown_full = rss() - before
+    fresh.engine.customers = {}
+    gc.collect()
+    again = Shard(Engine(rules), build_policy(rules), {})
+    before = rss()
+    reader = Chain(SegmentStore(chain.store.root), keep_seconds=math.inf)
+    t_chain, _ = cpu(lambda: reader.restore(again, pickle.loads(record)))
+    grown_chain = rss() - before
+    same = len(again.engine.customers) == len(shard.engine.customers)
+    names = pickle.loads(record)["chain"]
+    print(f"restore: whole shard {t_full:.2f} CPU s (+{grown_full / 2**20:.0f} MiB RSS); chain of "
+          f"{len(names)} segments, heap rebuilt {t_chain:.2f} CPU s (+{grown_chain / 2**20:.0f} "
+          f"MiB RSS; same customers: {same})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ msgspec writes datetimes in C (a msgpack timestamp), about 4 us per customer
 Generic, so a change of the state classes in triggers/ needs nothing here:
 
 - an object with `__slots__` (every state class, `triggers.state.Slotted` or
-  not) becomes an extension record of its class's `module:qualname` and its
-  slot values in order; it is rebuilt with `cls.__new__` and the slots set
-  (no `__init__`), from the module already imported under that name;
+  not) becomes an extension record of its class's number and its slot values
+  in order (the slots of its bases too); the encoded value carries the table
+  of `module:qualname` per number once. It is rebuilt with `cls.__new__` and
+  the slots set (no `__init__`), from the module already imported under that
+  name;
 - msgpack has no tuple, and decodes arrays as lists except as dict keys
   (tuples there): a tuple (or NamedTuple) that is a slot value itself, or a
   value or item of a dict or list held in a slot, is tagged so it comes back
@@ -29,11 +31,14 @@ from __future__ import annotations
 import pickle
 import sys
 from collections.abc import Callable
+from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 
 _OBJECT, _TUPLE, _PICKLED = 1, 2, 3  # extension codes
+_PLAIN = frozenset({str, int, float, bool, type(None), datetime})  # slot values kept as they are
 _tags: dict[type, str] = {}
 _classes: dict[str, Any] = {}  # tag -> class
 _slot_names: dict[type, tuple[str, ...]] = {}
@@ -63,26 +68,6 @@ def _class(tag: str) -> Any:
     return cls
 
 
-def _tupled(value: Any) -> Any:
-    """A slot value with its tuples tagged (module docstring); else the value itself."""
-    kind = type(value)
-    if kind is dict:
-        if value and isinstance(next(iter(value.values())), tuple):
-            return {k: _tuple_ext(v) for k, v in value.items()}
-    elif kind is list:
-        if value and isinstance(value[0], tuple):
-            return [_tuple_ext(v) for v in value]
-    elif isinstance(value, tuple):
-        return _tuple_ext(value)
-    return value
-
-
-def _tuple_ext(value: tuple) -> msgspec.msgpack.Ext:
-    cls = type(value)
-    tag = "" if cls is tuple else _tag(cls)
-    return msgspec.msgpack.Ext(_TUPLE, _encoder.encode([tag, *value]))
-
-
 def _slots(cls: type) -> tuple[str, ...]:
     """Every slot of `cls` and its bases, base first; () for a class without slots only."""
     names = _slot_names.get(cls)
@@ -95,38 +80,95 @@ def _slots(cls: type) -> tuple[str, ...]:
     return names
 
 
-def _enc_hook(obj: Any) -> Any:
-    cls = type(obj)
-    names = _slots(cls)
-    if not names or hasattr(obj, "__dict__"):
-        return msgspec.msgpack.Ext(_PICKLED, pickle.dumps(obj, protocol=5))
-    values = [_tupled(getattr(obj, name)) for name in names]
-    return msgspec.msgpack.Ext(_OBJECT, _encoder.encode([_tag(cls), *values]))
+class _Writer:
+    """One `encode` call: classes are numbered in the order met, their tags stored once."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[type, int] = {tuple: 0}
+        self.layouts: dict[type, tuple[int, Callable[[Any], Any], bool]] = {}
+        self.encoder = msgspec.msgpack.Encoder(enc_hook=self.hook)
+
+    def number(self, cls: type) -> int:
+        number = self.numbers.get(cls)
+        if number is None:
+            number = self.numbers[cls] = len(self.numbers)
+        return number
+
+    def hook(self, obj: Any) -> Any:
+        """Hot: once per state object. attrgetter reads the slots in C; only values that are
+        not plain scalars go through `tupled`."""
+        cls = type(obj)
+        layout = self.layouts.get(cls)
+        if layout is None:
+            names = _slots(cls)
+            if not names or hasattr(obj, "__dict__"):
+                return msgspec.msgpack.Ext(_PICKLED, pickle.dumps(obj, protocol=5))
+            layout = self.layouts[cls] = (self.number(cls), attrgetter(*names), len(names) == 1)
+        number, read, single = layout
+        values = (read(obj),) if single else read(obj)
+        items = [number, *[v if type(v) in _PLAIN else self.tupled(v) for v in values]]
+        return msgspec.msgpack.Ext(_OBJECT, self.encoder.encode(items))
+
+    def tupled(self, value: Any) -> Any:
+        """A slot value with its tuples tagged (module docstring); else the value itself."""
+        kind = type(value)
+        if kind is dict:
+            if value and isinstance(next(iter(value.values())), tuple):
+                return {k: self.tuple_ext(v) for k, v in value.items()}
+        elif kind is list:
+            if value and isinstance(value[0], tuple):
+                return [self.tuple_ext(v) for v in value]
+        elif isinstance(value, tuple):
+            return self.tuple_ext(value)
+        return value
+
+    def tuple_ext(self, value: tuple) -> msgspec.msgpack.Ext:
+        return msgspec.msgpack.Ext(_TUPLE, self.encoder.encode([self.number(type(value)), *value]))
+
+    def tags(self) -> list[str]:
+        return ["" if cls is tuple else _tag(cls) for cls in self.numbers]
 
 
-def _ext_hook(code: int, data: memoryview) -> Any:
-    if code == _PICKLED:
-        return pickle.loads(data)
-    items = _decoder.decode(data)
-    cls: Any = _class(items[0]) if items[0] else tuple
-    if code == _TUPLE:
-        return tuple(items[1:]) if cls is tuple else cls(*items[1:])
-    if code != _OBJECT:
-        raise CodecError(f"unknown record kind {code} in a snapshot")
-    obj = cls.__new__(cls)
-    for name, value in zip(_slots(cls), items[1:], strict=True):
-        object.__setattr__(obj, name, value)
-    return obj
+class _Reader:
+    """One `decode` call: the segment's class table, then its objects rebuilt."""
+
+    def __init__(self, tags: list[str]) -> None:
+        self.classes: list[Any] = [tuple] + [_class(tag) for tag in tags[1:]]
+        self.slots = [() if cls is tuple else _slots(cls) for cls in self.classes]
+        self.decoder = msgspec.msgpack.Decoder(ext_hook=self.hook)
+
+    def hook(self, code: int, data: memoryview) -> Any:
+        if code == _PICKLED:
+            return pickle.loads(data)
+        items = self.decoder.decode(data)
+        number = items[0]
+        cls = self.classes[number]
+        if code == _TUPLE:
+            return tuple(items[1:]) if number == 0 else cls(*items[1:])
+        if code != _OBJECT:
+            raise CodecError(f"unknown record kind {code} in a snapshot")
+        obj = cls.__new__(cls)
+        for name, value in zip(self.slots[number], items[1:], strict=True):
+            object.__setattr__(obj, name, value)
+        return obj
 
 
-_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
-_decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
-encode: Callable[[Any], bytes] = _encoder.encode
+_outer = msgspec.msgpack.Decoder(tuple[list[str], bytes])
+
+
+def encode(value: Any) -> bytes:
+    """`value` as msgpack, with a table of the classes its objects belong to."""
+    writer = _Writer()
+    payload = writer.encoder.encode(value)
+    return msgspec.msgpack.encode((writer.tags(), payload))
 
 
 def decode(data: bytes | memoryview) -> Any:
     """What `encode` wrote; a CodecError (one line) for anything else."""
     try:
-        return _decoder.decode(data)
-    except (msgspec.DecodeError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+        tags, payload = _outer.decode(data)
+        return _Reader(tags).decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+        raise CodecError(f"corrupt snapshot data ({exc})") from None
+    except pickle.UnpicklingError as exc:
         raise CodecError(f"corrupt snapshot data ({exc})") from None

@@ -91,8 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=30,
         metavar="S",
-        help="seconds between recovery snapshots, also the epoch length (default 30: each "
-        "snapshot pickles the whole engine state, about 1-2 s per 100k customers)",
+        help="seconds between recovery snapshots, also the epoch length (default 30; "
+        "snapshots are incremental, in proportion to the customers changed, so 1-5 s works)",
     )
     p.add_argument(
         "--backup-interval",
@@ -166,6 +166,8 @@ def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imp
             shards=args.shards,
             tick_seconds=args.tick,
             recovery=args.recovery is not None,
+            snapshot_dir=str(Path(args.recovery) / "segments") if args.recovery else None,
+            snapshot_keep_seconds=args.backup_interval + 3 * args.snapshot_interval,
             batch_size=args.batch_size,
             rollouts=args.rollout,
             rollout_logs=args.rollout_log,

@@ -49,7 +49,8 @@ def test_run_with_recovery_resumes_where_it_stopped(tmp_path: Path) -> None:
     )
     first = keymoment(*args)
     assert first.returncode == 0, first.stderr
-    assert sorted(p.name for p in recovery.iterdir()) == ["part-0.sqlite3", "part-1.sqlite3"]
+    names = sorted(p.name for p in recovery.iterdir())
+    assert names == ["part-0.sqlite3", "part-1.sqlite3", "segments"]  # segments: flows/snapshots.py
     written = decisions.read_bytes()
     ids = [orjson.loads(line)["offer_id"] for line in written.splitlines()]
     assert len(ids) > 50 and len(ids) == len(set(ids))
