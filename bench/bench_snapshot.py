@@ -16,9 +16,11 @@ one event each. Per epoch, same run, CPU time:
 - **baseline**: the whole shard pickled (`Shard.snapshot()`, what the flow
   handed Bytewax before), first and last epoch only (it costs seconds).
 
-Then a compaction (a new base, written when the parts outgrow the base) and
-restore: the whole-shard pickle unpickled (baseline) against the chain read
-back (base + parts, heap rebuilt), CPU time and RSS growth of each. Goal
+First a base (every customer: what a compaction writes when the parts outgrow
+the base), at the end restore: the whole-shard pickle unpickled (baseline)
+against the chain read back (base + parts, heap rebuilt), CPU time and RSS
+growth of each, each in a fresh process so that freed memory of one does not
+hide the other's growth. Goal
 (issue 13): a snapshot under 100 ms at 1M customers with 1% changed.
 """
 
@@ -30,6 +32,7 @@ import math
 import os
 import pickle
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -119,7 +122,10 @@ def main() -> None:
     parser.add_argument("--changed", type=float, default=0.01)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--dir", help="segment directory (default: a temporary one)")
+    parser.add_argument("--restore", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.restore:
+        return restored(args.restore[0], Path(args.restore[1]))
     shard = built(args.customers)
     root = Path(args.dir or tempfile.mkdtemp(prefix="km-bench-segments-"))
     chain = Chain(SegmentStore(root), keep_seconds=math.inf)
@@ -130,28 +136,37 @@ def main() -> None:
     best_part, t_full = min(times[:-1]), times[-1]
     print(f"best of {args.epochs}: incremental {best_part * 1000:.1f} ms, whole shard "
           f"{t_full * 1000:.0f} ms (x{t_full / best_part:.0f}), CPU")  # fmt: skip
-    restore(shard, chain, record, full)
+    restore(chain, record, full)
 
 
-def restore(shard: Shard, chain: Chain, record: bytes, full: bytes) -> None:
-    """Whole-shard unpickle against the chain read back: CPU time and RSS growth."""
-    rules = shard.engine.ruleset
-    fresh = Shard(Engine(rules), build_policy(rules), {})
-    before = rss()
-    t_full, _ = cpu(lambda: fresh.restore(pickle.loads(full)))
-    grown_full = rss() - before
-    fresh.engine.customers = {}
-    gc.collect()
-    again = Shard(Engine(rules), build_policy(rules), {})
-    before = rss()
-    reader = Chain(SegmentStore(chain.store.root), keep_seconds=math.inf)
-    t_chain, _ = cpu(lambda: reader.restore(again, pickle.loads(record)))
-    grown_chain = rss() - before
-    same = len(again.engine.customers) == len(shard.engine.customers)
+def restore(chain: Chain, record: bytes, full: bytes) -> None:
+    """Whole-shard unpickle against the chain read back, each in a fresh process (RSS)."""
+    whole, rec = chain.store.root / "whole-shard.pickle", chain.store.root / "record.pickle"
+    whole.write_bytes(full)
+    rec.write_bytes(record)
     names = pickle.loads(record)["chain"]
-    print(f"restore: whole shard {t_full:.2f} CPU s (+{grown_full / 2**20:.0f} MiB RSS); chain of "
-          f"{len(names)} segments, heap rebuilt {t_chain:.2f} CPU s (+{grown_chain / 2**20:.0f} "
-          f"MiB RSS; same customers: {same})")  # fmt: skip
+    for kind, path in (("whole", whole), ("chain", rec)):
+        done = subprocess.run(
+            [sys.executable, __file__, "--restore", kind, str(path)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        seconds, grown, customers = done.stdout.split()
+        what = "whole shard" if kind == "whole" else f"chain of {len(names)} segments, heap rebuilt"
+        print(f"restore ({what}, fresh process): {float(seconds):.2f} CPU s, RSS "
+              f"+{int(grown) / 2**20:.0f} MiB, {int(customers):,} customers")  # fmt: skip
+
+
+def restored(kind: str, path: Path) -> None:
+    """In a fresh process: one restore, printing CPU seconds, RSS growth and customers."""
+    rules = load_rules(baseline_plain.RULES)
+    shard = Shard(Engine(rules), build_policy(rules), {})
+    before = rss()
+    if kind == "whole":
+        seconds, _ = cpu(lambda: shard.restore(pickle.loads(path.read_bytes())))
+    else:
+        reader = Chain(SegmentStore(path.parent), keep_seconds=math.inf)
+        seconds, _ = cpu(lambda: reader.restore(shard, pickle.loads(path.read_bytes())))
+    print(seconds, rss() - before, len(shard.engine.customers))
 
 
 if __name__ == "__main__":

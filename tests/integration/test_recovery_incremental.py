@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from tests.integration.flowkit import (
     start,
     write_generated,
 )
+from tests.integration.test_recovery_kill import killed_and_resumed
 
 KILLS = 3
 
@@ -54,30 +53,9 @@ def killed(data: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
         snapshot_compact_ratio=0.3,
     )  # fmt: skip
     args = ("-r", str(recovery), "-s", "1", "-b", "0")
-    rng = random.Random(11)
-    for _ in range(KILLS):
-        proc = start(settings, *args)
-        wait_for_output(proc, crashed / "decisions.jsonl")
-        time.sleep(rng.uniform(0.5, 1.5))
-        assert proc.poll() is None, "the flow finished before the kill: use more input"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    final = start(settings, *args)
-    _, err = final.communicate(timeout=600)
-    assert final.returncode == 0, err[-2000:]
+    killed_and_resumed(settings, args, crashed / "decisions.jsonl", random.Random(11))
     return {"clean": clean, "crashed": crashed, "recovery": recovery, "settings": settings,
             "args": args}  # fmt: skip
-
-
-def wait_for_output(proc: subprocess.Popen, path: Path, timeout: float = 60) -> None:
-    """Until the flow has written something: it is mid-stream, past its first epochs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the flow ended before it could be killed: use more input"
-        if path.exists() and path.stat().st_size > 0:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no output within the timeout")
 
 
 def test_kill_9_with_incremental_snapshots_keeps_every_decision(killed: dict) -> None:

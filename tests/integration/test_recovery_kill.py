@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from keymoment.flows.settings import FlowSettings
 from tests.integration.flowkit import (
     bytewax_run,
     offer_ids,
@@ -46,6 +47,22 @@ def wait_for_output(proc: subprocess.Popen, path: Path, timeout: float = 60) -> 
     raise AssertionError("no output within the timeout")
 
 
+def killed_and_resumed(
+    settings: FlowSettings, args: tuple[str, ...], output: Path, rng: random.Random
+) -> None:
+    """`KILLS` runs killed with SIGKILL once `output` has data, then one to the end."""
+    for _ in range(KILLS):
+        proc = start(settings, *args)
+        wait_for_output(proc, output)
+        time.sleep(rng.uniform(0.5, 1.5))
+        assert proc.poll() is None, "the flow finished before the kill: use more input"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = start(settings, *args)
+    _, err = final.communicate(timeout=600)
+    assert final.returncode == 0, err[-2000:]
+
+
 def test_kill_9_three_times_loses_no_candidate_and_keeps_offer_ids(
     data: dict, tmp_path: Path
 ) -> None:
@@ -56,17 +73,7 @@ def test_kill_9_three_times_loses_no_candidate_and_keeps_offer_ids(
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
     settings = replay_settings(data, crashed, shards=4, batch_size=100, recovery=True)
     args = ("-r", str(recovery), "-s", "1", "-b", "0")
-    rng = random.Random(7)
-    for _ in range(KILLS):
-        proc = start(settings, *args)
-        wait_for_output(proc, crashed / "decisions.jsonl")
-        time.sleep(rng.uniform(0.5, 1.5))
-        assert proc.poll() is None, "the flow finished before the kill: use more input"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    final = start(settings, *args)
-    _, err = final.communicate(timeout=600)
-    assert final.returncode == 0, err[-2000:]
+    killed_and_resumed(settings, args, crashed / "decisions.jsonl", random.Random(7))
     expected = offer_ids(clean / "decisions.jsonl")
     assert len(expected) > 1000
     assert set(offer_ids(crashed / "decisions.jsonl")) == set(expected)
