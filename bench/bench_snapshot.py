@@ -16,11 +16,12 @@ one event each. Per epoch, same run, CPU time:
 - **baseline**: the whole shard pickled (`Shard.snapshot()`, what the flow
   handed Bytewax before), first and last epoch only (it costs seconds).
 
-First a base (every customer: what a compaction writes when the parts outgrow
-the base), at the end restore: the whole-shard pickle unpickled (baseline)
-against the chain read back (base + parts, heap rebuilt), CPU time and RSS
-growth of each, each in a fresh process so that freed memory of one does not
-hide the other's growth. Goal
+First a base from memory (every customer: what a fresh run or a switch
+writes), after the epochs a compaction (the chain's files merged into a new
+base, as when the parts outgrow the base), at the end restore: the
+whole-shard pickle unpickled (baseline) against the chain read back (base +
+parts, heap rebuilt), CPU time and RSS growth of each, each in a fresh
+process so that freed memory of one does not hide the other's growth. Goal
 (issue 13): a snapshot under 100 ms at 1M customers with 1% changed.
 """
 
@@ -130,12 +131,16 @@ def main() -> None:
     root = Path(args.dir or tempfile.mkdtemp(prefix="km-bench-segments-"))
     chain = Chain(SegmentStore(root), keep_seconds=math.inf)
     t_base, (record, base_size) = cpu(lambda: chain.snapshot(shard))  # the first: a base
-    print(f"base (every customer, as a compaction writes it): {t_base:.2f} CPU s, "
+    print(f"base from memory (every customer): {t_base:.2f} CPU s, "
           f"{base_size / 2**20:.1f} MiB")  # fmt: skip
     record, full, times = epochs(shard, chain, args)
     best_part, t_full = min(times[:-1]), times[-1]
     print(f"best of {args.epochs}: incremental {best_part * 1000:.1f} ms, whole shard "
           f"{t_full * 1000:.0f} ms (x{t_full / best_part:.0f}), CPU")  # fmt: skip
+    parts = len(chain.names) - 1
+    t_merge, _ = cpu(chain.compact)
+    print(f"compaction: base + {parts} parts merged from the files into a new base "
+          f"{t_merge:.2f} CPU s (the base from memory: {t_base:.2f} s)")  # fmt: skip
     restore(chain, record, full)
 
 

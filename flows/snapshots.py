@@ -15,9 +15,10 @@ a base and the parts after it, that rebuilds the state of that epoch.
   record it resumes from: they never reach a restore, and cleanup removes them.
 - **Compaction.** When the parts of the chain add up to more than
   `compact_ratio` times its base (or there are `max_parts` of them), the
-  next snapshot writes a new base holding every customer, and the chain
-  starts again from it. After a rule-set switch (a new engine) and on the
-  first snapshot of a fresh run the next segment is a base too.
+  snapshot merges the chain's files into a new base (`codec.merge`: the
+  states stay the bytes they were written as, none is decoded) and the
+  chain starts again from it. After a rule-set switch (a new engine) and on
+  the first snapshot of a fresh run the base is written from memory.
 - **Cleanup.** A segment stays while a chain written in the last
   `keep_seconds` (the backup interval plus a few epochs) or one of the
   last `KEEP_CHAINS` chains names it; segments of earlier executions stay
@@ -73,14 +74,16 @@ class Chain:
         self.engine: Engine | None = None  # the engine the chain describes
         self.started = clock()
         self.recent: deque[tuple[float, tuple[str, ...]]] = deque()
+        self.classes = codec.Classes()  # one numbering for the chain: merge joins raw states
 
     def snapshot(self, shard: Shard) -> tuple[bytes, int]:
         """This epoch's record for Bytewax and the size of the segment written."""
-        engine = shard.engine
-        if engine is not self.engine or self._compact_due():
+        if shard.engine is not self.engine:
             size = self._write_base(shard)
         else:
             size = self._write_part(shard)
+            if self._compact_due():
+                self.compact()
         self._collect()
         record = {"v": RECORD_VERSION, "incremental": True, "chain": list(self.names)}
         return pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL), size
@@ -90,19 +93,27 @@ class Chain:
         return parts >= self.max_parts or self.parts_size > self.compact_ratio * self.base_size
 
     def _write_base(self, shard: Shard) -> int:
+        """Every customer, from memory: a new engine (a fresh run, a switch) has no chain yet."""
         engine = shard.engine
         engine.dirty = set()  # parts count from this base
-        payload = _segment(engine.watermark, engine.customers, shard)
+        payload = _segment(engine.watermark, engine.customers, shard, self.classes)
         self.names = [self.store.write("base", payload)]
         self.base_size, self.parts_size, self.engine = len(payload), 0, engine
         return len(payload)
 
     def _write_part(self, shard: Shard) -> int:
         part = snapshots.changes(shard.engine)
-        payload = _segment(part["watermark"], part["customers"], shard)
+        payload = _segment(part["watermark"], part["customers"], shard, self.classes)
         self.names.append(self.store.write("part", payload))
         self.parts_size += len(payload)
         return len(payload)
+
+    def compact(self) -> None:
+        """The chain's files merged into a new base (`codec.merge`: no state is decoded, so
+        it costs a fraction of a base written from memory); the chain starts again there."""
+        payload = codec.merge([self.store.read(name) for name in self.names])
+        self.names = [self.store.write("base", payload)]
+        self.base_size, self.parts_size = len(payload), 0
 
     def _collect(self) -> None:
         """Delete the segments no record Bytewax may still resume from names."""
@@ -127,25 +138,29 @@ class Chain:
         if record.get("v") != RECORD_VERSION or not record.get("chain"):
             raise codec.CodecError(f"unknown incremental snapshot record {record.get('v')!r}")
         names: list[str] = record["chain"]
-        without_gc(lambda: self._restore(shard, names))
+        tags = without_gc(lambda: self._restore(shard, names))
         gc.freeze()
+        self.classes = codec.Classes(tags)
         self.names, self.engine = list(names), shard.engine
         self.store.adopt(names)
         self.base_size, self.parts_size = self.store.size(names[:1]), self.store.size(names[1:])
 
-    def _restore(self, shard: Shard, names: list[str]) -> None:
-        base, parts = self._read(names[0]), [self._read(name) for name in names[1:]]
+    def _restore(self, shard: Shard, names: list[str]) -> list[str]:
+        """Returns the class table of the chain's last segment, to number on from."""
+        read = [self._read(name) for name in names]
+        (base, _), parts, tags = read[0], [segment for segment, _ in read[1:]], read[-1][1]
         engine_base = {"v": ENGINE_VERSION, "watermark": base["watermark"], "heap": []}
         engine_base["customers"] = base["customers"]
         rest = pickle.loads((parts[-1] if parts else base)["rest"])
         shard.restore({**rest, "engine": engine_base})
         snapshots.restore(shard.engine, engine_base, [_engine_part(p) for p in parts])
+        return tags
 
-    def _read(self, name: str) -> dict[str, Any]:
-        data = codec.decode(self.store.read(name))
+    def _read(self, name: str) -> tuple[dict[str, Any], list[str]]:
+        data, tags = codec.decode_table(self.store.read(name))
         if type(data) is not dict or not {"watermark", "customers", "rest"} <= data.keys():
             raise codec.CodecError(f"snapshot segment {self.store.root / name} is not ours")
-        return data
+        return data, tags
 
 
 def without_gc(run: Callable[[], _T]) -> _T:
@@ -165,12 +180,13 @@ def _engine_part(segment: dict[str, Any]) -> dict[str, Any]:
     return {"v": ENGINE_VERSION, "part": True, "watermark": watermark, "customers": customers}
 
 
-def _segment(watermark: Any, customers: dict[str, Any], shard: Shard) -> bytes:
+def _segment(
+    watermark: Any, customers: dict[str, Any], shard: Shard, classes: codec.Classes
+) -> bytes:
     rest = shard.snapshot()
     del rest["engine"]
-    return codec.encode(
-        {"watermark": watermark, "customers": customers, "rest": pickle.dumps(rest, protocol=5)}
-    )
+    segment = {"watermark": watermark, "customers": customers, "rest": pickle.dumps(rest, 5)}
+    return codec.encode(segment, classes)
 
 
 def resume(shard: Shard, data: bytes, chain: Chain | None) -> None:

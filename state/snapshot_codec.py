@@ -80,11 +80,21 @@ def _slots(cls: type) -> tuple[str, ...]:
     return names
 
 
+class Classes:
+    """Class numbers kept across the segments of one chain, so `merge` can join their states
+    without decoding them: numbers only grow, each segment stores the table as it stands."""
+
+    def __init__(self, tags: list[str] | None = None) -> None:
+        self.numbers: dict[type, int] = {tuple: 0}
+        for tag in (tags or [""])[1:]:
+            self.numbers[_class(tag)] = len(self.numbers)
+
+
 class _Writer:
     """One `encode` call: classes are numbered in the order met, their tags stored once."""
 
-    def __init__(self) -> None:
-        self.numbers: dict[type, int] = {tuple: 0}
+    def __init__(self, classes: Classes | None = None) -> None:
+        self.numbers: dict[type, int] = (classes or Classes()).numbers
         self.layouts: dict[type, tuple[int, Callable[[Any], Any], bool]] = {}
         self.encoder = msgspec.msgpack.Encoder(enc_hook=self.hook)
 
@@ -171,19 +181,62 @@ class _Reader:
 _outer = msgspec.msgpack.Decoder(tuple[list[str], bytes])
 
 
-def encode(value: Any) -> bytes:
-    """`value` as msgpack, with a table of the classes its objects belong to."""
-    writer = _Writer()
+def encode(value: Any, classes: Classes | None = None) -> bytes:
+    """`value` as msgpack, with the table of the classes its objects belong to (numbered
+    on from `classes` when given)."""
+    writer = _Writer(classes)
     payload = writer.encoder.encode(value)
     return msgspec.msgpack.encode((writer.tags(), payload))
 
 
 def decode(data: bytes | memoryview) -> Any:
     """What `encode` wrote; a CodecError (one line) for anything else."""
+    return decode_table(data)[0]
+
+
+def decode_table(data: bytes | memoryview) -> tuple[Any, list[str]]:
+    """What `encode` wrote, and its class table (to number on from, `Classes(tags)`)."""
     try:
         tags, payload = _outer.decode(data)
-        return _Reader(tags).decoder.decode(payload)
+        return _Reader(tags).decoder.decode(payload), tags
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
         raise CodecError(f"corrupt snapshot data ({exc})") from None
     except pickle.UnpicklingError as exc:
+        raise CodecError(f"corrupt snapshot data ({exc})") from None
+
+
+def _kept(code: int, data: memoryview) -> msgspec.msgpack.Ext:
+    return msgspec.msgpack.Ext(code, bytes(data))
+
+
+_undecoded = msgspec.msgpack.Decoder(ext_hook=_kept)
+
+
+def merge(segments: list[bytes], key: str = "customers") -> bytes:
+    """A base and its parts, oldest first, as one base, without rebuilding a single state.
+
+    Every state stays the msgpack bytes it was written as; the mapping under `key`
+    is the base's, each part's entries applied in order (None deletes), as
+    `triggers.snapshots.restore` applies them; every other field is the last
+    segment's. The parts' class tables must extend the base's (`Classes`).
+    """
+    try:
+        tables, values = [], []
+        for data in segments:
+            tags, payload = _outer.decode(data)
+            tables.append(tags)
+            values.append(_undecoded.decode(payload))
+        last = tables[-1]
+        if any(table != last[: len(table)] for table in tables):
+            raise CodecError("the segments of a chain number their classes differently")
+        merged = dict(values[-1])
+        states = merged[key] = values[0][key]
+        for value in values[1:]:
+            for name, state in value[key].items():
+                if state is None:
+                    states.pop(name, None)
+                else:
+                    states[name] = state
+        return msgspec.msgpack.encode((last, msgspec.msgpack.encode(merged)))
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
         raise CodecError(f"corrupt snapshot data ({exc})") from None

@@ -95,3 +95,29 @@ def test_tuples_named_tuples_inherited_slots_and_fallback() -> None:
 def test_garbage_is_one_codec_error() -> None:
     with pytest.raises(codec.CodecError, match="corrupt snapshot data"):
         codec.decode(b"\xc1\xff\x00")
+
+
+def test_merge_joins_parts_as_restore_applies_them() -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    classes = codec.Classes()
+    one, two = Derived(), Derived()
+    one.a, one.b, one.c = 1, [at], (at, "x")
+    two.a, two.b, two.c = Pair(at, "p"), [], None
+    base = codec.encode({"w": 1, "customers": {"a": one, "b": one, "c": two}}, classes)
+    part = codec.encode({"w": 2, "customers": {"b": None, "d": two, "a": two}}, classes)
+    merged = codec.decode(codec.merge([base, part]))
+    assert merged["w"] == 2 and list(merged["customers"]) == ["a", "c", "d"]
+    got = {k: shape(v) for k, v in merged["customers"].items()}
+    assert got == {"a": shape(two), "c": shape(two), "d": shape(two)}
+
+
+def test_merge_refuses_tables_that_disagree() -> None:
+    obj = Derived()
+    obj.a = obj.b = obj.c = None
+    first = codec.encode({"customers": {"a": obj}}, codec.Classes())
+    other = codec.Classes()
+    other.numbers[Plain] = 1  # a different class under number 1
+    pair = Pair(datetime(2026, 1, 1, tzinfo=UTC), "x")
+    second = codec.encode({"customers": {"b": [pair]}}, other)
+    with pytest.raises(codec.CodecError, match="number their classes differently"):
+        codec.merge([first, second])
