@@ -15,10 +15,11 @@ Generic, so a change of the state classes in triggers/ needs nothing here:
   the slots set (no `__init__`), from the module already imported under that
   name;
 - msgpack has no tuple, and decodes arrays as lists except as dict keys
-  (tuples there): a tuple (or NamedTuple) that is a slot value itself, or a
-  value or item of a dict or list held in a slot, is tagged so it comes back
-  as that type (containers of a slot are assumed to hold one type, as the
-  typed states do: the first item decides, so one check per container);
+  (tuples there): a tuple (or NamedTuple) that is a slot value itself, an
+  item of such a tuple, or a value or item of a dict or list held in a slot,
+  is tagged so it comes back as that type (containers of a slot are assumed
+  to hold one type, as the typed states do: the first item decides, so one
+  check per container);
 - anything else msgpack cannot hold is pickled inside the record (a fallback,
   slow but exact).
 
@@ -148,7 +149,9 @@ class _Writer:
         return value
 
     def tuple_ext(self, value: tuple) -> msgspec.msgpack.Ext:
-        return msgspec.msgpack.Ext(_TUPLE, self.encoder.encode([self.number(type(value)), *value]))
+        """A tuple's items are tagged in turn: a pair may hold a tuple key, `((2, "k"), at)`."""
+        items = [v if type(v) in _PLAIN else self.tupled(v) for v in value]
+        return msgspec.msgpack.Ext(_TUPLE, self.encoder.encode([self.number(type(value)), *items]))
 
     def tags(self) -> list[str]:
         return ["" if cls is tuple else _tag(cls) for cls in self.numbers]
