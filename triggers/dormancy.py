@@ -53,7 +53,10 @@ class Dormancy(Trigger[DormancyState]):
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         customer = ctx.customer
-        if customer.queued is not None and customer.queued_at(self.index) is not None:
+        queued = customer.queued  # `queued_at`, inlined: this runs for every activity
+        if queued is not None and (
+            self.index in queued if isinstance(queued, dict) else queued[0] == self.index
+        ):
             return  # already queued no later than the new deadline: nothing to push (see engine)
         last = customer.last_activity_at
         if last is not None and self.admits(ctx):  # always set: the engine recorded it first

@@ -207,9 +207,13 @@ class Engine:
         if customer is None:
             customer = self.customers[customer_id] = CustomerState(at, len(self.triggers))
             heappush(self._heap, (at + self.horizon, customer_id, self.evict_index, EVICT_KEY))
-        if self.dedupe_window:
+        last = customer.last_seen_at
+        if self.dedupe_window and at - self.dedupe_window > last:
+            customer.seen = (event_id, at)  # `_remember`'s common case: nothing else in the window
+            customer.last_seen_at = at
+        elif self.dedupe_window:
             self._remember(customer, event_id, at)
-        elif at > customer.last_seen_at:
+        elif at > last:
             customer.last_seen_at = at
         ctx = self._context
         ctx.customer_id, ctx.customer, ctx.profile, ctx.out = customer_id, customer, profile, out

@@ -84,10 +84,11 @@ class LargeDeposit(Trigger[DepositHistory]):
         history = self._history(ctx, event.occurred_at)
         times, amounts = history.times, history.amounts
         at, amount = event.occurred_at, event.amount
-        earlier = _within(times, amounts, at - self.lookback, at)
-        if amount >= self.min_amount and self.admits(ctx) and self._unusual(amount, earlier):
-            self.emit(ctx, at, event.event_id, amount_band=amount_band(amount))
         pos = bisect_right(times, at)
+        if amount >= self.min_amount and self.admits(ctx):
+            earlier = amounts[bisect_right(times, at - self.lookback) : pos]  # (at - lookback, at]
+            if self._unusual(amount, earlier):
+                self.emit(ctx, at, event.event_id, amount_band=amount_band(amount))
         times.insert(pos, at)
         amounts.insert(pos, amount)
 
@@ -108,8 +109,3 @@ class LargeDeposit(Trigger[DepositHistory]):
         if drop:
             del times[:drop], history.amounts[:drop]
         return history
-
-
-def _within(times: list[datetime], amounts: list[int], low: datetime, high: datetime) -> list[int]:
-    """Amounts with time in (low, high]."""
-    return amounts[bisect_right(times, low) : bisect_right(times, high)]
