@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -54,21 +55,17 @@ class JsonlReader:
 
     def read(self, count: int) -> list[Line] | None:
         """Up to `count` lines' worth of records; None at the end of the file."""
-        readline, label = self._file.readline, self._label
-        out: list[Line] = []
-        line_no = self._line
-        for _ in range(count):
-            line = readline()
-            if not line:
-                break
-            line_no += 1
-            if not line.isspace():
-                out.append((f"{label}:{line_no}", line.rstrip(b"\r\n")))
-        if line_no == self._line:
+        lines = list(islice(self._file, count))  # the file's own line iterator, in C
+        if not lines:
             return None
-        self._line = line_no
+        first, label = self._line + 1, self._label
+        self._line += len(lines)
         self._offset = self._file.tell()
-        return out
+        return [
+            (f"{label}:{n}", line.rstrip(b"\r\n"))
+            for n, line in enumerate(lines, first)
+            if not line.isspace()
+        ]
 
     @property
     def position(self) -> FilePosition:

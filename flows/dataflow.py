@@ -41,15 +41,17 @@ from keymoment.rollout.versions import RulesVersion, Switch
 from keymoment.state.segments import SegmentStore
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
+from keymoment.triggers.ruleset import RuleSet
 
 from . import snapshots
-from .collect import YOUNG_GC
+from .collect import YOUNG_GC, FrozenGc
 from .connect import policy_for, profiles_from, sink_from_url, source_from_url, versions_from
 from .instrument import Observability, probed
 from .metrics import FlowMetrics
 from .outputs import output, output_keyed
 from .owners import placement_for
 from .placement import shard_keys
+from .replay import reads_balances
 from .rules_source import RulesSource
 from .settings import ALL_CHANNELS, FlowSettings, from_env
 from .shard import Shard, ShardOutput
@@ -76,12 +78,14 @@ class ShardLogic(StatefulBatchLogic[Batch | Switch, ShardOutput, Any]):
         self.recovery = settings.recovery
         self.tick = timedelta(seconds=settings.tick_seconds) if shard.clock is not None else None
         self.chain = chain_for(settings)
+        # The event clock has no latency to protect: freeze, never collect (flows.collect).
+        self.collect = YOUNG_GC if shard.clock is not None else FrozenGc()
         if resume is not None:
             snapshots.resume(shard, resume, self.chain)
         self.next_tick_at = wall_clock() + self.tick if self.tick else None
 
     def on_batch(self, values: list[Batch | Switch]) -> tuple[list[ShardOutput], bool]:
-        YOUNG_GC()
+        self.collect()
         outs, batches = [], []
         for value in values:
             if isinstance(value, Switch):  # from the rules source, to every shard
@@ -218,6 +222,7 @@ def build_flow(
         settings.until,
         live,
         placement_for(rules, profiles),
+        balances=keeps_balances(settings, rules, switches),
         partitioned=partitions > 1,
         idle_timeout=settings.idle_timeout,
     )
@@ -231,6 +236,18 @@ def build_flow(
         op.inspect("observe", results, lambda _step, item: observe(item))
     _outputs(settings, keyed, results, offer_sink, metrics)
     return flow
+
+
+def keeps_balances(settings: FlowSettings, rules: RuleSet, switches: Sequence[Switch]) -> bool:
+    """Whether events keep `balance_after` (only balance milestones read it; parsing it costs).
+
+    On the wall clock a reload may add a milestone at any time, and a
+    rollout or a resumed snapshot may bring rules that have one: those keep
+    them. A plain event-clock run keeps them only when its rules read them.
+    """
+    if settings.clock == "wall" or switches or settings.recovery:
+        return True
+    return reads_balances(rules)
 
 
 def _with_reloads(

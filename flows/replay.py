@@ -24,7 +24,7 @@ from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile, Event
 from keymoment.triggers.ruleset import RuleSet
 
-from .collect import YOUNG_GC
+from .collect import FrozenGc, no_automatic_gc
 from .shard import Shard, ShardOutput
 from .stamp import Batch, Stamper
 from .versioning import Versions
@@ -74,10 +74,12 @@ class Replay:
 
     def outputs(self, paths: Sequence[str]) -> Iterator[ShardOutput]:
         """Decisions batch by batch; raises OSError (with its filename) for an unreadable file."""
-        for batch in self.batches(paths):
-            yield self.shard.process(batch)
-            YOUNG_GC()  # as the flow does: full collections would rescan the whole state
-        yield self.shard.finish(self.until)
+        collect = FrozenGc()  # no latency to protect: no collections at all (flows.collect)
+        with no_automatic_gc():
+            for batch in self.batches(paths):
+                yield self.shard.process(batch)
+                collect()
+            yield self.shard.finish(self.until)
 
     def batches(self, paths: Sequence[str]) -> Iterator[Batch]:
         """The stamped input batches alone: `compare` feeds each one to two shards (decode once)."""

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import threading
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -232,6 +233,7 @@ def recovery_config(args: argparse.Namespace, partitions: int):  # noqa: ANN201
 def run(args: argparse.Namespace) -> int:
     from bytewax._bytewax import cli_main
 
+    from keymoment.flows.collect import no_automatic_gc
     from keymoment.flows.connect import ConnectError, source_from_url, versions_from
     from keymoment.flows.dataflow import build_flow
     from keymoment.flows.stop import Stop, stoppable
@@ -272,15 +274,18 @@ def run(args: argparse.Namespace) -> int:
         view.watermark = lambda: _when(observability.metrics.watermark_at)
     stop.install()
     ticker = Ticker(view).start()
+    # The event clock is a replay: its shards freeze instead of collecting (flows.collect).
+    replay = no_automatic_gc() if settings.clock == "event" else nullcontext()
     try:
-        cli_main(
-            flow,
-            workers_per_process=args.workers,
-            process_id=args.process_id,
-            addresses=addresses,
-            epoch_interval=timedelta(seconds=args.snapshot_interval),
-            recovery_config=recovery_config(args, args.workers * processes),
-        )
+        with replay:
+            cli_main(
+                flow,
+                workers_per_process=args.workers,
+                process_id=args.process_id,
+                addresses=addresses,
+                epoch_interval=timedelta(seconds=args.snapshot_interval),
+                recovery_config=recovery_config(args, args.workers * processes),
+            )
         ticker.stop()
         print(view.summary(stop.signal.name if stop.signal else None), file=sys.stderr)
         if observability is not None and args.stay_up and stop.signal is None:
