@@ -153,7 +153,7 @@ def dumps_line(record: Any) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
 
 
-class _JsonlSinkPartition(StatefulSinkPartition[dict, int]):
+class _JsonlSinkPartition(StatefulSinkPartition[dict | bytes, int]):
     def __init__(self, path: Path, resume_offset: int | None, fsync: bool):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "ab")  # noqa: SIM115 - closed in close()
@@ -162,8 +162,9 @@ class _JsonlSinkPartition(StatefulSinkPartition[dict, int]):
         self._file.seek(0, os.SEEK_END)
         self._fsync = fsync
 
-    def write_batch(self, values: Iterable[dict]) -> None:
-        self._file.write(b"".join(map(dumps_line, values)))
+    def write_batch(self, values: Iterable[dict | bytes]) -> None:
+        """Dicts become lines; bytes are lines already (`flows.outputs.output_each`)."""
+        self._file.write(b"".join(v if type(v) is bytes else dumps_line(v) for v in values))
         self._file.flush()
         if self._fsync:
             os.fsync(self._file.fileno())
@@ -175,8 +176,11 @@ class _JsonlSinkPartition(StatefulSinkPartition[dict, int]):
         self._file.close()
 
 
-class JsonlFileSink(FixedPartitionedSink[dict, int]):
+class JsonlFileSink(FixedPartitionedSink[dict | bytes, int]):
     """Dict records to one JSONL file; a fresh run truncates it, a resumed run rewinds it.
+
+    An item may also be bytes: JSONL lines serialised already, several records in one
+    item (`keymoment.flows.outputs.output_each`).
 
     A Bytewax `FixedPartitionedSink` takes `(key, record)` pairs: use
     `keymoment.connectors.sinks.output`, which adds the key. Each batch is

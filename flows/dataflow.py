@@ -35,6 +35,7 @@ from bytewax.inputs import FixedPartitionedSource, Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from keymoment.connectors.files import JsonlFileSink
 from keymoment.policy.parking import EndWait
 from keymoment.rollout.audit import process_info
 from keymoment.rollout.versions import RulesVersion, Switch
@@ -48,7 +49,7 @@ from .collect import YOUNG_GC, FrozenGc
 from .connect import policy_for, profiles_from, sink_from_url, source_from_url, versions_from
 from .instrument import Observability, probed
 from .metrics import FlowMetrics
-from .outputs import output, output_keyed
+from .outputs import output, output_each, output_keyed
 from .owners import placement_for
 from .placement import shard_keys
 from .replay import reads_balances
@@ -318,13 +319,19 @@ def _outputs(
 ) -> None:
     expiry = settings.clock == "wall"  # an event-clock replay's offers are history: no expiry
     dead = op.flat_map("dead-letters", results, _dead_letters)
-    offers = op.flat_map("offers", keyed, _keyed_offers)  # keyed by shard for delivery
-    failures = _offers(settings, offers, metrics, expiry)
+    offers: list[Stream[tuple[str, dict]]] = []  # one offer per item: made when one is needed
+
+    def each_offer() -> Stream[tuple[str, dict]]:
+        if not offers:
+            offers.append(op.flat_map("offers", keyed, _keyed_offers))  # keyed for delivery
+        return offers[0]
+
+    failures = _offers(settings, each_offer, results, metrics, expiry)
     if offer_sink is not None:
-        op.output("offers-extra-out", op.map("offers-extra", offers, _offer), offer_sink)
+        op.output("offers-extra-out", op.map("offers-extra", each_offer(), _offer), offer_sink)
     if settings.decisions:  # records are built only when a decision log is attached
-        decisions = op.flat_map("decisions", results, ShardOutput.decision_records)
-        output("decisions-out", decisions, sink_from_url(settings.decisions), expiry)
+        decisions = sink_from_url(settings.decisions)
+        output_each("decisions-out", results, ShardOutput.decision_records, decisions, expiry)
     if settings.dead_letters:
         if failures:
             dead = op.merge("all-dead-letters", dead, *failures)
@@ -333,7 +340,8 @@ def _outputs(
 
 def _offers(
     settings: FlowSettings,
-    offers: Stream[tuple[str, dict]],
+    offers: Callable[[], Stream[tuple[str, dict]]],
+    results: Stream[ShardOutput],
     metrics: FlowMetrics | None,
     expiry: bool,
 ) -> list[Stream[dict]]:
@@ -341,20 +349,33 @@ def _offers(
 
     Metrics name a channel's sink by its channel and the catch-all sink `default`.
     Offers stay keyed by shard: a webhook delivers them keyed so (flows/delivery.py).
+    A JSONL file takes each shard call's offers as one chunk (`output_each`).
     """
     named = {c: url for c, url in settings.sinks.items() if c != ALL_CHANNELS}
-    failures, sinks = [], {}
-    for channel, url in sorted(named.items()):
-        mine = op.filter(f"offers-{channel}", offers, _is_channel(channel))
-        sinks[channel] = sink_from_url(url)
-        failures.append(output_keyed(f"offers-{channel}-out", mine, sinks[channel], expiry))
+    routes = [(c, c, sink_from_url(url), _is_channel(c)) for c, url in sorted(named.items())]
     if ALL_CHANNELS in settings.sinks:
-        rest = op.filter("offers-other", offers, _not_channels(frozenset(named)))
-        sinks["default"] = sink_from_url(settings.sinks[ALL_CHANNELS])
-        failures.append(output_keyed("offers-other-out", rest, sinks["default"], expiry))
+        catch_all = sink_from_url(settings.sinks[ALL_CHANNELS])
+        routes.append(("other", "default", catch_all, _not_channels(frozenset(named))))
+    failures = []
+    for step, _name, sink, wanted in routes:
+        if isinstance(sink, JsonlFileSink):
+            picked = _offers_of(wanted)
+            failures.append(output_each(f"offers-{step}-out", results, picked, sink, expiry))
+        else:
+            mine = op.filter(f"offers-{step}", offers(), _keyed(wanted))
+            failures.append(output_keyed(f"offers-{step}-out", mine, sink, expiry))
     if metrics is not None:
+        sinks = {name: sink for _, name, sink, _ in routes}
         metrics.route(sinks, "default" if "default" in sinks else None)
     return [f for f in failures if f is not None]
+
+
+def _offers_of(wanted: Callable[[dict], bool]) -> Callable[[ShardOutput], list[dict]]:
+    return lambda out: [offer for offer in out.offers if wanted(offer)]
+
+
+def _keyed(wanted: Callable[[dict], bool]) -> Callable[[tuple[str, dict]], bool]:
+    return lambda item: wanted(item[1])
 
 
 def _dead_letters(out: ShardOutput) -> list[dict]:
@@ -370,12 +391,12 @@ def _offer(item: tuple[str, dict]) -> dict:
     return item[1]
 
 
-def _is_channel(channel: str) -> Callable[[tuple[str, dict]], bool]:
-    return lambda item: item[1]["channel"] == channel
+def _is_channel(channel: str) -> Callable[[dict], bool]:
+    return lambda offer: offer["channel"] == channel
 
 
-def _not_channels(channels: frozenset[str]) -> Callable[[tuple[str, dict]], bool]:
-    return lambda item: item[1]["channel"] not in channels
+def _not_channels(channels: frozenset[str]) -> Callable[[dict], bool]:
+    return lambda offer: offer["channel"] not in channels
 
 
 def get_flow() -> Dataflow:

@@ -7,17 +7,28 @@ records (offers, decision-log records, dead letters). Most are Bytewax
 pairs; the webhook sink delivers through a delivery stage of its own
 (`keymoment.flows.delivery`) and hands back its failures as a stream of
 dead letters. `output()` and `output_keyed()` hide those differences.
+
+`output_each()` writes the records a function picks from each shard call
+(the decision log's, a channel's offers): to a JSONL file as one chunk of
+lines per call, serialised where the call was decided, instead of one
+Bytewax item per record through three steps; to any other sink one by one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
 from zlib import crc32
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.outputs import FixedPartitionedSink, Sink
 
+from keymoment.connectors.files import JsonlFileSink, dumps_line
+
 from .delivery import deliver, is_staged
+
+Call = TypeVar("Call")  # what a shard call produced (a `ShardOutput`)
 
 STAGE_KEYS = 16  # delivery keys of a stream that arrives unkeyed (each is one snapshot)
 
@@ -56,6 +67,30 @@ def output(
         return None
     op.output(step_id, records, sink)
     return None
+
+
+def output_each(
+    step_id: str,
+    calls: Stream[Call],
+    records: Callable[[Call], list[dict]],
+    sink: Sink,
+    check_expiry: bool = True,
+) -> Stream[dict] | None:
+    """Write `records(call)` of each call to `sink`, in order (see the module docstring).
+
+    The file sink's step keeps `step_id` whichever way, so a recovery
+    directory of either kind resumes the same sink partition.
+    """
+    if isinstance(sink, JsonlFileSink):
+        chunks = op.filter_map(f"{step_id}-lines", calls, lambda call: _lines(records(call)))
+        op.output(step_id, chunks, sink)
+        return None
+    return output(step_id, op.flat_map(f"{step_id}-records", calls, records), sink, check_expiry)
+
+
+def _lines(records: list[dict]) -> tuple[str, bytes] | None:
+    """One chunk of JSONL lines for the file sink (None: nothing to write)."""
+    return ("", b"".join(map(dumps_line, records))) if records else None
 
 
 def _with_empty_key(record: dict) -> tuple[str, dict]:
