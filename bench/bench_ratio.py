@@ -55,11 +55,18 @@ def in_process(run: Callable[[], object]) -> Case:
 
 
 def command(argv: list[str], code: str | None = None) -> Case:
-    """A subprocess (with `code` first on PYTHONPATH when given); CPU seconds from wait4."""
+    """A subprocess (run in `code`, and with it first on PYTHONPATH, when given); CPU s from wait4.
+
+    In `code` as its working directory, because `python -m` puts the working
+    directory first on sys.path: run from this checkout, an older checkout on
+    PYTHONPATH alone would import this checkout's code.
+    """
     env = {**os.environ, "PYTHONPATH": code} if code else None
 
     def case() -> float:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=code
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         err = proc.stderr.read().decode() if proc.stderr else ""
@@ -72,6 +79,7 @@ def command(argv: list[str], code: str | None = None) -> Case:
 
 def commands(rules: str, events: Path, profiles: Path, until: str, out: Path) -> dict[str, list]:
     km = [sys.executable, "-m", "keymoment"]
+    rules = str(Path(rules).resolve())  # the `--against` commands run in another directory
     back = [*km, "backtest", "--rules", rules, "--events", str(events), "--customers",
             str(profiles), "--until", until, "--decisions", str(out / "d.jsonl")]  # fmt: skip
     run = [*km, "run", "--rules", rules, "--source", f"file:{events}", "--customers",
