@@ -48,7 +48,8 @@ EVICT_KEY = ""
 # exactly `horizon` after the customer's last one.
 EVICT_SLACK = timedelta(microseconds=1)
 # 2: rule states became typed classes (`RuleState`), `CustomerState.rules` `rule_states`.
-# 3: `CustomerState.seen` is None, one (id, time) pair or a dict (triggers/state.py).
+# 3: `CustomerState.seen` and `.queued` are None, one pair or a dict, and the eviction
+#    entry is no longer in `queued` (triggers/state.py).
 SNAPSHOT_VERSION = 3
 
 
