@@ -78,8 +78,17 @@ class Gateway:
         return self
 
     def stop(self) -> None:
+        """Stop serving, after the requests already in a handler were answered and counted.
+
+        A slow answer (SLOW) is still sleeping in its handler thread when the
+        client has given up on it; without this wait a test asserting on
+        `repeats` raced those threads (seen failing in CI on a loaded machine).
+        """
         if self._server:
             self._server.shutdown()
+            deadline = time.monotonic() + self.slow_seconds + self.work_seconds + 10
+            while self.in_flight and time.monotonic() < deadline:
+                time.sleep(0.01)
             self._server.server_close()
 
     def handle(self, body: bytes, headers: dict[str, str]) -> int:
