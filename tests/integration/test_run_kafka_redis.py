@@ -8,8 +8,6 @@ offers topic must carry exactly the `sent` offers.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -19,17 +17,9 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from keymoment.connectors.generator import Generator
+from tests.support.cli import keymoment
 
 RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
-
-
-def keymoment(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keymoment", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def create_topic(bootstrap: str) -> str:
