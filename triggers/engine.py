@@ -219,7 +219,9 @@ class Engine:
         ctx = self._context
         ctx.customer_id, ctx.customer, ctx.profile, ctx.out = customer_id, customer, profile, out
         ctx.prev_activity_at = ctx.salary = None
-        flags = 0  # the dispatch index: 1 activity, 2 credit, 4 a salary reading
+        # The dispatch index: 1 activity (`events.is_activity`, written out here; a test
+        # checks the two agree for every kind, initiator and action), 2 credit, 4 salary.
+        flags = 0
         kind = event.type
         if type(event) is TransactionEvent:
             if self.tracks_activity and (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 
+import msgspec
 import pytest
 from test_triggers_support import app, at, brief, ruleset, run, tx
 
@@ -213,3 +214,33 @@ def test_restore_refuses_an_unknown_snapshot_version():
     """A snapshot from another format is an error, not silently wrong state."""
     with pytest.raises(ValueError, match="snapshot version"):
         Engine(ruleset(DORM)).restore({"v": 99})
+
+
+def test_the_engines_inlined_activity_test_is_events_is_activity():
+    """`Engine.evaluate` writes `is_activity` out for speed: both agree on every input shape."""
+    from typing import get_args
+
+    from keymoment.triggers.events import (
+        TRANSACTION_KINDS,
+        Action,
+        AppEvent,
+        Initiator,
+        TransactionEvent,
+        is_activity,
+    )
+
+    engine = Engine(ruleset(DORM))
+    when = at(0)
+    events: list = [AppEvent(event_id="a", customer_id="c", occurred_at=when, action=a)
+                    for a in get_args(Action)]  # fmt: skip
+    for kind in TRANSACTION_KINDS:
+        for by in (None, *get_args(Initiator)):
+            events.append(TransactionEvent(
+                event_id="t", customer_id="c", occurred_at=when, account_id="ac",
+                direction="debit", amount=100, kind=kind, initiated_by=by))  # fmt: skip
+    for n, event in enumerate(events):
+        customer_id = f"c{n}"
+        event = type(event)(**{**msgspec.structs.asdict(event), "customer_id": customer_id})
+        engine.evaluate(event)
+        recorded = engine.customers[customer_id].last_activity_at is not None
+        assert recorded == is_activity(event), event
