@@ -166,8 +166,8 @@ class Shard:
                 if due is not None and due <= wm:  # something fires at or before pos
                     self._fire_before(rise_pos, rise_wm, pos, now, out)
                     fired = engine.advance(wm)
-                elif engine.watermark is None or wm > engine.watermark:
-                    engine.watermark = wm  # all `advance(wm)` would do: nothing is due by wm
+                else:
+                    engine.advance(wm)  # nothing is due by wm: only the watermark moves
             own = evaluate(event, profiles.get(event.customer_id))
             if own is None:
                 out.dead_letters.append(DeadLetter("duplicate", source, event.event_id).record())
