@@ -18,15 +18,14 @@ from itertools import islice
 from pathlib import Path
 
 from keymoment.connectors.files import JsonlReader
-from keymoment.connectors.wire import DeadLetter, decode
 from keymoment.policy import ContactPolicy
 from keymoment.triggers.engine import Engine
-from keymoment.triggers.events import CustomerProfile, Event
+from keymoment.triggers.events import CustomerProfile
 from keymoment.triggers.ruleset import RuleSet
 
 from .collect import FrozenGc, no_automatic_gc
 from .shard import Shard, ShardOutput
-from .stamp import Batch, Stamper
+from .stamp import Accepted, Batch, Stamper, accepted_lines
 from .versioning import Versions
 
 DEFAULT_BATCH = 1000
@@ -93,8 +92,8 @@ class Replay:
     def _single(self) -> Iterator[Batch]:
         """One file: the flow's own path, raw batches through `Stamper.__call__`."""
         reader = self._readers[0][0]
-        while (raw := reader.read(self.batch_size)) is not None:
-            ((_, batch),) = self.stamper(raw)
+        while (lines := reader.read(self.batch_size)) is not None:
+            ((_, batch),) = self.stamper([lines])
             yield batch
 
     def _merged(self, balances: bool) -> Iterator[Batch]:
@@ -111,7 +110,7 @@ class Replay:
             yield Batch([], [], [], None, list(rejects), counts[0])
 
 
-def _occurred_at(item: tuple[Event, str, bytes]) -> datetime:
+def _occurred_at(item: Accepted) -> datetime:
     return item[0].occurred_at
 
 
@@ -122,13 +121,8 @@ def reads_balances(rules: RuleSet) -> bool:
 
 def _decoded(
     reader: JsonlReader, rejects: list[dict], counts: list[int], balances: bool
-) -> Iterator[tuple[Event, str, bytes]]:
+) -> Iterator[Accepted]:
     """One file's accepted events in file order; rejects go to `rejects` as they are read."""
-    while (raw := reader.read(DEFAULT_BATCH)) is not None:
-        counts[0] += len(raw)
-        for source, payload in raw:
-            event = decode(payload, source, balances=balances)
-            if isinstance(event, DeadLetter):
-                rejects.append(event.record())
-            else:
-                yield event, source, payload
+    while (lines := reader.read(DEFAULT_BATCH)) is not None:
+        counts[0] += len(lines)
+        yield from accepted_lines(lines, rejects, balances=balances)

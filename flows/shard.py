@@ -45,7 +45,7 @@ from keymoment.triggers.switch import switched
 
 from .feedback import Feedback
 from .partitions import PartitionClock
-from .stamp import Batch, Clock
+from .stamp import Batch, Clock, position
 from .versioning import TICK, Versions, split
 
 SNAPSHOT_VERSION = 1
@@ -155,7 +155,7 @@ class Shard:
         # which a new rise comes into force looks at the timers: after every engine call
         # nothing is due at the engine's watermark any more, so until the next rise
         # nothing can come due (the bisect of the old loop ran per event).
-        for pos, event, source, _raw in batch.events:
+        for pos, event, source, _raw, line in batch.events:
             fired: list[Candidate] = []
             if k < rises and rise_pos[k] <= pos:
                 k += 1
@@ -170,7 +170,8 @@ class Shard:
                     engine.advance(wm)  # nothing is due by wm: only the watermark moves
             own = evaluate(event, profiles.get(event.customer_id))
             if own is None:
-                out.dead_letters.append(DeadLetter("duplicate", source, event.event_id).record())
+                where = position(source, line)
+                out.dead_letters.append(DeadLetter("duplicate", where, event.event_id).record())
             elif own:
                 fired = fired + own if fired else own
             if fired:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from zlib import crc32
 
+from keymoment.connectors.files import Item, Lines
 from keymoment.connectors.wire import DeadLetter, decode
 from keymoment.triggers.events import Event
 
@@ -50,8 +51,22 @@ class OwnEvent(NamedTuple):
 
     pos: int  # index in the batch: where it stands among the watermark rises
     event: Event
-    source: str  # `file:line` or `topic:partition:offset`, for dead letters
+    source: str  # `topic:partition:offset`, or a file's label (then `line` is set)
     raw: bytes  # the payload, decoded again on the far side of a process boundary
+    line: int = -1  # the file line (`Lines`): the position is `source:line`, made when needed
+
+    @property
+    def position(self) -> str:
+        """`file:line` or `topic:partition:offset`, for dead letters."""
+        return position(self.source, self.line)
+
+
+def position(source: str, line: int) -> str:
+    """A dead letter's position: `source:line` for a file line, else the source's own label."""
+    return source if line < 0 else f"{source}:{line}"
+
+
+Accepted = tuple[Event, str, int, bytes]  # a decoded event, its source and line, the payload
 
 
 class Batch(NamedTuple):
@@ -74,7 +89,7 @@ class Batch(NamedTuple):
     rise_part: Sequence[int] = ()  # partitioned: the partition (`part_id`) of each rise
 
     def __reduce__(self) -> tuple[Any, tuple]:
-        raw = [(e.pos, e.source, e.raw) for e in self.events]
+        raw = [(e.pos, e.source, e.line, e.raw) for e in self.events]
         packed = pack(self.rise_pos, self.rise_wm)
         parts = array("q", self.rise_part).tobytes() if self.rise_part else b""
         return (_rebuild, (*packed, raw, self.last_at, self.dead_letters, self.lines, parts))
@@ -83,7 +98,7 @@ class Batch(NamedTuple):
 def _rebuild(
     packed_pos: bytes,
     packed_wm: bytes,
-    raw: list[tuple[int, str, bytes]],
+    raw: list[tuple[int, str, int, bytes]],
     last_at: datetime | None,
     dead_letters: list[dict],
     lines: int,
@@ -94,11 +109,34 @@ def _rebuild(
     parts = array("q")
     parts.frombytes(packed_parts)
     events = []
-    for pos, source, payload in raw:
+    for pos, source, line, payload in raw:
         event = decode(payload, source)
         assert not isinstance(event, DeadLetter), "accepted once, so accepted again"
-        events.append(OwnEvent(pos, event, source, payload))
+        events.append(OwnEvent(pos, event, source, payload, line))
     return Batch(rise_pos, rise_wm, events, last_at, dead_letters, lines, parts.tolist())  # type: ignore[arg-type]  # LazyWatermarks is a read-only list of datetimes
+
+
+def accepted_lines(
+    lines: Lines,
+    dead: list[dict],
+    now: datetime | None = None,
+    max_future: timedelta = timedelta(minutes=5),
+    balances: bool = True,
+) -> Iterator[Accepted]:
+    """A file batch's accepted events in order, its rejects to `dead`.
+
+    Each line decodes with the file's label as its source, and a reject's
+    record then gets its line's position: the only position string made.
+    """
+    label, first, numbers = lines.label, lines.first, lines.numbers
+    for i, raw in enumerate(lines.lines):
+        event = decode(raw, label, now=now, max_future=max_future, balances=balances)
+        if isinstance(event, DeadLetter):
+            record = event.record()
+            record["source"] = lines.position(i)
+            dead.append(record)
+        else:
+            yield event, label, first + i if numbers is None else numbers[i], raw
 
 
 def shard_of(customer_id: str, count: int) -> int:
@@ -147,43 +185,42 @@ class Stamper:
         self.after_until = 0  # events skipped for being later than `until` (this process)
         self._local = threading.local()
 
-    def __call__(self, batch: Sequence[tuple[str, bytes | None]]) -> list[tuple[str, Batch]]:
+    def __call__(self, batch: Sequence[Item]) -> list[tuple[str, Batch]]:
         """The `flat_map_batch` mapper: decode, then stamp; every shard key gets a batch."""
         now = self.clock() if self.clock is not None else None
         dead: list[dict] = []
         ended: list[str] = []  # partitions whose end this batch carries
+        records = sum(len(item) if type(item) is Lines else 1 for item in batch)
         if self.partitioned:
             decoded = list(self._decoded(batch, now, dead, ended))
-            stamped = self.stamp_parts(decoded, dead, len(batch) - len(ended), ended)
+            stamped = self.stamp_parts(decoded, dead, records - len(ended), ended)
         else:  # decoded while stamped: one pass, no list in between
-            stamped = self.stamp(self._decoded(batch, now, dead, ended), dead, len(batch))
+            stamped = self.stamp(self._decoded(batch, now, dead, ended), dead, records)
             if ended:  # an end marker without partitions: it is no input record
-                stamped[0] = stamped[0]._replace(lines=len(batch) - len(ended))
+                stamped[0] = stamped[0]._replace(lines=records - len(ended))
         return list(zip(self.keys, stamped, strict=True))
 
     def _decoded(
-        self,
-        batch: Sequence[tuple[str, bytes | None]],
-        now: datetime | None,
-        dead: list[dict],
-        ended: list[str],
-    ) -> Iterator[tuple[Event, str, bytes]]:
+        self, batch: Sequence[Item], now: datetime | None, dead: list[dict], ended: list[str]
+    ) -> Iterator[Accepted]:
         """The accepted events of a raw batch in order; rejects go to `dead`, the ends of
         partitions (`(label, None)`) to `ended`, as they come."""
         max_future, balances = self.max_future, self.balances
-        for source, raw in batch:
-            if raw is None:
+        for item in batch:
+            if isinstance(item, Lines):
+                yield from accepted_lines(item, dead, now, max_future, balances)
+                continue
+            source, payload = item
+            if payload is None:
                 ended.append(source)
                 continue
-            event = decode(raw, source, now=now, max_future=max_future, balances=balances)
+            event = decode(payload, source, now=now, max_future=max_future, balances=balances)
             if isinstance(event, DeadLetter):
                 dead.append(event.record())
             else:
-                yield event, source, raw
+                yield event, source, -1, payload
 
-    def stamp(
-        self, accepted: Iterable[tuple[Event, str, bytes]], dead: list[dict], lines: int
-    ) -> list[Batch]:
+    def stamp(self, accepted: Iterable[Accepted], dead: list[dict], lines: int) -> list[Batch]:
         """Decoded events in stream order -> one `Batch` per shard, in shard order.
 
         Hot loop (one pass per event, kept in one piece on purpose): the
@@ -200,7 +237,7 @@ class Stamper:
         lateness, count, until = self.lateness, self.count, self.until or _ALWAYS
         single = own[0].append if count == 1 else None
         place, skipped = self.placement, 0
-        for i, (event, source, raw) in enumerate(accepted):
+        for i, (event, source, line, raw) in enumerate(accepted):
             at = event.occurred_at
             if at > until:
                 skipped += 1
@@ -212,10 +249,12 @@ class Stamper:
             elif at > last_at:
                 last_at = at
             if single is not None:
-                single(_new(OwnEvent, (i, event, source, raw)))
+                single(_new(OwnEvent, (i, event, source, raw, line)))
             else:
                 key = event.customer_id if place is None else place(event.customer_id)
-                own[crc32(key.encode()) % count].append(_new(OwnEvent, (i, event, source, raw)))
+                own[crc32(key.encode()) % count].append(
+                    _new(OwnEvent, (i, event, source, raw, line))
+                )
         self.after_until += skipped
         self._local.wm = rise_wm[-1] if rise_wm else wm
         end = None if last_at is _NEVER else last_at
@@ -226,7 +265,7 @@ class Stamper:
 
     def stamp_parts(
         self,
-        accepted: Iterable[tuple[Event, str, bytes]],
+        accepted: Iterable[Accepted],
         dead: list[dict],
         lines: int,
         ended: Sequence[str] = (),
@@ -241,12 +280,12 @@ class Stamper:
         last_at, wall = None, self.monotonic()
         lateness, count, until = self.lateness, self.count, self.until
         i = -1
-        for i, (event, source, raw) in enumerate(accepted):  # noqa: B007 - i is used after
+        for i, (event, source, line, raw) in enumerate(accepted):  # noqa: B007 - i is used after
             at = event.occurred_at
             if until is not None and at > until:
                 self.after_until += 1
                 continue
-            part = partition_of(source)
+            part = source if line >= 0 else partition_of(source)  # a file line: its file
             heard[part] = wall
             mark = marks.get(part)
             if mark is None or at - lateness > mark or mark is FAR:
@@ -254,7 +293,7 @@ class Stamper:
                 rise_pos.append(i)
                 rise_wm.append(at - lateness)
                 rise_part.append(part_id(part))
-            own[shard_of(event.customer_id, count)].append(OwnEvent(i, event, source, raw))
+            own[shard_of(event.customer_id, count)].append(OwnEvent(i, event, source, raw, line))
             if last_at is None or at > last_at:
                 last_at = at
         for part in [*ended, *self._idle(marks, heard, wall)]:

@@ -86,7 +86,8 @@ def test_after_a_crash_every_unacknowledged_offer_is_sent_again(tmp_path: Path) 
 
     def flow(sink: WebhookSink) -> Dataflow:
         f = Dataflow("delivery-crash")
-        lines = op.input("in", f, JsonlFileSource(path, batch_size=9))
+        chunks = op.input("in", f, JsonlFileSource(path, batch_size=9))
+        lines = op.flat_map("lines", chunks, list)  # each `Lines` item as its (position, line)
         offers = op.map("offer", lines, CrashOnce(f"{path}:250", tmp_path / "flag"))
         deliver("deliver", offers, sink)
         return f

@@ -9,11 +9,11 @@ from pathlib import Path
 import bytewax.operators as op
 import orjson
 import pytest
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 
-from keymoment.connectors.files import JsonlFileSink, JsonlFileSource
+from keymoment.connectors.files import Item, JsonlFileSink, JsonlFileSource, Lines
 from keymoment.flows.outputs import output
 
 
@@ -30,9 +30,18 @@ def _events(prefix: str, n: int) -> list[bytes]:
 def _run(source: JsonlFileSource) -> list[tuple[str, bytes]]:
     got: list[tuple[str, bytes]] = []
     flow = Dataflow("files")
-    op.output("out", op.input("in", flow, source), TestingSink(got))
+    op.output("out", _pairs(op.input("in", flow, source)), TestingSink(got))
     run_main(flow)
     return got
+
+
+def _pairs(items: Stream[Item]) -> Stream[tuple[str, bytes]]:
+    """Each `Lines` item as its `(path:LINE, payload)` pairs."""
+    return op.flat_map("pairs", items, _flat)
+
+
+def _flat(item: Item) -> list:
+    return list(item) if isinstance(item, Lines) else [item]
 
 
 def test_plain_and_gzip_files_are_read_as_partitions_with_line_positions(tmp_path: Path) -> None:
@@ -58,8 +67,9 @@ def test_partition_resumes_after_the_last_emitted_line(tmp_path: Path, name: str
     with pytest.raises(StopIteration):
         while True:
             rest += resumed.next_batch()
-    assert [p for p, _ in head + rest] == [f"{path}:{i}" for i in [*range(1, 11), 12]]
-    assert rest[-1] == (f"{path}:12", b'{"tail":1}')
+    pairs = [pair for item in head + rest for pair in _flat(item)]
+    assert [p for p, _ in pairs] == [f"{path}:{i}" for i in [*range(1, 11), 12]]
+    assert pairs[-1] == (f"{path}:12", b'{"tail":1}')
 
 
 def test_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
@@ -90,7 +100,7 @@ def test_crash_and_resume_gives_every_line_once_in_the_file_sink(tmp_path: Path)
 
     def flow() -> Dataflow:
         f = Dataflow("crash")
-        items = op.input("in", f, JsonlFileSource(path, batch_size=7))
+        items = _pairs(op.input("in", f, JsonlFileSource(path, batch_size=7)))
         parsed = op.map("parse", items, _CrashOnce(f"{path}:321", tmp_path / "crashed"))
         output("out", parsed, JsonlFileSink(out))
         return f
@@ -111,7 +121,7 @@ def test_two_workers_read_each_file_once_and_share_one_output_file(tmp_path: Pat
     paths = [_write(tmp_path / f"p{i}.jsonl", _events(f"p{i}-", 700)) for i in range(3)]
     out = tmp_path / "out.jsonl"
     flow = Dataflow("two-workers")
-    items = op.input("in", flow, JsonlFileSource(paths, batch_size=50))
+    items = _pairs(op.input("in", flow, JsonlFileSource(paths, batch_size=50)))
     output("out", op.map("parse", items, lambda item: orjson.loads(item[1])), JsonlFileSink(out))
     cluster_main(flow, [], 0, worker_count_per_proc=2)
     got = sorted(orjson.loads(line)["event_id"] for line in out.read_bytes().splitlines())

@@ -188,7 +188,8 @@ def test_crash_and_resume_the_gateway_accepts_every_offer_exactly_once(gateway, 
 
     def flow() -> Dataflow:
         f = Dataflow("webhook-crash")
-        lines = op.input("in", f, JsonlFileSource(path, batch_size=9))
+        chunks = op.input("in", f, JsonlFileSource(path, batch_size=9))
+        lines = op.flat_map("lines", chunks, list)  # each `Lines` item as its (position, line)
         offers = op.map("offer", lines, _CrashOnce(f"{path}:250", tmp_path / "flag"))
         output("deliver", offers, WebhookSink(gateway.url, SECRET, retry=FAST))
         return f
