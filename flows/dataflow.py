@@ -242,11 +242,12 @@ def build_flow(
 def keeps_balances(settings: FlowSettings, rules: RuleSet, switches: Sequence[Switch]) -> bool:
     """Whether events keep `balance_after` (only balance milestones read it; parsing it costs).
 
-    On the wall clock a reload may add a milestone at any time, and a
-    rollout or a resumed snapshot may bring rules that have one: those keep
-    them. A plain event-clock run keeps them only when its rules read them.
+    A watched rules file (the wall clock, `watch_rules`) may add a milestone
+    at any time, and a rollout or a resumed snapshot may bring rules that
+    have one: those keep them. Any other run (the event clock, or the wall
+    clock with `--no-reload`) keeps them only when its rules read them.
     """
-    if settings.clock == "wall" or switches or settings.recovery:
+    if (settings.clock == "wall" and settings.watch_rules) or switches or settings.recovery:
         return True
     return reads_balances(rules)
 

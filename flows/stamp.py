@@ -87,12 +87,16 @@ class Batch(NamedTuple):
     dead_letters: list[dict]  # decode rejects (shard 0 only), passed through to the output
     lines: int  # input records in the batch (shard 0 only), for the live view
     rise_part: Sequence[int] = ()  # partitioned: the partition (`part_id`) of each rise
+    balances: bool = True  # the stamp step kept `balance_after`: decode again the same way
 
     def __reduce__(self) -> tuple[Any, tuple]:
         raw = [(e.pos, e.source, e.line, e.raw) for e in self.events]
         packed = pack(self.rise_pos, self.rise_wm)
         parts = array("q", self.rise_part).tobytes() if self.rise_part else b""
-        return (_rebuild, (*packed, raw, self.last_at, self.dead_letters, self.lines, parts))
+        return (
+            _rebuild,
+            (*packed, raw, self.last_at, self.dead_letters, self.lines, parts, self.balances),
+        )
 
 
 def _rebuild(
@@ -103,17 +107,20 @@ def _rebuild(
     dead_letters: list[dict],
     lines: int,
     packed_parts: bytes = b"",
+    balances: bool = True,
 ) -> Batch:
-    """Decode again what the stamp step accepted (no clock check: it passed once already)."""
+    """Decode again what the stamp step accepted (no clock check: it passed once already),
+    with or without `balance_after` as the stamp step decoded it."""
     rise_pos, rise_wm = unpack(packed_pos, packed_wm)
     parts = array("q")
     parts.frombytes(packed_parts)
     events = []
     for pos, source, line, payload in raw:
-        event = decode(payload, source)
+        event = decode(payload, source, balances=balances)
         assert not isinstance(event, DeadLetter), "accepted once, so accepted again"
         events.append(OwnEvent(pos, event, source, payload, line))
-    return Batch(rise_pos, rise_wm, events, last_at, dead_letters, lines, parts.tolist())  # type: ignore[arg-type]  # LazyWatermarks is a read-only list of datetimes
+    rise_parts = parts.tolist()
+    return Batch(rise_pos, rise_wm, events, last_at, dead_letters, lines, rise_parts, balances)  # type: ignore[arg-type]  # LazyWatermarks is a read-only list of datetimes
 
 
 def accepted_lines(
@@ -257,9 +264,17 @@ class Stamper:
                 )
         self.after_until += skipped
         self._local.wm = rise_wm[-1] if rise_wm else wm
-        end = None if last_at is _NEVER else last_at
+        end, keeps = None if last_at is _NEVER else last_at, self.balances
         return [
-            Batch(rise_pos, rise_wm, own[s], end, dead if s == 0 else [], lines if s == 0 else 0)
+            Batch(
+                rise_pos,
+                rise_wm,
+                own[s],
+                end,
+                dead if s == 0 else [],
+                lines if s == 0 else 0,
+                balances=keeps,
+            )
             for s in range(count)
         ]
 
@@ -310,6 +325,7 @@ class Stamper:
                 dead if s == 0 else [],
                 lines if s == 0 else 0,
                 rise_part,
+                self.balances,
             )  # fmt: skip
             for s in range(count)
         ]
