@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from keymoment.connectors.customers import Sharing, _Checked, _reason, parse_profile, read_profiles
+from keymoment.connectors.customers import (
+    Sharing,
+    _Checked,
+    _parse_line,
+    _reason,
+    parse_profile,
+    read_profiles,
+)
 from keymoment.triggers.events import CustomerProfile
 
 FIELDS = ("customer_id", "opened_at", "timezone", "segment", "tags", "consent", "rm_id", "branch")
@@ -80,6 +87,40 @@ def test_the_fast_check_accepts_rejects_and_builds_what_pydantic_did(data):
     sharing = Sharing()  # shared across the records, as a whole load shares
     for record in data:
         assert _new(record, sharing) == _old(record), record
+
+
+_ODD_LINES = st.sampled_from(
+    [b'{"customer_id":"C1","extra":1e400}', b'{"customer_id":"C1","customer_id":"C2"}',
+     b'{"customer_id":5,"customer_id":"C2"}', b'{"customer_id":"C1","customer_id":5}',
+     b'{"customer_id":"\\ud800"}', b'{"customer_id":"\xff"}', b'\xef\xbb\xbf{"customer_id":"C1"}',
+     b'{"customer_id":"C1"} x', b'{"customer_id":"C1","x":' + b"[" * 2000 + b"]" * 2000 + b"}",
+     b'{"customer_id":"C1","tags":["a","a"],"consent":{"sms":true,"sms":false}}', b"[]", b"null"]
+)  # fmt: skip
+
+
+def _from_line(line: bytes, sharing: Sharing) -> tuple[str, object]:
+    try:
+        profile = _parse_line(line, sharing)
+    except (orjson.JSONDecodeError, ValidationError, ValueError) as exc:
+        return "problem", _reason(exc)
+    return "profile", tuple(getattr(profile, f) for f in FIELDS)
+
+
+def _from_dict(line: bytes, sharing: Sharing) -> tuple[str, object]:
+    try:
+        return _new(orjson.loads(line), sharing)
+    except orjson.JSONDecodeError as exc:
+        return "problem", _reason(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(records().map(orjson.dumps) | _ODD_LINES, max_size=6))
+def test_a_line_decoded_typed_gives_what_the_dict_path_gives(lines):
+    """The one-call decoder of known-field lines accepts, refuses and builds what orjson and
+    the dict path do, odd JSON included (numbers out of range, repeated keys, bad text)."""
+    one, other = Sharing(), Sharing()
+    for line in lines:
+        assert _from_line(line, one) == _from_dict(line, other), line
 
 
 def test_a_file_load_gives_the_same_problems_and_shares_equal_values(tmp_path):
