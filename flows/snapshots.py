@@ -150,6 +150,7 @@ class Chain:
         read = [self._read(name) for name in names]
         (base, _), parts, tags = read[0], [segment for segment, _ in read[1:]], read[-1][1]
         engine_base = {"v": ENGINE_VERSION, "watermark": base["watermark"], "heap": []}
+        engine_base["evictions"] = {}
         engine_base["customers"] = base["customers"]
         rest = pickle.loads((parts[-1] if parts else base)["rest"])
         shard.restore({**rest, "engine": engine_base})

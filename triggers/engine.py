@@ -16,15 +16,17 @@ Timers live in one heap of `(deadline, customer_id, rule index, key)`;
 checking for due timers is a look at the heap's top, whatever the number of
 customers. Rules never delete heap entries: a timer whose deadline moved
 later is pushed again when its stale entry comes due, and one that was
-cancelled is dropped then. Each customer also has one eviction entry at
+cancelled is dropped then. Each customer also has one eviction check at
 `last event + horizon` (the longest any rule needs its state), which deletes
-its state when nothing newer arrived, so quiet customers hold nothing.
+its state when nothing newer arrived, so quiet customers hold nothing; the
+checks wait by the hour and enter the heap when their hour begins
+(triggers/evictions.py).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any, NamedTuple
 
 from .base import RuleContext, Trigger
@@ -37,12 +39,12 @@ from .events import (
     Event,
     TransactionEvent,
 )
+from .evictions import MARKER, Evictions
 from .follow_up import FollowUp, SentOffer
 from .ruleset import RuleSet
 from .salary import SalaryTracker
 from .state import CustomerState, TimerSlot
 
-EVICT_KEY = ""
 # Eviction waits one tick past the horizon: rules whose memory is inclusive
 # ("at most 400d", "forgotten after 400d") still see the state of an event
 # exactly `horizon` after the customer's last one.
@@ -50,7 +52,8 @@ EVICT_SLACK = timedelta(microseconds=1)
 # 2: rule states became typed classes (`RuleState`), `CustomerState.rules` `rule_states`.
 # 3: `CustomerState.seen` and `.queued` are None, one pair or a dict, and the eviction
 #    entry is no longer in `queued` (triggers/state.py).
-SNAPSHOT_VERSION = 3
+# 4: eviction checks wait by the hour (`Evictions`), `seen` may be a bare id.
+SNAPSHOT_VERSION = 4
 
 
 class Fed(NamedTuple):
@@ -96,6 +99,7 @@ class Engine:
         self.dirty: set[str] | None = set()
         self.watermark: datetime | None = None
         self._heap: list[tuple[datetime, str, int, str]] = []
+        self._evictions = Evictions(self.evict_index)
         self._context = RuleContext(self._schedule)
 
     # -- the clock ---------------------------------------------------------
@@ -148,6 +152,8 @@ class Engine:
     ) -> None:
         customer = self.customers.get(customer_id)
         if customer is None:
+            if customer_id == MARKER:  # an hour of eviction checks begins
+                self._enter_hour(deadline)
             return
         if self.dirty is not None:
             self.dirty.add(customer_id)
@@ -160,8 +166,8 @@ class Engine:
         if actual is None:
             return
         if actual > deadline:
-            if evicting:  # one eviction entry per customer, always in the heap
-                heappush(self._heap, (actual, customer_id, index, key))
+            if evicting:  # the customer saw events since: check again later
+                self._evictions.add(self._heap, customer_id, actual, self.watermark)
             else:
                 self._schedule(customer_id, customer, index, key, actual)
         elif evicting:
@@ -169,6 +175,32 @@ class Engine:
         else:
             ctx = self._begin(customer_id, customer, None, out)
             self.triggers[index].fire(ctx, key, actual)
+
+    def _enter_hour(self, hour: datetime) -> None:
+        """The eviction checks of the hour starting at `hour`, at their deadlines now."""
+        customers, horizon, watermark = self.customers, self.horizon, self.watermark
+        for customer_id in self._evictions.take(hour):
+            customer = customers.get(customer_id)
+            if customer is not None:
+                deadline = customer.last_seen_at + horizon
+                self._evictions.add(self._heap, customer_id, deadline, watermark)
+
+    def rebuild_timers(self) -> None:
+        """The heap and the eviction hours from the customer states alone (restore, switch).
+
+        One entry per queued timer (its `queued` deadline) and one eviction check
+        per customer: what the heap would hold but for stale entries, which are
+        no-ops when they come due.
+        """
+        self._heap, self._evictions = [], Evictions(self.evict_index)
+        heap, horizon, watermark = self._heap, self.horizon, self.watermark
+        for customer_id, customer in self.customers.items():
+            for slot, deadline in customer.queued_items():
+                index, key = (slot, "") if isinstance(slot, int) else slot
+                heap.append((deadline, customer_id, index, key))
+        heapify(heap)
+        for customer_id, customer in self.customers.items():
+            self._evictions.add(heap, customer_id, customer.last_seen_at + horizon, watermark)
 
     def _schedule(
         self, customer_id: str, customer: CustomerState, index: int, key: str, deadline: datetime
@@ -194,7 +226,9 @@ class Engine:
         customer_id, at, event_id = event.customer_id, event.occurred_at, event.event_id
         customer = self.customers.get(customer_id)
         if customer is not None and (seen := customer.seen) is not None:
-            if isinstance(seen, tuple):  # the two shapes of `CustomerState.seen`
+            if isinstance(seen, str):  # the shapes of `CustomerState.seen`
+                seen_at = customer.last_seen_at if seen == event_id else None
+            elif isinstance(seen, tuple):
                 seen_at = seen[1] if seen[0] == event_id else None
             else:
                 seen_at = seen.get(event_id)
@@ -207,10 +241,10 @@ class Engine:
             customer = self._advance_customer(customer_id, customer, at, out)
         if customer is None:
             customer = self.customers[customer_id] = CustomerState(at, len(self.triggers))
-            heappush(self._heap, (at + self.horizon, customer_id, self.evict_index, EVICT_KEY))
+            self._evictions.add(self._heap, customer_id, at + self.horizon, self.watermark)
         last = customer.last_seen_at
         if self.dedupe_window and at - self.dedupe_window > last:
-            customer.seen = (event_id, at)  # `_remember`'s common case: nothing else in the window
+            customer.seen = event_id  # `_remember`'s common case: nothing else in the window
             customer.last_seen_at = at
         elif self.dedupe_window:
             self._remember(customer, event_id, at)
@@ -325,29 +359,31 @@ class Engine:
         newest = at if at > last else last
         cutoff = newest - self.dedupe_window
         seen = customer.seen
+        if isinstance(seen, str):
+            seen = (seen, last)  # a bare id is the id of the event at `last_seen_at`
+        customer.last_seen_at = newest
+        if isinstance(seen, tuple) and (seen[0] == event_id or seen[1] < cutoff):
+            seen = None  # the one id kept is this one, or aged out
         if seen is None or last < cutoff:
-            customer.seen = (event_id, at)  # the common case: nothing else inside the window
+            customer.seen = event_id if at == newest else (event_id, at)  # nothing else kept
         elif isinstance(seen, tuple):
-            if seen[0] == event_id or seen[1] < cutoff:
-                customer.seen = (event_id, at)
-            else:
-                customer.seen = {seen[0]: seen[1], event_id: at}
+            customer.seen = {seen[0]: seen[1], event_id: at}
         else:
             seen.pop(event_id, None)
             while seen and (oldest := next(iter(seen))) and seen[oldest] < cutoff:
                 del seen[oldest]
             seen[event_id] = at
-        customer.last_seen_at = newest
 
     # -- snapshots ---------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain data for a recovery snapshot: watermark, customer states, timer heap."""
+        """Plain data for a recovery snapshot: watermark, customer states, timers."""
         return {
             "v": SNAPSHOT_VERSION,
             "watermark": self.watermark,
             "customers": self.customers,
             "heap": self._heap,
+            "evictions": self._evictions.hours,
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -357,6 +393,8 @@ class Engine:
         self.watermark = snapshot["watermark"]
         self.customers = snapshot["customers"]
         self._heap = snapshot["heap"]
+        self._evictions = Evictions(self.evict_index)
+        self._evictions.hours = snapshot["evictions"]
 
 
 def timer_slot(index: int, key: str) -> TimerSlot:

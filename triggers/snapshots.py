@@ -10,9 +10,10 @@ heap, so its cost grows with the customers held, whatever changed. Here:
   event and per heap entry coming due to know them (`Engine.dirty`).
 - `restore(engine, base, parts)` loads a full snapshot, then the parts in
   order (a later part wins per customer; `None` deletes), and rebuilds the
-  timer heap from each customer's `queued` map. The heap a snapshot would
-  hold is exactly those entries plus stale ones, which are no-ops when they
-  come due (docs/engine.md), so the heap is not stored at all.
+  timers from each customer's `queued` map and newest event
+  (`Engine.rebuild_timers`). The heap a snapshot would hold is exactly
+  those entries plus stale ones, which are no-ops when they come due
+  (docs/engine.md), so the heap is not stored at all.
 
 A part is only valid on top of the base and parts taken before it from the
 same engine: take a full snapshot after a rule-set switch (`triggers/switch.py`
@@ -26,10 +27,9 @@ the state are those of an engine that never stopped.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from heapq import heapify
 from typing import Any
 
-from .engine import EVICT_KEY, SNAPSHOT_VERSION, Engine
+from .engine import SNAPSHOT_VERSION, Engine
 
 
 def changes(engine: Engine) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def changes(engine: Engine) -> dict[str, Any]:
 
 
 def restore(engine: Engine, base: dict[str, Any], parts: Iterable[dict[str, Any]]) -> None:
-    """`base` (a full snapshot) and then `parts`, oldest first; the heap rebuilt."""
+    """`base` (a full snapshot) and then `parts`, oldest first; the timers rebuilt."""
     engine.restore(base)
     customers = engine.customers
     for part in parts:
@@ -55,18 +55,5 @@ def restore(engine: Engine, base: dict[str, Any], parts: Iterable[dict[str, Any]
             else:
                 customers[cid] = state
         engine.watermark = part["watermark"]
-    engine._heap = rebuilt_heap(engine)
+    engine.rebuild_timers()
     engine.dirty = set()
-
-
-def rebuilt_heap(engine: Engine) -> list:
-    """One heap entry per queued timer and eviction entry, from the customer states."""
-    heap = []
-    evict, horizon = engine.evict_index, engine.horizon
-    for cid, state in engine.customers.items():
-        heap.append((state.last_seen_at + horizon, cid, evict, EVICT_KEY))
-        for slot, deadline in state.queued_items():
-            index, key = (slot, "") if isinstance(slot, int) else slot
-            heap.append((deadline, cid, index, key))
-    heapify(heap)
-    return heap

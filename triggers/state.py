@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 TimerSlot = int | tuple[int, str]
 # `CustomerState.seen` and `.queued` take three shapes, for memory: None, the one
 # (key, value) pair of the common case, or a dict. A pair costs 56 bytes where a
-# dict of one entry costs 184 (issue 13: under 1 KB per customer).
-Seen = tuple[str, datetime] | dict[str, datetime] | None
+# dict of one entry costs 184 (issue 13: under 1 KB per customer). `seen` has a
+# fourth, its commonest: the bare id of an event at `last_seen_at`, which costs nothing.
+Seen = str | tuple[str, datetime] | dict[str, datetime] | None
 Queued = tuple[TimerSlot, datetime] | dict[TimerSlot, datetime] | None
 
 
@@ -71,8 +72,9 @@ class CustomerState(Slotted):
         self.first_seen_at = first_seen_at  # onboarding start when reference data has none
         self.last_activity_at: datetime | None = None  # newest customer-initiated activity
         self.last_activity_id = ""  # the last activity at that time: what arms dormancy
-        # Event ids inside the dedupe window: None, the one (id, time) pair of the common
-        # case (a customer's previous event is usually a day or more old), or a dict.
+        # Event ids inside the dedupe window: None, the bare id of the common case (one event
+        # at `last_seen_at`: a customer's previous event is usually a day or more old), an
+        # (id, time) pair, or a dict.
         self.seen: Seen = None
         # One entry per rule, in rule-file order, owned by that rule's trigger.
         self.rule_states: list[RuleState | None] = [None] * rule_count

@@ -16,7 +16,7 @@ new index -> old index, computed from the two rules files by
 - Shared state (dedupe ids, activity, salary series) stays; `reset_salary`
   clears the salary series when the salary settings that shape them changed.
 
-The heap is rebuilt from each customer's `queued` map, which holds the
+The timers are rebuilt from each customer's `queued` map, which holds the
 earliest entry of every pending timer (engine module docstring), so stale
 entries of the old heap are simply left behind.
 """
@@ -24,9 +24,8 @@ entries of the old heap are simply left behind.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from heapq import heapify
 
-from .engine import EVICT_KEY, Engine
+from .engine import Engine
 from .ruleset import RuleSet
 from .state import CustomerState
 
@@ -39,10 +38,10 @@ def switched(
     new.watermark, new.dirty = old.watermark, old.dirty  # tracking changes, or not, goes on
     if _untouched(old, new, carry, reset_salary):
         new.customers, new._heap = old.customers, old._heap  # nothing to re-read: O(rules)
+        new._evictions = old._evictions
         return new
     adopted = {j: i for i, j in carry.items()}  # old index -> new index
-    heap = new._heap
-    for customer_id, customer in old.customers.items():
+    for customer in old.customers.values():
         _adopt_rules(old, new, customer, carry, reset_salary)
         armed, customer.queued = customer.queued_items(), None
         for slot, deadline in armed:
@@ -53,10 +52,8 @@ def switched(
             current = new.triggers[index].deadline(customer, key)
             due = deadline if current is None else min(deadline, current)
             customer.set_queued((index, key) if key else index, due)
-            heap.append((due, customer_id, index, key))
-        heap.append((customer.last_seen_at + new.horizon, customer_id, new.evict_index, EVICT_KEY))
-    heapify(heap)
     new.customers = old.customers
+    new.rebuild_timers()
     return new
 
 
