@@ -77,11 +77,11 @@ class Engine:
         self.salary = (
             SalaryTracker(ruleset.salary) if any(t.uses_salary for t in self.triggers) else None
         )
-        # event type -> flags (1 activity, 2 credit, 4 salary reading) -> the triggers to call
+        # event type -> flags (1 activity, 2 credit, 4 salary reading) -> the `on_event`s to call
         self._dispatch = {
             kind: [
                 [
-                    t
+                    t.on_event
                     for t in self.triggers
                     if t.wants(kind, active=bool(f & 1), credit=bool(f & 2), salary=bool(f & 4))
                 ]
@@ -90,9 +90,8 @@ class Engine:
             for kind in ("transaction", "app", "conversion")
         }
         self.follow_ups = [t for t in self.triggers if isinstance(t, FollowUp)]
-        # Set by a driver whose watermark may lag a customer's own stream (several input
-        # partitions, docs/engine.md): each event first fires its customer's due timers.
-        self.lagging = False
+        self._catch_up = bool(self.lateness)  # `_advance_customer` per event: lateness or lagging
+        self._lagging = False
         self.customers: dict[str, CustomerState] = {}
         # Customers whose state changed since the last incremental snapshot (triggers/snapshots.py);
         # None when nothing takes them (a replay): the set would grow to every customer held.
@@ -101,6 +100,17 @@ class Engine:
         self._heap: list[tuple[datetime, str, int, str]] = []
         self._evictions = Evictions(self.evict_index)
         self._context = RuleContext(self._schedule)
+
+    @property
+    def lagging(self) -> bool:
+        """Set by a driver whose watermark may lag a customer's own stream (several input
+        partitions, docs/engine.md): each event first fires its customer's due timers."""
+        return self._lagging
+
+    @lagging.setter
+    def lagging(self, value: bool) -> None:
+        self._lagging = value
+        self._catch_up = bool(self.lateness) or value
 
     # -- the clock ---------------------------------------------------------
 
@@ -237,7 +247,7 @@ class Engine:
         if self.dirty is not None:
             self.dirty.add(customer_id)
         out: list[Candidate] = []
-        if customer is not None and (self.lateness or self.lagging):
+        if customer is not None and self._catch_up:
             customer = self._advance_customer(customer_id, customer, at, out)
         if customer is None:
             customer = self.customers[customer_id] = CustomerState(at, len(self.triggers))
@@ -278,8 +288,8 @@ class Engine:
             previous = ctx.prev_activity_at = customer.last_activity_at
             if previous is None or at >= previous:
                 customer.last_activity_at, customer.last_activity_id = at, event_id
-        for trigger in self._dispatch[kind][flags]:
-            trigger.on_event(ctx, event)
+        for on_event in self._dispatch[kind][flags]:
+            on_event(ctx, event)
         heap, watermark = self._heap, self.watermark
         if heap and watermark is not None and heap[0][0] <= watermark:
             self._fire_due(out)  # timers a late event armed in the past

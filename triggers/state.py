@@ -76,8 +76,9 @@ class CustomerState(Slotted):
         # at `last_seen_at`: a customer's previous event is usually a day or more old), an
         # (id, time) pair, or a dict.
         self.seen: Seen = None
-        # One entry per rule, in rule-file order, owned by that rule's trigger.
-        self.rule_states: list[RuleState | None] = [None] * rule_count
+        # One entry per rule, in rule-file order, owned by that rule's trigger: a `RuleState`
+        # or None (typed Any so `Trigger.state_of` needs no runtime cast).
+        self.rule_states: list[Any] = [None] * rule_count
         self.payers: dict[str, Payer] | None = None  # salary tracking, keyed by counterparty
         # The earliest heap entry of each armed rule timer (`Queued`; the eviction entry,
         # always in the heap, is not kept here).

@@ -93,6 +93,7 @@ class WindowThreshold(Trigger[WindowState]):
         self.window = rule.window
         self.compare = _OPS[rule.op]
         self.aggregate = rule.aggregate
+        self.counting = rule.aggregate == "count"
         self.field = rule.aggregate.removeprefix("distinct:")
         in_minor = rule.aggregate in AMOUNT_AGGREGATES
         self.value = major_to_minor(rule.value) if in_minor else _exact(rule.value)
@@ -105,9 +106,10 @@ class WindowThreshold(Trigger[WindowState]):
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         if not self.matches(event) or not self.admits(ctx):
             return
-        state = self.state_of(ctx.customer)
+        states = ctx.customer.rule_states  # `state_of`, inlined: this runs per matching event
+        state = states[self.index]
         if state is None:
-            state = ctx.customer.rule_states[self.index] = WindowState()
+            state = states[self.index] = WindowState()
         times, values, was_true = state.times, state.values, state.was_true
         at = event.occurred_at
         start = at - self.window
@@ -117,8 +119,13 @@ class WindowThreshold(Trigger[WindowState]):
         if first == pos:
             was_true = False  # nothing earlier in this window: a new episode (docs/engine.md)
         times.insert(pos, at)
-        values.insert(pos, self._value_of(event))
-        now_true = self.compare(self._aggregate(values[first : pos + 1]), self.value)
+        if self.counting:  # the common aggregate, without the calls and the slice
+            values.insert(pos, 1)
+            total: Any = pos + 1 - first
+        else:
+            values.insert(pos, self._value_of(event))
+            total = self._aggregate(values[first : pos + 1])
+        now_true = self.compare(total, self.value)
         state.was_true = now_true
         if now_true and not was_true:
             self.emit(ctx, at, event.event_id, aggregate=self.aggregate, window=self.label)
