@@ -1,6 +1,6 @@
 """Resident memory per customer held: the engine against the plain baseline, same stream.
 
-    python bench/bench_memory.py --customers 200000 --events 600000
+    python bench/bench_memory.py --customers 200000 --events 600000 [--against DIR]
     python bench/bench_memory.py --profiles 1000000 [--against DIR]   # loaded profiles only
 
 Each side runs in its own fresh subprocess (RSS is per process and CPython
@@ -12,7 +12,8 @@ the end: what a process needs per customer, allocator overhead included
 `--profiles N` measures the customer reference data instead: RSS growth of
 `read_profiles` over the generator's N profiles (a JSONL file, as `--customers`
 reads it), per profile held (goal: profiles do not double the engine's
-figure); `--against DIR` runs the same child from an older checkout too.
+figure). `--against DIR` runs the engine's (or the profiles') child from an
+older checkout too, on the same file, for a before/after in one run.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--events", type=int, default=600_000)
     parser.add_argument("--profiles", type=int, help="measure N loaded profiles instead")
-    parser.add_argument("--against", metavar="DIR", help="with --profiles: an older checkout too")
+    parser.add_argument("--against", metavar="DIR", help="an older checkout too, same input")
     parser.add_argument("--child", nargs=3)
     args = parser.parse_args()
     if args.child:
@@ -96,19 +97,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.jsonl"
         path.write_bytes(b"\n".join(payloads))
-        for kind in ("baseline", "engine"):
+        cases = [("baseline", "baseline", None), ("engine", "engine", None)]
+        if args.against:
+            cases.append(("before", "engine", args.against))
+        for label, kind, code in cases:
             argv = [sys.executable, __file__, "--child", kind, str(path), end]
-            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
-            held, grown = int(out[1]), int(out[2])
-            print(f"{kind:9s} {held:,} customers held, RSS +{grown / 2**20:,.1f} MiB, "
+            held, grown = child_run(argv, code)
+            print(f"{label:9s} {held:,} customers held, RSS +{grown / 2**20:,.1f} MiB, "
                   f"{grown / max(held, 1):,.0f} B per customer")  # fmt: skip
     del until
 
 
-def profiles_case(count: int, against: str | None) -> None:
-    """RSS per loaded profile, this checkout (and `against`), each in a fresh process."""
+def child_run(argv: list[str], code: str | None) -> tuple[int, int]:
+    """(held, RSS growth) printed by a child, run on `code`'s checkout when given."""
     import os
 
+    env = {**os.environ, "PYTHONPATH": code} if code else None
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout.split()
+    return int(out[1]), int(out[2])
+
+
+def profiles_case(count: int, against: str | None) -> None:
+    """RSS per loaded profile, this checkout (and `against`), each in a fresh process."""
     import orjson
 
     from keymoment.connectors.generator import Generator
@@ -120,10 +130,8 @@ def profiles_case(count: int, against: str | None) -> None:
         for label, code in (("profiles", None), ("before", against)):
             if label == "before" and code is None:
                 continue
-            env = {**os.environ, "PYTHONPATH": code} if code else None
             argv = [sys.executable, __file__, "--child", "profiles", str(path), "-"]
-            out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
-            held, grown = map(int, out.stdout.split()[1:3])
+            held, grown = child_run(argv, code)
             print(f"{label:9s} {held:,} profiles held, RSS +{grown / 2**20:,.1f} MiB, "
                   f"{grown / max(held, 1):,.0f} B per profile")  # fmt: skip
 
