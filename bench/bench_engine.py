@@ -175,12 +175,13 @@ def deep_size(obj: Any, seen: set[int] | None = None) -> int:
 
 
 def state_size(engine: Engine) -> tuple[int, float, float]:
-    """Customers held, deep bytes per customer (heap share included), pickle bytes per customer."""
+    """Customers held, deep bytes per customer (heap and eviction hours included), pickle bytes."""
     held = len(engine.customers)
     if not held:
         return 0, 0.0, 0.0
     seen = {id(None), id(True), id(False)}  # one set: heap and state share their datetimes
-    deep = deep_size(engine.customers, seen) + deep_size(engine._heap, seen)
+    timers = deep_size(engine._heap, seen) + deep_size(engine._evictions.hours, seen)
+    deep = deep_size(engine.customers, seen) + timers
     pickled = len(pickle.dumps(engine.snapshot(), protocol=pickle.HIGHEST_PROTOCOL))
     return held, deep / held, pickled / held
 
