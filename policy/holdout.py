@@ -16,11 +16,26 @@ from functools import lru_cache
 BUCKETS = 10_000
 
 
-@lru_cache(maxsize=1 << 16)
 def bucket(campaign_id: str, customer_id: str) -> int:
-    """Cached: a customer's bucket never changes, and a cache hit costs a sixth of the hash."""
-    digest = hashlib.sha256(f"{campaign_id}:{customer_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % BUCKETS
+    """The hash of `<campaign_id>:` is taken once and copied, then fed the customer id.
+
+    Not cached per customer: at 100k customers and a few campaigns nearly every
+    (campaign, customer) pair is new, so a cache of them only missed (measured, round 4).
+    """
+    return draw(campaign_id + ":", customer_id)
+
+
+def draw(prefix: str, customer_id: str) -> int:
+    """`int.from_bytes(sha256(prefix + customer_id)[:8], "big") % 10000`, the prefix hashed once."""
+    digest = _hashed(prefix).copy()
+    digest.update(customer_id.encode())
+    return int.from_bytes(digest.digest()[:8], "big") % BUCKETS
+
+
+@lru_cache(maxsize=1024)
+def _hashed(prefix: str) -> hashlib._Hash:
+    """sha256 fed `prefix`: a `.copy()` of it then fed the rest gives the whole string's digest."""
+    return hashlib.sha256(prefix.encode())
 
 
 @lru_cache(maxsize=256)

@@ -11,7 +11,6 @@ so `weight: 0.3` is exactly 3000 buckets.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
 from functools import lru_cache
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .holdout import BUCKETS
+from .holdout import BUCKETS, draw
 
 if TYPE_CHECKING:
     from .config import Campaign
@@ -55,8 +54,8 @@ def variant_bucket(campaign_id: str, customer_id: str) -> int:
 
 @lru_cache(maxsize=1 << 16)
 def _bucket(campaign_id: str, customer_id: str) -> int:
-    digest = hashlib.sha256(f"variant:{campaign_id}:{customer_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % BUCKETS
+    """Cached: `assign` asks twice per candidate (its plan, then its decision)."""
+    return draw(f"variant:{campaign_id}:", customer_id)
 
 
 def bounds(variants: Sequence[Variant]) -> tuple[int, ...]:
