@@ -24,6 +24,7 @@ clock values the policy is called with, never on processing time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import groupby
@@ -141,7 +142,7 @@ class LeadDesk:
             return [policy._final(c, "expired", "max_delay")]
         return [policy._final(c, "no_channel", "no_owner" if rest is None else "no_consent")]
 
-    def _rest_view(self, campaign: Campaign, after: list[str]) -> Campaign:
+    def _rest_view(self, campaign: Campaign, after: Sequence[str]) -> Campaign:
         """The campaign with only the channels `after` its human one, built once per view.
 
         A pydantic copy costs more than planning the candidate; the planner also caches
@@ -152,7 +153,8 @@ class LeadDesk:
         if found is None or found[0] is not campaign:
             if len(self._rests) > 1024:
                 self._rests.clear()
-            found = self._rests[key] = (campaign, campaign.model_copy(update={"channels": after}))
+            view = campaign.model_copy(update={"channels": list(after)})
+            found = self._rests[key] = (campaign, view)
         return found[1]
 
     # -- at the start of a working period ---------------------------------------------------

@@ -15,6 +15,7 @@ objects. Per candidate only the customer's key prefix, the times and the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -80,7 +81,7 @@ class Plan:
     deferral_blocked: bool = False
     has_profile: bool = True
     human: str | None = None  # the first consented human channel: the lead desk's (leads.py)
-    after: list[str] = field(default_factory=list)  # the campaign's channels after it
+    after: Sequence[str] = ()  # the campaign's channels after it
     partial: bool = False  # `reservation` holds the first channel only (`Planner.complete`)
 
 
@@ -138,6 +139,7 @@ class Planner:
         self._human = {name for name, policy in rules.channels.items() if policy.human}
         self._by_campaign: dict[tuple[int, str], _Route] = {}
         self._periods: dict[tuple[ZoneInfo, str, date], tuple[int, int]] = {}
+        self._days: dict[tuple[datetime, ZoneInfo], date] = {}
 
     def plan(
         self,
@@ -164,15 +166,17 @@ class Planner:
         if profile is None:  # no reference data: no consent to any channel
             plan.has_profile = False
             return plan
-        route = self._route_of(campaign, candidate.rule_id)
-        tz = self.zone_of(profile)
+        route = self._by_campaign.get((id(campaign), candidate.rule_id))
+        if route is None or route.campaign is not campaign:
+            route = self._route_of(campaign, candidate.rule_id)
+        tz = self._zones.get(profile.timezone) or self.zone_of(profile)
         local = None
         for channel, hours, after, _caps in route.channels:
             if not profile.consents_to(channel):
                 continue
             plan.consented = True
             if after is not None:  # a human channel: the channels before it are tried first
-                plan.human, plan.after = channel, list(after)
+                plan.human, plan.after = channel, after
                 break
             send_at = earliest
             if hours is not None:
@@ -255,7 +259,7 @@ class Planner:
         head = f"cap:{{{c.customer_id}}}"
         rules = self._route(campaign, channel, c.rule_id)
         option = self._option(
-            rules, channel, send_at, self.zone_of(profile), head, now_ms - self.horizon_ms, {}
+            rules, channel, send_at, self.zone_of(profile), head, now_ms - self.horizon_ms
         )
         option = option._replace(checks=(first, *option.checks))
         keep = max(to_ms(c.triggered_at + campaign.ttl) - now_ms, 0) + self.horizon_ms
@@ -275,19 +279,41 @@ class Planner:
         now_ms = (clock_at - _EPOCH) // _MS
         head = "cap:" + customer_tag(c.customer_id)
         floor_ms = now_ms - self.horizon_ms
+        options: tuple[Option, ...]
+        if plan.partial or len(plan.channels) == 1:  # one option: nothing to share
+            channel, send_at = plan.channels[0]
+            day = local.date() if local is not None and send_at is plan.earliest else None
+            caps = route.caps[channel]
+            options = (self._option(caps, channel, send_at, tz, head, floor_ms, day),)
+        else:
+            options = self._options(plan, route, tz, local, head, floor_ms)
+        expires_ms = (c.triggered_at - _EPOCH + route.ttl) // _MS
+        keep = expires_ms - now_ms
+        keep = (keep if keep > 0 else 0) + self.horizon_ms
+        return Reservation(c.offer_id, c.customer_id, now_ms, options, keep)
+
+    def _options(
+        self,
+        plan: Plan,
+        route: _Route,
+        tz: ZoneInfo,
+        local: datetime | None,
+        head: str,
+        floor_ms: int,
+    ) -> tuple[Option, ...]:
+        """Several channels' options: a cap the previous option checked at the same `send_at`
+        (a customer-wide cap, typically) reuses that `Check`."""
         options: list[Option] = []
         shared: dict[str, Check] = {}
         shared_at: datetime | None = None
-        for channel, send_at in plan.channels[:1] if plan.partial else plan.channels:
+        for channel, send_at in plan.channels:
             if send_at != shared_at:  # a check is the same in every option with this send_at
                 shared, shared_at = {}, send_at
             day = local.date() if local is not None and send_at is plan.earliest else None
             options.append(
-                self._option(route.caps[channel], channel, send_at, tz, head, floor_ms, shared, day)
+                self._option(route.caps[channel], channel, send_at, tz, head, floor_ms, day, shared)
             )
-        expires_ms = (c.triggered_at - _EPOCH + route.ttl) // _MS
-        keep = max(expires_ms - now_ms, 0) + self.horizon_ms
-        return Reservation(c.offer_id, c.customer_id, now_ms, tuple(options), keep)
+        return tuple(options)
 
     def _option(
         self,
@@ -297,42 +323,55 @@ class Planner:
         tz: ZoneInfo,
         head: str,
         floor: int,
-        shared: dict[str, Check],
         day: date | None = None,
+        shared: dict[str, Check] | None = None,
     ) -> Option:
         """One channel's `Option`: a `Check` per cap (positional arguments: see state/caps.py).
 
         Written as one loop rather than a call per cap: this is the policy's innermost
         loop (about five checks per candidate). The local date is found at most once
-        per option (`day`, when the caller already knows it), a calendar period once per
-        (zone, window, date) for the planner's life, and a cap the previous option
-        already checked at the same `send_at` (a customer-wide cap, typically) reuses
-        that `Check` from `shared`.
+        per option (`day`, when the caller already knows it; a deferred `send_at`, an
+        opening shared by many candidates, through `_day`), a calendar period once per
+        (zone, window, date) for the planner's life, and with `shared` a check already
+        built for an earlier option at the same `send_at` is reused.
         """
         us = (send_at - _EPOCH) // _US
         slot_ms = us // 1000
         checks = []
         for rule in rules:
             key = head + rule.suffix
-            check = shared.get(key)
+            check = shared.get(key) if shared else None
             if check is None:
                 window_ms = rule.window_ms
                 if window_ms:
+                    keep = slot_ms + window_ms - floor
                     check = Check(
                         rule.cap_id, key, "rolling", rule.limit, window_ms, 0, 0,
-                        max(slot_ms + window_ms - floor, 1), floor - window_ms,
+                        keep if keep > 1 else 1, floor - window_ms,
                     )  # fmt: skip
                 else:
                     if day is None:
-                        day = send_at.astimezone(tz).date()
+                        day = self._day(send_at, tz)
                     start_ms, end_ms = self._period(tz, rule.window, day)
+                    keep = end_ms - floor
                     check = Check(
                         rule.cap_id, key, "calendar", rule.limit, 0, start_ms, end_ms,
-                        max(end_ms - floor, 1), floor - CALENDAR_SPAN_MS,
+                        keep if keep > 1 else 1, floor - CALENDAR_SPAN_MS,
                     )  # fmt: skip
-                shared[key] = check
+                if shared is not None:
+                    shared[key] = check
             checks.append(check)
         return Option(f"{channel}|{slot_ms}.{us % 1000:03d}", slot_ms, tuple(checks))
+
+    def _day(self, at: datetime, tz: ZoneInfo) -> date:
+        """The local date of `at`: a plain dict, for the openings that many candidates share."""
+        key = (at, tz)
+        day = self._days.get(key)
+        if day is None:
+            if len(self._days) > 65536:
+                self._days.clear()
+            day = self._days[key] = at.astimezone(tz).date()
+        return day
 
     def _period(self, tz: ZoneInfo, window: str, day: date) -> tuple[int, int]:
         """`_period_ms` through a plain dict: a hit is one lookup, no lru_cache wrapper."""
