@@ -99,7 +99,8 @@ class RulesContactPolicy:
         older work is parked; only reservations (and Redis-held list lookups) wait.
         """
         out = self.retry_pending(clock_at) if self._pending else []
-        out += self._allocate(clock_at)  # leads waiting for a working day that began by now
+        if self.desk.waiting:  # leads waiting for a working day that began by now
+            out += self._allocate(clock_at)
         return out + self._run(list(candidates), profiles, clock_at, parked=False)
 
     def retry_pending(self, clock_at: datetime) -> list[Decision]:
@@ -231,11 +232,11 @@ class RulesContactPolicy:
                 out.append(self._control(c, profiles.get(c.customer_id), clock_at))
             else:
                 eligible.append(c)
-        winners, losers = arbitrate(
-            eligible, self._campaign, self.rules.policy.max_offers_per_event
-        )
-        out += [self._final(c, "arbitration_lost", winner) for c, winner in losers]
-        out += self._reserve(winners, profiles, clock_at, parked)
+        most = self.rules.policy.max_offers_per_event
+        if len(eligible) > most:  # else nobody can lose (the usual one-candidate call)
+            eligible, losers = arbitrate(eligible, self._campaign, most)
+            out += [self._final(c, "arbitration_lost", winner) for c, winner in losers]
+        out += self._reserve(eligible, profiles, clock_at, parked)
         if shadow:
             out += decide_shadow(self, shadow, eligible, profiles, clock_at)
         if len(out) < 2:  # one candidate (the usual engine call): already in order

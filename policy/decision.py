@@ -24,9 +24,16 @@ OUTCOMES: tuple[Outcome, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Decision:
-    """One candidate's single outcome, with everything an offer or the decision log needs."""
+    """One candidate's single outcome, with everything an offer or the decision log needs.
+
+    Treat it as immutable (nothing assigns to a decision after the policy made it). It
+    is not a frozen dataclass because a frozen one's `__init__` sets each of its 15
+    fields through `object.__setattr__`: 4.4 us per decision against 0.7 us here
+    (measured, round 4), paid for every candidate by both `--policy on` and `off`.
+    `unsafe_hash` keeps the hash a frozen dataclass had.
+    """
 
     candidate: Candidate
     outcome: Outcome
@@ -73,11 +80,14 @@ class Decision:
         fields = self._fields
         if fields is None:
             fields = self._build_offer()
-            object.__setattr__(self, "_fields", fields)  # a cache: frozen to everyone else
+            self._fields = fields
         return fields
 
     def _build_offer(self) -> dict[str, Any]:
         c = self.candidate
+        triggered_at = _iso(c.triggered_at)
+        # usually the very same datetime (sent at once, clock at the event): format it once
+        send_at = triggered_at if self.send_at is c.triggered_at else _iso(self.send_at)
         return {
             "offer_id": self.offer_id,
             "customer_id": c.customer_id,
@@ -86,8 +96,8 @@ class Decision:
             "offer_code": self.offer_code,
             "rule_id": c.rule_id,
             "trigger": c.trigger,
-            "triggered_at": _iso(c.triggered_at),
-            "send_at": _iso(self.send_at),
+            "triggered_at": triggered_at,
+            "send_at": send_at,
             "expires_at": _iso(self.expires_at),
             "rule_version": self.rule_version,
             "attributes": _attributes(c.attributes, self.variant_attributes),

@@ -101,12 +101,14 @@ class Suppression:
 
         # whether a source other than files is consulted (Redis sets: it can be unavailable)
         self.remote = any(not isinstance(s, FileLists) for s in self.sources)
+        # files that hold no list at all (a rules file without `lists:`) are not asked
+        self._asked = [s for s in self.sources if not isinstance(s, FileLists) or s.paths]
 
     def lookup(self, customer_ids: Sequence[str]) -> dict[str, set[str]]:
         """customer_id -> the list names that hold them (only listed customers appear)."""
         unique = sorted(set(customer_ids)) if len(customer_ids) > 1 else customer_ids
         found: dict[str, set[str]] = {}
-        for source in self.sources:
+        for source in self._asked:
             lists = source.holding if isinstance(source, FileLists) else source.members
             for name, members in lists(self.names, unique).items():
                 for customer_id in members:

@@ -75,12 +75,14 @@ class Reservation(NamedTuple):
     keep_ms: int = DAY_MS  # how long the offer's own record must outlive `now_ms`
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Result:
     """What the store did: `index`/`tag` of the reserved option, or why each option was refused.
 
     `refused[i]` is the id of the first cap that refused option `i` (only when
-    nothing was reserved). A replayed offer reports the tag reserved first.
+    nothing was reserved). A replayed offer reports the tag reserved first. Not
+    frozen, though nothing changes one: a frozen dataclass's `__init__` costs 1.4 us
+    here against 0.3 us (one per reservation).
     """
 
     index: int | None
