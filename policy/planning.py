@@ -117,7 +117,7 @@ class _Route:
 
     campaign: Campaign
     limit: timedelta  # min(deferral limit, ttl)
-    ttl: timedelta
+    ttl_us: int
     caps: dict[str, tuple[_CapRule, ...]]
     channels: tuple[tuple[str, SendHours | None, tuple[str, ...] | None, tuple[_CapRule, ...]], ...]
 
@@ -224,7 +224,8 @@ class Planner:
             for i, name in enumerate(names)
         )
         limit = min(campaign.deferral_limit, campaign.ttl)
-        return _Route(campaign, limit, campaign.ttl, {c[0]: c[3] for c in channels}, channels)
+        ttl_us = campaign.ttl // _US
+        return _Route(campaign, limit, ttl_us, {c[0]: c[3] for c in channels}, channels)
 
     def zone_of(self, profile: CustomerProfile | None) -> ZoneInfo:
         """The customer's own timezone, else the rules file's (an unknown name falls back too)."""
@@ -258,9 +259,9 @@ class Planner:
         now_ms = to_ms(send_at)
         head = f"cap:{{{c.customer_id}}}"
         rules = self._route(campaign, channel, c.rule_id)
-        option = self._option(
-            rules, channel, send_at, self.zone_of(profile), head, now_ms - self.horizon_ms
-        )
+        us = (send_at - _EPOCH) // _US
+        tz, floor_ms = self.zone_of(profile), now_ms - self.horizon_ms
+        option = self._option(rules, channel, send_at, us, tz, head, floor_ms)
         option = option._replace(checks=(first, *option.checks))
         keep = max(to_ms(c.triggered_at + campaign.ttl) - now_ms, 0) + self.horizon_ms
         return Reservation(c.offer_id, c.customer_id, now_ms, (option,), keep)
@@ -274,21 +275,32 @@ class Planner:
     def _reservation(
         self, plan: Plan, route: _Route, tz: ZoneInfo, local: datetime | None, clock_at: datetime
     ) -> Reservation:
-        """Every channel option of `plan`, in integer ms (`local`: `earliest` in `tz`, or None)."""
+        """Every channel option of `plan`, in integer ms (`local`: `earliest` in `tz`, or None).
+
+        The clock, `triggered_at` and `earliest` (one of them) go to integer microseconds
+        with one datetime subtraction when the candidate fired at the clock (an event's
+        candidate at its watermark), two otherwise: the rest is integer arithmetic.
+        """
         c = plan.candidate
-        now_ms = (clock_at - _EPOCH) // _MS
+        clock_us = (clock_at - _EPOCH) // _US
+        triggered = c.triggered_at
+        triggered_us = clock_us if triggered == clock_at else (triggered - _EPOCH) // _US
+        earliest_us = clock_us if clock_us > triggered_us else triggered_us  # plan.earliest's
+        now_ms = clock_us // 1000
         head = "cap:" + customer_tag(c.customer_id)
         floor_ms = now_ms - self.horizon_ms
         options: tuple[Option, ...]
         if plan.partial or len(plan.channels) == 1:  # one option: nothing to share
             channel, send_at = plan.channels[0]
-            day = local.date() if local is not None and send_at is plan.earliest else None
+            if send_at is plan.earliest:
+                us, day = earliest_us, local.date() if local is not None else None
+            else:
+                us, day = (send_at - _EPOCH) // _US, None
             caps = route.caps[channel]
-            options = (self._option(caps, channel, send_at, tz, head, floor_ms, day),)
+            options = (self._option(caps, channel, send_at, us, tz, head, floor_ms, day),)
         else:
-            options = self._options(plan, route, tz, local, head, floor_ms)
-        expires_ms = (c.triggered_at - _EPOCH + route.ttl) // _MS
-        keep = expires_ms - now_ms
+            options = self._options(plan, route, tz, local, earliest_us, head, floor_ms)
+        keep = (triggered_us + route.ttl_us) // 1000 - now_ms  # until the candidate expires
         keep = (keep if keep > 0 else 0) + self.horizon_ms
         return Reservation(c.offer_id, c.customer_id, now_ms, options, keep)
 
@@ -298,6 +310,7 @@ class Planner:
         route: _Route,
         tz: ZoneInfo,
         local: datetime | None,
+        earliest_us: int,
         head: str,
         floor_ms: int,
     ) -> tuple[Option, ...]:
@@ -309,9 +322,13 @@ class Planner:
         for channel, send_at in plan.channels:
             if send_at != shared_at:  # a check is the same in every option with this send_at
                 shared, shared_at = {}, send_at
-            day = local.date() if local is not None and send_at is plan.earliest else None
+            if send_at is plan.earliest:
+                us, day = earliest_us, local.date() if local is not None else None
+            else:
+                us, day = (send_at - _EPOCH) // _US, None
+            caps = route.caps[channel]
             options.append(
-                self._option(route.caps[channel], channel, send_at, tz, head, floor_ms, day, shared)
+                self._option(caps, channel, send_at, us, tz, head, floor_ms, day, shared)
             )
         return tuple(options)
 
@@ -320,22 +337,23 @@ class Planner:
         rules: tuple[_CapRule, ...],
         channel: str,
         send_at: datetime,
+        us: int,
         tz: ZoneInfo,
         head: str,
         floor: int,
         day: date | None = None,
         shared: dict[str, Check] | None = None,
     ) -> Option:
-        """One channel's `Option`: a `Check` per cap (positional arguments: see state/caps.py).
+        """One channel's `Option` at `send_at` (`us`: the same in microseconds since the epoch).
 
-        Written as one loop rather than a call per cap: this is the policy's innermost
+        A `Check` per cap (positional arguments: see state/caps.py), written as one loop
+        rather than a call per cap: this is the policy's innermost
         loop (about five checks per candidate). The local date is found at most once
         per option (`day`, when the caller already knows it; a deferred `send_at`, an
         opening shared by many candidates, through `_day`), a calendar period once per
         (zone, window, date) for the planner's life, and with `shared` a check already
         built for an earlier option at the same `send_at` is reused.
         """
-        us = (send_at - _EPOCH) // _US
         slot_ms = us // 1000
         checks = []
         for rule in rules:
