@@ -4,8 +4,9 @@ Run: `.venv/bin/python bench/bench_policy.py [--reservations 20000] [--repeat 5]
 [--events 100000] [--recorded 200000] [--only-recorded]`. First (unless `--recorded 0`)
 the policy's share of a real backtest: the calls a backtest's shard makes on the
 generator's stream (`bench/four_rules.yaml`, then `examples/rules.yaml`) are recorded and
-replayed into the policy and into `FirstChannelPolicy`, records included; `on - off` per
-candidate is what the policy costs (docs/policy.md, round 3). It starts a private
+replayed into the policy and into `FirstChannelPolicy`, records included, with automatic
+garbage collection off as in the backtest; `on - off` per candidate is what the policy
+costs (docs/policy.md, rounds 3 and 4). It starts a private
 redis-server on a free port (tests.support.servers.RedisServer), so the PING round
 trip printed next to the Redis figures comes from the same run on the same machine: a
 Redis figure near 1/PING means the round trip is the cost. Also prints:
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import random
 import statistics
@@ -43,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from keymoment.commands import backtest  # noqa: E402
 from keymoment.config import RulesFile, load_rules  # noqa: E402
 from keymoment.connectors.generator import Generator  # noqa: E402
+from keymoment.flows.collect import no_automatic_gc  # noqa: E402
 from keymoment.flows.replay import Replay  # noqa: E402
 from keymoment.policy import ContactPolicy, FirstChannelPolicy, build_policy  # noqa: E402
 from keymoment.policy.decision import Decision  # noqa: E402
@@ -316,9 +319,11 @@ def replayed_costs(
         raise SystemExit("the replayed policy decided differently from the recorded run")
     cost = {}
     for label, make in makers.items():
-        cost[label] = best_of(
-            repeat, lambda p: replay_calls(p, calls, profs), make, time.process_time
-        )
+        with no_automatic_gc():  # as the backtest replays (flows/collect.py, FrozenGc)
+            gc.freeze()
+            cost[label] = best_of(
+                repeat, lambda p: replay_calls(p, calls, profs), make, time.process_time
+            )
         rate(f"policy {label} + records, recorded calls", n, cost[label])
     share = (cost["on"] - cost["off"]) * 1e6 / n
     print(f"  {'the policy share (on - off)':<44} {share:>12,.1f} us per candidate")
