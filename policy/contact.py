@@ -29,7 +29,7 @@ from keymoment.triggers.events import CustomerProfile
 from .arbitration import arbitrate
 from .config import Campaign
 from .decision import Decision, Outcome
-from .holdout import in_control
+from .holdout import Holdout
 from .leads import LeadDesk
 from .parking import EndWait, Parked, merged
 from .planning import Plan, Planner, parse_tag, unplaced
@@ -67,10 +67,7 @@ class RulesContactPolicy:
         self.rules, self.store, self.suppression, self.clock = rules, store, suppression, clock
         # exactly the memory store (not a test double built on it): asked one channel first
         self._in_process = type(store) is MemoryCapStore
-        self.campaigns = {c.campaign_id: c for c in rules.campaigns}
-        self.planner = Planner(rules)
-        self.variants = VariantBook(rules.campaigns)
-        self.shadow = rules.shadow_rules()
+        self._use(rules)
         self.desk = LeadDesk(self)
         self.max_pending = max_pending
         self.retry_interval, self.max_retry_interval = retry_interval, max_retry_interval
@@ -162,7 +159,12 @@ class RulesContactPolicy:
         sources = [FileLists(rules.lists, check_every=check_every), *others] if files else others
         lists = {c.campaign_id: c.lists for c in rules.campaigns}
         self.rules, self.suppression = rules, Suppression(sources, lists)
+        self._use(rules)
+
+    def _use(self, rules: RulesFile) -> None:
+        """What is built once per rules version: campaigns, planner, variants, holdouts."""
         self.campaigns = {c.campaign_id: c for c in rules.campaigns}
+        self.holdouts = {c.campaign_id: Holdout(c.campaign_id, c.holdout) for c in rules.campaigns}
         self.planner = Planner(rules)
         self.variants = VariantBook(rules.campaigns)
         self.shadow = rules.shadow_rules()
@@ -221,9 +223,7 @@ class RulesContactPolicy:
                 continue
             held_by = listed.get(c.customer_id) if listed else None  # usually on no list
             name = self.suppression.first_list(campaign.campaign_id, held_by) if held_by else None
-            held = name is None and in_control(
-                campaign.campaign_id, c.customer_id, campaign.holdout
-            )
+            held = name is None and self.holdouts[campaign.campaign_id].holds(c.customer_id)
             if c.rule_id in self.shadow:  # decided read-only, after the live ones (policy.shadow)
                 shadow.append((c, f"suppressed:{name}" if name else "control" if held else None))
             elif name is not None:

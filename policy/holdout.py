@@ -17,17 +17,21 @@ BUCKETS = 10_000
 
 
 def bucket(campaign_id: str, customer_id: str) -> int:
-    """The hash of `<campaign_id>:` is taken once and copied, then fed the customer id.
-
-    Not cached per customer: at 100k customers and a few campaigns nearly every
-    (campaign, customer) pair is new, so a cache of them only missed (measured, round 4).
-    """
+    """The customer's bucket in `0..9999` for this campaign (the formula above)."""
     return draw(campaign_id + ":", customer_id)
 
 
 def draw(prefix: str, customer_id: str) -> int:
-    """`int.from_bytes(sha256(prefix + customer_id)[:8], "big") % 10000`, the prefix hashed once."""
-    digest = _hashed(prefix).copy()
+    """`int.from_bytes(sha256(prefix + customer_id)[:8], "big") % 10000`, the prefix hashed once.
+
+    Not cached per customer: at 100k customers and a few campaigns nearly every
+    (campaign, customer) pair is new, so a cache of them only missed (round 4).
+    """
+    return _draw(_hashed(prefix), customer_id)
+
+
+def _draw(hashed: hashlib._Hash, customer_id: str) -> int:
+    digest = hashed.copy()
     digest.update(customer_id.encode())
     return int.from_bytes(digest.digest()[:8], "big") % BUCKETS
 
@@ -36,6 +40,24 @@ def draw(prefix: str, customer_id: str) -> int:
 def _hashed(prefix: str) -> hashlib._Hash:
     """sha256 fed `prefix`: a `.copy()` of it then fed the rest gives the whole string's digest."""
     return hashlib.sha256(prefix.encode())
+
+
+class Holdout:
+    """One campaign's control group, for the policy's per-candidate check (one call).
+
+    The same answer as `in_control`, with the prefix's hash and the threshold found
+    once per rules version.
+    """
+
+    __slots__ = ("_prefix", "_first_kept")
+
+    def __init__(self, campaign_id: str, holdout: float) -> None:
+        self._prefix = _hashed(campaign_id + ":")
+        self._first_kept = first_kept_bucket(holdout) if holdout > 0 else 0
+
+    def holds(self, customer_id: str) -> bool:
+        """Whether the customer is in the control group (never when the share is 0)."""
+        return bool(self._first_kept) and _draw(self._prefix, customer_id) < self._first_kept
 
 
 @lru_cache(maxsize=256)
@@ -55,6 +77,4 @@ def first_kept_bucket(holdout: float) -> int:
 
 
 def in_control(campaign_id: str, customer_id: str, holdout: float) -> bool:
-    if holdout <= 0:
-        return False
-    return bucket(campaign_id, customer_id) < first_kept_bucket(holdout)
+    return Holdout(campaign_id, holdout).holds(customer_id)

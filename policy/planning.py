@@ -32,6 +32,10 @@ from .localtime import opening, period, zone
 CALENDAR_SPAN_MS = 32 * DAY_MS  # longest calendar period plus a DST hour, rounded up
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS, _US = timedelta(milliseconds=1), timedelta(microseconds=1)
+# `Check`, `Option` and `Reservation` are NamedTuples; `tuple.__new__(cls, (every field))`
+# is what their generated `__new__` does, without its Python frame: 0.56 us against 1.5 us
+# per `Check` on this machine (round 4), and the planner builds about four per candidate.
+_new = tuple.__new__
 
 if TYPE_CHECKING:
     from keymoment.config import RulesFile
@@ -302,7 +306,7 @@ class Planner:
             options = self._options(plan, route, tz, local, earliest_us, head, floor_ms)
         keep = (triggered_us + route.ttl_us) // 1000 - now_ms  # until the candidate expires
         keep = (keep if keep > 0 else 0) + self.horizon_ms
-        return Reservation(c.offer_id, c.customer_id, now_ms, options, keep)
+        return _new(Reservation, (c.offer_id, c.customer_id, now_ms, options, keep))
 
     def _options(
         self,
@@ -363,23 +367,23 @@ class Planner:
                 window_ms = rule.window_ms
                 if window_ms:
                     keep = slot_ms + window_ms - floor
-                    check = Check(
+                    check = _new(Check, (
                         rule.cap_id, key, "rolling", rule.limit, window_ms, 0, 0,
                         keep if keep > 1 else 1, floor - window_ms,
-                    )  # fmt: skip
+                    ))  # fmt: skip
                 else:
                     if day is None:
                         day = self._day(send_at, tz)
                     start_ms, end_ms = self._period(tz, rule.window, day)
                     keep = end_ms - floor
-                    check = Check(
+                    check = _new(Check, (
                         rule.cap_id, key, "calendar", rule.limit, 0, start_ms, end_ms,
                         keep if keep > 1 else 1, floor - CALENDAR_SPAN_MS,
-                    )  # fmt: skip
+                    ))  # fmt: skip
                 if shared is not None:
                     shared[key] = check
             checks.append(check)
-        return Option(f"{channel}|{slot_ms}.{us % 1000:03d}", slot_ms, tuple(checks))
+        return _new(Option, (f"{channel}|{slot_ms}.{us % 1000:03d}", slot_ms, tuple(checks)))
 
     def _day(self, at: datetime, tz: ZoneInfo) -> date:
         """The local date of `at`: a plain dict, for the openings that many candidates share."""
