@@ -37,6 +37,24 @@ def allowed(local: time, hours: SendHours) -> bool:
     return local >= start or local < end
 
 
+def minute_table(hours: SendHours) -> tuple[bool, ...] | None:
+    """`allowed` for each minute of the day (index `hour * 60 + minute`), or None.
+
+    Exact for every instant of a minute when both ends are whole minutes (or the end is
+    24:00, which `allowed` never compares with), as every `HH:MM` in a rules file is:
+    nothing can change inside a minute then. The planner reads it instead of calling
+    `allowed` (about 1 us a channel on this machine, round 4).
+    """
+    start, end = hours.start, hours.end
+    if not _whole_minute(start) or not (_whole_minute(end) or end == END_OF_DAY):
+        return None
+    return tuple(allowed(time(m // 60, m % 60), hours) for m in range(24 * 60))
+
+
+def _whole_minute(at: time) -> bool:
+    return at.second == 0 and at.microsecond == 0
+
+
 def next_opening(earliest: datetime, hours: SendHours | None, tz: ZoneInfo) -> datetime:
     """`earliest` itself when sending is allowed then, else the next instant it is."""
     if hours is None:

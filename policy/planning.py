@@ -27,7 +27,7 @@ from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
 from .config import Campaign, Cap, SendHours
-from .localtime import opening, period, zone
+from .localtime import minute_table, opening, period, zone
 
 CALENDAR_SPAN_MS = 32 * DAY_MS  # longest calendar period plus a DST hour, rounded up
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -116,14 +116,20 @@ class _Route:
     """What planning one candidate of a campaign view and rule needs from the rules file.
 
     `channels` in campaign order: name, allowed hours (None: any hour), the channels
-    after it for a human channel (None: not human), and its caps.
+    after it for a human channel (None: not human), its caps, and the allowed hours per
+    minute of the day (`localtime.minute_table`, None when they cannot be tabled).
     """
 
     campaign: Campaign
     limit: timedelta  # min(deferral limit, ttl)
     ttl_us: int
     caps: dict[str, tuple[_CapRule, ...]]
-    channels: tuple[tuple[str, SendHours | None, tuple[str, ...] | None, tuple[_CapRule, ...]], ...]
+    channels: tuple[_Channel, ...]
+
+
+_Channel = tuple[
+    str, SendHours | None, tuple[str, ...] | None, tuple[_CapRule, ...], tuple[bool, ...] | None
+]
 
 
 class Planner:
@@ -175,7 +181,7 @@ class Planner:
             route = self._route_of(campaign, candidate.rule_id)
         tz = self._zones.get(profile.timezone) or self.zone_of(profile)
         local = None
-        for channel, hours, after, _caps in route.channels:
+        for channel, hours, after, _caps, minutes in route.channels:
             if not profile.consents_to(channel):
                 continue
             plan.consented = True
@@ -186,7 +192,8 @@ class Planner:
             if hours is not None:
                 if local is None:
                     local = earliest.astimezone(tz)
-                send_at = opening(earliest, local, hours, tz)
+                if minutes is None or not minutes[local.hour * 60 + local.minute]:
+                    send_at = opening(earliest, local, hours, tz)
                 if send_at > earliest and send_at - triggered > route.limit:
                     plan.deferral_blocked = True
                     continue
@@ -221,9 +228,10 @@ class Planner:
         channels = tuple(
             (
                 name,
-                self._hours.get(name),
+                hours := self._hours.get(name),
                 tuple(names[i + 1 :]) if name in self._human else None,
                 self._route(campaign, name, rule_id),
+                minute_table(hours) if hours is not None else None,
             )
             for i, name in enumerate(names)
         )

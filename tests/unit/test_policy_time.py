@@ -7,8 +7,8 @@ from datetime import UTC, datetime, time, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keymoment.policy.config import QuietHours
-from keymoment.policy.localtime import allowed, next_opening, period, zone
+from keymoment.policy.config import END_OF_DAY, QuietHours, SendHours
+from keymoment.policy.localtime import allowed, minute_table, next_opening, period, zone
 
 ZONES = [
     "UTC",
@@ -29,6 +29,36 @@ hours = (
     .filter(lambda h: h[2] < 24 or h[3] == 0)
     .map(lambda h: QuietHours.parse(f"{h[0]:02d}:{h[1]:02d}-{h[2]:02d}:{h[3]:02d}"))
 )
+
+
+any_minutes = st.tuples(
+    st.integers(0, 24), st.integers(0, 59), st.integers(0, 24), st.integers(0, 59)
+)
+send_hours = any_minutes.filter(lambda h: (h[0] < 24 or not h[1]) and (h[2] < 24 or not h[3])).map(
+    lambda h: SendHours.parse(f"{h[0]:02d}:{h[1]:02d}-{h[2]:02d}:{h[3]:02d}")
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(send_hours, st.times())
+def test_the_minute_table_answers_as_allowed_at_every_instant(hours, local):
+    """Send hours are whole minutes, so the minute's entry holds for each of its microseconds.
+
+    Only a start of 24:00 (the last microsecond of the day) gets no table.
+    """
+    table = minute_table(hours)
+    if table is None:
+        assert hours.start == END_OF_DAY
+    else:
+        assert table[local.hour * 60 + local.minute] == allowed(local, hours)
+
+
+def test_hours_with_seconds_have_no_minute_table():
+    """Hours built with seconds (no rules file writes them) change inside a minute: no table."""
+    odd = SendHours(start=time(8, 0, 30), end=time(21))
+    assert minute_table(odd) is None
+    assert minute_table(SendHours(start=time(8), end=time(21, 0, 0, 5))) is None
+    assert minute_table(SendHours.parse("24:00-08:00")) is None
 
 
 def open_at(at: datetime, tz_name: str, qh: QuietHours) -> bool:
