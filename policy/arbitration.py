@@ -9,16 +9,17 @@ the top-ranked rule. Timer and event candidates never compete with each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from keymoment.triggers.candidate import Candidate
 
 from .config import Campaign
 
 
-def moment(candidate: Candidate) -> tuple[str, str, str]:
-    """What a candidate competes over."""
+def moment(candidate: Candidate) -> tuple[str, str, str | datetime]:
+    """What a candidate competes over (a timer's instant as a datetime: no string to build)."""
     if candidate.timer:
-        return (candidate.customer_id, "timer", candidate.triggered_at.isoformat())
+        return (candidate.customer_id, "timer", candidate.triggered_at)
     return (candidate.customer_id, "event", candidate.event_id)
 
 
@@ -28,7 +29,7 @@ def arbitrate(
     """Split into winners (in input order) and `(loser, winner's rule_id)` pairs."""
     if len(candidates) <= max_offers:  # no group can exceed max_offers: nobody loses
         return list(candidates), []
-    groups: dict[tuple[str, str, str], list[Candidate]] = {}
+    groups: dict[tuple[str, str, str | datetime], list[Candidate]] = {}
     for candidate in candidates:
         groups.setdefault(moment(candidate), []).append(candidate)
     keep: set[int] = set()

@@ -211,8 +211,8 @@ class RulesContactPolicy:
     def _run(
         self, candidates: list[Candidate], profiles: Profiles, clock_at: datetime, parked: bool
     ) -> list[Decision]:
-        try:
-            listed = self._lookup(candidates)
+        try:  # rules without lists (and no Redis-held ones) have nothing to look up
+            listed = self._lookup(candidates) if self.suppression.asks else {}
         except CapStoreUnavailable:
             return self._park(candidates, profiles, screened=False)
         out, eligible, shadow = [], [], []

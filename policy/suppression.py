@@ -103,6 +103,7 @@ class Suppression:
         self.remote = any(not isinstance(s, FileLists) for s in self.sources)
         # files that hold no list at all (a rules file without `lists:`) are not asked
         self._asked = [s for s in self.sources if not isinstance(s, FileLists) or s.paths]
+        self.asks = bool(self._asked)  # False: `lookup` always answers {}
 
     def lookup(self, customer_ids: Sequence[str]) -> dict[str, set[str]]:
         """customer_id -> the list names that hold them (only listed customers appear)."""
