@@ -40,6 +40,7 @@ from .variants import VariantBook
 Profiles = Mapping[str, CustomerProfile]
 UNAVAILABLE = "cap_store_unavailable"
 END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+_NEVER = float("-inf")  # `_retry_at` while the store answers: no backoff
 # decided before the variant draw (semantics 4.1-4.2): these customers are in no A/B arm
 _UNASSIGNED = frozenset({"suppressed", "control"})
 
@@ -76,7 +77,7 @@ class RulesContactPolicy:
         self._pending: deque[Parked] = deque()
         self._pending_count = 0
         self._backoff = retry_interval
-        self._retry_at = float("-inf")
+        self._retry_at = _NEVER
         self._counts = {
             "decided": 0,
             "parked": 0,
@@ -273,7 +274,8 @@ class RulesContactPolicy:
         except CapStoreUnavailable:
             self._failed()
             return out + self._park([p.candidate for p in plans], profiles, screened=True)
-        self._succeeded()
+        if self._retry_at != _NEVER:  # the first success after a failure resets the backoff
+            self._succeeded()
         answers = iter(results)  # in the order of `asked`, which is `plans` in order
         for plan in plans:
             result = next(answers) if plan.reservation is not None else None
@@ -330,7 +332,9 @@ class RulesContactPolicy:
             if clock_at - c.triggered_at > campaign.ttl:
                 out.append(self._final(c, "expired", UNAVAILABLE if parked else "ttl"))
                 continue
-            campaign = self.variants.view(campaign, self.variants.assign(c.campaign, c.customer_id))
+            if c.campaign in self.variants.campaigns:
+                variant = self.variants.assign(c.campaign, c.customer_id)
+                campaign = self.variants.view(campaign, variant)
             profile = profiles.get(c.customer_id)
             plan = self.planner.plan(c, campaign, profile, clock_at, first_only=self._in_process)
             if plan.reservation is not None or plan.human is not None:
@@ -409,7 +413,7 @@ class RulesContactPolicy:
 
     def _succeeded(self) -> None:
         self._backoff = self.retry_interval
-        self._retry_at = float("-inf")
+        self._retry_at = _NEVER
 
     # -- decisions --------------------------------------------------------------------------
     def _campaign(self, c: Candidate) -> Campaign:
@@ -429,7 +433,7 @@ class RulesContactPolicy:
         campaign = self.campaigns.get(c.campaign)
         self._counts["decided"] += 1
         variant = None
-        if outcome not in _UNASSIGNED:
+        if outcome not in _UNASSIGNED and c.campaign in self.variants.campaigns:
             variant = self.variants.assign(c.campaign, c.customer_id)
         offer_code = campaign.offer_code if campaign else ""
         if variant is not None and variant.offer_code is not None:

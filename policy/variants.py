@@ -80,6 +80,7 @@ class VariantBook:
             c.campaign_id: (tuple(c.variants), bounds(c.variants)) for c in campaigns if c.variants
         }
         self._views: dict[tuple[str, str], Campaign] = {}
+        self.campaigns = frozenset(self._arms)  # those with variants: `assign` is None for others
 
     def assign(self, campaign_id: str, customer_id: str) -> Variant | None:
         """The customer's variant of this campaign, or None when it has none."""
