@@ -54,9 +54,11 @@ class FileLists:
 
     def members(self, names: Sequence[str], customer_ids: Sequence[str]) -> dict[str, set[str]]:
         found = self.holding(names, customer_ids)
-        return {n: found.get(n, set()) for n in names}
+        return {n: set(found.get(n, ())) for n in names}
 
-    def holding(self, names: Sequence[str], customer_ids: Sequence[str]) -> dict[str, set[str]]:
+    def holding(
+        self, names: Sequence[str], customer_ids: Sequence[str]
+    ) -> dict[str, set[str] | frozenset[str]]:
         """`members` without the empty sets: what `Suppression.lookup` reads per decide."""
         self.refresh()
         found = {}
@@ -64,7 +66,7 @@ class FileLists:
             if name not in self._sets:
                 continue
             held = self._sets[name]
-            members = set(customer_ids) if held is None else {c for c in customer_ids if c in held}
+            members = set(customer_ids) if held is None else held.intersection(customer_ids)
             if members:
                 found[name] = members
         return found

@@ -11,6 +11,7 @@ so `weight: 0.3` is exactly 3000 buckets.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from decimal import Decimal
 from functools import lru_cache
@@ -87,11 +88,8 @@ class VariantBook:
         arms = self._arms.get(campaign_id)
         if arms is None:
             return None
-        b = _bucket(campaign_id, customer_id)
-        for variant, edge in zip(*arms, strict=True):
-            if b < edge:
-                return variant
-        raise AssertionError("the last edge is 10000")  # pragma: no cover
+        variants, edges = arms
+        return variants[bisect.bisect_right(edges, _bucket(campaign_id, customer_id))]
 
     def view(self, campaign: Campaign, variant: Variant | None) -> Campaign:
         """The campaign with the variant's `offer_code` and `channels` in place of its own."""
