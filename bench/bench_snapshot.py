@@ -137,11 +137,29 @@ def main() -> None:
     best_part, t_full = min(times[:-1]), times[-1]
     print(f"best of {args.epochs}: incremental {best_part * 1000:.1f} ms, whole shard "
           f"{t_full * 1000:.0f} ms (x{t_full / best_part:.0f}), CPU")  # fmt: skip
-    parts = len(chain.names) - 1
+    parts, names = len(chain.names) - 1, list(chain.names)
     t_merge, _ = cpu(chain.compact)
     print(f"compaction: base + {parts} parts merged from the files into a new base "
           f"{t_merge:.2f} CPU s (the base from memory: {t_base:.2f} s)")  # fmt: skip
+    in_child(chain, names)
     restore(chain, record, full)
+
+
+def in_child(chain: Chain, names: list[str]) -> None:
+    """The same merge as the flow runs it: in a child process, the shard's CPU apart."""
+    import resource
+
+    chain.names, chain.background = names, True
+    t_start, _ = cpu(chain.begin_compaction)
+    assert chain.merge is not None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    chain.merge.process.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t_child = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    t_adopt, _ = cpu(chain.settle)
+    print(f"compaction in a child process (the flow's way): the shard's own CPU "
+          f"{(t_start + t_adopt) * 1000:.1f} ms to start and adopt it; the child's "
+          f"{t_child:.2f} CPU s")  # fmt: skip
 
 
 def restore(chain: Chain, record: bytes, full: bytes) -> None:

@@ -144,6 +144,7 @@ def chain_for(settings: FlowSettings) -> snapshots.Chain | None:
         SegmentStore(settings.snapshot_dir),
         keep_seconds=settings.snapshot_keep_seconds,
         compact_ratio=settings.snapshot_compact_ratio,
+        background=True,
     )
 
 

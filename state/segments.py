@@ -50,13 +50,22 @@ class SegmentStore:
 
     def write(self, kind: str, payload: bytes) -> str:
         """A new segment ("base" or "part") holding `payload`; returns its name."""
+        name = self.reserve(kind)
+        self.write_as(name, payload)
+        return name
+
+    def reserve(self, kind: str) -> str:
+        """A new segment name, for a segment another process writes (`write_as`)."""
         if self._seq == 0:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise SegmentError(f"cannot use snapshot directory {self.root}: {exc}") from None
         self._seq += 1
-        name = f"{self.execution}/{self._seq:08d}.{kind}"
+        return f"{self.execution}/{self._seq:08d}.{kind}"
+
+    def write_as(self, name: str, payload: bytes) -> None:
+        """Write segment `name` (from `reserve`): whole or not at all (module docstring)."""
         path = self.root / name
         tmp = path.with_name(path.name + ".tmp")
         header = MAGIC + zlib.crc32(payload).to_bytes(4, "big") + len(payload).to_bytes(8, "big")
@@ -67,7 +76,6 @@ class SegmentStore:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-        return name
 
     def read(self, name: str) -> bytes:
         """The payload of segment `name`, checked; SegmentError when missing or corrupt."""
