@@ -76,6 +76,8 @@ class LeadDesk:
         self.policy = policy
         self.waiting: list[Lead] = []
         self.counts = {"leads_allocated": 0, "leads_not_allocated": 0, "leads_waited": 0}
+        # after a call that found nothing due: that list, its length and its soonest period
+        self._none_due: tuple[list[Lead], int, datetime] | None = None
         # (campaign view, channels after the human one) -> the view with only those channels
         self._rests: dict[tuple[int, tuple[str, ...]], tuple[Campaign, Campaign]] = {}
 
@@ -159,14 +161,26 @@ class LeadDesk:
 
     # -- at the start of a working period ---------------------------------------------------
     def allocate(self, clock_at: datetime) -> list[Decision]:
-        """Allocate every waiting lead whose period started by `clock_at`, oldest period first."""
+        """Allocate every waiting lead whose period started by `clock_at`, oldest period first.
+
+        The policy calls this on every `decide` while a lead waits, so a call that finds
+        nothing due remembers the soonest period: until the clock reaches it, and while
+        `waiting` is the same list with the same length (leads only join by `append`,
+        and leave by a new list), the next calls return at once instead of scanning.
+        """
         out: list[Decision] = []
+        seen = self._none_due
+        if seen and seen[0] is self.waiting and seen[1] == len(self.waiting) and clock_at < seen[2]:
+            return out
         while True:
             due = sorted(
                 (lead for lead in self.waiting if lead.alloc_at <= clock_at),
                 key=lambda lead: (lead.alloc_at, lead.channel, lead.owner.key, lead.rank()),
             )
             if not due:
+                soonest = min((lead.alloc_at for lead in self.waiting), default=None)
+                if soonest is not None:
+                    self._none_due = (self.waiting, len(self.waiting), soonest)
                 return out
             first = due[0].alloc_at
             batch = [lead for lead in due if lead.alloc_at == first]
