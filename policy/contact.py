@@ -266,7 +266,8 @@ class RulesContactPolicy:
         out, plans = self._plans(candidates, profiles, clock_at, parked)
         if not plans:
             return out
-        if self._pending or not self._store_may_answer():
+        # in backoff after a failure (while the store answers, `_retry_at` is -inf: no clock read)
+        if self._pending or (self._retry_at != _NEVER and not self._store_may_answer()):
             return out + self._park([p.candidate for p in plans], profiles, screened=True)
         asked = [p for p in plans if p.reservation is not None]
         try:

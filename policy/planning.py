@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from keymoment.state.caps import DAY_MS, Check, Option, Reservation, customer_tag
-from keymoment.triggers.candidate import Candidate
+from keymoment.triggers.candidate import Candidate, offer_id
 from keymoment.triggers.events import CustomerProfile
 
 from .config import Campaign, Cap, SendHours
@@ -314,7 +314,9 @@ class Planner:
             options = self._options(plan, route, tz, local, earliest_us, head, floor_ms)
         keep = (triggered_us + route.ttl_us) // 1000 - now_ms  # until the candidate expires
         keep = (keep if keep > 0 else 0) + self.horizon_ms
-        return _new(Reservation, (c.offer_id, c.customer_id, now_ms, options, keep))
+        # `offer_id(...)` is what the property `c.offer_id` returns, one call less
+        oid = offer_id(c.rule_id, c.customer_id, c.offer_key)
+        return _new(Reservation, (oid, c.customer_id, now_ms, options, keep))
 
     def _options(
         self,
