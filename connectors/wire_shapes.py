@@ -4,12 +4,14 @@ msgspec checks these in one pass while it parses the JSON: the `type` tag,
 required fields, string lengths, the enumerations. What it cannot say on
 its own is converted by `wire.py` afterwards, each with its own reason:
 `occurred_at` (strict RFC 3339, to UTC) and the amounts (exact minor units).
-Unknown fields are skipped by the parser and never reach an event.
+Unknown fields are skipped by the parser and never reach an event. The
+structs hold only strings and numbers and live for one call: `gc=False`
+keeps them out of the cyclic collector's count.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, final
 
 import msgspec
 
@@ -27,7 +29,8 @@ Upto256 = Annotated[str, msgspec.Meta(max_length=256)]
 Money = str | int | float
 
 
-class TransactionWire(msgspec.Struct, tag_field="type", tag="transaction"):
+@final  # nothing derives from them: mypy narrows `type(wire) is` both ways
+class TransactionWire(msgspec.Struct, tag_field="type", tag="transaction", gc=False):
     event_id: EventId
     customer_id: CustomerId
     occurred_at: str
@@ -42,7 +45,8 @@ class TransactionWire(msgspec.Struct, tag_field="type", tag="transaction"):
     channel: Upto32 | None = None
 
 
-class AppWire(msgspec.Struct, tag_field="type", tag="app"):
+@final  # nothing derives from them: mypy narrows `type(wire) is` both ways
+class AppWire(msgspec.Struct, tag_field="type", tag="app", gc=False):
     event_id: EventId
     customer_id: CustomerId
     occurred_at: str
@@ -52,7 +56,8 @@ class AppWire(msgspec.Struct, tag_field="type", tag="app"):
     session_id: Upto128 | None = None
 
 
-class ConversionWire(msgspec.Struct, tag_field="type", tag="conversion"):
+@final  # nothing derives from them: mypy narrows `type(wire) is` both ways
+class ConversionWire(msgspec.Struct, tag_field="type", tag="conversion", gc=False):
     event_id: EventId
     customer_id: CustomerId
     occurred_at: str

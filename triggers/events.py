@@ -165,7 +165,7 @@ _ZERO = timedelta(0)
 UtcTime = Annotated[AwareDatetime, BeforeValidator(_strict_time)]
 
 
-class TransactionEvent(msgspec.Struct, frozen=True, kw_only=True):
+class TransactionEvent(msgspec.Struct, frozen=True):
     """A posting on one of the customer's accounts; `amount` is in minor units.
 
     Events are msgspec structs, not pydantic models: the wire decoder
@@ -194,7 +194,7 @@ class TransactionEvent(msgspec.Struct, frozen=True, kw_only=True):
         return self.initiated_by or DEFAULT_INITIATOR.get(self.kind, "customer")
 
 
-class AppEvent(msgspec.Struct, frozen=True, kw_only=True):
+class AppEvent(msgspec.Struct, frozen=True):
     """A mobile-app interaction."""
 
     event_id: str
@@ -207,7 +207,7 @@ class AppEvent(msgspec.Struct, frozen=True, kw_only=True):
     type: Literal["app"] = "app"
 
 
-class ConversionEvent(msgspec.Struct, frozen=True, kw_only=True):
+class ConversionEvent(msgspec.Struct, frozen=True):
     """The customer took up a product; used for attribution, never for triggering by default."""
 
     event_id: str

@@ -1,0 +1,209 @@
+"""The decoder's fast paths against the plain reading of section 1 (the oracle below).
+
+`decode()` writes out its common shapes (remembered times, an hour plus its
+`MM:SSZ`, RFC 3339 and money shapes checked as digit templates, positional
+construction). The oracle is the decoder as it was before those paths:
+msgspec's wire structs, then `parse_time`, `to_minor` and `balance_to_minor`
+on every field, in the same order. Both must give the same event or the
+same dead letter (reason, event id and detail) for every payload.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keymoment.connectors import wire
+from keymoment.connectors.wire import MAX_PAYLOAD, DeadLetter, decode
+from keymoment.connectors.wire_shapes import WIRE_TYPES, AppWire, ConversionWire, TransactionWire
+from keymoment.triggers.events import (
+    RFC3339,
+    AppEvent,
+    ConversionEvent,
+    TransactionEvent,
+    balance_to_minor,
+    parse_time,
+    to_minor,
+)
+
+_EVENT_OF = {TransactionWire: TransactionEvent, AppWire: AppEvent, ConversionWire: ConversionEvent}
+_FIELD_ERRORS = {"amount": "bad_amount"}
+
+
+def oracle(raw: bytes, source: str, *, now=None, max_future=timedelta(minutes=5), balances=True):
+    """Section 1 read plainly: every time and amount through the contract's own converters."""
+    if len(raw) > MAX_PAYLOAD:
+        return DeadLetter("oversize", source, detail=f"over {MAX_PAYLOAD} bytes")
+    try:
+        shape = msgspec.json.decode(raw, type=WIRE_TYPES)
+    except msgspec.ValidationError as exc:
+        return wire._rejection(str(exc), source, raw)
+    except msgspec.DecodeError:
+        return DeadLetter("malformed_json", source)
+    fields = msgspec.structs.asdict(shape)
+    converters = [("occurred_at", parse_time)]
+    if type(shape) is TransactionWire:
+        converters.append(("amount", to_minor))
+        if shape.balance_after is not None:
+            converters.append(("balance_after", balance_to_minor))
+    for name, convert in converters:
+        try:
+            fields[name] = convert(fields[name])
+        except ValueError as exc:
+            reason = _FIELD_ERRORS.get(name, f"schema:{name}")
+            event_id = wire._readable(shape.event_id)
+            return DeadLetter(reason, source, event_id, detail=str(exc)[:80])
+    if not balances and "balance_after" in fields:
+        fields["balance_after"] = None
+    event = _EVENT_OF[type(shape)](**fields)
+    if now is not None and event.occurred_at - now > max_future:
+        return DeadLetter("clock_skew", source, event.event_id, detail="occurred_at ahead of clock")
+    return event
+
+
+def dumps(data: dict) -> bytes:
+    """JSON with integers of any size (orjson stops at 64 bits) and `NaN` (not JSON)."""
+    return json.dumps(data).encode()
+
+
+def same(raw: bytes, **kw) -> None:
+    """decode() and the oracle agree on `raw`, also when decode() has just seen it."""
+    expected = oracle(raw, "s:1", **kw)
+    for _ in range(2):  # the second time through the decoder's remembered times
+        got = decode(raw, "s:1", **kw)
+        assert type(got) is type(expected) and got == expected, (raw, got, expected)
+        if not isinstance(got, DeadLetter):
+            assert got.occurred_at.tzinfo is UTC
+
+
+TX = {"type": "transaction", "event_id": "e1", "customer_id": "c1",
+      "occurred_at": "2026-01-01T08:00:00Z", "account_id": "a1", "direction": "credit",
+      "amount": "52000.00", "kind": "transfer_in", "balance_after": "361157.51"}  # fmt: skip
+APP = {"type": "app", "event_id": "e2", "customer_id": "c1", "occurred_at": "2026-01-01T00:00:00Z",
+       "action": "page_view", "product": "wealth", "page": "/w"}  # fmt: skip
+CONV = {"type": "conversion", "event_id": "e3", "customer_id": "c1",
+        "occurred_at": "2026-01-01T00:00:00Z", "product": "card", "offer_id": "o1"}  # fmt: skip
+
+_DIGIT = st.sampled_from("0123456789") | st.sampled_from("05929") | st.sampled_from("\u0661\uff15x")
+
+
+def _digits(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.lists(_DIGIT, min_size=low, max_size=high).map("".join)
+
+
+# Times of every shape: right and wrong lengths, separators, fractions, zones, ranges.
+_ZONES = ["Z", "z", "+00:00", "-00:00", "+08:00", "-05:30", "+23:59", "+24:00", "+00:60", "+0800",
+          "+08", "", " Z", "Z "]  # fmt: skip
+_TIME_TEXT = st.builds(
+    "{}-{}-{}{}{}:{}:{}{}{}".format,
+    _digits(3, 5) | st.sampled_from(["1899", "1900", "2026", "9000", "9001", "0000"]),
+    _digits(1, 3) | st.sampled_from(["01", "02", "12", "13", "00"]),
+    _digits(1, 3) | st.sampled_from(["01", "28", "29", "30", "31", "32"]),
+    st.sampled_from(["T", "T", "t", " ", "_"]),
+    _digits(1, 3) | st.sampled_from(["00", "23", "24"]),
+    _digits(1, 3) | st.sampled_from(["00", "59", "60"]),
+    _digits(1, 3) | st.sampled_from(["00", "59", "60"]),
+    st.sampled_from(["", ".", ".5", ".123456", ".1234567", ".123456789", ".1234567890", ",5"])
+    | _digits(1, 10).map(lambda d: "." + d),
+    st.sampled_from(_ZONES),
+)
+_JSON_SCALAR = st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats() | st.text()
+_TIMES = _TIME_TEXT | st.text(max_size=30) | _JSON_SCALAR | st.just([])
+
+# Amounts and balances of every shape.
+_MONEY_TEXT = st.builds(
+    "{}{}{}{}".format,
+    st.sampled_from(["", "", "-", "+", " "]),
+    _digits(0, 18) | st.sampled_from(["0", "1000000000000", "999999999999", "1" * 5000]),
+    st.sampled_from(["", "", ".", ".5", ".50", ".05", ".005", ".99", "e3", "E-2", "_0"])
+    | _digits(1, 3).map(lambda d: "." + d),
+    st.sampled_from(["", "", "", " ", "|5"]),
+)
+_MONEY = (
+    _MONEY_TEXT
+    | st.sampled_from(["NaN", "Infinity", "-inf", "0x10", "1_000", "", "1.2.34", ".12"])
+    | st.integers(-(10**15), 10**15)
+    | st.floats(allow_nan=False)
+    | _JSON_SCALAR
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_TIMES, st.sampled_from([APP, TX, CONV]))
+def test_times_of_every_shape_decode_as_the_oracle(text, base):
+    same(dumps({**base, "occurred_at": text}))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_MONEY, _MONEY | st.just(None) | st.just("absent"), st.booleans())
+def test_amounts_and_balances_of_every_shape_decode_as_the_oracle(amount, balance, balances):
+    tx = {**TX, "amount": amount, "balance_after": balance}
+    if balance == "absent":
+        del tx["balance_after"]
+    same(dumps(tx), balances=balances)
+
+
+_KEYS = ["type", "event_id", "customer_id", "occurred_at", "account_id", "direction", "amount",
+         "kind", "currency", "initiated_by", "counterparty", "balance_after", "channel", "action",
+         "page", "product", "session_id", "offer_id", "colour"]  # fmt: skip
+_VALUES = (
+    _JSON_SCALAR
+    | _TIME_TEXT
+    | _MONEY_TEXT
+    | st.sampled_from(["transaction", "app", "conversion", "credit", "debit", "payroll", "login",
+                       "customer", "bank", "CNY", "usd", "x" * 65, "x" * 129])  # fmt: skip
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.sampled_from([TX, APP, CONV]),
+    st.lists(st.sampled_from(_KEYS), max_size=3),
+    st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=4),
+    st.booleans(),
+    st.sampled_from([None, datetime(2026, 1, 1, tzinfo=UTC), datetime(2025, 12, 31, tzinfo=UTC)]),
+)
+def test_missing_extra_and_wrong_fields_decode_as_the_oracle(base, dropped, changes, balances, now):
+    data = {k: v for k, v in {**base, **changes}.items() if k not in dropped}
+    same(dumps(data), balances=balances, now=now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_arbitrary_bytes_decode_as_the_oracle(raw):
+    same(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1900, 9000), st.integers(1, 12), st.integers(1, 28),
+                  st.integers(0, 23), st.integers(0, 59), st.integers(0, 59)),
+        min_size=2, max_size=40,
+    ),
+    st.randoms(use_true_random=False),
+)  # fmt: skip
+def test_remembered_hours_and_clocks_recombine_exactly(parts, rng: random.Random):
+    """Hours and `MM:SSZ` learnt from some times give every other combination of them."""
+    hours = [f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:" for y, mo, d, h, _, _ in parts]
+    clocks = [f"{mi:02d}:{s:02d}Z" for *_, mi, s in parts]
+    wire._RECENT_TIMES.clear()
+    texts = [hour + clock for hour in hours for clock in clocks]
+    rng.shuffle(texts)
+    for text in texts:
+        same(dumps({**APP, "occurred_at": text}))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_TIME_TEXT | st.text(max_size=30))
+def test_rfc3339_shapes_are_the_regex(text):
+    """A time's digit template is one of `_RFC3339_SHAPES` exactly when `RFC3339` matches it."""
+    shape = text.isascii() and text.encode().translate(wire._DIGITS_AS_ZERO) in wire._RFC3339_SHAPES
+    assert shape == bool(RFC3339.fullmatch(text))
