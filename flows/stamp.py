@@ -213,6 +213,15 @@ class Stamper:
         """The accepted events of a raw batch in order; rejects go to `dead`, the ends of
         partitions (`(label, None)`) to `ended`, as they come."""
         max_future, balances = self.max_future, self.balances
+        if len(batch) == 1 and isinstance(batch[0], Lines):  # one file read: no generator between
+            return accepted_lines(batch[0], dead, now, max_future, balances)
+        return self._each(batch, now, dead, ended)
+
+    def _each(
+        self, batch: Sequence[Item], now: datetime | None, dead: list[dict], ended: list[str]
+    ) -> Iterator[Accepted]:
+        """`_decoded` of a batch of several items (Kafka messages, several reads, ends)."""
+        max_future, balances = self.max_future, self.balances
         for item in batch:
             if isinstance(item, Lines):
                 yield from accepted_lines(item, dead, now, max_future, balances)
