@@ -273,19 +273,9 @@ class Stamper:
                 )
         self.after_until += skipped
         self._local.wm = rise_wm[-1] if rise_wm else wm
-        end, keeps = None if last_at is _NEVER else last_at, self.balances
-        return [
-            Batch(
-                rise_pos,
-                rise_wm,
-                own[s],
-                end,
-                dead if s == 0 else [],
-                lines if s == 0 else 0,
-                balances=keeps,
-            )
-            for s in range(count)
-        ]
+        return self._per_shard(
+            rise_pos, rise_wm, own, None if last_at is _NEVER else last_at, dead, lines
+        )
 
     def stamp_parts(
         self,
@@ -325,6 +315,21 @@ class Stamper:
             rise_pos.append(i + 1)
             rise_wm.append(FAR)
             rise_part.append(part_id(part))
+        return self._per_shard(rise_pos, rise_wm, own, last_at, dead, lines, rise_part)
+
+    def _per_shard(
+        self,
+        rise_pos: list[int],
+        rise_wm: list[datetime],
+        own: list[list[OwnEvent]],
+        last_at: datetime | None,
+        dead: list[dict],
+        lines: int,
+        rise_part: Sequence[int] = (),
+    ) -> list[Batch]:
+        """One `Batch` per shard, all with the batch's rises; shard 0's carries the rejects
+        and the count of input records."""
+        keeps = self.balances
         return [
             Batch(
                 rise_pos,
@@ -334,9 +339,9 @@ class Stamper:
                 dead if s == 0 else [],
                 lines if s == 0 else 0,
                 rise_part,
-                self.balances,
+                keeps,
             )  # fmt: skip
-            for s in range(count)
+            for s in range(self.count)
         ]
 
     def _idle(self, marks: dict[str, datetime], heard: dict[str, float], wall: float) -> list[str]:
