@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keymoment.connectors import wire
-from keymoment.connectors.wire import MAX_PAYLOAD, DeadLetter, decode
+from keymoment.connectors.wire import MAX_PAYLOAD, DeadLetter, decode, decode_many
 from keymoment.connectors.wire_shapes import WIRE_TYPES, AppWire, ConversionWire, TransactionWire
 from keymoment.triggers.events import (
     RFC3339,
@@ -265,3 +265,22 @@ def test_money_shapes_are_the_plain_regexes():
             plain = expected is not None and _PLAIN_BALANCE.fullmatch(balance)
             want = (expected[0], balance[-3:-2] == ".") if expected and plain else None
             assert wire._PLAIN_MONEY.get(template) == want, both
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([TX, APP, CONV]), st.dictionaries(st.sampled_from(_KEYS), _VALUES,
+                                                                     max_size=2))
+        .map(lambda pair: dumps({**pair[0], **pair[1]}))
+        | st.sampled_from([b"", b"{", b"[1]", b"x" * (MAX_PAYLOAD + 1)]),
+        max_size=30,
+    ),
+    st.booleans(),
+    st.sampled_from([None, datetime(2026, 1, 1, tzinfo=UTC)]),
+)  # fmt: skip
+def test_decode_many_is_decode_of_each_in_order(payloads, balances, now):
+    """A batch gives what the oracle gives for each of its messages, in the same order."""
+    records = [(f"f:{n}", raw) for n, raw in enumerate(payloads, 1)]
+    got = decode_many(records, now=now, balances=balances)
+    assert got == [oracle(raw, source, now=now, balances=balances) for source, raw in records]
