@@ -29,7 +29,7 @@ Upto256 = Annotated[str, msgspec.Meta(max_length=256)]
 Money = str | int | float
 
 
-@final  # nothing derives from them: mypy narrows `type(wire) is` both ways
+@final  # nothing derives from the three: mypy narrows `type(wire) is` both ways
 class TransactionWire(msgspec.Struct, tag_field="type", tag="transaction", gc=False):
     event_id: EventId
     customer_id: CustomerId
@@ -45,7 +45,7 @@ class TransactionWire(msgspec.Struct, tag_field="type", tag="transaction", gc=Fa
     channel: Upto32 | None = None
 
 
-@final  # nothing derives from them: mypy narrows `type(wire) is` both ways
+@final
 class AppWire(msgspec.Struct, tag_field="type", tag="app", gc=False):
     event_id: EventId
     customer_id: CustomerId
@@ -56,7 +56,7 @@ class AppWire(msgspec.Struct, tag_field="type", tag="app", gc=False):
     session_id: Upto128 | None = None
 
 
-@final  # nothing derives from them: mypy narrows `type(wire) is` both ways
+@final
 class ConversionWire(msgspec.Struct, tag_field="type", tag="conversion", gc=False):
     event_id: EventId
     customer_id: CustomerId
