@@ -29,11 +29,12 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Any, NamedTuple
 from zlib import crc32
 
 from keymoment.connectors.files import Item, Lines
-from keymoment.connectors.wire import DeadLetter, decode
+from keymoment.connectors.wire import DeadLetter, decode, decode_many
 from keymoment.triggers.events import Event
 
 from .partitions import FAR, part_id, partition_of
@@ -132,18 +133,20 @@ def accepted_lines(
 ) -> Iterator[Accepted]:
     """A file batch's accepted events in order, its rejects to `dead`.
 
-    Each line decodes with the file's label as its source, and a reject's
-    record then gets its line's position: the only position string made.
+    The lines decode in one `decode_many` call with the file's label as
+    their source, and a reject's record then gets its line's position: the
+    only position string made.
     """
-    label, first, numbers = lines.label, lines.first, lines.numbers
-    for i, raw in enumerate(lines.lines):
-        event = decode(raw, label, now=now, max_future=max_future, balances=balances)
+    label, first, numbers, raws = lines.label, lines.first, lines.numbers, lines.lines
+    pairs = zip(repeat(label), raws)
+    decoded = decode_many(pairs, now=now, max_future=max_future, balances=balances)
+    for i, event in enumerate(decoded):
         if isinstance(event, DeadLetter):
             record = event.record()
             record["source"] = lines.position(i)
             dead.append(record)
         else:
-            yield event, label, first + i if numbers is None else numbers[i], raw
+            yield event, label, first + i if numbers is None else numbers[i], raws[i]
 
 
 def shard_of(customer_id: str, count: int) -> int:
