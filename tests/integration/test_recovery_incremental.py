@@ -74,7 +74,8 @@ def test_kill_9_with_incremental_snapshots_keeps_every_decision(killed: dict) ->
 def test_a_bad_segment_is_one_error_line(killed: dict, tmp_path: Path, damage: str) -> None:
     recovery = tmp_path / "recovery"
     shutil.copytree(killed["recovery"], recovery)
-    for path in (recovery / "segments").glob("*/*"):
+    # The segments only: a compaction child killed with its flow can leave a `.tmp` file
+    for path in [p for p in (recovery / "segments").glob("*/*") if p.suffix in (".base", ".part")]:
         if damage == "missing":
             path.unlink()
         else:
