@@ -64,6 +64,11 @@ class Lines:
 Item = tuple[str, bytes | None] | Lines  # `(label, None)`: the end of a partition
 
 
+def records_in(items: Iterable[Item]) -> int:
+    """The input records of a source batch: a `Lines` holds many, an end marker none."""
+    return sum(len(item) if isinstance(item, Lines) else item[1] is not None for item in items)
+
+
 def _open_read(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]

@@ -19,7 +19,7 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 
 from keymoment.config import RulesFile
-from keymoment.connectors.files import Lines
+from keymoment.connectors.files import records_in
 
 from .health import Health, Listener
 from .metrics import FlowMetrics
@@ -34,20 +34,15 @@ class Probe:
 
 
 class _CountedPartition(StatefulSourcePartition):
-    """Counts each batch's records for `keymoment_input_records_total{source}`.
-
-    A file partition's batch is one `Lines` item holding many records; every
-    other source's items are one record each.
-    """
+    """Counts each batch's records for `keymoment_input_records_total{source}` (`records_in`)."""
 
     def __init__(self, inner: StatefulSourcePartition, count: Callable[[int], None]) -> None:
         self.inner, self.count = inner, count
 
     def next_batch(self) -> Iterable[Any]:
-        items: list[Any] = self.inner.next_batch()  # type: ignore[assignment]  # always a list
-        if items:
-            lines = type(items[0]) is Lines
-            self.count(sum(len(item.lines) for item in items) if lines else len(items))
+        items = self.inner.next_batch()  # a list from every source: counting does not consume it
+        if records := records_in(items):
+            self.count(records)
         return items
 
     def next_awake(self):  # noqa: ANN201 - datetime | None, as the inner partition says

@@ -33,7 +33,7 @@ from itertools import repeat
 from typing import Any, NamedTuple
 from zlib import crc32
 
-from keymoment.connectors.files import Item, Lines
+from keymoment.connectors.files import Item, Lines, records_in
 from keymoment.connectors.wire import DeadLetter, decode, decode_many
 from keymoment.triggers.events import Event
 
@@ -200,14 +200,12 @@ class Stamper:
         now = self.clock() if self.clock is not None else None
         dead: list[dict] = []
         ended: list[str] = []  # partitions whose end this batch carries
-        records = sum(len(item) if type(item) is Lines else 1 for item in batch)
+        records = records_in(batch)
         if self.partitioned:
             decoded = list(self._decoded(batch, now, dead, ended))
-            stamped = self.stamp_parts(decoded, dead, records - len(ended), ended)
+            stamped = self.stamp_parts(decoded, dead, records, ended)
         else:  # decoded while stamped: one pass, no list in between
             stamped = self.stamp(self._decoded(batch, now, dead, ended), dead, records)
-            if ended:  # an end marker without partitions: it is no input record
-                stamped[0] = stamped[0]._replace(lines=records - len(ended))
         return list(zip(self.keys, stamped, strict=True))
 
     def _decoded(

@@ -30,8 +30,6 @@ from tests.integration.flowkit import (
 )
 from tests.integration.test_recovery_kill import killed_and_resumed
 
-KILLS = 3
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from keymoment.config import load_rules
-from keymoment.connectors.files import JsonlReader, Lines
+from keymoment.connectors.files import JsonlReader, Lines, records_in
 from keymoment.flows.dataflow import keeps_balances
 from keymoment.flows.settings import FlowSettings
 from keymoment.flows.stamp import Stamper
@@ -69,3 +69,12 @@ def test_balances_are_kept_only_where_rules_can_come_to_read_them() -> None:
     assert not keeps_balances(wall, four, [])
     assert keeps_balances(wall, rules, [])  # examples/rules.yaml has a balance milestone
     assert keeps_balances(wall.model_copy(update={"recovery": True}), four, [])
+
+
+def test_a_batch_counts_its_lines_and_no_end_marker() -> None:
+    """`records_in`: a `Lines` counts each line, a Kafka-like item one, an end marker none."""
+    lines = Lines("f", [_tx(i) for i in range(3)], 1, None)
+    assert records_in([lines, ("t:0:7", _tx(3)), ("f", None)]) == 4
+    stamper = Stamper(2, timedelta(0), timedelta(minutes=5), partitioned=True)
+    stamped = stamper([lines, ("f", None)])
+    assert stamped[0][1].lines == 3
