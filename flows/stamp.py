@@ -221,17 +221,30 @@ class Stamper:
     def _each(
         self, batch: Sequence[Item], now: datetime | None, dead: list[dict], ended: list[str]
     ) -> Iterator[Accepted]:
-        """`_decoded` of a batch of several items (Kafka messages, several reads, ends)."""
-        max_future, balances = self.max_future, self.balances
+        """`_decoded` of a batch of several items (Kafka messages, several reads, ends).
+
+        Runs of messages decode in one `decode_many` call each, as a file's lines do.
+        """
+        messages: list[tuple[str, bytes]] = []
         for item in batch:
             if isinstance(item, Lines):
-                yield from accepted_lines(item, dead, now, max_future, balances)
-                continue
-            source, payload = item
-            if payload is None:
-                ended.append(source)
-                continue
-            event = decode(payload, source, now=now, max_future=max_future, balances=balances)
+                yield from self._messages(messages, now, dead)
+                messages = []
+                yield from accepted_lines(item, dead, now, self.max_future, self.balances)
+            elif item[1] is None:
+                ended.append(item[0])
+            else:
+                messages.append(item)  # type: ignore[arg-type]  # mypy cannot narrow by item[1]
+        yield from self._messages(messages, now, dead)
+
+    def _messages(
+        self, messages: list[tuple[str, bytes]], now: datetime | None, dead: list[dict]
+    ) -> Iterator[Accepted]:
+        """Messages `(source, payload)` decoded in one call; rejects to `dead`."""
+        if not messages:
+            return
+        decoded = decode_many(messages, now=now, max_future=self.max_future, balances=self.balances)
+        for (source, payload), event in zip(messages, decoded, strict=True):
             if isinstance(event, DeadLetter):
                 dead.append(event.record())
             else:

@@ -326,7 +326,10 @@ class Engine:
         is then the same whatever the lateness. Fires the customer's own due
         timers; returns None when its state is gone.
         """
-        if customer.queued is not None:
+        queued = customer.queued  # an entry is never later than its timer's deadline, so
+        if queued is not None and (  # nothing is due while the earliest entry is after `at`
+            queued[1] <= at if isinstance(queued, tuple) else min(queued.values()) <= at
+        ):
             self._fire_own_due(customer_id, customer, at, out)
         if customer.last_seen_at + self.horizon <= at:
             del self.customers[customer_id]
