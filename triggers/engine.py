@@ -43,7 +43,7 @@ from .evictions import MARKER, Evictions
 from .follow_up import FollowUp, SentOffer
 from .ruleset import RuleSet
 from .salary import SalaryTracker
-from .state import CustomerState, TimerSlot
+from .state import CustomerState
 
 # Eviction waits one tick past the horizon: rules whose memory is inclusive
 # ("at most 400d", "forgotten after 400d") still see the state of an event
@@ -167,24 +167,32 @@ class Engine:
             return
         if self.dirty is not None:
             self.dirty.add(customer_id)
-        evicting = index == self.evict_index
-        if evicting:
-            actual: datetime | None = customer.last_seen_at + self.horizon
-        else:
-            customer.unqueue(timer_slot(index, key), deadline)
-            actual = self.triggers[index].deadline(customer, key)
-        if actual is None:
-            return
-        if actual > deadline:
-            if evicting:  # the customer saw events since: check again later
+        if index == self.evict_index:
+            actual = customer.last_seen_at + self.horizon
+            if actual > deadline:  # the customer saw events since: check again later
                 self._evictions.add(self._heap, customer_id, actual, self.watermark)
             else:
-                self._schedule(customer_id, customer, index, key, actual)
-        elif evicting:
-            del self.customers[customer_id]
+                del self.customers[customer_id]
+            return
+        slot = (index, key) if key else index  # its `TimerSlot`: bare index when keyless
+        trigger = self.triggers[index]
+        due = trigger.deadline(customer, key)
+        queued = customer.queued
+        if type(queued) is tuple and queued[0] == slot and queued[1] == deadline:
+            # The commonest pop: the one recorded entry, mostly a timer moved later (dormancy
+            # after more activity, a salary re-armed). `unqueue` then `_schedule`, written out.
+            if due is not None and due > deadline:
+                customer.queued = (slot, due)
+                heappush(self._heap, (due, customer_id, index, key))
+                return
+            customer.queued = None
         else:
-            ctx = self._begin(customer_id, customer, None, out)
-            self.triggers[index].fire(ctx, key, actual)
+            customer.unqueue(slot, deadline)
+            if due is not None and due > deadline:
+                self._schedule(customer_id, customer, index, key, due)
+                return
+        if due is not None:
+            trigger.fire(self._begin(customer_id, customer, None, out), key, due)
 
     def _enter_hour(self, hour: datetime) -> None:
         """The eviction checks of the hour starting at `hour`, at their deadlines now."""
@@ -216,7 +224,7 @@ class Engine:
         self, customer_id: str, customer: CustomerState, index: int, key: str, deadline: datetime
     ) -> None:
         """Ensure a heap entry for this timer at or before `deadline` (see module docstring)."""
-        slot = (index, key) if key else index  # timer_slot(), inlined on the hot path
+        slot = (index, key) if key else index  # its `TimerSlot`: bare index when keyless
         queued = customer.queued_at(slot)
         if queued is None or deadline < queued:
             customer.set_queued(slot, deadline)
@@ -229,20 +237,17 @@ class Engine:
     ) -> list[Candidate] | None:
         """Evaluate one event; None when it repeats an event id inside the dedupe window.
 
-        The hot path of every run: the dedupe check, the id memory and the
+        The hot path of every run: the id memory's common cases and the
         activity clock are written out here rather than called (each call
         costs about as much as the work it would do).
         """
         customer_id, at, event_id = event.customer_id, event.occurred_at, event.event_id
         customer = self.customers.get(customer_id)
-        if customer is not None and (seen := customer.seen) is not None:
-            if isinstance(seen, str):  # the shapes of `CustomerState.seen`
-                seen_at = customer.last_seen_at if seen == event_id else None
-            elif isinstance(seen, tuple):
-                seen_at = seen[1] if seen[0] == event_id else None
-            else:
-                seen_at = seen.get(event_id)
-            if seen_at is not None and abs(at - seen_at) <= self.dedupe_window:
+        window = self.dedupe_window
+        fresh = True  # no id kept can repeat: each is of an event at or before `last_seen_at`
+        if customer is not None:
+            fresh = at - window > customer.last_seen_at  # most events: the previous is older
+            if not fresh and self._repeats(customer, event_id, at):
                 return None
         if self.dirty is not None:
             self.dirty.add(customer_id)
@@ -251,17 +256,20 @@ class Engine:
             customer = self._advance_customer(customer_id, customer, at, out)
         if customer is None:
             customer = self.customers[customer_id] = CustomerState(at, len(self.triggers))
+            if window:
+                customer.seen = event_id  # `_remember` of a new state: the bare id
             self._evictions.add(self._heap, customer_id, at + self.horizon, self.watermark)
-        last = customer.last_seen_at
-        if self.dedupe_window and at - self.dedupe_window > last:
-            customer.seen = event_id  # `_remember`'s common case: nothing else in the window
+        elif fresh:  # `_remember`'s common case: nothing else is left in the window
             customer.last_seen_at = at
-        elif self.dedupe_window:
+            if window:
+                customer.seen = event_id
+        elif window:
             self._remember(customer, event_id, at)
-        elif at > last:
-            customer.last_seen_at = at
         ctx = self._context
-        ctx.customer_id, ctx.customer, ctx.profile, ctx.out = customer_id, customer, profile, out
+        ctx.customer_id = customer_id
+        ctx.customer = customer
+        ctx.profile = profile
+        ctx.out = out
         ctx.prev_activity_at = ctx.salary = None
         # The dispatch index: 1 activity (`events.is_activity`, written out here; a test
         # checks the two agree for every kind, initiator and action), 2 credit, 4 salary.
@@ -362,6 +370,19 @@ class Engine:
         ctx.salary = None
         return ctx
 
+    def _repeats(self, customer: CustomerState, event_id: str, at: datetime) -> bool:
+        """Whether `event_id` was seen for this customer within the dedupe window."""
+        seen = customer.seen
+        if seen is None:
+            return False
+        if isinstance(seen, str):  # the shapes of `CustomerState.seen`
+            seen_at = customer.last_seen_at if seen == event_id else None
+        elif isinstance(seen, tuple):
+            seen_at = seen[1] if seen[0] == event_id else None
+        else:
+            seen_at = seen.get(event_id)
+        return seen_at is not None and abs(at - seen_at) <= self.dedupe_window
+
     def _remember(self, customer: CustomerState, event_id: str, at: datetime) -> None:
         """Record the id for dedupe and drop ids that aged out (`CustomerState.seen`).
 
@@ -408,8 +429,3 @@ class Engine:
         self._heap = snapshot["heap"]
         self._evictions = Evictions(self.evict_index)
         self._evictions.hours = snapshot["evictions"]
-
-
-def timer_slot(index: int, key: str) -> TimerSlot:
-    """The `queued` key of a timer: the bare rule index for keyless timers, saving a tuple each."""
-    return (index, key) if key else index

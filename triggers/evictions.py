@@ -36,16 +36,28 @@ Heap = list[tuple[datetime, str, int, str]]
 class Evictions:
     """The customers whose eviction check falls in each future hour."""
 
-    __slots__ = ("hours", "index")
+    __slots__ = ("hours", "index", "_last")
 
     def __init__(self, index: int) -> None:
         self.index = index  # the engine's eviction index: sorts after every rule at a deadline
         self.hours: dict[datetime, list[str]] = {}
+        # The hour last added to, (start, end, its list): new customers come in time order, so
+        # they mostly share it, and two comparisons cost a tenth of the hour's modulo and
+        # the hash of an aware datetime (about 4 us together, the most of a new customer).
+        self._last: tuple[datetime, datetime, list[str]] | None = None
 
     def add(
         self, heap: Heap, customer_id: str, deadline: datetime, watermark: datetime | None
     ) -> None:
         """Schedule the customer's eviction check at `deadline`."""
+        last = self._last
+        if (
+            last is not None
+            and last[0] <= deadline < last[1]
+            and (watermark is None or last[0] > watermark)
+        ):
+            last[2].append(customer_id)
+            return
         hour = deadline - (deadline - _EPOCH) % HOUR
         if watermark is not None and hour <= watermark:  # its hour has begun: into the heap
             heappush(heap, (deadline, customer_id, self.index, EVICT_KEY))
@@ -55,9 +67,12 @@ class Evictions:
             members = self.hours[hour] = []
             heappush(heap, (hour, MARKER, self.index, EVICT_KEY))
         members.append(customer_id)
+        self._last = (hour, hour + HOUR, members)
 
     def take(self, hour: datetime) -> list[str]:
         """The customers of the hour whose marker just popped (each at most once per add)."""
+        if self._last is not None and self._last[0] == hour:
+            self._last = None  # its list leaves `hours`: nothing may be added to it now
         return self.hours.pop(hour, [])
 
     def __len__(self) -> int:

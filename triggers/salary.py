@@ -9,7 +9,6 @@ timer), or nothing of interest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -33,13 +32,19 @@ class SalaryParams(BaseModel):
     memory: Duration = timedelta(days=400)
 
 
-@dataclass(frozen=True, slots=True)
 class SalaryCredit:
-    """This credit is a salary credit from `counterparty`."""
+    """This credit is a salary credit from `counterparty`.
 
-    counterparty: str
-    occurrence: int
-    first_detection: bool
+    A plain slotted class: one is built per salary credit and read once by the
+    salary rules, and a frozen dataclass costs three times as much to build.
+    """
+
+    __slots__ = ("counterparty", "occurrence", "first_detection")
+
+    def __init__(self, counterparty: str, occurrence: int, first_detection: bool) -> None:
+        self.counterparty = counterparty
+        self.occurrence = occurrence
+        self.first_detection = first_detection
 
 
 class Payer:
@@ -60,6 +65,8 @@ class SalaryTracker:
 
     def __init__(self, params: SalaryParams) -> None:
         self.params = params
+        # `tolerance` as an exact integer ratio: two int products per transfer, not Decimals
+        self._tolerance = params.tolerance.as_integer_ratio()
 
     def observe(
         self, payers: dict[str, Payer], event: TransactionEvent
@@ -67,37 +74,41 @@ class SalaryTracker:
         """Update the series for this credit; say whether it is a salary credit."""
         counterparty = event.counterparty or ""
         if event.kind == "payroll":
-            return self._payroll(self._payer(payers, event), event, counterparty)
+            payer = payers.get(counterparty) or self._new_payer(payers, counterparty, event)
+            return self._payroll(payer, event, counterparty)
         if not counterparty:
             return None
         if event.kind == "transfer_in":
-            return self._transfer(self._payer(payers, event), event, counterparty)
+            payer = payers.get(counterparty) or self._new_payer(payers, counterparty, event)
+            return self._transfer(payer, event, counterparty)
         return OTHER_CREDIT if counterparty in payers else None
 
-    def _payer(self, payers: dict[str, Payer], event: TransactionEvent) -> Payer:
-        counterparty = event.counterparty or ""
-        payer = payers.get(counterparty)
-        if payer is None:
-            if len(payers) >= _PRUNE_EVERY and len(payers) % _PRUNE_EVERY == 0:
-                self._forget_stale(payers, event.occurred_at)
-            payer = payers[counterparty] = Payer()
+    def _new_payer(
+        self, payers: dict[str, Payer], counterparty: str, event: TransactionEvent
+    ) -> Payer:
+        if len(payers) >= _PRUNE_EVERY and len(payers) % _PRUNE_EVERY == 0:
+            self._forget_stale(payers, event.occurred_at)
+        payer = payers[counterparty] = Payer()
         return payer
 
     def _payroll(self, payer: Payer, event: TransactionEvent, counterparty: str) -> SalaryCredit:
         at = event.occurred_at
         cutoff = at - self.params.memory
-        payer.payrolls = [t for t in payer.payrolls if t > cutoff]
-        payer.payrolls.append(at)
-        return self._recognise(payer, at, counterparty, len(payer.payrolls))
+        payrolls = payer.payrolls
+        if payrolls and min(payrolls) <= cutoff:  # rebuilt only when one aged out
+            payrolls = payer.payrolls = [t for t in payrolls if t > cutoff]
+        payrolls.append(at)
+        return self._recognise(payer, at, counterparty, len(payrolls))
 
     def _transfer(
         self, payer: Payer, event: TransactionEvent, counterparty: str
     ) -> SalaryCredit | str:
         at, amount, p = event.occurred_at, event.amount, self.params
+        over, under = self._tolerance  # |amount - last| <= tolerance * last, exactly
         if (
             payer.last_at is not None
             and p.min_interval <= at - payer.last_at <= p.max_interval
-            and abs(amount - payer.last_amount) <= p.tolerance * payer.last_amount
+            and abs(amount - payer.last_amount) * under <= over * payer.last_amount
         ):
             payer.length += 1
         else:
@@ -110,8 +121,10 @@ class SalaryTracker:
     def _recognise(
         self, payer: Payer, at: datetime, counterparty: str, occurrence: int
     ) -> SalaryCredit:
-        first = payer.salary_at is None or at - payer.salary_at > self.params.memory
-        payer.salary_at = at if payer.salary_at is None else max(payer.salary_at, at)
+        last = payer.salary_at
+        first = last is None or at - last > self.params.memory
+        if last is None or at > last:
+            payer.salary_at = at
         return SalaryCredit(counterparty, occurrence, first)
 
     def _forget_stale(self, payers: dict[str, Payer], now: datetime) -> None:
