@@ -44,13 +44,13 @@ class Absence(Trigger[AbsenceState]):
 
     def __init__(self, rule: AbsenceRule, index: int, ruleset: RuleSet) -> None:
         super().__init__(rule, index, ruleset)
-        self.starts = rule.start.compile()
-        self.cancels = rule.cancel.compile()
         types = {rule.start.type, rule.cancel.type}
         named = frozenset(t for t in types if t is not None)
         self.event_types = (
             frozenset({"transaction", "app", "conversion"}) if None in types else named
         )
+        self.starts = rule.start.compile(self.event_types)
+        self.cancels = rule.cancel.compile(self.event_types)
         self.within = rule.within
         self.label = format_duration(rule.within)
 

@@ -19,9 +19,6 @@ if TYPE_CHECKING:
     from .ruleset import RuleSet
 
 
-_ZERO = timedelta(0)
-
-
 class BalanceMilestoneRule(RuleBase):
     trigger: Literal["balance_milestone"]
     thresholds: list[Decimal] = Field(
@@ -90,8 +87,8 @@ class BalanceMilestone(Trigger[MilestoneState]):
         customer = ctx.customer
         profile = ctx.profile
         opened_at = (profile.opened_at if profile else None) or customer.first_seen_at
-        since = event.occurred_at - opened_at
-        if since < _ZERO or since > self.onboarding:
+        at = event.occurred_at
+        if at < opened_at or at - opened_at > self.onboarding:
             return  # most transactions: outside onboarding, so the state is not even read
         state = self.state_of(customer)
         reached = 0 if state is None else state.reached
@@ -104,4 +101,4 @@ class BalanceMilestone(Trigger[MilestoneState]):
             customer.rule_states[self.index] = MilestoneState(now)
         else:
             state.reached = now
-        self.emit(ctx, event.occurred_at, event.event_id, threshold=self.labels[now - 1])
+        self.emit(ctx, at, event.event_id, threshold=self.labels[now - 1])

@@ -287,8 +287,8 @@ class Engine:
                 if self.salary is not None:
                     if customer.payers is None:
                         customer.payers = {}
-                    ctx.salary = self.salary.observe(customer.payers, event)
-                    if ctx.salary is not None:
+                    reading = ctx.salary = self.salary.observe(customer.payers, event)
+                    if reading is not None:
                         flags |= 4
         elif type(event) is AppEvent and self.tracks_activity and event.action in ACTIVITY_ACTIONS:
             flags = 1

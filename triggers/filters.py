@@ -48,14 +48,18 @@ class EventFilter(BaseModel):
             raise ValueError("an empty list matches nothing")
         return value
 
-    def compile(self) -> Callable[[Event], bool]:
+    def compile(self, passed: frozenset[str] = frozenset()) -> Callable[[Event], bool]:
         """A predicate over events equal to this filter, built from only the fields given.
 
         Field tests become one tuple of (attribute, allowed values) checked in a
         plain loop; amounts and page prefixes, rarer, get their own checks.
+        `passed` are the event types the caller ever passes (the engine calls a
+        trigger only for its `event_types`): when they are just the filter's
+        type, the type test is left out.
         """
+        typed = passed == {self.type}
         tests: list[tuple[str, frozenset[str | None] | None]] = [
-            ("type", frozenset([self.type])),
+            ("type", frozenset([None if typed else self.type])),
             ("direction", frozenset([self.direction])),
         ]
         tests += [(name, _as_set(getattr(self, name))) for name in ("kind", "action", "product")]

@@ -86,10 +86,10 @@ class WindowThreshold(Trigger[WindowState]):
 
     def __init__(self, rule: WindowThresholdRule, index: int, ruleset: RuleSet) -> None:
         super().__init__(rule, index, ruleset)
-        self.matches = rule.filter.compile()
         self.event_types = frozenset(
             [rule.filter.type] if rule.filter.type else ["transaction", "app", "conversion"]
         )
+        self.matches = rule.filter.compile(self.event_types)
         self.window = rule.window
         self.compare = _OPS[rule.op]
         self.aggregate = rule.aggregate
