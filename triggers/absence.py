@@ -51,6 +51,8 @@ class Absence(Trigger[AbsenceState]):
         )
         self.starts = rule.start.compile(self.event_types)
         self.cancels = rule.cancel.compile(self.event_types)
+        self.only_kinds = _either(rule.start.values("kind"), rule.cancel.values("kind"))
+        self.only_actions = _either(rule.start.values("action"), rule.cancel.values("action"))
         self.within = rule.within
         self.label = format_duration(rule.within)
 
@@ -86,3 +88,8 @@ class Absence(Trigger[AbsenceState]):
             return  # never: the engine fires only timers whose deadline() is set
         ctx.customer.rule_states[self.index] = None
         self.emit(ctx, deadline, pending.event_id, timer=True, within=self.label)
+
+
+def _either(starts: frozenset[str] | None, cancels: frozenset[str] | None) -> frozenset[str] | None:
+    """What the engine must pass on: the values either filter admits (None: any)."""
+    return None if starts is None or cancels is None else starts | cancels

@@ -76,6 +76,8 @@ class Trigger(Generic[S]):
     only_activity: ClassVar[bool] = False  # customer-initiated activity (section 2)
     only_credits: ClassVar[bool] = False  # transactions with direction credit
     only_salary_readings: ClassVar[bool] = False  # credits the salary tracker had a reading for
+    only_kinds: frozenset[str] | None = None  # transactions of these kinds (None: any kind)
+    only_actions: frozenset[str] | None = None  # app events with these actions (None: any)
 
     def __init__(self, rule: RuleBase, index: int, ruleset: RuleSet) -> None:
         self.rule = rule
@@ -96,10 +98,17 @@ class Trigger(Generic[S]):
         state: S | None = customer.rule_states[self.index]
         return state
 
-    def wants(self, event_type: str, *, active: bool, credit: bool, salary: bool) -> bool:
-        """Whether the engine should call `on_event` for events of this description."""
+    def wants(
+        self, event_type: str, subtype: str, *, active: bool, credit: bool, salary: bool
+    ) -> bool:
+        """Whether the engine should call `on_event` for events of this description.
+
+        `subtype` is a transaction's kind or an app event's action ("" for a conversion).
+        """
+        only = {"transaction": self.only_kinds, "app": self.only_actions}.get(event_type)
         return (
             event_type in self.event_types
+            and (only is None or subtype in only)
             and (active or not self.only_activity)
             and (credit or not self.only_credits)
             and (salary or not self.only_salary_readings)

@@ -53,7 +53,7 @@ class Dormancy(Trigger[DormancyState]):
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         customer = ctx.customer
-        queued = customer.queued  # `queued_at`, inlined: this runs for every activity
+        queued = customer.queued  # `CustomerState.queue`'s test, inlined: runs per activity
         if queued is not None and (
             self.index in queued if isinstance(queued, dict) else queued[0] == self.index
         ):

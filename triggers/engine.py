@@ -25,15 +25,18 @@ checks wait by the hour and enter the heap when their hour begins
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from heapq import heapify, heappop, heappush
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 from .base import RuleContext, Trigger
 from .candidate import Candidate
 from .events import (
     ACTIVITY_ACTIONS,
     DEFAULT_INITIATOR,
+    TRANSACTION_KINDS,
+    Action,
     AppEvent,
     CustomerProfile,
     Event,
@@ -77,18 +80,11 @@ class Engine:
         self.salary = (
             SalaryTracker(ruleset.salary) if any(t.uses_salary for t in self.triggers) else None
         )
-        # event type -> flags (1 activity, 2 credit, 4 salary reading) -> the `on_event`s to call
-        self._dispatch = {
-            kind: [
-                [
-                    t.on_event
-                    for t in self.triggers
-                    if t.wants(kind, active=bool(f & 1), credit=bool(f & 2), salary=bool(f & 4))
-                ]
-                for f in range(8)
-            ]
-            for kind in ("transaction", "app", "conversion")
-        }
+        # A transaction's kind, an app event's action, or a conversion -> flags (1 activity,
+        # 2 credit, 4 salary reading) -> the `on_event`s to call, in rule-file order.
+        self._by_kind = {kind: self._calls("transaction", kind) for kind in TRANSACTION_KINDS}
+        self._by_action = {action: self._calls("app", action) for action in get_args(Action)}
+        self._conversions = self._calls("conversion", "")
         self.follow_ups = [t for t in self.triggers if isinstance(t, FollowUp)]
         self._catch_up = bool(self.lateness)  # `_advance_customer` per event: lateness or lagging
         self._lagging = False
@@ -100,6 +96,19 @@ class Engine:
         self._heap: list[tuple[datetime, str, int, str]] = []
         self._evictions = Evictions(self.evict_index)
         self._context = RuleContext(self._schedule)
+
+    def _calls(self, event_type: str, subtype: str) -> list[list[Callable[..., None]]]:
+        """The dispatch of one event type and kind or action, by flags (see `__init__`)."""
+        return [
+            [
+                t.on_event
+                for t in self.triggers
+                if t.wants(
+                    event_type, subtype, active=bool(f & 1), credit=bool(f & 2), salary=bool(f & 4)
+                )
+            ]
+            for f in range(8)
+        ]
 
     @property
     def lagging(self) -> bool:
@@ -177,20 +186,11 @@ class Engine:
         slot = (index, key) if key else index  # its `TimerSlot`: bare index when keyless
         trigger = self.triggers[index]
         due = trigger.deadline(customer, key)
-        queued = customer.queued
-        if type(queued) is tuple and queued[0] == slot and queued[1] == deadline:
-            # The commonest pop: the one recorded entry, mostly a timer moved later (dormancy
-            # after more activity, a salary re-armed). `unqueue` then `_schedule`, written out.
-            if due is not None and due > deadline:
-                customer.queued = (slot, due)
+        if due is not None and due > deadline:  # the commonest pop: dormancy, a salary re-armed
+            if customer.requeue(slot, deadline, due):
                 heappush(self._heap, (due, customer_id, index, key))
-                return
-            customer.queued = None
-        else:
-            customer.unqueue(slot, deadline)
-            if due is not None and due > deadline:
-                self._schedule(customer_id, customer, index, key, due)
-                return
+            return
+        customer.unqueue(slot, deadline)
         if due is not None:
             trigger.fire(self._begin(customer_id, customer, None, out), key, due)
 
@@ -224,10 +224,7 @@ class Engine:
         self, customer_id: str, customer: CustomerState, index: int, key: str, deadline: datetime
     ) -> None:
         """Ensure a heap entry for this timer at or before `deadline` (see module docstring)."""
-        slot = (index, key) if key else index  # its `TimerSlot`: bare index when keyless
-        queued = customer.queued_at(slot)
-        if queued is None or deadline < queued:
-            customer.set_queued(slot, deadline)
+        if customer.queue((index, key) if key else index, deadline):  # its `TimerSlot`
             heappush(self._heap, (deadline, customer_id, index, key))
 
     # -- events ------------------------------------------------------------
@@ -274,8 +271,8 @@ class Engine:
         # The dispatch index: 1 activity (`events.is_activity`, written out here; a test
         # checks the two agree for every kind, initiator and action), 2 credit, 4 salary.
         flags = 0
-        kind = event.type
         if type(event) is TransactionEvent:
+            calls = self._by_kind[event.kind]
             if self.tracks_activity and (
                 event.initiated_by == "customer"
                 if event.initiated_by is not None
@@ -290,13 +287,17 @@ class Engine:
                     reading = ctx.salary = self.salary.observe(customer.payers, event)
                     if reading is not None:
                         flags |= 4
-        elif type(event) is AppEvent and self.tracks_activity and event.action in ACTIVITY_ACTIONS:
-            flags = 1
+        elif type(event) is AppEvent:
+            calls = self._by_action[event.action]
+            if self.tracks_activity and event.action in ACTIVITY_ACTIONS:
+                flags = 1
+        else:
+            calls = self._conversions
         if flags & 1:  # the activity clock; the last activity at a tie takes over (issue 8)
             previous = ctx.prev_activity_at = customer.last_activity_at
             if previous is None or at >= previous:
                 customer.last_activity_at, customer.last_activity_id = at, event_id
-        for on_event in self._dispatch[kind][flags]:
+        for on_event in calls[flags]:
             on_event(ctx, event)
         heap, watermark = self._heap, self.watermark
         if heap and watermark is not None and heap[0][0] <= watermark:

@@ -48,6 +48,10 @@ class EventFilter(BaseModel):
             raise ValueError("an empty list matches nothing")
         return value
 
+    def values(self, name: Literal["kind", "action"]) -> frozenset[str] | None:
+        """The kinds or actions this filter admits, None when it does not restrict them."""
+        return _as_set(getattr(self, name))
+
     def compile(self, passed: frozenset[str] = frozenset()) -> Callable[[Event], bool]:
         """A predicate over events equal to this filter, built from only the fields given.
 

@@ -67,7 +67,7 @@ class LargeDeposit(Trigger[DepositHistory]):
 
     def __init__(self, rule: LargeDepositRule, index: int, ruleset: RuleSet) -> None:
         super().__init__(rule, index, ruleset)
-        self.kinds = frozenset(rule.kinds)
+        self.kinds = self.only_kinds = frozenset(rule.kinds)
         self.min_amount = major_to_minor(rule.min_amount)
         self.multiple = rule.multiple
         self.lookback = rule.lookback
@@ -78,8 +78,8 @@ class LargeDeposit(Trigger[DepositHistory]):
         return self.lookback
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
-        # The engine calls this for credits only; the type test is for the type checker.
-        if event.type != "transaction" or event.kind not in self.kinds:
+        # The engine calls this for credits of `kinds` only; the test is for the type checker.
+        if event.type != "transaction":
             return
         history = self._history(ctx, event.occurred_at)
         times, amounts = history.times, history.amounts

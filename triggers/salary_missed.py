@@ -67,7 +67,8 @@ class SalaryMissed(Trigger[SalaryMissedState]):
         reading = ctx.salary
         if reading is None or event.type != "transaction":
             return
-        state = self.state_of(ctx.customer)
+        # `state_of`, inlined: this runs for every salary reading
+        state: SalaryMissedState | None = ctx.customer.rule_states[self.index]
         if isinstance(reading, SalaryCredit):
             if not self.admits(ctx):
                 return

@@ -84,21 +84,27 @@ class CustomerState(Slotted):
         # always in the heap, is not kept here).
         self.queued: Queued = None
 
-    def queued_at(self, slot: TimerSlot) -> datetime | None:
-        """The deadline of this timer's earliest heap entry, None when it has none."""
-        queued = self.queued
-        if isinstance(queued, dict):
-            return queued.get(slot)
-        return queued[1] if queued is not None and queued[0] == slot else None
+    def queue(self, slot: TimerSlot, deadline: datetime) -> bool:
+        """Record `deadline` as this timer's earliest heap entry, unless one at or before it is.
 
-    def set_queued(self, slot: TimerSlot, deadline: datetime) -> None:
+        True when recorded: the engine then pushes the entry. One call per arming
+        (a salary re-armed every month, dormancy after each quiet period).
+        """
         queued = self.queued
-        if isinstance(queued, dict):
+        if queued is None:
+            self.queued = (slot, deadline)
+        elif isinstance(queued, dict):
+            earliest = queued.get(slot)
+            if earliest is not None and deadline >= earliest:
+                return False
             queued[slot] = deadline
-        elif queued is None or queued[0] == slot:
+        elif queued[0] == slot:
+            if deadline >= queued[1]:
+                return False
             self.queued = (slot, deadline)
         else:
             self.queued = {queued[0]: queued[1], slot: deadline}
+        return True
 
     def unqueue(self, slot: TimerSlot, deadline: datetime) -> None:
         """The heap entry (slot, deadline) was popped: forget it if it is the one recorded."""
@@ -110,6 +116,25 @@ class CustomerState(Slotted):
                     self.queued = None
         elif queued is not None and queued[0] == slot and queued[1] == deadline:
             self.queued = None
+
+    def requeue(self, slot: TimerSlot, deadline: datetime, due: datetime) -> bool:
+        """The heap entry (slot, deadline) popped, and the timer is due later now, at `due`.
+
+        `unqueue` then `queue` in one call, for the commonest pop (dormancy after
+        more activity, a salary re-armed): True when the engine must push `due`.
+        """
+        queued = self.queued
+        if isinstance(queued, dict):
+            if queued.get(slot) == deadline:  # the recorded entry: it moves
+                if len(queued) > 1:
+                    queued[slot] = due
+                else:
+                    self.queued = (slot, due)  # as `unqueue` and `queue` leave it
+                return True
+        elif queued is not None and queued[0] == slot and queued[1] == deadline:
+            self.queued = (slot, due)
+            return True
+        return self.queue(slot, due)  # a stale entry: `unqueue` would do nothing
 
     def queued_items(self) -> list[tuple[TimerSlot, datetime]]:
         queued = self.queued

@@ -51,7 +51,7 @@ def switched(
             index = adopted[index]
             current = new.triggers[index].deadline(customer, key)
             due = deadline if current is None else min(deadline, current)
-            customer.set_queued((index, key) if key else index, due)
+            customer.queue((index, key) if key else index, due)  # the first of its slot
     new.customers = old.customers
     new.rebuild_timers()
     return new

@@ -90,6 +90,10 @@ class WindowThreshold(Trigger[WindowState]):
             [rule.filter.type] if rule.filter.type else ["transaction", "app", "conversion"]
         )
         self.matches = rule.filter.compile(self.event_types)
+        self.only_kinds, self.only_actions = (
+            rule.filter.values("kind"),
+            rule.filter.values("action"),
+        )
         self.window = rule.window
         self.compare = _OPS[rule.op]
         self.aggregate = rule.aggregate
