@@ -69,6 +69,17 @@ def records_in(items: Iterable[Item]) -> int:
     return sum(len(item) if isinstance(item, Lines) else item[1] is not None for item in items)
 
 
+def payloads_in(items: Iterable[Item]) -> list[bytes]:
+    """The payloads of a source batch's records, in order (an end marker has none)."""
+    out: list[bytes] = []
+    for item in items:
+        if isinstance(item, Lines):
+            out += item.lines
+        elif item[1] is not None:
+            out.append(item[1])
+    return out
+
+
 def _open_read(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]

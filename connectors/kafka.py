@@ -1,14 +1,19 @@
-"""Kafka topics as a Bytewax source of `(position, value)` and dict records to a topic.
+"""Kafka topics as a Bytewax source of message batches, and dict records to a topic.
 
 Source: Bytewax's own `KafkaSource` lists the partitions; each partition is
 read by a librdkafka consumer of its own (assigned directly, no consumer
 group, offsets kept only in Bytewax recovery state), so that:
 
-- items are `(topic:partition:offset, value_bytes)`, the dead-letter
-  position and the raw JSON; a message without a value (a tombstone) is
-  emitted with an empty payload and becomes a `malformed_json` dead letter;
+- a batch of messages is one `Lines` item (connectors/files.py), labelled
+  `topic:partition` with the offsets as its line numbers: the raw JSON of
+  each, decoded in one call by the stamp step, and the dead-letter position
+  `topic:partition:offset` made only for a reject (a string per message
+  cost more than its decoding's setup); a message without a value (a
+  tombstone) is emitted with an empty payload and becomes a
+  `malformed_json` dead letter;
 - consumer errors never crash the flow: a message-level error is emitted as
-  an empty payload at its position (a dead letter), a client-level error
+  an empty payload at its position (a dead letter), a `(position, b"")`
+  item between the batch's `Lines`; a client-level error
   (broker down, ...) is logged and skipped, librdkafka reconnects by itself;
 - the snapshot is the next offset after the last message actually emitted.
   (Bytewax's partition moves its offset on error messages too, whose offset
@@ -39,13 +44,14 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 
+from .files import Item, Lines  # `(label, None)`: the end of a partition (`tail=False` at EOF)
+
 log = logging.getLogger(__name__)
-Item = tuple[str, bytes | None]  # None: the end of a partition (`tail=False` at EOF)
 STARTS = {"earliest": OFFSET_BEGINNING, "latest": OFFSET_END}
 
 
 class _PositionedPartition(StatefulSourcePartition[Item, int]):
-    """One assigned topic partition, read with librdkafka directly: `(position, value)` items.
+    """One assigned topic partition, read with librdkafka directly: `Lines` of messages.
 
     Not Bytewax's own Kafka partition: that one builds a frozen dataclass per
     message (key, headers, latency, ...: 8 fields through `object.__setattr__`)
@@ -60,32 +66,45 @@ class _PositionedPartition(StatefulSourcePartition[Item, int]):
         `topic:partition`, sent as `(label, None)` at the end (`tail=False` with
         `end_markers`); "" sends nothing."""
         self._consumer, self._prefix, self._batch = consumer, prefix, batch
+        self._part = prefix.removesuffix(":")  # `topic:partition`, the `Lines` label
         self._offset = offset
         self._label = label
         self._eof = False
         self._ended = not label
 
     def next_batch(self) -> list[Item]:
-        """Positioned messages; after the end of a `tail=False` partition its end marker."""
+        """The messages as `Lines` (offsets as line numbers: `topic:partition:offset` made
+        only for a reject), an error's dead letter between them; after the end of a
+        `tail=False` partition its end marker."""
         if self._eof:
             return self._end()
         out: list[Item] = []
-        prefix, last = self._prefix, -1
+        payloads: list[bytes] = []
+        offsets: list[int] = []
+        last = -1
         for msg in self._consumer.consume(self._batch, 0.001):
-            if msg.error() is not None:
-                if msg.error().code() == ConfluentKafkaError._PARTITION_EOF:
-                    self._eof = True  # what came before it in this batch still goes out
-                    break
-                item = _error_item(msg, prefix)
-                if item is None:
-                    continue
+            if msg.error() is None:
+                last = msg.offset()
+                offsets.append(last)
+                payloads.append(msg.value() or b"")
+                continue
+            if msg.error().code() == ConfluentKafkaError._PARTITION_EOF:
+                self._eof = True  # what came before it in this batch still goes out
+                break
+            item = _error_item(msg, self._prefix)
+            if item is not None:
+                out += self._lines(payloads, offsets)
+                payloads, offsets = [], []
                 out.append(item)
-            else:
-                out.append((prefix + str(msg.offset()), msg.value() or b""))
-            last = msg.offset()
+                last = msg.offset()
+        out += self._lines(payloads, offsets)
         if last >= 0 and last + 1 > self._offset:  # error messages without a position: -1
             self._offset = last + 1
         return out
+
+    def _lines(self, payloads: list[bytes], offsets: list[int]) -> list[Item]:
+        """One `Lines` of messages read in a row (none for none): one item through the flow."""
+        return [Lines(self._part, payloads, offsets[0], offsets)] if payloads else []
 
     def _end(self) -> list[Item]:
         if self._ended:

@@ -52,7 +52,7 @@ class OwnEvent(NamedTuple):
 
     pos: int  # index in the batch: where it stands among the watermark rises
     event: Event
-    source: str  # `topic:partition:offset`, or a file's label (then `line` is set)
+    source: str  # a file's or a Kafka partition's label (then `line` is set), or a position
     raw: bytes  # the payload, decoded again on the far side of a process boundary
     line: int = -1  # the file line (`Lines`): the position is `source:line`, made when needed
 

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from keymoment.connectors import urls
+from keymoment.connectors.files import payloads_in
 from keymoment.connectors.urlparts import safe
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class SourceTail:
         out: list[bytes] = []
         for part in list(self.parts):
             try:
-                out.extend(payload for _position, payload in part.next_batch())
+                out += payloads_in(part.next_batch())
             except StopIteration:
                 part.close()
                 self.parts.remove(part)

@@ -13,8 +13,9 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 
-from keymoment.connectors.files import Item, JsonlFileSink, JsonlFileSource, Lines
+from keymoment.connectors.files import Item, JsonlFileSink, JsonlFileSource
 from keymoment.flows.outputs import output
+from tests.support.items import flat, pairs
 
 
 def _write(path: Path, lines: list[bytes]) -> Path:
@@ -37,11 +38,7 @@ def _run(source: JsonlFileSource) -> list[tuple[str, bytes]]:
 
 def _pairs(items: Stream[Item]) -> Stream[tuple[str, bytes]]:
     """Each `Lines` item as its `(path:LINE, payload)` pairs."""
-    return op.flat_map("pairs", items, _flat)
-
-
-def _flat(item: Item) -> list:
-    return list(item) if isinstance(item, Lines) else [item]
+    return op.flat_map("pairs", items, flat)
 
 
 def test_plain_and_gzip_files_are_read_as_partitions_with_line_positions(tmp_path: Path) -> None:
@@ -67,9 +64,9 @@ def test_partition_resumes_after_the_last_emitted_line(tmp_path: Path, name: str
     with pytest.raises(StopIteration):
         while True:
             rest += resumed.next_batch()
-    pairs = [pair for item in head + rest for pair in _flat(item)]
-    assert [p for p, _ in pairs] == [f"{path}:{i}" for i in [*range(1, 11), 12]]
-    assert pairs[-1] == (f"{path}:12", b'{"tail":1}')
+    found = pairs(head + rest)
+    assert [p for p, _ in found] == [f"{path}:{i}" for i in [*range(1, 11), 12]]
+    assert found[-1] == (f"{path}:12", b'{"tail":1}')
 
 
 def test_missing_file_is_a_one_line_error(tmp_path: Path) -> None:

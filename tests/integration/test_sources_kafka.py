@@ -16,7 +16,9 @@ from confluent_kafka import KafkaError as ConfluentError
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from keymoment.connectors.files import Lines
 from keymoment.connectors.kafka import KafkaEventSource, _PositionedPartition
+from tests.support.items import flat, pairs
 
 
 def create_topic(bootstrap: str, partitions: int = 1) -> str:
@@ -37,7 +39,7 @@ def produce(bootstrap: str, topic: str, values: list[bytes | None], partition: i
 def _collect(source: KafkaEventSource, db: Path | None = None) -> list[tuple[str, bytes]]:
     got: list[tuple[str, bytes]] = []
     flow = Dataflow("kafka-in")
-    op.output("out", op.input("in", flow, source), TestingSink(got))
+    op.output("out", op.flat_map("pairs", op.input("in", flow, source), flat), TestingSink(got))
     run_main(flow, epoch_interval=timedelta(0), recovery_config=db and RecoveryConfig(db))
     return got
 
@@ -112,18 +114,30 @@ def test_consumer_errors_become_dead_letter_items_or_are_skipped() -> None:
     broken = _Message(5, b"oops", ConfluentError._MSG_TIMED_OUT)
     batches = [[_Message(3), _Message(4)], [transport, broken], [transport]]
     part = _PositionedPartition(_Scripted(batches), "tx:0:", -2)
-    assert part.next_batch() == [("tx:0:3", b"{}"), ("tx:0:4", b"{}")]
+    first = part.next_batch()
+    assert len(first) == 1 and isinstance(first[0], Lines)  # one item for the whole batch
+    assert pairs(first) == [("tx:0:3", b"{}"), ("tx:0:4", b"{}")]
     assert part.snapshot() == 5
     assert part.next_batch() == [("tx:0:5", b"")]
     assert part.snapshot() == 6
     assert part.next_batch() == [] and part.snapshot() == 6
 
 
+def test_an_error_between_messages_keeps_its_place() -> None:
+    """Messages, a positioned error, messages: the dead letter sits between the two runs."""
+    broken = _Message(5, b"oops", ConfluentError._MSG_TIMED_OUT)
+    part = _PositionedPartition(_Scripted([[_Message(4), broken, _Message(6)]]), "tx:2:", -2)
+    items = part.next_batch()
+    assert [type(item) for item in items] == [Lines, tuple, Lines]
+    assert pairs(items) == [("tx:2:4", b"{}"), ("tx:2:5", b""), ("tx:2:6", b"{}")]
+    assert part.snapshot() == 7
+
+
 def test_end_of_partition_sends_its_marker_once_then_stops() -> None:
     """`tail=False` with end markers: the batch before EOF, then `(topic:partition, None)`."""
     eof = _Message(-1001, None, ConfluentError._PARTITION_EOF)
     part = _PositionedPartition(_Scripted([[_Message(0), eof]]), "tx:1:", -2, label="tx:1")
-    assert part.next_batch() == [("tx:1:0", b"{}")]
+    assert pairs(part.next_batch()) == [("tx:1:0", b"{}")]
     assert part.next_batch() == [("tx:1", None)]
     with pytest.raises(StopIteration):
         part.next_batch()

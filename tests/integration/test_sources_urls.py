@@ -16,6 +16,7 @@ from keymoment.connectors.redis_streams import RedisStreamSource
 from keymoment.connectors.synthetic import GeneratorSource
 from keymoment.connectors.urls import profiles_from_url, source_from_url
 from tests.integration.test_sources_kafka import create_topic
+from tests.support.items import pairs
 from tests.support.servers import free_port
 
 
@@ -63,7 +64,7 @@ def test_kafka_fetch_wait_reaches_the_consumer_and_reads(kafka_broker) -> None:
     values: list[bytes | None] = []
     with pytest.raises(StopIteration):
         for _ in range(10_000):
-            values += [value for _pos, value in part.next_batch()]
+            values += [value for _pos, value in pairs(part.next_batch())]
     assert values == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
     with pytest.raises(ValueError, match="parameter fetch_wait_ms='soon' is not valid"):
         source_from_url(f"kafka://{kafka_broker.bootstrap}/{tx}?fetch_wait_ms=soon")
