@@ -96,6 +96,8 @@ class RulesContactPolicy:
         Every step that needs no store decides at once, even during an outage or while
         older work is parked; only reservations (and Redis-held list lookups) wait.
         """
+        if len(candidates) == 1 and self._fused and not self._pending and not self.desk.waiting:
+            return self._one(candidates[0], profiles, clock_at)
         out = self.retry_pending(clock_at) if self._pending else []
         if self.desk.waiting:  # leads waiting for a working day that began by now
             out += self._allocate(clock_at)
@@ -169,6 +171,8 @@ class RulesContactPolicy:
         self.planner = Planner(rules)
         self.variants = VariantBook(rules.campaigns)
         self.shadow = rules.shadow_rules()
+        # the usual call (one candidate, in-process store, no list to look up) takes `_one`
+        self._fused = self._in_process and not self.suppression.asks
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for a restart: the memory store's contents and the parked candidates.
@@ -244,6 +248,39 @@ class RulesContactPolicy:
             return out
         order = {id(c): i for i, c in enumerate(candidates)}
         return sorted(out, key=lambda d: order[id(d.candidate)])
+
+    def _one(self, c: Candidate, profiles: Profiles, clock_at: datetime) -> list[Decision]:
+        """`_run` of one candidate with the in-process store, without its layers of lists.
+
+        The usual engine call: nothing parked, no lead waiting, no list to look up, so
+        nobody can lose arbitration and the store always answers. The same steps in
+        the same order as `_run`, `_plans`, `_reserve` and `_ask` take for it (round 5);
+        a shadow rule, a campaign with variants or one a rules update removed takes
+        `_run` itself.
+        """
+        campaign = self.campaigns.get(c.campaign)
+        if campaign is None or c.rule_id in self.shadow or c.campaign in self.variants.campaigns:
+            return self._run([c], profiles, clock_at, parked=False)
+        profile = profiles.get(c.customer_id)
+        if self.holdouts[c.campaign].holds(c.customer_id):
+            return [self._control(c, profile, clock_at)]
+        if clock_at - c.triggered_at > campaign.ttl:
+            return [self._final(c, "expired", "ttl")]
+        plan = self.planner.plan(c, campaign, profile, clock_at, first_only=True)
+        reservation = plan.reservation
+        if reservation is None:
+            return (
+                [self._unplaced(plan)]
+                if plan.human is None
+                else self._answered(plan, None, profiles, clock_at)
+            )
+        result = self.store.reserve(reservation)
+        if result.tag is None and plan.partial:
+            self.planner.complete(plan, profile, clock_at)
+            result = self.store.reserve(plan.reservation)  # type: ignore[arg-type]  # complete() set it
+        if plan.human is None or result.tag is not None:
+            return [self._placed(plan, result)]
+        return self._answered(plan, result, profiles, clock_at)
 
     def _lookup(self, candidates: list[Candidate]) -> dict[str, set[str]]:
         """Suppression lists; raises `CapStoreUnavailable` when Redis-held lists cannot answer."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 from keymoment.triggers.candidate import Candidate
 
@@ -116,7 +118,15 @@ def _lead_fields(lead: Any) -> dict[str, Any]:
 
 
 def _iso(at: datetime | None) -> str | None:
-    """RFC 3339 in UTC with a `Z`, the form every output uses."""
+    """RFC 3339 in UTC with a `Z`, the form every output uses: `isoformat()`'s text.
+
+    A UTC datetime (every time the engine and the policy make) is formatted by orjson,
+    which writes the same characters as `at.isoformat().replace("+00:00", "Z")`
+    (microseconds only when not 0; a Hypothesis test compares them) in about a quarter
+    of the time: 0.5 against 2.1 us, three to four times per decision (round 5).
+    """
     if at is None:
         return None
+    if at.tzinfo is UTC:
+        return orjson.dumps(at, option=orjson.OPT_UTC_Z)[1:-1].decode()
     return at.isoformat().replace("+00:00", "Z")

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keymoment.policy.config import END_OF_DAY, QuietHours, SendHours
+from keymoment.policy.decision import _iso
 from keymoment.policy.localtime import allowed, minute_table, next_opening, period, zone
 
 ZONES = [
@@ -93,3 +94,18 @@ def test_periods_tile_time_and_start_at_local_midnight(at, tz_name, window):
         period(end, window, tz)[0] == end
         and period(start - timedelta(microseconds=1), window, tz)[1] == start
     )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31)),
+    st.sampled_from([0, None]),
+    st.sampled_from(["UTC", "Asia/Shanghai", "America/New_York"]),
+)
+def test_record_times_are_isoformat_with_a_z(at, microsecond, tz_name):
+    """`decision._iso` (orjson for UTC datetimes) writes what `isoformat()` did before."""
+    if microsecond is not None:
+        at = at.replace(microsecond=microsecond)
+    tz = UTC if tz_name == "UTC" else zone(tz_name)
+    aware = at.replace(tzinfo=tz)
+    assert _iso(aware) == aware.isoformat().replace("+00:00", "Z")
