@@ -96,11 +96,11 @@ class RulesContactPolicy:
         Every step that needs no store decides at once, even during an outage or while
         older work is parked; only reservations (and Redis-held list lookups) wait.
         """
-        if len(candidates) == 1 and self._fused and not self._pending and not self.desk.waiting:
-            return self._one(candidates[0], profiles, clock_at)
         out = self.retry_pending(clock_at) if self._pending else []
         if self.desk.waiting:  # leads waiting for a working day that began by now
             out += self._allocate(clock_at)
+        if len(candidates) == 1 and self._fused and not self._pending:
+            return out + self._one(candidates[0], profiles, clock_at)
         return out + self._run(list(candidates), profiles, clock_at, parked=False)
 
     def retry_pending(self, clock_at: datetime) -> list[Decision]:
@@ -171,8 +171,8 @@ class RulesContactPolicy:
         self.planner = Planner(rules)
         self.variants = VariantBook(rules.campaigns)
         self.shadow = rules.shadow_rules()
-        # the usual call (one candidate, in-process store, no list to look up) takes `_one`
-        self._fused = self._in_process and not self.suppression.asks
+        # the usual call (one candidate, a store and lists that always answer) takes `_one`
+        self._fused = self._in_process and not self.suppression.remote
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data for a restart: the memory store's contents and the parked candidates.
@@ -250,30 +250,35 @@ class RulesContactPolicy:
         return sorted(out, key=lambda d: order[id(d.candidate)])
 
     def _one(self, c: Candidate, profiles: Profiles, clock_at: datetime) -> list[Decision]:
-        """`_run` of one candidate with the in-process store, without its layers of lists.
+        """`_run` of one candidate when nothing can fail, without its layers of lists.
 
-        The usual engine call: nothing parked, no lead waiting, no list to look up, so
-        nobody can lose arbitration and the store always answers. The same steps in
-        the same order as `_run`, `_plans`, `_reserve` and `_ask` take for it (round 5);
-        a shadow rule, a campaign with variants or one a rules update removed takes
-        `_run` itself.
+        The usual engine call: one candidate, nothing parked, the in-process store and
+        list files (which always answer), so nobody can lose arbitration. The same
+        steps in the same order as `_run`, `_plans`, `_reserve` and `_ask` take for it
+        (round 5); a shadow rule's candidate, or one of a campaign a rules update
+        removed, takes `_run` itself.
         """
         campaign = self.campaigns.get(c.campaign)
-        if campaign is None or c.rule_id in self.shadow or c.campaign in self.variants.campaigns:
+        if campaign is None or c.rule_id in self.shadow:
             return self._run([c], profiles, clock_at, parked=False)
-        profile = profiles.get(c.customer_id)
-        if self.holdouts[c.campaign].holds(c.customer_id):
+        customer_id = c.customer_id
+        if self.suppression.asks:
+            held_by = self.suppression.lookup((customer_id,)).get(customer_id)
+            if held_by and (name := self.suppression.first_list(c.campaign, held_by)):
+                return [self._final(c, "suppressed", name)]
+        profile = profiles.get(customer_id)
+        if self.holdouts[c.campaign].holds(customer_id):
             return [self._control(c, profile, clock_at)]
         if clock_at - c.triggered_at > campaign.ttl:
             return [self._final(c, "expired", "ttl")]
+        if c.campaign in self.variants.campaigns:
+            campaign = self.variants.view(campaign, self.variants.assign(c.campaign, customer_id))
         plan = self.planner.plan(c, campaign, profile, clock_at, first_only=True)
         reservation = plan.reservation
         if reservation is None:
-            return (
-                [self._unplaced(plan)]
-                if plan.human is None
-                else self._answered(plan, None, profiles, clock_at)
-            )
+            if plan.human is None:
+                return [self._unplaced(plan)]
+            return self._answered(plan, None, profiles, clock_at)
         result = self.store.reserve(reservation)
         if result.tag is None and plan.partial:
             self.planner.complete(plan, profile, clock_at)
