@@ -99,8 +99,13 @@ class RulesContactPolicy:
         out = self.retry_pending(clock_at) if self._pending else []
         if self.desk.waiting:  # leads waiting for a working day that began by now
             out += self._allocate(clock_at)
-        if len(candidates) == 1 and self._fused and not self._pending:
-            return out + self._one(candidates[0], profiles, clock_at)
+        if self._fused and not self._pending:
+            if len(candidates) == 1:  # the usual engine call
+                return out + self._one(candidates[0], profiles, clock_at)
+            if not self.shadow and len({c.customer_id for c in candidates}) == len(candidates):
+                for c in candidates:  # nobody competes (timers due together): one by one
+                    out += self._one(c, profiles, clock_at)
+                return out
         return out + self._run(list(candidates), profiles, clock_at, parked=False)
 
     def retry_pending(self, clock_at: datetime) -> list[Decision]:
@@ -256,7 +261,12 @@ class RulesContactPolicy:
         list files (which always answer), so nobody can lose arbitration. The same
         steps in the same order as `_run`, `_plans`, `_reserve` and `_ask` take for it
         (round 5); a shadow rule's candidate, or one of a campaign a rules update
-        removed, takes `_run` itself.
+        removed, takes `_run` itself. `decide` also takes it for each candidate of a
+        call whose candidates are all of different customers (timers due at the same
+        instant), with no shadow rules: no two then compete, and no step of one reads
+        what another's writes (their cap keys differ; a lead's capacity keys are only
+        touched by the desk, in the same order), so one by one decides what `_run`
+        decides, in the same order.
         """
         campaign = self.campaigns.get(c.campaign)
         if campaign is None or c.rule_id in self.shadow:
