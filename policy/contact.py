@@ -290,8 +290,7 @@ class RulesContactPolicy:
                 return [self._unplaced(plan)]
             return self._answered(plan, None, profiles, clock_at)
         result = self.store.reserve(reservation)
-        if result.tag is None and plan.partial:
-            self.planner.complete(plan, profile, clock_at)
+        if result.tag is None and plan.partial and self.planner.complete(plan, profile, clock_at):
             result = self.store.reserve(plan.reservation)  # type: ignore[arg-type]  # complete() set it
         if plan.human is None or result.tag is not None:
             return [self._placed(plan, result)]
@@ -354,8 +353,12 @@ class RulesContactPolicy:
         results = []
         for plan in asked:
             result = self.store.reserve(plan.reservation)  # type: ignore[arg-type]  # as above
-            if result.tag is None and plan.partial:
-                self.planner.complete(plan, profiles.get(plan.candidate.customer_id), clock_at)
+            profile = profiles.get(plan.candidate.customer_id)
+            if (
+                result.tag is None
+                and plan.partial
+                and self.planner.complete(plan, profile, clock_at)
+            ):
                 result = self.store.reserve(plan.reservation)  # type: ignore[arg-type]
             results.append(result)
         return results

@@ -87,6 +87,7 @@ class Plan:
     human: str | None = None  # the first consented human channel: the lead desk's (leads.py)
     after: Sequence[str] = ()  # the campaign's channels after it
     partial: bool = False  # `reservation` holds the first channel only (`Planner.complete`)
+    rest: int = 0  # where `Planner.complete` goes on in the campaign's channels
 
 
 def unplaced(plan: Plan) -> tuple[Literal["expired", "no_channel"], str]:
@@ -163,12 +164,13 @@ class Planner:
     ) -> Plan:
         """The channels consent and quiet hours allow and, if `reserve`, the store's request.
 
-        A control-group candidate only needs the channels (it takes no slot), so it
-        passes `reserve=False` and skips building the checks. With `first_only` the
-        request holds only the first channel (`plan.partial` says when there are more):
-        an in-process store that admits it never needed the others. The hot loop of the
-        policy: what depends only on the rules is in the campaign's `_Route`, and the
-        customer's local time is found once (`local`), not once per channel and cap.
+        A control-group candidate only needs its first channel (it takes no slot), so it
+        passes `reserve=False`: no checks are built, no later channel is looked at. With
+        `first_only` the plan holds only the first usable channel (`plan.partial` says
+        when there may be more): an in-process store that admits it never needed the
+        others. The hot loop of the policy: what depends only on the rules is in the
+        campaign's `_Route`, and the customer's local time is found once (`local`), not
+        once per channel and cap.
         """
         triggered = candidate.triggered_at
         earliest = clock_at if clock_at > triggered else triggered
@@ -180,8 +182,31 @@ class Planner:
         if route is None or route.campaign is not campaign:
             route = self._route_of(campaign, candidate.rule_id)
         tz = self._zones.get(profile.timezone) or self.zone_of(profile)
-        local = None
-        for channel, hours, after, _caps, minutes in route.channels:
+        local = self._walk(plan, route, profile, tz, 0, first_only or not reserve)
+        if plan.channels and reserve:
+            plan.reservation = self._reservation(plan, route, tz, local, clock_at)
+        return plan
+
+    def _walk(
+        self,
+        plan: Plan,
+        route: _Route,
+        profile: CustomerProfile,
+        tz: ZoneInfo,
+        start: int,
+        first: bool,
+    ) -> datetime | None:
+        """Channels from `start` in campaign order: consent, send hours, the deferral limit.
+
+        With `first` it stops at the first usable channel and `plan.rest` says where to
+        go on (`complete`): a store that admits it, or a control candidate (only its
+        first channel is logged), never needed the others (round 5). Returns `earliest`
+        in `tz` when send hours needed it, else None.
+        """
+        earliest, triggered, local = plan.earliest, plan.candidate.triggered_at, None
+        channels = route.channels
+        for i in range(start, len(channels)):
+            channel, hours, after, _caps, minutes = channels[i]
             if not profile.consents_to(channel):
                 continue
             plan.consented = True
@@ -198,16 +223,26 @@ class Planner:
                     plan.deferral_blocked = True
                     continue
             plan.channels.append((channel, send_at))
-        if plan.channels and reserve:
-            plan.partial = first_only and len(plan.channels) > 1
-            plan.reservation = self._reservation(plan, route, tz, local, clock_at)
-        return plan
+            if first and i + 1 < len(channels):
+                plan.rest, plan.partial = i + 1, True
+                break
+        return local
 
-    def complete(self, plan: Plan, profile: CustomerProfile | None, clock_at: datetime) -> None:
-        """Replace a partial plan's request by the one with every channel option."""
+    def complete(self, plan: Plan, profile: CustomerProfile | None, clock_at: datetime) -> bool:
+        """The channels after a partial plan's first, and the request with every option.
+
+        False when no other channel is usable: the request stays the one already asked.
+        """
         plan.partial = False
+        if profile is None:
+            return False
         route = self._route_of(plan.campaign, plan.candidate.rule_id)
-        plan.reservation = self._reservation(plan, route, self.zone_of(profile), None, clock_at)
+        tz = self.zone_of(profile)
+        self._walk(plan, route, profile, tz, plan.rest, False)
+        if len(plan.channels) < 2:
+            return False
+        plan.reservation = self._reservation(plan, route, tz, None, clock_at)
+        return True
 
     def _route_of(self, campaign: Campaign, rule_id: str) -> _Route:
         """The campaign's channels with their hours and caps, built once per campaign view.
@@ -302,7 +337,7 @@ class Planner:
         head = "cap:" + customer_tag(c.customer_id)
         floor_ms = now_ms - self.horizon_ms
         options: tuple[Option, ...]
-        if plan.partial or len(plan.channels) == 1:  # one option: nothing to share
+        if len(plan.channels) == 1:  # one option: nothing to share
             channel, send_at = plan.channels[0]
             if send_at is plan.earliest:
                 us, day = earliest_us, local.date() if local is not None else None
