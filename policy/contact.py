@@ -272,10 +272,10 @@ class RulesContactPolicy:
         if campaign is None or c.rule_id in self.shadow:
             return self._run([c], profiles, clock_at, parked=False)
         customer_id = c.customer_id
-        if self.suppression.asks:
-            held_by = self.suppression.lookup((customer_id,)).get(customer_id)
-            if held_by and (name := self.suppression.first_list(c.campaign, held_by)):
-                return [self._final(c, "suppressed", name)]
+        if self.suppression.asks and (
+            name := self.suppression.first_in_files(c.campaign, customer_id)
+        ):
+            return [self._final(c, "suppressed", name)]
         profile = profiles.get(customer_id)
         if self.holdouts[c.campaign].holds(customer_id):
             return [self._control(c, profile, clock_at)]

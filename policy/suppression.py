@@ -71,6 +71,13 @@ class FileLists:
                 found[name] = members
         return found
 
+    def holds(self, name: str, customer_id: str) -> bool:
+        """Whether the list `name` holds the customer (a list never read holds everyone)."""
+        if name not in self._sets:
+            return False
+        held = self._sets[name]
+        return held is None or customer_id in held
+
     def refresh(self, force: bool = False) -> None:
         """Re-read the lists whose file changed, at most every `check_every` seconds."""
         now = self.monotonic()
@@ -106,6 +113,7 @@ class Suppression:
         # files that hold no list at all (a rules file without `lists:`) are not asked
         self._asked = [s for s in self.sources if not isinstance(s, FileLists) or s.paths]
         self.asks = bool(self._asked)  # False: `lookup` always answers {}
+        self._files = [s for s in self._asked if isinstance(s, FileLists)]
 
     def lookup(self, customer_ids: Sequence[str]) -> dict[str, set[str]]:
         """customer_id -> the list names that hold them (only listed customers appear)."""
@@ -117,6 +125,20 @@ class Suppression:
                 for customer_id in members:
                     found.setdefault(customer_id, set()).add(name)
         return found
+
+    def first_in_files(self, campaign_id: str, customer_id: str) -> str | None:
+        """`first_list` of `lookup([customer_id])` when every source is a file (not `remote`).
+
+        The policy's one-candidate path (`RulesContactPolicy._one`): the same refresh per
+        source, then a membership test per list name instead of sets per name and id.
+        """
+        for source in self._files:
+            source.refresh()
+        for name in self.campaign_lists[campaign_id]:
+            for source in self._files:
+                if source.holds(name, customer_id):
+                    return name
+        return None
 
     def first_list(self, campaign_id: str, listed: set[str]) -> str | None:
         """The first of do_not_contact and the campaign's lists that holds the customer."""

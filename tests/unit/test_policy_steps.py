@@ -143,6 +143,27 @@ def test_do_not_contact_applies_everywhere_and_named_lists_only_to_their_campaig
     ]
 
 
+def test_one_candidate_per_call_is_suppressed_as_in_a_batch(tmp_path):
+    """The one-candidate path (`_one`, membership per list) answers what a batch's lookup does,
+    also for a list never read (it holds everyone of the campaigns naming it)."""
+    dnc, black = tmp_path / "dnc.txt", tmp_path / "black.txt"
+    dnc.write_text("D1\n")
+    black.write_text("B1\n")
+    lists = {"do_not_contact": dnc, "blacklist": black, "vip": tmp_path / "missing.txt"}
+    rules = rules_file(
+        [campaign("a", lists=["blacklist"]), campaign("b"), campaign("c", lists=["vip"])],
+        lists=lists,
+    )
+    cands = [candidate(f"r-{k}", k, who) for k in "abc" for who in ("D1", "B1", "X")]
+    profs = profiles(profile("D1"), profile("B1"), profile("X"))
+    policy = build_policy(rules, store=MemoryCapStore(), clock=fixed_clock)
+    one_by_one = [d for c in cands for d in policy.decide([c], profs, c.triggered_at)]
+    assert outcomes(one_by_one) == outcomes(decide(rules, cands, profs))
+    assert [d.reason for d in one_by_one if d.outcome == "suppressed"] == [
+        "do_not_contact", "blacklist", "do_not_contact", "do_not_contact", "vip", "vip",
+    ]  # fmt: skip
+
+
 def test_a_changed_list_file_takes_effect_after_the_check_interval(tmp_path):
     """Edits are picked up without a restart, at most `check_every` seconds late."""
     path = tmp_path / "dnc.txt"
