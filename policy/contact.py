@@ -484,8 +484,10 @@ class RulesContactPolicy:
         channel: str | None = None,
         send_at: datetime | None = None,
         offer_id: str | None = None,
+        lead: Any = None,
     ) -> Decision:
-        """The decision, with the offer id when a reservation already hashed it."""
+        """The decision, with the offer id when a reservation already hashed it, and a lead's
+        owner (`leads.LeadTag`)."""
         campaign = self.campaigns.get(c.campaign)
         self._counts["decided"] += 1
         variant = None
@@ -509,7 +511,7 @@ class RulesContactPolicy:
             c.triggered_at + campaign.ttl if campaign else None,
             variant.id if variant else None,
             variant.attributes if variant else None,
-            None,
+            lead,
             offer_id,
         )
 

@@ -25,7 +25,7 @@ clock values the policy is called with, never on processing time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -213,8 +213,8 @@ class LeadDesk:
             self.waiting.append(lead)
             return []
         self.counts["leads_not_allocated"] += 1
-        decision = self.policy._final(lead.candidate, "expired", "not_allocated")
-        return [replace(decision, lead=tag(lead.owner, None))]
+        owner = tag(lead.owner, None)
+        return [self.policy._final(lead.candidate, "expired", "not_allocated", lead=owner)]
 
     def _drop(self, leads: list[Lead]) -> None:
         gone = {id(x) for x in leads}
@@ -226,11 +226,11 @@ class LeadDesk:
         if result.replayed:
             reason = "already_reserved"
         self.counts["leads_allocated"] += 1
-        decision = self.policy._final(
-            lead.candidate, "sent", reason, channel=channel, send_at=send_at
-        )
         due_at = send_at + spec.sla if spec.sla is not None else None
-        return replace(decision, lead=tag(lead.owner, due_at))
+        return self.policy._final(
+            lead.candidate, "sent", reason, channel=channel, send_at=send_at,
+            lead=tag(lead.owner, due_at),
+        )  # fmt: skip
 
     def _reservation(self, lead: Lead, spec: ChannelPolicy, tz: ZoneInfo, at: datetime) -> Any:
         """The customer's caps on this channel plus the owner's capacity, checked first."""
