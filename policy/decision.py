@@ -90,7 +90,8 @@ class Decision:
         triggered_at = _iso(c.triggered_at)
         # usually the very same datetime (sent at once, clock at the event): format it once
         send_at = triggered_at if self.send_at is c.triggered_at else _iso(self.send_at)
-        return {
+        extra = self.variant_attributes  # a variant's attributes win over the rule's
+        record = {
             "offer_id": self.offer_id,
             "customer_id": c.customer_id,
             "channel": self.channel,
@@ -102,14 +103,12 @@ class Decision:
             "send_at": send_at,
             "expires_at": _iso(self.expires_at),
             "rule_version": self.rule_version,
-            "attributes": _attributes(c.attributes, self.variant_attributes),
+            "attributes": {**c.attributes, **extra} if extra else dict(c.attributes),
             "variant": self.variant,
-            **(_lead_fields(self.lead) if self.lead is not None else {}),
         }
-
-
-def _attributes(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {**base, **extra} if extra else dict(base)
+        if self.lead is not None:
+            record.update(_lead_fields(self.lead))
+        return record
 
 
 def _lead_fields(lead: Any) -> dict[str, Any]:
