@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .caps import Option, Reservation, Result, rolling_admits_sorted
 
@@ -43,6 +43,29 @@ class _Key:
             del self.times[:cut], self.offers[:cut]
 
 
+class _One(NamedTuple):
+    """A key holding one slot, as most do (with many customers nearly every reservation
+    creates its keys): one tuple instead of a `_Key` and its two lists, built and freed
+    for about a quarter of the cost and a third of the memory (round 5). It reads like
+    a `_Key` (`times`, `offers`, `expires_ms`), so only `_take` tells them apart: a
+    second slot turns it into a `_Key`."""
+
+    expires_ms: int
+    slot_ms: int
+    offer_id: str
+
+    @property
+    def times(self) -> list[int]:
+        return [self.slot_ms]
+
+    @property
+    def offers(self) -> list[str]:
+        return [self.offer_id]
+
+
+_new = tuple.__new__  # a NamedTuple without its generated `__new__` frame (policy/planning.py)
+
+
 class MemoryCapStore:
     """Same semantics as `RedisCapStore`, with expiry measured on the caller's clock.
 
@@ -54,7 +77,7 @@ class MemoryCapStore:
     """
 
     def __init__(self) -> None:
-        self._keys: dict[str, _Key] = {}
+        self._keys: dict[str, _Key | _One] = {}
         self._offers: dict[str, tuple[str, int, int]] = {}  # offer_id -> (tag, index, expires_ms)
         self._touches = 0
 
@@ -151,9 +174,11 @@ class MemoryCapStore:
         for check in option.checks:
             key, expires = check.key, now_ms + check.keep_ms
             entry = keys.get(key)  # `_first_refusal` just dropped it if it had expired
-            if entry is None:  # the usual case with many customers: built with its one slot
-                keys[key] = _Key([slot_ms], [offer_id], expires)
+            if entry is None:  # the usual case with many customers: a key of one slot
+                keys[key] = _new(_One, (expires, slot_ms, offer_id))
                 continue
+            if isinstance(entry, _One):  # a second slot: the key becomes a `_Key`
+                entry = keys[key] = _Key(entry.times, entry.offers, entry.expires_ms)
             entry.prune(check.prune_before_ms)
             entry.add(slot_ms, offer_id)
             if expires > entry.expires_ms:
