@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import orjson
 
-from keymoment.triggers.candidate import Candidate
+from keymoment.triggers.candidate import Candidate, offer_id
 
 Outcome = Literal[
     "sent", "control", "suppressed", "arbitration_lost", "capped", "expired", "no_channel", "shadow"
@@ -57,7 +57,7 @@ class Decision:
 
     @property
     def offer_id(self) -> str:
-        return self.known_id or self.candidate.offer_id
+        return self.known_id or offer_id_of(self.candidate)
 
     def offer(self) -> dict[str, Any]:
         """The offer a channel connector receives (only for `sent`): no personal data."""
@@ -114,6 +114,23 @@ class Decision:
 def _lead_fields(lead: Any) -> dict[str, Any]:
     """`rm_id` or `pool`, and `due_at` (the SLA): only offers on human channels carry them."""
     return {"rm_id": lead.rm_id, "pool": lead.pool, "due_at": _iso(lead.due_at)}
+
+
+def offer_id_of(c: Candidate) -> str:
+    """`c.offer_id`, with a timer's deadline written by `isoformat` below (the same text).
+
+    The engine's `Candidate.offer_key` formats it with `datetime.isoformat` (triggers/
+    stays free of orjson): 2.1 us of the offer id's 3 us for a timer (round 5).
+    """
+    key = f"{c.event_id}@{isoformat(c.triggered_at)}" if c.timer else c.event_id
+    return offer_id(c.rule_id, c.customer_id, key)
+
+
+def isoformat(at: datetime) -> str:
+    """`at.isoformat()`, by orjson for a UTC datetime: the same text (a Hypothesis test)."""
+    if at.tzinfo is UTC:
+        return orjson.dumps(at)[1:-1].decode()
+    return at.isoformat()
 
 
 def _iso(at: datetime | None) -> str | None:

@@ -36,7 +36,7 @@ from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
 from .config import Campaign, ChannelPolicy
-from .decision import Decision
+from .decision import Decision, offer_id_of
 from .human import Owner, WorkingTime, owner_of
 from .planning import Plan, parse_tag, period_ms, span_ms, to_ms
 
@@ -66,7 +66,7 @@ class Lead:
 
     def rank(self) -> tuple[int, float, datetime, str]:
         c = self.candidate
-        return (-self.campaign.priority, -self.campaign.value, c.triggered_at, c.offer_id)
+        return (-self.campaign.priority, -self.campaign.value, c.triggered_at, offer_id_of(c))
 
 
 class LeadDesk:

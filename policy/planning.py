@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from keymoment.state.caps import DAY_MS, Check, Option, Reservation, customer_tag
-from keymoment.triggers.candidate import Candidate, offer_id
+from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.events import CustomerProfile
 
 from .config import Campaign, Cap, SendHours
+from .decision import offer_id_of
 from .localtime import minute_table, opening, period, zone
 
 CALENDAR_SPAN_MS = 32 * DAY_MS  # longest calendar period plus a DST hour, rounded up
@@ -314,7 +315,7 @@ class Planner:
         option = self._option(rules, channel, send_at, us, tz, head, floor_ms)
         option = option._replace(checks=(first, *option.checks))
         keep = max(to_ms(c.triggered_at + campaign.ttl) - now_ms, 0) + self.horizon_ms
-        return Reservation(c.offer_id, c.customer_id, now_ms, (option,), keep)
+        return Reservation(offer_id_of(c), c.customer_id, now_ms, (option,), keep)
 
     def _resolve_zone(self, name: str | None) -> ZoneInfo:
         try:
@@ -352,9 +353,7 @@ class Planner:
             options = self._options(plan, route, tz, local, earliest_us, head, floor_ms)
         keep = (triggered_us + route.ttl_us) // 1000 - now_ms  # until the candidate expires
         keep = (keep if keep > 0 else 0) + self.horizon_ms
-        # `offer_id(...)` is what the property `c.offer_id` returns, one call less
-        oid = offer_id(c.rule_id, c.customer_id, c.offer_key)
-        return _new(Reservation, (oid, c.customer_id, now_ms, options, keep))
+        return _new(Reservation, (offer_id_of(c), c.customer_id, now_ms, options, keep))
 
     def _options(
         self,

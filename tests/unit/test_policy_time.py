@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keymoment.policy.config import END_OF_DAY, QuietHours, SendHours
-from keymoment.policy.decision import _iso
+from keymoment.policy.decision import _iso, isoformat, offer_id_of
 from keymoment.policy.localtime import allowed, minute_table, next_opening, period, zone
+from keymoment.triggers.candidate import Candidate
 
 ZONES = [
     "UTC",
@@ -109,3 +110,20 @@ def test_record_times_are_isoformat_with_a_z(at, microsecond, tz_name):
     tz = UTC if tz_name == "UTC" else zone(tz_name)
     aware = at.replace(tzinfo=tz)
     assert _iso(aware) == aware.isoformat().replace("+00:00", "Z")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31)),
+    st.sampled_from([0, None]),
+    st.booleans(),
+    st.sampled_from(["UTC", "Asia/Shanghai"]),
+)
+def test_the_policys_offer_id_is_the_candidates(at, microsecond, timer, tz_name):
+    """`decision.offer_id_of` (a timer's deadline written by orjson) is `Candidate.offer_id`."""
+    if microsecond is not None:
+        at = at.replace(microsecond=microsecond)
+    at = at.replace(tzinfo=UTC if tz_name == "UTC" else zone(tz_name))
+    c = Candidate("r1", "dormancy", "camp", "C1", at, "E1", timer=timer)
+    assert offer_id_of(c) == c.offer_id
+    assert isoformat(at) == at.isoformat()
