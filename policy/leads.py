@@ -80,9 +80,14 @@ class LeadDesk:
         self._none_due: tuple[list[Lead], int, datetime] | None = None
         # (campaign view, channels after the human one) -> the view with only those channels
         self._rests: dict[tuple[int, tuple[str, ...]], tuple[Campaign, Campaign]] = {}
+        self._channels: tuple[object, dict[str, ChannelPolicy]] = (None, {})
 
     def channels(self) -> dict[str, ChannelPolicy]:
-        return {n: c for n, c in self.policy.rules.channels.items() if c.human}
+        """The human channels of the rules in force (built once per rules version)."""
+        rules = self.policy.rules
+        if self._channels[0] is not rules:
+            self._channels = (rules, {n: c for n, c in rules.channels.items() if c.human})
+        return self._channels[1]
 
     # -- on arrival -------------------------------------------------------------------------
     def route(self, plan: Plan, profile: CustomerProfile, clock_at: datetime, refusal: str | None):

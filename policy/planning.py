@@ -313,7 +313,7 @@ class Planner:
         us = (send_at - _EPOCH) // _US
         tz, floor_ms = self.zone_of(profile), now_ms - self.horizon_ms
         option = self._option(rules, channel, send_at, us, tz, head, floor_ms)
-        option = option._replace(checks=(first, *option.checks))
+        option = _new(Option, (option.tag, option.slot_ms, (first, *option.checks)))
         keep = max(to_ms(c.triggered_at + campaign.ttl) - now_ms, 0) + self.horizon_ms
         return Reservation(offer_id_of(c), c.customer_id, now_ms, (option,), keep)
 
