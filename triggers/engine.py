@@ -80,11 +80,7 @@ class Engine:
         self.salary = (
             SalaryTracker(ruleset.salary) if any(t.uses_salary for t in self.triggers) else None
         )
-        # A transaction's kind, an app event's action, or a conversion -> flags (1 activity,
-        # 2 credit, 4 salary reading) -> the `on_event`s to call, in rule-file order.
-        self._by_kind = {kind: self._calls("transaction", kind) for kind in TRANSACTION_KINDS}
-        self._by_action = {action: self._calls("app", action) for action in get_args(Action)}
-        self._conversions = self._calls("conversion", "")
+        self.dispatch()
         self.follow_ups = [t for t in self.triggers if isinstance(t, FollowUp)]
         self._catch_up = bool(self.lateness)  # `_advance_customer` per event: lateness or lagging
         self._lagging = False
@@ -97,8 +93,18 @@ class Engine:
         self._evictions = Evictions(self.evict_index)
         self._context = RuleContext(self._schedule)
 
+    def dispatch(self) -> None:
+        """(Re)build the tables of which `on_event`s `evaluate` calls, from the triggers' flags.
+
+        A transaction's kind, an app event's action, or a conversion -> flags (1
+        activity, 2 credit, 4 salary reading) -> the `on_event`s, in rule-file order.
+        """
+        self._by_kind = {kind: self._calls("transaction", kind) for kind in TRANSACTION_KINDS}
+        self._by_action = {action: self._calls("app", action) for action in get_args(Action)}
+        self._conversions = self._calls("conversion", "")
+
     def _calls(self, event_type: str, subtype: str) -> list[list[Callable[..., None]]]:
-        """The dispatch of one event type and kind or action, by flags (see `__init__`)."""
+        """The dispatch of one event type and kind or action, by flags (see `dispatch`)."""
         return [
             [
                 t.on_event
