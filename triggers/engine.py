@@ -131,10 +131,11 @@ class Engine:
 
     def advance(self, watermark: datetime) -> list[Candidate]:
         """Move the watermark forward (never back) and fire the timers it reached."""
-        if self.watermark is None or watermark > self.watermark:
-            self.watermark = watermark
+        current = self.watermark
+        if current is None or watermark > current:
+            self.watermark = current = watermark
         heap = self._heap
-        if heap and heap[0][0] <= self.watermark:  # called per watermark rise: one look when idle
+        if heap and heap[0][0] <= current:  # called per watermark rise: one look when idle
             return self._fire_due([])
         return []
 
@@ -247,16 +248,16 @@ class Engine:
         customer_id, at, event_id = event.customer_id, event.occurred_at, event.event_id
         customer = self.customers.get(customer_id)
         window = self.dedupe_window
+        out: list[Candidate] = []
         fresh = True  # no id kept can repeat: each is of an event at or before `last_seen_at`
         if customer is not None:
             fresh = at - window > customer.last_seen_at  # most events: the previous is older
             if not fresh and self._repeats(customer, event_id, at):
                 return None
+            if self._catch_up:
+                customer = self._advance_customer(customer_id, customer, at, out)
         if self.dirty is not None:
             self.dirty.add(customer_id)
-        out: list[Candidate] = []
-        if customer is not None and self._catch_up:
-            customer = self._advance_customer(customer_id, customer, at, out)
         if customer is None:
             customer = self.customers[customer_id] = CustomerState(at, len(self.triggers))
             if window:
