@@ -77,13 +77,15 @@ def decode(
         return DeadLetter("oversize", source, detail=f"over {MAX_PAYLOAD} bytes")
     try:
         wire = _DECODER.decode(raw)
+        text = wire.occurred_at
+        at = _RECENT_TIMES.get(text) or _utc(text)
         if type(wire) is TransactionWire:
-            event: Event = _transaction(wire, balances)
+            event: Event = _transaction(wire, at, balances)
         else:
-            event = _other(wire)
+            event = _other(wire, at)
     except msgspec.ValidationError as exc:
         return _rejection(str(exc), source, raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeEncodeError):  # a `str` with a lone surrogate
         return DeadLetter("malformed_json", source)
     except _BadField as exc:  # raised only once `wire` is there
         return DeadLetter(exc.reason, source, _readable(wire.event_id), detail=exc.detail)
@@ -103,25 +105,48 @@ def decode_many(
 
     One Python call per batch instead of per message; a message refused
     for any reason goes through `decode` itself, which names the reason.
+    Times: input is mostly in time order, so the loop keeps the last time
+    it converted and the hour it fell in (`_LAST`, also between calls): a
+    repeat of the last time (about half the events of a feed with many
+    events per second) is one comparison, and a new `...:SSZ` time in that
+    hour a prefix test and its `MM:SSZ` looked up (`_CLOCKS`). Anything
+    else goes through `_utc`, as in `decode`. A hot loop, kept in one piece.
     """
     out: list[Event | DeadLetter] = []
-    append, parse = out.append, _DECODER.decode
+    append, parse, clocks = out.append, _DECODER.decode, _CLOCKS.get
+    last_text, last_at, hour_text, hour_at = _LAST[0]
     for source, raw in records:
         try:
             if len(raw) > MAX_PAYLOAD:
                 raise _Refused
             wire = parse(raw)
+            text = wire.occurred_at
+            if text != last_text:
+                clock = clocks(text[14:]) if text.startswith(hour_text) else None
+                if clock is None:
+                    last_at = _RECENT_TIMES.get(text) or _utc(text)
+                    hour_text, hour_at = _hour_of(text, hour_text, hour_at)
+                else:  # `hour_text` + an accepted `MM:SSZ`: a valid time
+                    last_at = hour_at + clock
+                last_text = text
             if type(wire) is TransactionWire:
-                event: Event = _transaction(wire, balances)
+                event: Event = _transaction(wire, last_at, balances)
             else:
-                event = _other(wire)
-            if now is not None and event.occurred_at - now > max_future:
+                event = _other(wire, last_at)
+            if now is not None and last_at - now > max_future:
                 raise _Refused
-        except (msgspec.MsgspecError, _BadField, _Refused):
+        except (msgspec.MsgspecError, UnicodeEncodeError, _BadField, _Refused):
             append(decode(raw, source, now=now, max_future=max_future, balances=balances))
         else:
             append(event)
+    _LAST[0] = (last_text, last_at, hour_text, hour_at)
     return out
+
+
+def _hour_of(text: str, hour_text: str, hour_at: datetime) -> tuple[str, datetime]:
+    """`text`'s remembered hour (`_HOURS`) when there is one, else the one `decode_many` had."""
+    hour = _HOURS.get(text[:14])
+    return (text[:14], hour) if hour is not None else (hour_text, hour_at)
 
 
 class _Refused(Exception):
@@ -142,10 +167,8 @@ def _convert(field: str, convert: Any, value: object) -> Any:
         raise _BadField(reason, _short(str(exc))) from None
 
 
-def _other(wire: AppWire | ConversionWire) -> Event:
-    """An app or conversion event (positional construction: cheaper than keywords)."""
-    text = wire.occurred_at
-    at = _RECENT_TIMES.get(text) or _utc(text)
+def _other(wire: AppWire | ConversionWire, at: datetime) -> Event:
+    """An app or conversion event at `at` (positional construction: cheaper than keywords)."""
     if type(wire) is AppWire:
         return AppEvent(wire.event_id, wire.customer_id, at, wire.action, wire.page, wire.product,
                         wire.session_id)  # fmt: skip
@@ -153,27 +176,26 @@ def _other(wire: AppWire | ConversionWire) -> Event:
     return ConversionEvent(wire.event_id, wire.customer_id, at, wire.product, wire.offer_id)
 
 
-def _transaction(wire: TransactionWire, balances: bool) -> TransactionEvent:
-    """A transaction (three events in four): the hot path, kept in one piece on purpose.
+def _transaction(wire: TransactionWire, at: datetime, balances: bool) -> TransactionEvent:
+    """A transaction (three events in four) at `at`: the hot path, kept in one piece on purpose.
 
-    The common shapes are written out. A remembered time is one dict
-    lookup. The amount and the balance are checked together against the
-    plain shapes (`digits[.dd]`, ASCII; see `_PLAIN_MONEY`): one set lookup of
-    their text with digits mapped to `0`, then `int()` of the digits.
+    The amount and the balance are checked together against the plain
+    shapes (`digits[.dd]`, ASCII; see `_PLAIN_MONEY`): one dict lookup of
+    their UTF-8 text with ASCII digits mapped to `0` (a non-ASCII character
+    leaves bytes above 0x7f, which no shape has; msgspec refuses lone
+    surrogates, so `encode()` cannot fail), then `int()` of the digits.
     Everything else goes through `to_minor`, `balance_to_minor` and
     `_checked`, which give the same values and the same rejections.
     """
-    text, amount, balance = wire.occurred_at, wire.amount, wire.balance_after
-    at = _RECENT_TIMES.get(text) or _utc(text)
+    amount, balance = wire.amount, wire.balance_after
     dots, plain_amount, plain_balance = None, "", ""  # the two as `str`, for the plain path
     if type(amount) is str:
         plain_amount = amount
         if balance is None:
-            if amount.isascii():
-                dots = _PLAIN_AMOUNTS.get(amount.encode().translate(_DIGITS_AS_ZERO))
-        elif type(balance) is str and (both := f"{amount}|{balance}").isascii():
+            dots = _PLAIN_AMOUNTS.get(amount.encode().translate(_DIGITS_AS_ZERO))
+        elif type(balance) is str:
             plain_balance = balance
-            dots = _PLAIN_MONEY.get(both.encode().translate(_DIGITS_AS_ZERO))
+            dots = _PLAIN_MONEY.get(f"{amount}|{balance}".encode().translate(_DIGITS_AS_ZERO))
     if dots is None:
         minor = _convert("amount", to_minor, amount)
         balance_minor = _balance(balance, balances)
@@ -240,6 +262,11 @@ def _parsed(text: str) -> datetime:
 
 _RECENT_MAX = 4096
 _RECENT_TIMES: dict[str, datetime] = {}
+# decode_many's last time and its hour, kept between calls: (text, time, `YYYY-MM-DDTHH:`, hour);
+# the hour is always a valid one (text[:14] of an accepted `...:SSZ` time, or this start).
+_LAST: list[tuple[str | None, datetime, str, datetime]] = [
+    (None, datetime(1900, 1, 1, tzinfo=UTC), "1900-01-01T00:", datetime(1900, 1, 1, tzinfo=UTC))
+]
 _HOURS: dict[str, datetime] = {}  # `YYYY-MM-DDTHH:` of accepted times -> that hour in UTC
 _CLOCKS: dict[str, timedelta] = {}  # `MM:SSZ` of accepted times -> its offset in the hour
 
