@@ -264,9 +264,10 @@ _RECENT_MAX = 4096
 _RECENT_TIMES: dict[str, datetime] = {}
 # decode_many's last time and its hour, kept between calls: (text, time, `YYYY-MM-DDTHH:`, hour);
 # the hour is always a valid one (text[:14] of an accepted `...:SSZ` time, or this start).
-_LAST: list[tuple[str | None, datetime, str, datetime]] = [
-    (None, datetime(1900, 1, 1, tzinfo=UTC), "1900-01-01T00:", datetime(1900, 1, 1, tzinfo=UTC))
-]
+_START: tuple[str | None, datetime, str, datetime] = (
+    None, datetime(1900, 1, 1, tzinfo=UTC), "1900-01-01T00:", datetime(1900, 1, 1, tzinfo=UTC)
+)  # fmt: skip
+_LAST = [_START]
 _HOURS: dict[str, datetime] = {}  # `YYYY-MM-DDTHH:` of accepted times -> that hour in UTC
 _CLOCKS: dict[str, timedelta] = {}  # `MM:SSZ` of accepted times -> its offset in the hour
 

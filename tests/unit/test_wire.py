@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
-from keymoment.connectors.wire import MAX_PAYLOAD, DeadLetter, decode, encode
+from keymoment.connectors.wire import MAX_PAYLOAD, DeadLetter, decode, decode_many, encode
 from keymoment.triggers.events import (
     MAX_AMOUNT_MINOR,
     AmountError,
@@ -254,3 +254,10 @@ def test_decode_never_raises_on_arbitrary_objects(data):
         decode(orjson.dumps(data), "fuzz"),
         DeadLetter | TransactionEvent | AppEvent | ConversionEvent,
     )
+
+
+def test_a_str_payload_with_a_lone_surrogate_is_malformed_json():
+    """A `str` payload msgspec cannot encode is bad input, never a crash (both entry points)."""
+    raw = '{"type":"app","event_id":"e\ud800","customer_id":"c","occurred_at":"x","action":"login"}'
+    assert decode(raw, "s").reason == "malformed_json"
+    assert [d.reason for d in decode_many([("s", raw)])] == ["malformed_json"]

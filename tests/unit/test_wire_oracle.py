@@ -225,6 +225,34 @@ def test_remembered_hours_and_clocks_recombine_exactly(parts, rng: random.Random
         same(dumps({**APP, "occurred_at": text}))
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1900, 9000), st.integers(1, 12), st.integers(1, 28),
+                  st.integers(0, 23), st.integers(0, 59), st.integers(0, 59)),
+        min_size=1, max_size=6,
+    ),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)  # fmt: skip
+def test_decode_many_last_time_and_hour_never_accept_or_move_a_time(parts, ordered, rng):
+    """decode_many keeps the last time and its hour between messages and calls: sorted or
+    shuffled times, repeats, one-character edits of them, in batches of any size, as the oracle."""
+    hours = [f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:" for y, mo, d, h, _, _ in parts]
+    clocks = [f"{mi:02d}:{s:02d}Z" for *_, mi, s in parts]
+    texts = [hour + clock for hour in hours for clock in clocks]
+    texts += [edit for text in texts for edit in rng.sample(sorted(_neighbours(text)), 3)]
+    texts += rng.sample(texts, len(texts) // 3)  # repeats
+    texts.sort() if ordered else rng.shuffle(texts)
+    wire._LAST[0] = wire._START  # as in a new process: the start hour is no prefix of these
+    payloads = [dumps({**APP, "event_id": f"e{n}", "occurred_at": t}) for n, t in enumerate(texts)]
+    records = [(f"f:{n}", raw) for n, raw in enumerate(payloads, 1)]
+    got: list = []
+    while len(got) < len(records):
+        got += decode_many(records[len(got) : len(got) + rng.randint(1, 8)])
+    assert got == [oracle(raw, source) for source, raw in records]
+
+
 _ALPHABET = "05aTtZz:-+._| |\u0661\uff15"
 
 
@@ -252,16 +280,17 @@ _PLAIN_BALANCE = re.compile(r"-?\d{1,12}(?:\.\d\d)?", re.ASCII)
 
 def test_money_shapes_are_the_plain_regexes():
     """`_PLAIN_AMOUNTS` / `_PLAIN_MONEY` hold exactly the plain amounts (and balances) of
-    `to_minor`'s fast shape, with which of them have cents: every template and its neighbours."""
+    `to_minor`'s fast shape, with which of them have cents: every template and its neighbours
+    (non-ASCII ones too: their UTF-8 bytes are never a shape, so no `isascii()` is needed)."""
     amounts = {shape.decode().replace("0", "7") for shape in wire._PLAIN_AMOUNTS}
     balances = {b for t in ("7", "7.77", "-7", "-7.77", "7" * 12 + ".77") for b in _neighbours(t)}
     for amount in {n for t in amounts for n in _neighbours(t)} | amounts:
-        template = amount.encode().translate(wire._DIGITS_AS_ZERO) if amount.isascii() else b""
+        template = amount.encode().translate(wire._DIGITS_AS_ZERO)  # as `_transaction` does it
         expected = (amount[-3:-2] == ".", False) if _PLAIN_AMOUNT.fullmatch(amount) else None
         assert wire._PLAIN_AMOUNTS.get(template) == expected, amount
         for balance in balances if len(amount) in (1, 4, 19) else ():
             both = f"{amount}|{balance}"
-            template = both.encode().translate(wire._DIGITS_AS_ZERO) if both.isascii() else b""
+            template = both.encode().translate(wire._DIGITS_AS_ZERO)
             plain = expected is not None and _PLAIN_BALANCE.fullmatch(balance)
             want = (expected[0], balance[-3:-2] == ".") if expected and plain else None
             assert wire._PLAIN_MONEY.get(template) == want, both
