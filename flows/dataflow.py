@@ -45,7 +45,7 @@ from keymoment.triggers.events import CustomerProfile
 from keymoment.triggers.ruleset import RuleSet
 
 from . import snapshots
-from .collect import YOUNG_GC, FrozenGc
+from .collect import FROZEN_GC, YOUNG_GC
 from .connect import policy_for, profiles_from, sink_from_url, source_from_url, versions_from
 from .instrument import Observability, probed
 from .metrics import FlowMetrics
@@ -80,7 +80,7 @@ class ShardLogic(StatefulBatchLogic[Batch | Switch, ShardOutput, Any]):
         self.tick = timedelta(seconds=settings.tick_seconds) if shard.clock is not None else None
         self.chain = chain_for(settings)
         # The event clock has no latency to protect: freeze, never collect (flows.collect).
-        self.collect = YOUNG_GC if shard.clock is not None else FrozenGc()
+        self.collect = YOUNG_GC if shard.clock is not None else FROZEN_GC
         if resume is not None:
             snapshots.resume(shard, resume, self.chain)
         self.next_tick_at = wall_clock() + self.tick if self.tick else None
