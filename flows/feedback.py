@@ -46,4 +46,4 @@ class Feedback:
         step = int(c.attributes.get("journey_step", 0)) if c.trigger == "follow_up" else 0
         product = self.products.get(d.campaign_id)
         send_at = d.send_at or c.triggered_at  # `sent` decisions always have one
-        return SentOffer(c.customer_id, d.campaign_id, c.offer_id, send_at, product, step)
+        return SentOffer(c.customer_id, d.campaign_id, d.offer_id, send_at, product, step)

@@ -282,7 +282,8 @@ class Shard:
         if not decisions:
             return
         out.decisions.extend(decisions)
-        self._decide(self.feedback.sent(decisions), now, out)
+        if self.feedback.active:  # follow-up rules: sent offers may arm (or fire) their timers
+            self._decide(self.feedback.sent(decisions), now, out)
 
     # -- recovery ----------------------------------------------------------
 
