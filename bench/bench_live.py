@@ -2,6 +2,7 @@
 
     python bench/bench_live.py --rates 20000,40000,60000              # one process
     python bench/bench_live.py --rates 60000,80000,100000 --processes 2
+    python bench/bench_live.py --drain 1500000 --processes 2 --repeat 2    # capacity
 
 Issue 13's goal: p99 event-to-offer under 100 ms at 60,000 events/s in one
 process, and at 100,000 events/s in two. Each rate is one fresh run of the
@@ -136,6 +137,7 @@ class Offers:
         self.seen_parts: set[int] = set()
         self.samples: list[tuple[float, float]] = []  # (triggered_at, latency s)
         self.count, self.last_at = 0, 0.0
+        self.newest = 0.0  # the newest offer's CreateTime (s): when the flow produced it
 
     def poll(self, timeout: float = 0.0) -> int:
         """Reads what is there; returns how many offers came."""
@@ -154,6 +156,7 @@ class Offers:
     def _one(self, msg) -> None:  # noqa: ANN001
         record = orjson.loads(msg.value())
         self.count += 1
+        self.newest = max(self.newest, msg.timestamp()[1] / 1000)
         self.seen_parts.add(shard_of(record["customer_id"], self.parts))
         if record["trigger"] not in TIMERS:
             at = datetime.fromisoformat(record["triggered_at"]).timestamp()
@@ -321,6 +324,58 @@ def run_rate(
         broker.stop()
 
 
+def run_drain(
+    count: int, items: list, customers: Path, args: argparse.Namespace, code: Path
+) -> dict:
+    """`--drain`: the flow's capacity without the producer beside it on the same cores.
+
+    After the warm-up the flow processes are stopped (SIGSTOP), `count` events
+    are queued in the topic, and the flows continue (SIGCONT): the time from
+    then to the newest offer's CreateTime is how long they took to read and
+    decide it all, the producer idle. The broker still runs (it serves the
+    reads and takes the offers).
+    """
+    broker = KafkaBroker().start()
+    flows: list[subprocess.Popen] = []
+    try:
+        topics(broker.bootstrap, args.processes)
+        flows = start_flows(broker.bootstrap, args, customers, code)
+        offers, prod = Offers(broker.bootstrap, args.processes), producer(broker.bootstrap)
+        first = warm_up(prod, items, offers)
+        offers.quiet_for(2.0, time.time(), 60.0)
+        for proc in flows:
+            proc.send_signal(signal.SIGSTOP)
+        count = min(count, len(items) - first)
+        send(prod, items, first, first + count)
+        prod.flush(300)
+        result = {"sent": count, "warm": first, "load_before": load()}
+        used = Cpu(flows, broker)
+        resumed = time.time()
+        for proc in flows:
+            proc.send_signal(signal.SIGCONT)
+        offers.quiet_for(3.0, resumed, 600.0)
+        result |= used.used()
+        result["seconds"] = offers.newest - resumed
+        result["load_after"] = load()
+        result["processed"] = processed(stop(flows)) - first
+        return result
+    finally:
+        for proc in flows:
+            if proc.poll() is None:
+                proc.kill()
+        broker.stop()
+
+
+def drain_line(r: dict) -> str:
+    secs, n = r["seconds"], r["processed"]
+    return (
+        f"drain: {r['sent']:,} events queued while the flow was stopped, processed {n:,} in "
+        f"{secs:.2f} s wall: {n / secs:,.0f} events/s; CPU s: flow {r['flow_cpu']:.1f} "
+        f"({r['flow_cpu'] / max(n, 1) * 1e6:.1f} us per event), broker {r['broker_cpu']:.1f}; "
+        f"load {r['load_before']} before, {r['load_after']} after"
+    )
+
+
 def profile(pid: int, args: argparse.Namespace, rate: float) -> subprocess.Popen | None:
     """`py-spy record` of flow process 0 through the measured phase (`--profile`), or None."""
     if not args.profile:
@@ -449,6 +504,14 @@ def main() -> None:
     )
     parser.add_argument("--profile", help="a directory: py-spy the flow's process 0 per rate")
     parser.add_argument(
+        "--drain",
+        type=int,
+        metavar="N",
+        help="instead of rates: N events queued while the flow is stopped, then read at full "
+        "speed (its capacity, without the producer on the same cores); --repeat times",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="--drain: rounds (interleaved)")
+    parser.add_argument(
         "--decisions", action="store_true", help="also log decisions and split the latency"
     )
     parser.add_argument(
@@ -457,7 +520,8 @@ def main() -> None:
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     data = Path("/tmp") / f"km-live-{args.customers}.jsonl"
-    needed = int(max(rates) * args.seconds) + 200_000  # and the warm-up's
+    needed = args.drain or int(max(rates) * args.seconds)
+    needed += 200_000  # and the warm-up's
     if not data.exists() or sum(1 for _ in data.open("rb")) < needed:
         print(f"generating {needed:,} events once into {data} ...", flush=True)
         prepare(data, needed, args.customers)
@@ -469,11 +533,12 @@ def main() -> None:
     )
     print(baseline_pace(data, 300_000), f"(load {load()})", flush=True)
     customers = data.with_suffix(".customers.jsonl")
-    for rate in rates:
-        for label, code in [
-            ("", ROOT),
-            *([("before: ", Path(args.against))] if args.against else []),
-        ]:
+    versions = [("", ROOT), *([("before: ", Path(args.against))] if args.against else [])]
+    for round_ in range(args.repeat if args.drain else 0):
+        for label, code in versions if round_ % 2 == 0 else versions[::-1]:
+            print(label + drain_line(run_drain(args.drain, items, customers, args, code)))
+    for rate in rates if not args.drain else []:
+        for label, code in versions:
             result = run_rate(rate, items, customers, args, code)
             print(label + summarise(result, args.warmup), flush=True)
         if "profile" in result:
