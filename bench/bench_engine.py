@@ -4,6 +4,8 @@
     .venv/bin/python bench/bench_engine.py --events 200000 --customers 20000 --repeat 1
     .venv/bin/python bench/bench_engine.py --profile       # plus a cProfile of decode+engine
     .venv/bin/python bench/bench_engine.py --against REV   # A/B: REV's decoder+engine vs now
+    .venv/bin/python bench/bench_engine.py --opcodes 20000 --events 120000 --customers 12000
+                                                           # opcodes per event, by function
 
 Payloads are prepared in memory first (Berka rows mapped with the
 importer's own functions; the seeded generator for the synthetic stream),
@@ -232,8 +234,44 @@ def profile(rules: Any, payloads: list[bytes], profiles: dict, until: datetime |
     print("\n".join("    " + line for line in out.getvalue().splitlines()[6:30] if line.strip()))
 
 
+def opcodes(rules: Any, payloads: list[bytes], profiles: dict, counted: int) -> None:
+    """Python opcodes per event by function over the last `counted` events (`sys.settrace`).
+
+    Load-independent, unlike CPU time on a shared machine (docs/engine.md round 5):
+    the events before them only warm the state up. Engine only, as the flow calls
+    it: `advance` to each event's time, then `evaluate`.
+    """
+    events = [e for e in decode_all(payloads) if type(e) is not DeadLetter]
+    engine = Engine(rules)
+    engine.dirty = None  # a replay's engine: nothing takes incremental snapshots
+    warm, timed = events[:-counted], events[-counted:]
+    for event in warm:
+        engine.advance(event.occurred_at)
+        engine.evaluate(event, profiles.get(event.customer_id))
+    counts: Counter = Counter()
+
+    def trace(frame: Any, kind: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if kind == "opcode":
+            counts[frame.f_code.co_qualname] += 1
+        return trace
+
+    sys.settrace(trace)
+    for event in timed:
+        engine.advance(event.occurred_at)
+        engine.evaluate(event, profiles.get(event.customer_id))
+    sys.settrace(None)
+    counts.pop("opcodes.<locals>.trace", None)
+    print(f"  {sum(counts.values()) / len(timed):.1f} opcodes per event over {len(timed):,} events")
+    for name, count in counts.most_common(16):
+        print(f"  {count / len(timed):7.1f}  {name}")
+
+
 def run_one(name: str, payloads: list[bytes], profiles: dict, until, args) -> None:
-    if args.against:
+    if args.opcodes:
+        print(f"\n== {name}: {len(payloads):,} events, {Path(args.rules).name}")
+        opcodes(load_rules(args.rules), payloads, profiles, args.opcodes)
+    elif args.against:
         against(args.against, name, payloads, profiles, until, args)
     else:
         bench(name, payloads, profiles, until, args)
@@ -316,6 +354,9 @@ def main() -> None:
     parser.add_argument("--skip-berka", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--opcodes", type=int, metavar="N", help="instead: opcodes per event over the last N events"
+    )
     parser.add_argument(
         "--against",
         metavar="REV",
