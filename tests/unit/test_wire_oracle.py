@@ -2,10 +2,11 @@
 
 `decode()` and `decode_many()` write out their common shapes (remembered times,
 an hour plus its `MM:SSZ`, `decode_many`'s last time and hour, RFC 3339 and
-money shapes checked as digit templates, positional construction). The oracle is the decoder as it was before those paths:
-msgspec's wire structs, then `parse_time`, `to_minor` and `balance_to_minor`
-on every field, in the same order. Both must give the same event or the
-same dead letter (reason, event id and detail) for every payload.
+money shapes checked as digit templates, positional construction). The oracle
+is the decoder as it was before those paths: msgspec's wire structs, then
+`parse_time`, `to_minor` and `balance_to_minor` on every field, in the same
+order. Both must give the same event or the same dead letter (reason, event
+id and detail) for every payload.
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ def test_money_shapes_are_the_plain_regexes():
     amounts = {shape.decode().replace("0", "7") for shape in wire._PLAIN_AMOUNTS}
     balances = {b for t in ("7", "7.77", "-7", "-7.77", "7" * 12 + ".77") for b in _neighbours(t)}
     for amount in {n for t in amounts for n in _neighbours(t)} | amounts:
-        template = amount.encode().translate(wire._DIGITS_AS_ZERO)  # as `_transaction` does it (no isascii)
+        template = amount.encode().translate(wire._DIGITS_AS_ZERO)  # as `_transaction`: no isascii
         expected = (amount[-3:-2] == ".", False) if _PLAIN_AMOUNT.fullmatch(amount) else None
         assert wire._PLAIN_AMOUNTS.get(template) == expected, amount
         for balance in balances if len(amount) in (1, 4, 19) else ():
