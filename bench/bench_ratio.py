@@ -10,7 +10,8 @@ between rounds, and each case keeps its best CPU time (the machine is
 shared: CPU seconds move less with the load than wall seconds). Cases:
 
 - `baseline`: bench/baseline_plain.py in this process (four rules only);
-- `decode+engine`: the project's decoder and `Engine.feed` in this process;
+- `decode+engine`: the project's decoder (`decode_many`, as the backtest calls it) and
+  `Engine.feed` in this process;
 - `backtest --policy off`, `backtest`, `run --clock event`: the real
   commands as subprocesses on the file, CPU of the child, start-up included;
   `startup` is the same command on a one-event file, and the `net` column
@@ -128,18 +129,22 @@ def _swap(argv: list[str], events: Path, one: Path) -> list[str]:
 
 
 def decode_and_feed(rules: object, payloads: list[bytes], until: str) -> None:
+    """The decoder as the backtest calls it (`decode_many` per 1,000 lines, `balance_after`
+    only when a rule reads it) and `Engine.feed`, with no stamp step, shard or policy."""
     from datetime import datetime
 
-    from keymoment.connectors.wire import DeadLetter, decode
+    from keymoment.connectors.wire import DeadLetter, decode_many
+    from keymoment.flows.replay import reads_balances
     from keymoment.triggers.engine import Engine
 
     engine = Engine(rules)  # type: ignore[arg-type]
-    feed = engine.feed
-    for n, raw in enumerate(payloads):
-        event = decode(raw, "bench")
-        if type(event) is not DeadLetter:
-            feed(event)  # type: ignore[arg-type]
-        if n % 65_536 == 0:
+    feed, balances = engine.feed, reads_balances(rules)  # type: ignore[arg-type]
+    for start in range(0, len(payloads), 1000):
+        chunk = [("bench", raw) for raw in payloads[start : start + 1000]]
+        for event in decode_many(chunk, balances=balances):
+            if type(event) is not DeadLetter:
+                feed(event)  # type: ignore[arg-type]
+        if start % 65_536 < 1000:
             gc.collect(1)
             gc.freeze()
     engine.advance(datetime.fromisoformat(until))
