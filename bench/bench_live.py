@@ -52,6 +52,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -287,17 +289,31 @@ class Cpu:
         return {name: b - a for name, a, b in zip(names, self.start, now, strict=True)}
 
 
-def run_rate(
-    rate: float, items: list, customers: Path, args: argparse.Namespace, code: Path = ROOT
-) -> dict:
-    """One rate on a fresh broker and fresh flow process(es) of the checkout `code`."""
+@contextmanager
+def live_flows(
+    items: list, customers: Path, args: argparse.Namespace, code: Path
+) -> Iterator[tuple[KafkaBroker, list[subprocess.Popen], Offers, Producer, int]]:
+    """A fresh broker and fresh flow process(es) of the checkout `code`, warmed up: (broker,
+    flows, offers, producer, events the warm-up sent); all of them stopped afterwards."""
     broker = KafkaBroker().start()
     flows: list[subprocess.Popen] = []
     try:
         topics(broker.bootstrap, args.processes)
         flows = start_flows(broker.bootstrap, args, customers, code)
         offers, prod = Offers(broker.bootstrap, args.processes), producer(broker.bootstrap)
-        first = warm_up(prod, items, offers)
+        yield broker, flows, offers, prod, warm_up(prod, items, offers)
+    finally:
+        for proc in flows:
+            if proc.poll() is None:
+                proc.kill()
+        broker.stop()
+
+
+def run_rate(
+    rate: float, items: list, customers: Path, args: argparse.Namespace, code: Path = ROOT
+) -> dict:
+    """One rate on a fresh broker and fresh flow process(es) of the checkout `code`."""
+    with live_flows(items, customers, args, code) as (broker, flows, offers, prod, first):
         count = min(int(rate * args.seconds), len(items) - first)
         used = Cpu(flows, broker)
         result = {"rate": rate, "load_before": load(), "sent": count, "warm": first}
@@ -317,11 +333,6 @@ def run_rate(
         if args.decisions:
             result["split"] = decision_split(broker.bootstrap)
         return result
-    finally:
-        for proc in flows:
-            if proc.poll() is None:
-                proc.kill()
-        broker.stop()
 
 
 def run_drain(
@@ -335,13 +346,7 @@ def run_drain(
     decide it all, the producer idle. The broker still runs (it serves the
     reads and takes the offers).
     """
-    broker = KafkaBroker().start()
-    flows: list[subprocess.Popen] = []
-    try:
-        topics(broker.bootstrap, args.processes)
-        flows = start_flows(broker.bootstrap, args, customers, code)
-        offers, prod = Offers(broker.bootstrap, args.processes), producer(broker.bootstrap)
-        first = warm_up(prod, items, offers)
+    with live_flows(items, customers, args, code) as (broker, flows, offers, prod, first):
         offers.quiet_for(2.0, time.time(), 60.0)
         for proc in flows:
             proc.send_signal(signal.SIGSTOP)
@@ -359,11 +364,6 @@ def run_drain(
         result["load_after"] = load()
         result["processed"] = processed(stop(flows)) - first
         return result
-    finally:
-        for proc in flows:
-            if proc.poll() is None:
-                proc.kill()
-        broker.stop()
 
 
 def drain_line(r: dict) -> str:
