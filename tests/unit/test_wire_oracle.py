@@ -206,15 +206,17 @@ def test_arbitrary_bytes_decode_as_the_oracle(raw):
     same(raw)
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
+def time_parts(min_size: int, max_size: int) -> st.SearchStrategy[list[tuple[int, ...]]]:
+    """Lists of valid (year, month, day, hour, minute, second) times."""
+    return st.lists(
         st.tuples(st.integers(1900, 9000), st.integers(1, 12), st.integers(1, 28),
                   st.integers(0, 23), st.integers(0, 59), st.integers(0, 59)),
-        min_size=2, max_size=40,
-    ),
-    st.randoms(use_true_random=False),
-)  # fmt: skip
+        min_size=min_size, max_size=max_size,
+    )  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(time_parts(2, 40), st.randoms(use_true_random=False))
 def test_remembered_hours_and_clocks_recombine_exactly(parts, rng: random.Random):
     """Hours and `MM:SSZ` learnt from some times give every other combination of them."""
     hours = [f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:" for y, mo, d, h, _, _ in parts]
@@ -227,15 +229,7 @@ def test_remembered_hours_and_clocks_recombine_exactly(parts, rng: random.Random
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.integers(1900, 9000), st.integers(1, 12), st.integers(1, 28),
-                  st.integers(0, 23), st.integers(0, 59), st.integers(0, 59)),
-        min_size=1, max_size=6,
-    ),
-    st.booleans(),
-    st.randoms(use_true_random=False),
-)  # fmt: skip
+@given(time_parts(1, 6), st.booleans(), st.randoms(use_true_random=False))
 def test_decode_many_last_time_and_hour_never_accept_or_move_a_time(parts, ordered, rng):
     """decode_many keeps the last time and its hour between messages and calls: sorted or
     shuffled times, repeats, one-character edits of them, in batches of any size, as the oracle."""
