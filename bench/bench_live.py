@@ -37,7 +37,10 @@ Printed per rate: offered and achieved send rate, p50/p99/p999/max, the
 p99 of each half (a backlog that grows shows as a second half worse than
 the first), how long after the input's end the last offer came, CPU
 seconds of the flow process(es), the broker and the producer, and the load
-average (`uptime`) before and after: the machine has 2 cores shared with
+average (`uptime`) before and after, and the input path alone: a plain
+consumer of `tx` in a process of its own (`InputProbe`) sees each event's
+lag from its CreateTime, so a lag of the producer or the broker is not
+taken for the flow's. The machine has 2 cores shared with
 other work, so every figure is printed with its load. The plain-Python
 baseline's pace (bench/baseline_plain.py, four rules, CPU seconds) on the
 same events is printed once, as in every benchmark here.
@@ -51,6 +54,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +63,7 @@ from pathlib import Path
 
 import orjson
 import psutil
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +124,51 @@ def send(prod: Producer, items: list[tuple[int, bytes, bytes]], first: int, last
         for part, head, tail in items[start : min(start + CHUNK, last)]:
             prod.produce("tx", head + stamp + tail, partition=part)
     prod.poll(0)
+
+
+class InputProbe:
+    """A plain consumer of `tx` beside the flow, in a process of its own: the input path's lag.
+
+    Event-to-offer latency adds the input path (producer, broker, fetch) to the
+    flow's own time; this tells them apart. Per consume call it keeps the
+    oldest message's lag: the wall time it arrived here minus its CreateTime
+    (set by librdkafka when the producer took it). A steady lag seen here is
+    the broker's or the producer's, not the flow's. Its cost: one Python step
+    per consume call, not per message.
+    """
+
+    def __init__(self, bootstrap: str, parts: int, out: Path) -> None:
+        code = f"import sys; sys.path[:0] = {[str(ROOT / 'bench')]!r}; import bench_live; "
+        code += f"bench_live.probe_main({bootstrap!r}, {parts}, {str(out)!r})"
+        self.out = out
+        self.proc = subprocess.Popen([sys.executable, "-c", code])
+
+    def samples(self) -> list[tuple[float, float]]:
+        """Stops the probe; (CreateTime, lag s) per consume call."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        return [tuple(row) for row in orjson.loads(self.out.read_bytes())]  # type: ignore[misc]
+
+
+def probe_main(bootstrap: str, parts: int, out: str) -> None:
+    """The probe process: reads every partition of `tx` from its end until SIGTERM."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-probe", "fetch.wait.max.ms": 10}
+    )
+    consumer.assign([TopicPartition("tx", p, OFFSET_END) for p in range(parts)])
+    rows: list[tuple[float, float]] = []
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    while not stopping:
+        msgs = consumer.consume(10000, 0)  # what has arrived, without waiting for more
+        arrived = time.time()
+        if not msgs:
+            time.sleep(0.001)
+        elif msgs[0].error() is None:
+            created = msgs[0].timestamp()[1] / 1000
+            rows.append((created, arrived - created))
+    consumer.close()
+    Path(out).write_bytes(orjson.dumps(rows))
 
 
 class Offers:
@@ -319,10 +368,12 @@ def run_rate(
         result = {"rate": rate, "load_before": load(), "sent": count, "warm": first}
         result["started"] = time.time()
         spy = profile(flows[0].pid, args, rate)
+        probe = InputProbe(broker.bootstrap, args.processes, args.work / "probe.json")
         result["send_seconds"] = pace(prod, items, first, first + count, rate)
         result["ended"] = time.time()
         prod.flush(30)
         result["last_offer"] = offers.quiet_for(2.0, result["ended"], 120.0)
+        result["input"] = probe.samples()
         result |= used.used()
         result["load_after"] = load()
         result["processed"] = processed(stop(flows)) - first
@@ -475,7 +526,21 @@ def summarise(r: dict, warmup: float) -> str:
         f"{'':>10}p99 per second from the cut (ms): {timeline(kept, cut)}\n"
         f"{'':>10}CPU s: flow {r['flow_cpu']:.1f} ({us:.1f} us per event, its drain included), "
         f"broker {r['broker_cpu']:.1f}, producer {r['producer_cpu']:.1f}; "
-        f"load {r['load_before']} before, {r['load_after']} after" + split_line(r, cut)
+        f"load {r['load_before']} before, {r['load_after']} after"
+        + split_line(r, cut)
+        + input_line(r, cut)
+    )
+
+
+def input_line(r: dict, cut: float) -> str:
+    """The input path alone (`InputProbe`): the lag a plain consumer of `tx` saw."""
+    rows = [(at, lag) for at, lag in r.get("input", []) if cut <= at <= r["ended"]]
+    if not rows:
+        return ""
+    return (
+        f"\n{'':>10}input path alone (a plain consumer of tx): "
+        f"{quantiles([lag for _, lag in rows])}\n{'':>10}its p99 per second (ms): "
+        f"{timeline(rows, cut)}"
     )
 
 
@@ -518,6 +583,7 @@ def main() -> None:
         "--fetch-wait-ms", type=int, default=10, help="the flow's fetch.wait.max.ms (see docstring)"
     )
     args = parser.parse_args()
+    args.work = Path(tempfile.mkdtemp(prefix="km-live-"))
     rates = [float(r) for r in args.rates.split(",")]
     data = Path("/tmp") / f"km-live-{args.customers}.jsonl"
     needed = args.drain or int(max(rates) * args.seconds)
