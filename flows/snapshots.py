@@ -44,12 +44,14 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import sqlite3
 import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from keymoment.state import snapshot_codec as codec
@@ -292,3 +294,39 @@ def resume(shard: Shard, data: bytes, chain: Chain | None) -> None:
         print(f"keymoment: cannot resume from the recovery snapshot: {exc}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(2)
+
+
+def named_segments(recovery: Path) -> set[str]:
+    """Every segment name a chain record in the Bytewax recovery databases of `recovery` names.
+
+    Bytewax keeps a row per step, key and epoch it may still resume from (the
+    backup interval's worth); a chain record is the pickled dict `Chain.snapshot`
+    returns, inside Bytewax's own pickle. Raises SegmentError (one line) when
+    `recovery` has no databases or one cannot be read.
+    """
+    databases = sorted(recovery.glob("part-*.sqlite3"))
+    if not databases:
+        raise SegmentError(f"{recovery} is not a recovery directory (no part-*.sqlite3)")
+    named: set[str] = set()
+    for path in databases:
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                rows = db.execute("SELECT ser_change FROM snaps WHERE ser_change IS NOT NULL")
+                named |= {n for (blob,) in rows for n in _chain_names(blob)}
+        except sqlite3.Error as exc:
+            raise SegmentError(f"cannot read recovery database {path}: {exc}") from None
+    return named
+
+
+def _chain_names(blob: bytes) -> list[str]:
+    """The names a chain record holds; none for any other step's state."""
+    state = pickle.loads(blob)
+    if not isinstance(state, bytes):
+        return []
+    try:
+        record = pickle.loads(state)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        return []  # another step's bytes
+    if isinstance(record, dict) and record.get("incremental"):
+        return list(record.get("chain", ()))
+    return []

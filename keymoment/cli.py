@@ -25,6 +25,7 @@ COMMANDS = (
     "console",
     "explain",
     "compare",
+    "recovery",
 )
 
 

@@ -25,11 +25,13 @@ import secrets
 import time
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MAGIC = b"KMSEG1"
 HEADER = len(MAGIC) + 4 + 8
 NAME = re.compile(r"[0-9a-f]+-[0-9]+-[0-9a-f]+/[0-9]{8}\.(base|part)")
+EXECUTION = re.compile(r"[0-9a-f]+-[0-9]+-[0-9a-f]+")  # a store's directory: its token
 
 
 class SegmentError(Exception):
@@ -128,3 +130,46 @@ class SegmentStore:
 
     def size(self, names: Iterable[str]) -> int:
         return sum((self.root / name).stat().st_size for name in names)
+
+
+@dataclass
+class Unreferenced:
+    """What a sweep found (`unreferenced`): files no record names, directories left empty."""
+
+    files: list[Path] = field(default_factory=list)
+    directories: list[Path] = field(default_factory=list)  # every file in them is unreferenced
+    size: int = 0  # bytes in `files`
+    kept: int = 0  # files a record names, or too young to judge
+
+    def delete(self) -> None:
+        for path in self.files:
+            path.unlink(missing_ok=True)
+        for directory in self.directories:
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+
+
+def unreferenced(root: Path, named: set[str], min_age: float, now: float) -> Unreferenced:
+    """The segment files under `root` no snapshot record names (`named`), older than `min_age` s.
+
+    A running chain cleans its own directory; what it cannot clean is a
+    directory of an execution that crashed before a later one adopted it (a
+    crash twice before compaction) and the files such executions left. Any
+    file no record names can never be read by a restore; `min_age` keeps what a
+    running flow wrote since its last committed epoch (named at the next one).
+    Only directories named like a store's token are looked at.
+    """
+    found = Unreferenced()
+    for directory in sorted(p for p in root.iterdir() if EXECUTION.fullmatch(p.name)):
+        files = sorted(p for p in directory.iterdir() if p.is_file())
+        dead = [
+            p
+            for p in files
+            if f"{directory.name}/{p.name}" not in named and p.stat().st_mtime < now - min_age
+        ]
+        found.files += dead
+        found.size += sum(p.stat().st_size for p in dead)
+        found.kept += len(files) - len(dead)
+        if len(dead) == len(files) and directory.stat().st_mtime < now - min_age:
+            found.directories.append(directory)
+    return found
