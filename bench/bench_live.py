@@ -118,11 +118,19 @@ def now_stamp() -> bytes:
 
 
 def send(prod: Producer, items: list[tuple[int, bytes, bytes]], first: int, last: int) -> None:
-    """Events [first, last) with the send time as `occurred_at`, a chunk per stamp."""
+    """Events [first, last) with the send time as `occurred_at`, a chunk per stamp.
+
+    One `produce_batch` per partition and chunk: 1.0 against 1.4 us of this
+    process's CPU per message with a `produce` each (measured on Tansu), CPU
+    the flow and the broker need on the same two cores.
+    """
     for start in range(first, last, CHUNK):
         stamp = now_stamp()
+        batches: dict[int, list[dict]] = {}
         for part, head, tail in items[start : min(start + CHUNK, last)]:
-            prod.produce("tx", head + stamp + tail, partition=part)
+            batches.setdefault(part, []).append({"value": head + stamp + tail})
+        for part, batch in batches.items():
+            prod.produce_batch("tx", batch, partition=part)
     prod.poll(0)
 
 
