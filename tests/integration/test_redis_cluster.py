@@ -117,3 +117,27 @@ def test_redis_held_lists_work_on_a_cluster(cluster):
         ("sent", "admitted"),
     ]
     assert policy.counters["lists_errors"] == 0
+
+
+def test_a_stale_slot_map_is_followed_not_failed(cluster):
+    """Each node gets its own customers' reservations in one plain pipeline; when the client's
+    slot map is stale (a failover, a resharding), the node answers MOVED and the batch goes
+    again through the Cluster pipeline, which follows the redirect: same decisions, no error."""
+    store = cap_store_from_url(cluster.url + "?cluster=1&prefix=stale")
+    policy = build_policy(RULES, store=store, clock=fixed_clock, lists=[])
+    ids = [f"M{i}" for i in range(30)]
+    profs = profiles(*map(profile, ids))
+    client = store.client  # type: ignore[attr-defined]
+    owners = {}
+    for i in ids[:10]:  # point these customers' slots at a node that does not own them
+        key = f"stale:{cap_key(i, 'daily')}"
+        owners[key] = client.get_node_from_key(key).name
+        wrong = [n for n in client.get_primaries() if n.name != owners[key]][:1]
+        client.nodes_manager.slots_cache[client.keyslot(key)] = wrong
+    assert all(client.get_node_from_key(key).name != owner for key, owner in owners.items())
+    out = policy.decide([candidate("r-a", "a", i, event_id="E1") for i in ids], profs, T0)
+    assert [(d.outcome, d.reason) for d in out] == [("sent", "admitted")] * len(ids)
+    assert all(client.get_node_from_key(key).name == owner for key, owner in owners.items())
+    again = policy.decide([candidate("r-a", "a", i, event_id="E2") for i in ids], profs, T0)
+    assert [(d.outcome, d.reason) for d in again] == [("capped", "daily")] * len(ids)
+    assert policy.counters["store_errors"] == 0
