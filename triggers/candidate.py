@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+
+class Candidate(msgspec.Struct, frozen=True):
     """One rule firing for one customer (docs/semantics.md section 3).
 
     `event_id` is the triggering event, or for a timer the event that armed
@@ -18,6 +18,10 @@ class Candidate:
     deadline (the same arming event can arm a later timer after a cancel).
     `attributes` hold only small non-sensitive facts: never an amount, an
     account or a counterparty.
+
+    A frozen msgspec struct, like the events: immutable as a frozen dataclass
+    is, but built in C (0.16 us against 1.8 us for the dataclass, whose
+    `__init__` sets each field through `object.__setattr__`; round 6).
     """
 
     rule_id: str
@@ -26,7 +30,7 @@ class Candidate:
     customer_id: str
     triggered_at: datetime
     event_id: str
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = msgspec.field(default_factory=dict)
     timer: bool = False
 
     @property
