@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
@@ -14,6 +13,7 @@ from .durations import Duration
 from .events import Event, Kind
 from .filters import major_to_minor
 from .state import RuleState
+from .windows import slide
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
@@ -84,14 +84,19 @@ class LargeDeposit(Trigger[DepositHistory]):
         # The engine calls this for credits of `kinds` only; the test is for the type checker.
         if event.type != "transaction":
             return
-        history = self._history(ctx, event.occurred_at)
+        states = ctx.customer.rule_states  # `state_of`, inlined: this runs for every credit
+        history = states[self.index]
+        if history is None:
+            history = states[self.index] = DepositHistory()
         times, amounts = history.times, history.amounts
         at, amount = event.occurred_at, event.amount
-        pos = bisect_right(times, at)
-        if amount >= self.min_amount and self.admits(ctx):
-            earlier = amounts[bisect_right(times, at - self.lookback) : pos]  # (at - lookback, at]
-            if self._unusual(amount, earlier):
-                self.emit(ctx, at, event.event_id, amount_band=amount_band(amount))
+        first, pos = slide(times, amounts, at, self.lookback)  # earlier: (at - lookback, at]
+        if (
+            amount >= self.min_amount
+            and self.admits(ctx)
+            and self._unusual(amount, amounts[first:pos])
+        ):
+            self.emit(ctx, at, event.event_id, amount_band=amount_band(amount))
         times.insert(pos, at)
         amounts.insert(pos, amount)
 
@@ -100,16 +105,3 @@ class LargeDeposit(Trigger[DepositHistory]):
         if len(earlier) < max(self.min_history, 1):
             return True
         return 2 * amount >= self.multiple * median2(earlier)
-
-    def _history(self, ctx: RuleContext, at: datetime) -> DepositHistory:
-        """This rule's history for the customer, with entries older than any window dropped."""
-        states = ctx.customer.rule_states  # `state_of`, inlined: this runs for every credit
-        history = states[self.index]
-        if history is None:
-            history = states[self.index] = DepositHistory()
-        times = history.times
-        newest = at if not times or at > times[-1] else times[-1]
-        drop = bisect_right(times, newest - self.lookback)
-        if drop:
-            del times[:drop], history.amounts[:drop]
-        return history

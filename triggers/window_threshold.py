@@ -17,6 +17,7 @@ from .durations import Duration, format_duration
 from .events import Event
 from .filters import EventFilter, major_to_minor
 from .state import RuleState
+from .windows import slide
 
 if TYPE_CHECKING:
     from .ruleset import RuleSet
@@ -116,10 +117,7 @@ class WindowThreshold(Trigger[WindowState]):
             state = states[self.index] = WindowState()
         times, values, was_true = state.times, state.values, state.was_true
         at = event.occurred_at
-        start = at - self.window
-        _drop_older(times, values, max(at, times[-1]) - self.window if times else start)
-        pos = bisect_right(times, at)
-        first = bisect_right(times, start)
+        first, pos = slide(times, values, at, self.window)
         if first == pos:
             was_true = False  # nothing earlier in this window: a new episode (docs/engine.md)
         times.insert(pos, at)
@@ -170,12 +168,6 @@ class WindowThreshold(Trigger[WindowState]):
         if kind == "max":
             return max(window)
         return len({v for v in window if v is not None})
-
-
-def _drop_older(times: list[datetime], values: list[Any], cutoff: datetime) -> None:
-    drop = bisect_right(times, cutoff)
-    if drop:
-        del times[:drop], values[:drop]
 
 
 def _exact(value: Decimal) -> int | Fraction:
