@@ -83,6 +83,8 @@ class ShardLogic(StatefulBatchLogic[Batch | Switch, ShardOutput, Any]):
         self.collect = YOUNG_GC if shard.clock is not None else FROZEN_GC
         if resume is not None:
             snapshots.resume(shard, resume, self.chain)
+        if self.chain is None:  # only an incremental chain reads the changed customers: without
+            shard.engine.dirty = None  # one the set would hold every customer ever seen, for good
         self.next_tick_at = wall_clock() + self.tick if self.tick else None
 
     def on_batch(self, values: list[Batch | Switch]) -> tuple[list[ShardOutput], bool]:

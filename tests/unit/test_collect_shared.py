@@ -23,3 +23,22 @@ def test_every_shard_of_a_process_uses_the_same_collector(clock: str, shared: ob
     )
     logics = [builder(None) for _ in range(3)]
     assert all(logic.collect is shared for logic in logics)
+
+
+@pytest.mark.parametrize(
+    ("recovery", "snapshot_dir", "tracked"),
+    [(False, None, False), (True, None, False), (True, "d", True)],
+)
+def test_only_an_incremental_chain_tracks_changed_customers(
+    recovery: bool, snapshot_dir: str | None, tracked: bool, tmp_path: Path
+) -> None:
+    """Without a chain to empty it, `Engine.dirty` would grow to every customer ever seen."""
+    settings = FlowSettings(
+        rules=str(RULES),
+        sources=["x"],
+        clock="event",
+        recovery=recovery,
+        snapshot_dir=str(tmp_path / snapshot_dir) if snapshot_dir else None,
+    )
+    logic = ShardBuilder(settings, versions_from(settings), {}, None)(None)
+    assert (logic.shard.engine.dirty is not None) is tracked
