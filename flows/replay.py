@@ -20,7 +20,7 @@ from pathlib import Path
 from keymoment.connectors.files import JsonlReader
 from keymoment.policy import ContactPolicy
 from keymoment.triggers.engine import Engine
-from keymoment.triggers.events import CustomerProfile
+from keymoment.triggers.events import CustomerProfile, Event
 from keymoment.triggers.ruleset import RuleSet
 
 from .collect import FrozenGc, no_automatic_gc
@@ -105,12 +105,15 @@ class Replay:
         while chunk := list(islice(merged, self.batch_size)):
             dead, rejects[:] = list(rejects), []
             lines, counts[0] = counts[0], 0
-            yield self.stamper.stamp(chunk, dead, lines)[0]
+            yield self.stamper.stamp(Accepted(*zip(*chunk, strict=True)), dead, lines)[0]
         if rejects or counts[0]:  # rejects after the last accepted event
             yield Batch([], [], [], None, list(rejects), counts[0])
 
 
-def _occurred_at(item: Accepted) -> datetime:
+OneEvent = tuple[Event, str, int, bytes]  # an accepted event, its source and line, the payload
+
+
+def _occurred_at(item: OneEvent) -> datetime:
     return item[0].occurred_at
 
 
@@ -121,8 +124,8 @@ def reads_balances(rules: RuleSet) -> bool:
 
 def _decoded(
     reader: JsonlReader, rejects: list[dict], counts: list[int], balances: bool
-) -> Iterator[Accepted]:
+) -> Iterator[OneEvent]:
     """One file's accepted events in file order; rejects go to `rejects` as they are read."""
     while (lines := reader.read(DEFAULT_BATCH)) is not None:
         counts[0] += len(lines)
-        yield from accepted_lines(lines, rejects, balances=balances)
+        yield from zip(*accepted_lines(lines, rejects, balances=balances), strict=True)

@@ -27,10 +27,10 @@ from __future__ import annotations
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from zlib import crc32
 
 from keymoment.connectors.files import Item, Lines, records_in
@@ -67,7 +67,17 @@ def position(source: str, line: int) -> str:
     return source if line < 0 else f"{source}:{line}"
 
 
-Accepted = tuple[Event, str, int, bytes]  # a decoded event, its source and line, the payload
+class Accepted(NamedTuple):
+    """A batch's accepted events in order, as columns of one entry each: no tuple per event.
+
+    A file batch without a reject is its decoded list, its label repeated, its
+    line numbers and its lines as they were read.
+    """
+
+    events: Sequence[Event]
+    sources: Sequence[str]  # a file's label or a message's source
+    lines: Sequence[int]  # a file line's number, or -1 for a message
+    raws: Sequence[bytes]  # the payloads
 
 
 class Batch(NamedTuple):
@@ -130,23 +140,47 @@ def accepted_lines(
     now: datetime | None = None,
     max_future: timedelta = timedelta(minutes=5),
     balances: bool = True,
-) -> Iterator[Accepted]:
-    """A file batch's accepted events in order, its rejects to `dead`.
+) -> Accepted:
+    """A file batch's accepted events, its rejects to `dead`.
 
     The lines decode in one `decode_many` call with the file's label as
     their source, and a reject's record then gets its line's position: the
-    only position string made.
+    only position string made. A batch without a reject (nearly every one,
+    checked in C) is passed on as it is.
     """
-    label, first, numbers, raws = lines.label, lines.first, lines.numbers, lines.lines
+    label, raws = lines.label, lines.lines
+    numbers = lines.numbers or range(lines.first, lines.first + len(raws))
     pairs = zip(repeat(label), raws)
     decoded = decode_many(pairs, now=now, max_future=max_future, balances=balances)
+    if not any(map(isinstance, decoded, repeat(DeadLetter))):  # no reject: no Python loop
+        return Accepted(cast(list[Event], decoded), [label] * len(raws), numbers, raws)
+    events, kept, payloads = [], [], []
     for i, event in enumerate(decoded):
         if isinstance(event, DeadLetter):
             record = event.record()
             record["source"] = lines.position(i)
             dead.append(record)
         else:
-            yield event, label, first + i if numbers is None else numbers[i], raws[i]
+            events.append(event)
+            kept.append(numbers[i])
+            payloads.append(raws[i])
+    return Accepted(events, [label] * len(events), kept, payloads)
+
+
+def joined(parts: Sequence[Accepted]) -> Accepted:
+    """Several runs of accepted events as one, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    events: list[Event] = []
+    sources: list[str] = []
+    lines: list[int] = []
+    raws: list[bytes] = []
+    for part in parts:
+        events += part.events
+        sources += part.sources
+        lines += part.lines
+        raws += part.raws
+    return Accepted(events, sources, lines, raws)
 
 
 def shard_of(customer_id: str, count: int) -> int:
@@ -201,56 +235,54 @@ class Stamper:
         dead: list[dict] = []
         ended: list[str] = []  # partitions whose end this batch carries
         records = records_in(batch)
+        accepted = self._decoded(batch, now, dead, ended)
         if self.partitioned:
-            decoded = list(self._decoded(batch, now, dead, ended))
-            stamped = self.stamp_parts(decoded, dead, records, ended)
-        else:  # decoded while stamped: one pass, no list in between
-            stamped = self.stamp(self._decoded(batch, now, dead, ended), dead, records)
+            stamped = self.stamp_parts(accepted, dead, records, ended)
+        else:
+            stamped = self.stamp(accepted, dead, records)
         return list(zip(self.keys, stamped, strict=True))
 
     def _decoded(
         self, batch: Sequence[Item], now: datetime | None, dead: list[dict], ended: list[str]
-    ) -> Iterator[Accepted]:
-        """The accepted events of a raw batch in order; rejects go to `dead`, the ends of
-        partitions (`(label, None)`) to `ended`, as they come."""
-        max_future, balances = self.max_future, self.balances
-        if len(batch) == 1 and isinstance(batch[0], Lines):  # one file read: no generator between
-            return accepted_lines(batch[0], dead, now, max_future, balances)
-        return self._each(batch, now, dead, ended)
-
-    def _each(
-        self, batch: Sequence[Item], now: datetime | None, dead: list[dict], ended: list[str]
-    ) -> Iterator[Accepted]:
-        """`_decoded` of a batch of several items (Kafka messages, several reads, ends).
+    ) -> Accepted:
+        """The accepted events of a raw batch (file reads, Kafka messages, ends) in order;
+        rejects go to `dead`, the ends of partitions (`(label, None)`) to `ended`.
 
         Runs of messages decode in one `decode_many` call each, as a file's lines do.
         """
+        max_future, balances = self.max_future, self.balances
+        if len(batch) == 1 and isinstance(batch[0], Lines):  # one file read
+            return accepted_lines(batch[0], dead, now, max_future, balances)
+        parts: list[Accepted] = []
         messages: list[tuple[str, bytes]] = []
         for item in batch:
             if isinstance(item, Lines):
-                yield from self._messages(messages, now, dead)
+                parts.append(self._messages(messages, now, dead))
                 messages = []
-                yield from accepted_lines(item, dead, now, self.max_future, self.balances)
+                parts.append(accepted_lines(item, dead, now, max_future, balances))
             elif item[1] is None:
                 ended.append(item[0])
             else:
                 messages.append(item)  # type: ignore[arg-type]  # mypy cannot narrow by item[1]
-        yield from self._messages(messages, now, dead)
+        parts.append(self._messages(messages, now, dead))
+        return joined(parts)
 
     def _messages(
         self, messages: list[tuple[str, bytes]], now: datetime | None, dead: list[dict]
-    ) -> Iterator[Accepted]:
+    ) -> Accepted:
         """Messages `(source, payload)` decoded in one call; rejects to `dead`."""
-        if not messages:
-            return
         decoded = decode_many(messages, now=now, max_future=self.max_future, balances=self.balances)
+        events, sources, payloads = [], [], []
         for (source, payload), event in zip(messages, decoded, strict=True):
             if isinstance(event, DeadLetter):
                 dead.append(event.record())
             else:
-                yield event, source, -1, payload
+                events.append(event)
+                sources.append(source)
+                payloads.append(payload)
+        return Accepted(events, sources, [-1] * len(events), payloads)
 
-    def stamp(self, accepted: Iterable[Accepted], dead: list[dict], lines: int) -> list[Batch]:
+    def stamp(self, accepted: Accepted, dead: list[dict], lines: int) -> list[Batch]:
         """Decoded events in stream order -> one `Batch` per shard, in shard order.
 
         Hot loop (one pass per event, kept in one piece on purpose): the
@@ -267,7 +299,7 @@ class Stamper:
         lateness, count, until = self.lateness, self.count, self.until or _ALWAYS
         single = own[0].append if count == 1 else None
         place, skipped = self.placement, 0
-        for i, (event, source, line, raw) in enumerate(accepted):
+        for i, (event, source, line, raw) in enumerate(zip(*accepted, strict=True)):
             at = event.occurred_at
             if at > until:
                 skipped += 1
@@ -293,7 +325,7 @@ class Stamper:
 
     def stamp_parts(
         self,
-        accepted: Iterable[Accepted],
+        accepted: Accepted,
         dead: list[dict],
         lines: int,
         ended: Sequence[str] = (),
@@ -308,7 +340,7 @@ class Stamper:
         last_at, wall = None, self.monotonic()
         lateness, count, until = self.lateness, self.count, self.until
         i = -1
-        for i, (event, source, line, raw) in enumerate(accepted):  # noqa: B007 - i is used after
+        for i, (event, source, line, raw) in enumerate(zip(*accepted, strict=True)):  # noqa: B007
             at = event.occurred_at
             if until is not None and at > until:
                 self.after_until += 1
