@@ -48,8 +48,8 @@ class Evictions:
 
     def add(
         self, heap: Heap, customer_id: str, deadline: datetime, watermark: datetime | None
-    ) -> None:
-        """Schedule the customer's eviction check at `deadline`."""
+    ) -> bool:
+        """Schedule the customer's eviction check at `deadline`; True when it is due already."""
         last = self._last
         if (
             last is not None
@@ -57,17 +57,18 @@ class Evictions:
             and (watermark is None or last[0] > watermark)
         ):
             last[2].append(customer_id)
-            return
+            return False
         hour = deadline - (deadline - _EPOCH) % HOUR
         if watermark is not None and hour <= watermark:  # its hour has begun: into the heap
             heappush(heap, (deadline, customer_id, self.index, EVICT_KEY))
-            return
+            return deadline <= watermark
         members = self.hours.get(hour)
         if members is None:
             members = self.hours[hour] = []
             heappush(heap, (hour, MARKER, self.index, EVICT_KEY))
         members.append(customer_id)
         self._last = (hour, hour + HOUR, members)
+        return False
 
     def take(self, hour: datetime) -> list[str]:
         """The customers of the hour whose marker just popped (each at most once per add)."""

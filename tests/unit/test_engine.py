@@ -120,6 +120,23 @@ def test_timer_candidates_have_deadline_ids_and_offer_keys():
     assert len(got[0].offer_id) == 32
 
 
+def test_late_event_arming_a_timer_in_the_past_fires_it_in_the_same_call():
+    """A timer a late event arms before the watermark fires at once, with its own deadline.
+
+    Checked for each timer rule on its own: `evaluate` looks at the heap after an
+    event only when an entry may be due (`Engine._due_now`), so a missed flag shows here.
+    """
+    engine = Engine(ruleset(DORM, LOAN))
+    engine.feed(app("known", at(50), "logout"), None)  # c1 is kept until day 140
+    engine.feed(app("ahead", at(95), "logout", customer="b"), None)  # the watermark: day 95
+    fed = engine.feed(app("s", at(2), "apply_start", "loan"), None)  # 93 days late
+    assert [(c.rule_id, c.triggered_at, c.event_id) for c in fed.candidates] == [
+        ("loan", at(2, minutes=30), "s"),
+        ("dorm", at(92), "s"),
+    ]
+    assert engine.advance(at(96)) == []
+
+
 # -- eviction ------------------------------------------------------------------
 
 
@@ -142,6 +159,15 @@ def test_pending_timer_keeps_state_until_it_fired():
     assert [c.event_id for c in engine.advance(at(90))] == ["l"]
     engine.advance(at(91))
     assert engine.customers == {}
+
+
+def test_first_event_later_than_the_horizon_leaves_no_state_after_its_call():
+    """A new customer whose event is older than the watermark minus the horizon is evicted
+    before `feed` returns (its eviction check is due at once), not at the next watermark."""
+    engine = Engine(ruleset(WEALTH))
+    engine.feed(app("ahead", at(10), "logout", customer="b"), None)
+    engine.feed(app("v", at(0), "page_view", "wealth"), None)  # 24h window: horizon about 1d
+    assert "c1" not in engine.customers
 
 
 def test_evicted_customer_starts_fresh():
