@@ -235,7 +235,7 @@ class Chain:
         engine_base = {"v": ENGINE_VERSION, "watermark": base["watermark"], "heap": []}
         engine_base["evictions"] = {}
         engine_base["customers"] = base["customers"]
-        rest = pickle.loads((parts[-1] if parts else base)["rest"])
+        rest = unpickled((parts[-1] if parts else base)["rest"])
         shard.restore({**rest, "engine": engine_base})
         snapshots.restore(shard.engine, engine_base, [_engine_part(p) for p in parts])
         return tags
@@ -273,6 +273,24 @@ def _segment(
     return codec.encode(segment, classes)
 
 
+def unpickled(data: bytes) -> Any:
+    """A snapshot's pickled part; one whose classes do not load here is a `CodecError` line.
+
+    The policy's part of a shard snapshot (parked candidates, the in-memory cap
+    store) is pickled whole, so a build whose classes changed shape (for
+    example `Candidate` from a dataclass to a msgspec struct) cannot read a
+    store an older build wrote: say so, not what pickle says.
+    """
+    try:
+        return pickle.loads(data)
+    except (pickle.UnpicklingError, AttributeError, ImportError, TypeError, EOFError) as exc:
+        raise codec.CodecError(
+            "it was written by another keymoment build and its classes do not load here "
+            f"({type(exc).__name__}: {exc}); resume it with that build, or start this one "
+            "on a new recovery directory"
+        ) from None
+
+
 def resume(shard: Shard, data: bytes, chain: Chain | None) -> None:
     """Restore `shard` from what `ShardLogic.snapshot()` returned: a chain record or a whole shard.
 
@@ -280,7 +298,7 @@ def resume(shard: Shard, data: bytes, chain: Chain | None) -> None:
     otherwise wrap it in a traceback per worker.
     """
     try:
-        snap = pickle.loads(data)
+        snap = unpickled(data)
         if isinstance(snap, dict) and snap.get("incremental"):
             if chain is None:
                 raise SegmentError(
@@ -290,7 +308,7 @@ def resume(shard: Shard, data: bytes, chain: Chain | None) -> None:
             chain.restore(shard, snap)
         else:
             shard.restore(snap)
-    except (SegmentError, codec.CodecError, pickle.UnpicklingError) as exc:
+    except (SegmentError, codec.CodecError) as exc:
         print(f"keymoment: cannot resume from the recovery snapshot: {exc}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(2)
