@@ -4,9 +4,9 @@ Run: `.venv/bin/python bench/bench_policy.py [--reservations 20000] [--repeat 5]
 [--events 100000] [--recorded 200000] [--only-recorded]`. First (unless `--recorded 0`)
 the policy's share of a real backtest: the calls a backtest's shard makes on the
 generator's stream (`bench/four_rules.yaml`, then `examples/rules.yaml`) are recorded and
-replayed into the policy and into `FirstChannelPolicy`, records included, with automatic
-garbage collection off as in the backtest; `on - off` per candidate is what the policy
-costs (docs/policy.md, rounds 3 and 4). It starts a private
+replayed into the policy and into `FirstChannelPolicy`, decision-log lines included, with
+automatic garbage collection off as in the backtest; `on - off` per candidate is what the
+policy costs (docs/policy.md, rounds 3 to 6). It starts a private
 redis-server on a free port (tests.support.servers.RedisServer), so the PING round
 trip printed next to the Redis figures comes from the same run on the same machine: a
 Redis figure near 1/PING means the round trip is the cost. Also prints:
@@ -264,19 +264,18 @@ class Recording:
         return getattr(self.policy, name)
 
 
-def replay_calls(policy: ContactPolicy, calls: list[Call], profs: Profiles) -> list[dict]:
-    """The recorded calls into `policy`, each decision turned into what the backtest writes.
-
-    The backtest writes the decision log and asks for no offers (flows/shard.py).
-    """
-    records = []
+def replay_calls(policy: ContactPolicy, calls: list[Call], profs: Profiles) -> list[bytes]:
+    """The recorded calls into `policy`, each call's decisions turned into what the backtest
+    writes: the decision log's lines, and no offers (`ShardOutput.decision_lines`)."""
+    lines = []
     for kind, batch, at in calls:
         if kind == "decide":
             decisions = policy.decide(batch, profs, at)
         else:
             decisions = policy.retry_pending(at) if kind == "retry" else policy.settle(at)
-        records += [d.log_record() for d in decisions]
-    return records
+        if decisions:
+            lines.append(b"".join([d.log_line() for d in decisions]))
+    return lines
 
 
 def bench_recorded(events: int, repeat: int) -> None:
@@ -284,8 +283,8 @@ def bench_recorded(events: int, repeat: int) -> None:
 
     One in-process backtest per rules file records every call the shard makes; the
     same calls then go to a fresh `RulesContactPolicy` (memory store) and to
-    `FirstChannelPolicy`, each decision turned into its log record, as the backtest
-    does. on - off is what the policy adds per candidate.
+    `FirstChannelPolicy`, each decision turned into its decision-log line, as the
+    backtest does. on - off is what the policy adds per candidate.
     The replayed policy must give the recording run's records (minus `decided_at`).
     """
     customers = max(events // 10, 10)
@@ -314,8 +313,9 @@ def replayed_costs(
         "off": lambda: FirstChannelPolicy(rules, clock=lambda: fixed),
         "on": lambda: build_policy(rules, clock=lambda: fixed),
     }
-    expected = [_undated(d.log_record()) for d in recording.decisions]
-    if [_undated(r) for r in replay_calls(makers["on"](), calls, profs)] != expected:
+    expected = [_undated(orjson.loads(d.log_line())) for d in recording.decisions]
+    replayed = b"".join(replay_calls(makers["on"](), calls, profs)).splitlines()
+    if [_undated(orjson.loads(line)) for line in replayed] != expected:
         raise SystemExit("the replayed policy decided differently from the recorded run")
     cost = {}
     for label, make in makers.items():
@@ -324,7 +324,7 @@ def replayed_costs(
             cost[label] = best_of(
                 repeat, lambda p: replay_calls(p, calls, profs), make, time.process_time
             )
-        rate(f"policy {label} + records, recorded calls", n, cost[label])
+        rate(f"policy {label} + log lines, recorded calls", n, cost[label])
     share = (cost["on"] - cost["off"]) * 1e6 / n
     print(f"  {'the policy share (on - off)':<44} {share:>12,.1f} us per candidate")
 

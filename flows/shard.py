@@ -86,6 +86,10 @@ class ShardOutput:
         """The decision log's records (built only when a decision log is attached)."""
         return [d.log_record() for d in self.decisions]
 
+    def decision_lines(self) -> bytes:
+        """The decision log's JSONL lines, without building the records (`Decision.log_line`)."""
+        return b"".join([d.log_line() for d in self.decisions])
+
 
 def _joined(first: ShardOutput, then: ShardOutput) -> ShardOutput:
     return ShardOutput(

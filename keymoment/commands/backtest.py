@@ -201,9 +201,11 @@ class _Outputs:
 
     def write(self, output: ShardOutput) -> None:
         if output.decisions:
-            records = output.decision_records()
-            self.decisions.write(b"".join(dumps_line(r) for r in records))
-            if self.tally is not None:
+            if self.tally is None:  # the log alone: its lines, the records never built
+                self.decisions.write(output.decision_lines())
+            else:
+                records = output.decision_records()
+                self.decisions.write(b"".join(dumps_line(r) for r in records))
                 for record in records:
                     self.tally.add(record)
         if self.dead_letters and output.dead_letters:
