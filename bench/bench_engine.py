@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_engine.py                 # Berka + 1M synthetic events, best of 3
     .venv/bin/python bench/bench_engine.py --events 200000 --customers 20000 --repeat 1
     .venv/bin/python bench/bench_engine.py --profile       # plus a cProfile of decode+engine
-    .venv/bin/python bench/bench_engine.py --against REV   # A/B: REV's decoder+engine vs now
+    .venv/bin/python bench/bench_engine.py --against DIR   # A/B: DIR's engine vs this tree's
     .venv/bin/python bench/bench_engine.py --opcodes 20000 --events 120000 --customers 12000
                                                            # opcodes per event, by function
 
@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import importlib
 import io
+import os
 import pickle
 import pstats
 import resource
@@ -272,74 +272,74 @@ def run_one(name: str, payloads: list[bytes], profiles: dict, until, args) -> No
         print(f"\n== {name}: {len(payloads):,} events, {Path(args.rules).name}")
         opcodes(load_rules(args.rules), payloads, profiles, args.opcodes)
     elif args.against:
-        against(args.against, name, payloads, profiles, until, args)
+        against(args.against, name, payloads, args)
     else:
         bench(name, payloads, profiles, until, args)
 
 
-def against(rev: str, name: str, payloads: list[bytes], profiles: dict, until, args) -> None:
-    """Same-process A/B: `rev`'s engine and decoder against the working tree's.
+def against(checkout: str, name: str, payloads: list[bytes], args) -> None:
+    """Engine alone, `checkout` (a directory holding another version, as `bench_ratio.py
+    --against` takes) against this tree, alternating in fresh processes over one file.
 
-    `rev`'s `triggers/` is extracted with `git archive` and imported as
-    `km_before`; its decoder is its event models behind `orjson.loads`
-    (`connectors/wire.py` minus dead letters). Runs alternate old/new, time
-    is CPU time of this process (less sensitive to other load on a shared
-    machine than wall time), best of `--repeat`; candidates must be equal.
+    Each process runs this script's `--time-engine FILE` with its own tree on
+    `PYTHONPATH`, so the other side needs only what every round has kept
+    (`load_rules`, `decode_many`, `Engine.advance` / `evaluate`). CPU time, best of
+    `--repeat` per process, two processes per side; the candidates must be equal.
     """
-    import tarfile  # only this mode needs tarfile, tempfile, yaml and pydantic
-    import tempfile
+    import tempfile  # only this mode writes a file
 
-    import yaml
-    from pydantic import TypeAdapter, ValidationError
+    sides = {"before": Path(checkout).resolve(), "now": REPO}
+    best = dict.fromkeys(sides, float("inf"))
+    found: dict[str, set[int]] = {side: set() for side in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        events = Path(tmp) / "events.jsonl"
+        events.write_bytes(b"\n".join(payloads) + b"\n")
+        for side in [*sides, *reversed(sides)]:
+            argv = [sys.executable, __file__, "--time-engine", str(events), "--rules", args.rules]
+            argv += ["--repeat", str(args.repeat)]
+            env = {**os.environ, "PYTHONPATH": str(sides[side])}
+            done = subprocess.run(argv, cwd=sides[side], env=env, capture_output=True, check=True)
+            result = orjson.loads(done.stdout.splitlines()[-1])
+            best[side] = min(best[side], result["cpu"])
+            found[side].add(result["candidates"])
+    assert found["before"] == found["now"] and len(found["now"]) == 1, f"candidates: {found}"
+    count = found["now"].pop()
+    print(f"\n== {name}: {len(payloads):,} events, {Path(args.rules).name}, engine alone, "
+          f"CPU s, best of {2 * args.repeat} (candidates equal: {count:,})")  # fmt: skip
+    before, now = best["before"], best["now"]
+    print(f"  {checkout}: {before:.2f} s   now: {now:.2f} s   x{before / now:.2f}")
 
-    tmp = Path(tempfile.mkdtemp())
-    tar = subprocess.run(["git", "-C", str(REPO), "archive", rev, "triggers"],
-                         capture_output=True, check=True).stdout  # fmt: skip
-    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-        archive.extractall(tmp, filter="data")
-    (tmp / "triggers").rename(tmp / "km_before")
-    sys.path.insert(0, str(tmp))
-    old_engine = importlib.import_module("km_before.engine").Engine
-    old_events = importlib.import_module("km_before.events")
-    raw = yaml.safe_load(Path(args.rules).read_text())
-    old_rules = importlib.import_module("km_before.ruleset").RuleSet.model_validate(
-        {k: raw[k] for k in ("version", "engine", "salary", "rules") if k in raw}
-    )
-    adapter = TypeAdapter(old_events.AnyEvent)
 
-    def old_decode(payload: bytes, source: str) -> Any:
-        try:
-            return adapter.validate_python(orjson.loads(payload))
-        except ValidationError:
-            return DeadLetter("schema", source)
+def time_engine(path: str, rules: str, repeat: int) -> None:
+    """`--time-engine`: decode `path` as a replay does (`decode_many` per 1,000 lines,
+    `balance_after` only when a rule reads it), then time `advance` + `evaluate` over the
+    events with the GC frozen and off and `dirty` None, as in a replay; prints JSON."""
+    from keymoment.connectors.wire import decode_many
+    from keymoment.flows.replay import reads_balances
 
-    new_rules = load_rules(args.rules)
-    events = [decode(p, "bench") for p in payloads]
-    old_counts = count_candidates(old_rules, events, profiles, until, old_engine)
-    assert old_counts == count_candidates(new_rules, events, profiles, until), "candidates differ"
-    cases = {
-        ("decode", "old"): lambda: [old_decode(p, "bench") for p in payloads],
-        ("decode", "new"): lambda: decode_all(payloads),
-        ("engine", "old"): lambda: feed_all(old_rules, events, profiles, until, old_engine),
-        ("engine", "new"): lambda: feed_all(new_rules, events, profiles, until),
-        ("decode+engine", "old"):
-            lambda: decode_and_feed(old_rules, payloads, profiles, until, old_engine, old_decode),
-        ("decode+engine", "new"): lambda: decode_and_feed(new_rules, payloads, profiles, until),
-    }  # fmt: skip
-    best = dict.fromkeys(cases, float("inf"))
-    for r in range(args.repeat):
-        for key, run in list(cases.items())[:: 1 if r % 2 == 0 else -1]:
-            gc.unfreeze()
-            gc.collect()
-            started = time.process_time()
-            run()
-            best[key] = min(best[key], time.process_time() - started)
-    print(f"\n== {name}: {len(payloads):,} events, {rev} vs working tree, CPU time, "
-          f"best of {args.repeat} (candidates equal: {sum(old_counts.values()):,})")  # fmt: skip
-    for what in ("decode", "engine", "decode+engine"):
-        old, new = best[(what, "old")], best[(what, "new")]
-        print(f"  {what:14s} {rev}: {len(payloads) / old:9,.0f}/s   now: "
-              f"{len(payloads) / new:9,.0f}/s   x{old / new:.2f}")  # fmt: skip
+    ruleset = load_rules(rules)
+    balances, raws = reads_balances(ruleset), Path(path).read_bytes().splitlines()
+    events = [
+        event
+        for start in range(0, len(raws), 1000)
+        for event in decode_many([("bench", raw) for raw in raws[start : start + 1000]],
+                                 balances=balances)
+        if not isinstance(event, DeadLetter)
+    ]  # fmt: skip
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    cpu, count = float("inf"), 0
+    for _ in range(repeat):
+        engine = Engine(ruleset)
+        engine.dirty = None
+        advance, evaluate, count = engine.advance, engine.evaluate, 0
+        started = time.process_time()
+        for event in events:
+            count += len(advance(event.occurred_at))
+            count += len(evaluate(event) or ())
+        cpu = min(cpu, time.process_time() - started)
+    print(orjson.dumps({"cpu": cpu, "candidates": count}).decode())
 
 
 def main() -> None:
@@ -359,9 +359,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--against",
-        metavar="REV",
-        help="instead of the figures: same-process A/B of REV's decoder and engine vs now",
+        metavar="DIR",
+        help="instead of the figures: the engine alone, DIR's checkout against this one",
     )
+    parser.add_argument("--time-engine", metavar="FILE", help=argparse.SUPPRESS)  # `against`'s
     parser.add_argument(
         "--gc",
         choices=["freeze", "default"],
@@ -369,6 +370,9 @@ def main() -> None:
         help="freeze: young collections + gc.freeze() as the live flow does; default: CPython's",
     )
     args = parser.parse_args()
+    if args.time_engine:
+        time_engine(args.time_engine, args.rules, args.repeat)
+        return
     global GC_MODE
     GC_MODE = args.gc
     print(
