@@ -331,7 +331,7 @@ def _outputs(
     if settings.decisions:  # records are built only when a decision log is attached
         decisions = sink_from_url(settings.decisions)
         records = _records_after_offers if settings.sinks or offer_sink else _decision_records
-        output_each("decisions-out", keyed, records, decisions, expiry)
+        output_each("decisions-out", keyed, records, decisions, expiry, lines=_decision_lines)
     if settings.dead_letters:
         dead = op.flat_map("dead-letters", keyed, _dead_letters)
         if failures:
@@ -377,6 +377,10 @@ def _offers_of(wanted: Callable[[dict], bool]) -> Callable[[tuple[str, ShardOutp
 
 def _decision_records(item: tuple[str, ShardOutput]) -> list[dict]:
     return item[1].decision_records()
+
+
+def _decision_lines(item: tuple[str, ShardOutput]) -> bytes:
+    return item[1].decision_lines()
 
 
 def _records_after_offers(item: tuple[str, ShardOutput]) -> list[dict]:

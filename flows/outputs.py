@@ -75,17 +75,28 @@ def output_each(
     records: Callable[[Call], list[dict]],
     sink: Sink,
     check_expiry: bool = True,
+    lines: Callable[[Call], bytes] | None = None,
 ) -> Stream[dict] | None:
     """Write `records(call)` of each call to `sink`, in order (see the module docstring).
 
-    The file sink's step keeps `step_id` whichever way, so a recovery
-    directory of either kind resumes the same sink partition.
+    `lines`: the same records as JSONL bytes, made without the dicts (the
+    decision log: `ShardOutput.decision_lines`), used for a JSONL file. The
+    file sink's step keeps `step_id` whichever way, so a recovery directory
+    of either kind resumes the same sink partition.
     """
     if isinstance(sink, JsonlFileSink):
-        chunks = op.filter_map(f"{step_id}-lines", calls, lambda call: _lines(records(call)))
-        op.output(step_id, chunks, sink)
+        chunk = _chunk(lines) if lines is not None else lambda call: _lines(records(call))
+        op.output(step_id, op.filter_map(f"{step_id}-lines", calls, chunk), sink)
         return None
     return output(step_id, op.flat_map(f"{step_id}-records", calls, records), sink, check_expiry)
+
+
+def _chunk(lines: Callable[[Call], bytes]) -> Callable[[Call], tuple[str, bytes] | None]:
+    def chunk(call: Call) -> tuple[str, bytes] | None:
+        data = lines(call)
+        return ("", data) if data else None
+
+    return chunk
 
 
 def _lines(records: list[dict]) -> tuple[str, bytes] | None:
