@@ -46,7 +46,7 @@ STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-_event_type = attrgetter("event.type")
+_event_type = attrgetter("type")
 
 
 class FlowMetrics:
@@ -122,7 +122,7 @@ class FlowMetrics:
         """
         tally: Tally[str] = Tally()
         for batch in batches:
-            tally.update(map(_event_type, batch.events))
+            tally.update(map(_event_type, batch.own.events))
         for kind, n in tally.items():
             self._inc(self.events, (kind,), n)
 

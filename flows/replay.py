@@ -25,7 +25,7 @@ from keymoment.triggers.ruleset import RuleSet
 
 from .collect import FrozenGc, no_automatic_gc
 from .shard import Shard, ShardOutput
-from .stamp import Accepted, Batch, Stamper, accepted_lines
+from .stamp import NO_EVENTS, Accepted, Batch, Stamper, accepted_lines
 from .versioning import Versions
 
 DEFAULT_BATCH = 1000
@@ -107,7 +107,7 @@ class Replay:
             lines, counts[0] = counts[0], 0
             yield self.stamper.stamp(Accepted(*zip(*chunk, strict=True)), dead, lines)[0]
         if rejects or counts[0]:  # rejects after the last accepted event
-            yield Batch([], [], [], None, list(rejects), counts[0])
+            yield Batch([], [], [], NO_EVENTS, None, list(rejects), counts[0])
 
 
 OneEvent = tuple[Event, str, int, bytes]  # an accepted event, its source and line, the payload

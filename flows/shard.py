@@ -45,7 +45,7 @@ from keymoment.triggers.switch import switched
 
 from .feedback import Feedback
 from .partitions import PartitionClock
-from .stamp import Batch, Clock, position
+from .stamp import Batch, Clock
 from .versioning import TICK, Versions, split
 
 SNAPSHOT_VERSION = 1
@@ -146,7 +146,7 @@ class Shard:
         return _joined(out, self.process(parts[1]))
 
     def _process(self, batch: Batch) -> ShardOutput:
-        out = _output(batch.dead_letters, batch.lines, len(batch.events))
+        out = _output(batch.dead_letters, batch.lines, len(batch.positions))
         now = self.clock() if self.clock is not None else None
         if now is not None:
             self._decide(self.engine.advance(self._wall_mark(now)), now, out)
@@ -159,7 +159,7 @@ class Shard:
         # which a new rise comes into force looks at the timers: after every engine call
         # nothing is due at the engine's watermark any more, so until the next rise
         # nothing can come due (the bisect of the old loop ran per event).
-        for pos, event, source, _raw, line in batch.events:
+        for pos, event in zip(batch.positions, batch.own.events, strict=True):
             fired: list[Candidate] = []
             if k < rises and rise_pos[k] <= pos:
                 k += 1
@@ -174,7 +174,7 @@ class Shard:
                     engine.advance(wm)  # nothing is due by wm: only the watermark moves
             own = evaluate(event, profiles.get(event.customer_id))
             if own is None:
-                where = position(source, line)
+                where = batch.where(bisect_left(batch.positions, pos))  # rare: looked up
                 out.dead_letters.append(DeadLetter("duplicate", where, event.event_id).record())
             elif own:
                 fired = fired + own if fired else own

@@ -44,22 +44,6 @@ from .rises import pack, unpack
 Clock = Callable[[], datetime]
 _NEVER = datetime.min.replace(tzinfo=UTC)  # before every event time (years 1900..9000)
 _ALWAYS = datetime.max.replace(tzinfo=UTC)  # no `until`: after every event time
-_new = tuple.__new__  # builds an `OwnEvent` without the NamedTuple's Python-level __new__
-
-
-class OwnEvent(NamedTuple):
-    """One accepted event, as a shard receives it."""
-
-    pos: int  # index in the batch: where it stands among the watermark rises
-    event: Event
-    source: str  # a file's or a Kafka partition's label (then `line` is set), or a position
-    raw: bytes  # the payload, decoded again on the far side of a process boundary
-    line: int = -1  # the file line (`Lines`): the position is `source:line`, made when needed
-
-    @property
-    def position(self) -> str:
-        """`file:line` or `topic:partition:offset`, for dead letters."""
-        return position(self.source, self.line)
 
 
 def position(source: str, line: int) -> str:
@@ -68,16 +52,37 @@ def position(source: str, line: int) -> str:
 
 
 class Accepted(NamedTuple):
-    """A batch's accepted events in order, as columns of one entry each: no tuple per event.
+    """Accepted events in order, as columns of one entry each: no object per event.
 
     A file batch without a reject is its decoded list, its label repeated, its
-    line numbers and its lines as they were read.
+    line numbers and its lines as they were read; a shard that gets every
+    event of its batch gets these very columns.
     """
 
     events: Sequence[Event]
-    sources: Sequence[str]  # a file's label or a message's source
-    lines: Sequence[int]  # a file line's number, or -1 for a message
-    raws: Sequence[bytes]  # the payloads
+    sources: Sequence[str]  # a file's or a Kafka partition's label, or a message's position
+    lines: Sequence[int]  # a file line's number (the position is `source:line`), or -1
+    raws: Sequence[bytes]  # the payloads, decoded again on the far side of a process boundary
+
+    def picked(self, indices: Sequence[int]) -> Accepted:
+        """The events at `indices` (ascending), the columns copied in C."""
+        if len(indices) == len(self.events):  # every one of them
+            return self
+        events, sources, lines, raws = self
+        return Accepted(
+            list(map(events.__getitem__, indices)),
+            list(map(sources.__getitem__, indices)),
+            list(map(lines.__getitem__, indices)),
+            list(map(raws.__getitem__, indices)),
+        )
+
+    def part(self, start: int, stop: int | None = None) -> Accepted:
+        """The events from index `start` to `stop`."""
+        cut = slice(start, stop)
+        return Accepted(self.events[cut], self.sources[cut], self.lines[cut], self.raws[cut])
+
+
+NO_EVENTS = Accepted((), (), (), ())
 
 
 class Batch(NamedTuple):
@@ -93,27 +98,32 @@ class Batch(NamedTuple):
 
     rise_pos: list[int]  # batch positions where the watermark rose, ascending
     rise_wm: list[datetime]  # the watermark from that position on, ascending
-    events: list[OwnEvent]  # this shard's events, in batch order
+    positions: Sequence[int]  # the batch positions of this shard's events, ascending
+    own: Accepted  # this shard's events, in the same order
     last_at: datetime | None  # newest occurred_at of the batch's accepted events
     dead_letters: list[dict]  # decode rejects (shard 0 only), passed through to the output
     lines: int  # input records in the batch (shard 0 only), for the live view
     rise_part: Sequence[int] = ()  # partitioned: the partition (`part_id`) of each rise
     balances: bool = True  # the stamp step kept `balance_after`: decode again the same way
 
+    def where(self, j: int) -> str:
+        """The dead-letter position of this shard's `j`-th event."""
+        return position(self.own.sources[j], self.own.lines[j])
+
     def __reduce__(self) -> tuple[Any, tuple]:
-        raw = [(e.pos, e.source, e.line, e.raw) for e in self.events]
+        own = (list(self.positions), list(self.own.sources), list(self.own.lines), self.own.raws)
         packed = pack(self.rise_pos, self.rise_wm)
         parts = array("q", self.rise_part).tobytes() if self.rise_part else b""
         return (
             _rebuild,
-            (*packed, raw, self.last_at, self.dead_letters, self.lines, parts, self.balances),
+            (*packed, own, self.last_at, self.dead_letters, self.lines, parts, self.balances),
         )
 
 
 def _rebuild(
     packed_pos: bytes,
     packed_wm: bytes,
-    raw: list[tuple[int, str, int, bytes]],
+    own: tuple[list[int], list[str], list[int], Sequence[bytes]],
     last_at: datetime | None,
     dead_letters: list[dict],
     lines: int,
@@ -125,13 +135,17 @@ def _rebuild(
     rise_pos, rise_wm = unpack(packed_pos, packed_wm)
     parts = array("q")
     parts.frombytes(packed_parts)
+    positions, sources, numbers, raws = own
     events = []
-    for pos, source, line, payload in raw:
+    for source, payload in zip(sources, raws, strict=True):
         event = decode(payload, source, balances=balances)
         assert not isinstance(event, DeadLetter), "accepted once, so accepted again"
-        events.append(OwnEvent(pos, event, source, payload, line))
-    rise_parts = parts.tolist()
-    return Batch(rise_pos, rise_wm, events, last_at, dead_letters, lines, rise_parts, balances)  # type: ignore[arg-type]  # LazyWatermarks is a read-only list of datetimes
+        events.append(event)
+    again = Accepted(events, sources, numbers, raws)
+    wm: list[datetime] = rise_wm  # type: ignore[assignment]  # LazyWatermarks: a read-only list
+    return Batch(
+        rise_pos, wm, positions, again, last_at, dead_letters, lines, parts.tolist(), balances
+    )
 
 
 def accepted_lines(
@@ -292,14 +306,14 @@ class Stamper:
         """
         wm: datetime | None = getattr(self._local, "wm", None)
         newest = _NEVER if wm is None else wm + self.lateness
-        own: list[list[OwnEvent]] = [[] for _ in range(self.count)]
+        own: list[list[int]] = [[] for _ in range(self.count)]  # each shard's positions
         rise_pos: list[int] = []
         rise_wm: list[datetime] = []
         last_at = _NEVER
         lateness, count, until = self.lateness, self.count, self.until or _ALWAYS
         single = own[0].append if count == 1 else None
         place, skipped = self.placement, 0
-        for i, (event, source, line, raw) in enumerate(zip(*accepted, strict=True)):
+        for i, event in enumerate(accepted.events):
             at = event.occurred_at
             if at > until:
                 skipped += 1
@@ -311,17 +325,14 @@ class Stamper:
             elif at > last_at:
                 last_at = at
             if single is not None:
-                single(_new(OwnEvent, (i, event, source, raw, line)))
+                single(i)
             else:
                 key = event.customer_id if place is None else place(event.customer_id)
-                own[crc32(key.encode()) % count].append(
-                    _new(OwnEvent, (i, event, source, raw, line))
-                )
+                own[crc32(key.encode()) % count].append(i)
         self.after_until += skipped
         self._local.wm = rise_wm[-1] if rise_wm else wm
-        return self._per_shard(
-            rise_pos, rise_wm, own, None if last_at is _NEVER else last_at, dead, lines
-        )
+        last = None if last_at is _NEVER else last_at
+        return self._per_shard(rise_pos, rise_wm, accepted, own, last, dead, lines)
 
     def stamp_parts(
         self,
@@ -333,14 +344,14 @@ class Stamper:
         """`stamp` with one watermark per partition: each rise names its partition."""
         marks: dict[str, datetime] = self._local.__dict__.setdefault("marks", {})
         heard: dict[str, float] = self._local.__dict__.setdefault("heard", {})
-        own: list[list[OwnEvent]] = [[] for _ in range(self.count)]
+        own: list[list[int]] = [[] for _ in range(self.count)]  # each shard's positions
         rise_pos: list[int] = []
         rise_wm: list[datetime] = []
         rise_part: list[int] = []
         last_at, wall = None, self.monotonic()
         lateness, count, until = self.lateness, self.count, self.until
         i = -1
-        for i, (event, source, line, raw) in enumerate(zip(*accepted, strict=True)):  # noqa: B007
+        for i, (event, source, line) in enumerate(zip(*accepted[:3], strict=True)):  # noqa: B007
             at = event.occurred_at
             if until is not None and at > until:
                 self.after_until += 1
@@ -353,7 +364,7 @@ class Stamper:
                 rise_pos.append(i)
                 rise_wm.append(at - lateness)
                 rise_part.append(part_id(part))
-            own[shard_of(event.customer_id, count)].append(OwnEvent(i, event, source, raw, line))
+            own[shard_of(event.customer_id, count)].append(i)
             if last_at is None or at > last_at:
                 last_at = at
         for part in [*ended, *self._idle(marks, heard, wall)]:
@@ -361,13 +372,14 @@ class Stamper:
             rise_pos.append(i + 1)
             rise_wm.append(FAR)
             rise_part.append(part_id(part))
-        return self._per_shard(rise_pos, rise_wm, own, last_at, dead, lines, rise_part)
+        return self._per_shard(rise_pos, rise_wm, accepted, own, last_at, dead, lines, rise_part)
 
     def _per_shard(
         self,
         rise_pos: list[int],
         rise_wm: list[datetime],
-        own: list[list[OwnEvent]],
+        accepted: Accepted,
+        own: list[list[int]],
         last_at: datetime | None,
         dead: list[dict],
         lines: int,
@@ -381,6 +393,7 @@ class Stamper:
                 rise_pos,
                 rise_wm,
                 own[s],
+                accepted.picked(own[s]),
                 last_at,
                 dead if s == 0 else [],
                 lines if s == 0 else 0,

@@ -13,6 +13,7 @@ so every shard of every process switches at the same rise.
 from __future__ import annotations
 
 import sys
+from bisect import bisect_left
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -78,11 +79,13 @@ def split(batch: Batch, at: datetime) -> tuple[Batch, Batch] | None:
     j = next((i for i, wm in enumerate(batch.rise_wm) if wm >= at), None)
     if j is None:
         return None
-    pos = batch.rise_pos[j]
+    k = bisect_left(batch.positions, batch.rise_pos[j])  # own events before that rise: [:k]
+    own = batch.own
     head = Batch(
         batch.rise_pos[:j],
         batch.rise_wm[:j],
-        [e for e in batch.events if e.pos < pos],
+        batch.positions[:k],
+        own.part(0, k),
         None,
         batch.dead_letters,
         batch.lines,
@@ -90,7 +93,8 @@ def split(batch: Batch, at: datetime) -> tuple[Batch, Batch] | None:
     tail = Batch(
         batch.rise_pos[j:],
         batch.rise_wm[j:],
-        [e for e in batch.events if e.pos >= pos],
+        batch.positions[k:],
+        own.part(k),
         batch.last_at,
         [],
         0,

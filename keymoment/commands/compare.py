@@ -103,7 +103,7 @@ def replay_both(
     for batch in old.batches(paths):
         a += old.shard.process(batch).decision_records()
         b += other.process(batch).decision_records()
-        events += len(batch.events)
+        events += len(batch.positions)
     a += old.shard.finish(until).decision_records()
     b += other.finish(until).decision_records()
     return a, b, events

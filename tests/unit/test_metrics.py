@@ -21,7 +21,7 @@ from keymoment.connectors.wire import decode
 from keymoment.flows.health import Health, Listener, parse_listen
 from keymoment.flows.metrics import FlowMetrics
 from keymoment.flows.shard import ShardOutput
-from keymoment.flows.stamp import Batch, OwnEvent
+from keymoment.flows.stamp import Accepted, Batch
 from keymoment.policy.decision import Decision
 from keymoment.state import (
     CapStoreUnavailable,
@@ -121,11 +121,11 @@ def _event(i: int, kind: str) -> bytes:
 
 
 def _message(source: str, kinds: list[str], lines: int) -> Batch:
-    events = []
-    for i, kind in enumerate(kinds):
-        position = f"{source}:{i + 1}"
-        events.append(OwnEvent(i, decode(_event(i, kind), position), position, b""))
-    return Batch([], [], events, None, [], lines)
+    events, positions = [], [f"{source}:{i + 1}" for i in range(len(kinds))]
+    for i, (kind, position) in enumerate(zip(kinds, positions, strict=True)):
+        events.append(decode(_event(i, kind), position))
+    own = Accepted(events, positions, [-1] * len(kinds), [b""] * len(kinds))  # type: ignore[arg-type]  # decode gives no dead letter here
+    return Batch([], [], list(range(len(kinds))), own, None, [], lines)
 
 
 def test_events_are_counted_by_type_and_records_by_the_source_that_read_them() -> None:

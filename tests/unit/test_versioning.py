@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from keymoment.flows.stamp import Batch, OwnEvent
+from keymoment.flows.stamp import Accepted, Batch
 from keymoment.flows.versioning import Versions, split
 from keymoment.rollout.versions import RulesVersion, Switch
 
@@ -14,25 +14,24 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 H = timedelta(hours=1)
 
 
-def own(pos: int) -> OwnEvent:
-    return OwnEvent(pos, None, f"f:{pos}", b"")  # type: ignore[arg-type]  # split reads pos only
+def own(*positions: int) -> Accepted:
+    """Stand-in events (split reads positions only), one per position, named by it."""
+    return Accepted([None] * len(positions), [f"f:{p}" for p in positions], [-1] * len(positions),
+                    [b""] * len(positions))  # type: ignore[list-item]  # fmt: skip
 
 
 def test_a_batch_splits_at_its_first_rise_at_or_past_the_switch():
     """Rises at 0h, 1h, 2h with W = 1h: the head ends before the 1h rise, the tail starts at it."""
-    batch = Batch([0, 3, 5], [T0, T0 + H, T0 + 2 * H], [own(0), own(2), own(3), own(6)], T0 + 2 * H,
+    batch = Batch([0, 3, 5], [T0, T0 + H, T0 + 2 * H], [0, 2, 3, 6], own(0, 2, 3, 6), T0 + 2 * H,
                   [{"reason": "x"}], 7)  # fmt: skip
     parts = split(batch, T0 + H)
     assert parts is not None
     head, tail = parts
-    assert (head.rise_pos, [e.pos for e in head.events], head.dead_letters, head.lines) == (
+    assert (head.rise_pos, head.positions, head.dead_letters, head.lines) == (
         [0], [0, 2], [{"reason": "x"}], 7
     )  # fmt: skip
-    assert (tail.rise_pos, [e.pos for e in tail.events], tail.last_at) == (
-        [3, 5],
-        [3, 6],
-        T0 + 2 * H,
-    )
+    assert (tail.rise_pos, tail.positions, tail.last_at) == ([3, 5], [3, 6], T0 + 2 * H)
+    assert head.own.sources == ["f:0", "f:2"] and tail.own.sources == ["f:3", "f:6"]
     assert split(batch, T0 + 3 * H) is None
 
 
