@@ -37,10 +37,11 @@ Printed per rate: offered and achieved send rate, p50/p99/p999/max, the
 p99 of each half (a backlog that grows shows as a second half worse than
 the first), how long after the input's end the last offer came, CPU
 seconds of the flow process(es), the broker and the producer, and the load
-average (`uptime`) before and after, and the input path alone: a plain
-consumer of `tx` in a process of its own (`InputProbe`) sees each event's
-lag from its CreateTime, so a lag of the producer or the broker is not
-taken for the flow's. The machine has 2 cores shared with
+average (`uptime`) before and after; with `--probe`, the input path alone:
+a plain consumer of `tx` in a process of its own (`InputProbe`) sees each
+event's lag from its CreateTime, so a lag of the producer or the broker is
+not taken for the flow's (it adds a second reader of every event to the
+broker on the same cores, so it is off by default). The machine has 2 cores shared with
 other work, so every figure is printed with its load. The plain-Python
 baseline's pace (bench/baseline_plain.py, four rules, CPU seconds) on the
 same events is printed once, as in every benchmark here.
@@ -376,12 +377,16 @@ def run_rate(
         result = {"rate": rate, "load_before": load(), "sent": count, "warm": first}
         result["started"] = time.time()
         spy = profile(flows[0].pid, args, rate)
-        probe = InputProbe(broker.bootstrap, args.processes, args.work / "probe.json")
+        probe = (
+            InputProbe(broker.bootstrap, args.processes, args.work / "probe.json")
+            if args.probe
+            else None
+        )
         result["send_seconds"] = pace(prod, items, first, first + count, rate)
         result["ended"] = time.time()
         prod.flush(30)
         result["last_offer"] = offers.quiet_for(2.0, result["ended"], 120.0)
-        result["input"] = probe.samples()
+        result["input"] = probe.samples() if probe is not None else []
         result |= used.used()
         result["load_after"] = load()
         result["processed"] = processed(stop(flows)) - first
@@ -586,6 +591,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="--drain: rounds (interleaved)")
     parser.add_argument(
         "--decisions", action="store_true", help="also log decisions and split the latency"
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="also read tx with a plain consumer (InputProbe): the input path's own lag; it "
+        "adds a second reader of every event to the broker, on the same cores",
     )
     parser.add_argument(
         "--fetch-wait-ms", type=int, default=10, help="the flow's fetch.wait.max.ms (see docstring)"
