@@ -99,7 +99,11 @@ def test_three_rewrites_of_a_live_rules_file(tmp_path: Path) -> None:
             proc,
         )
         n = len(lines(decisions))
-        wait_until("more version 9 decisions", lambda: len(lines(decisions)) > n + 200, proc)
+        # Known defect (README, "What does not exist yet"): after this third switch the
+        # decision log pauses for 58-60 s before it goes on (measured at 43c8988 and after),
+        # which a 60 s wait made a coin toss; the test checks that it goes on, not how soon.
+        more = lambda: len(lines(decisions)) > n + 200  # noqa: E731
+        wait_until("more version 9 decisions", more, proc, timeout=150.0)
         assert proc.pid == pid and proc.poll() is None  # never restarted
     finally:
         proc.send_signal(signal.SIGINT)
