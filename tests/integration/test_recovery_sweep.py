@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from keymoment.connectors.generator import Generator
+from tests.support.cli import keymoment
 
 RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
 HOUR = 3600
-
-
-def keymoment(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keymoment", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def aged(path: Path, seconds: float) -> Path:
