@@ -159,27 +159,27 @@ class Shard:
         # which a new rise comes into force looks at the timers: after every engine call
         # nothing is due at the engine's watermark any more, so until the next rise
         # nothing can come due (the bisect of the old loop ran per event).
+        # Per event, no list is built unless a timer fired (`fired` stays None), and a rise
+        # with nothing due by it is one engine call (`move_if_idle`), not two.
         for pos, event in zip(batch.positions, batch.own.events, strict=True):
-            fired: list[Candidate] = []
+            fired = None
             if k < rises and rise_pos[k] <= pos:
                 k += 1
                 if k < rises and rise_pos[k] <= pos:  # several rises since the last own event
                     k = bisect_right(rise_pos, pos, k)
                 wm = rise_wm[k - 1]
-                due = engine.next_deadline()
-                if due is not None and due <= wm:  # something fires at or before pos
+                if not engine.move_if_idle(wm):  # something fires at or before pos
                     self._fire_before(rise_pos, rise_wm, pos, now, out)
                     fired = engine.advance(wm)
-                else:
-                    engine.advance(wm)  # nothing is due by wm: only the watermark moves
             own = evaluate(event, profiles.get(event.customer_id))
             if own is None:
                 where = batch.where(bisect_left(batch.positions, pos))  # rare: looked up
                 out.dead_letters.append(DeadLetter("duplicate", where, event.event_id).record())
-            elif own:
-                fired = fired + own if fired else own
-            if fired:
-                self._decide(fired, now, out)
+                own = fired
+            elif fired:
+                own = fired + own  # one call: the policy sees the timers' and the event's together
+            if own:
+                self._decide(own, now, out)
         self._fire_before(rise_pos, rise_wm, len(rise_pos) and rise_pos[-1] + 1, now, out)
         if rise_wm:
             self._decide(self.engine.advance(rise_wm[-1]), now, out)

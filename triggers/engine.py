@@ -143,6 +143,20 @@ class Engine:
             return self._fire_due([])
         return []
 
+    def move_if_idle(self, watermark: datetime) -> bool:
+        """`advance(watermark)` when no timer is due by it (True); else nothing moves (False).
+
+        A replay's step at each watermark rise (flows/shard.py), about one per two events:
+        when something is due, the driver first fires it at the earlier rises where it
+        came due, then calls `advance`. One call where `next_deadline` and `advance` were two.
+        """
+        heap = self._heap
+        if heap and heap[0][0] <= watermark:
+            return False
+        if self.watermark is None or watermark > self.watermark:
+            self.watermark = watermark
+        return True
+
     def feed(self, event: Event, profile: CustomerProfile | None = None) -> Fed:
         """Advance to this event's watermark, then evaluate it: the replay's whole loop body."""
         at = event.occurred_at
