@@ -11,11 +11,13 @@ import sys
 import threading
 import time
 from collections import Counter
+from operator import attrgetter
 from typing import Any
 
 from keymoment.connectors.urlparts import safe
 from keymoment.flows.shard import ShardOutput
 
+_OUTCOME_REASON = attrgetter("outcome", "reason")
 EXPIRED_ALERT = 20  # this many expired by ttl and nothing sent: the input is too old
 BEFORE_CHANNELS = ("control", "suppressed", "arbitration_lost", "shadow")  # no ttl check
 
@@ -36,15 +38,18 @@ class RunView:
         self.watermark: Any = None  # a callable giving the watermark, when metrics are on
 
     def observe(self, output: ShardOutput) -> None:
+        """Once per shard call: its decisions counted by outcome and reason in C, then the
+        few distinct pairs added up (a Python loop per decision cost more)."""
+        pairs = Counter(map(_OUTCOME_REASON, output.decisions))
         with self.lock:
             self.lines += output.lines
             self.events += output.events
             for letter in output.dead_letters:
                 self.dead[letter.get("reason", "?")] += 1
-            for d in output.decisions:
-                self.outcomes[d.outcome] += 1
-                self.expired_ttl += d.outcome == "expired" and d.reason == "ttl"
-                self.no_profile += d.outcome == "no_channel" and d.reason == "no_profile"
+            for (outcome, reason), n in pairs.items():
+                self.outcomes[outcome] += n
+                self.expired_ttl += n if (outcome, reason) == ("expired", "ttl") else 0
+                self.no_profile += n if (outcome, reason) == ("no_channel", "no_profile") else 0
         self._warn_old_input()
 
     def _warn_old_input(self) -> None:
