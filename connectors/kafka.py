@@ -23,7 +23,8 @@ group, offsets kept only in Bytewax recovery state), so that:
   the test broker, reports the watermark as the last batch's base offset
   + 1: exact only when every produce request carries one message.)
 
-Sink: Bytewax's `KafkaSink` producer; each dict record becomes one message,
+Sink: a librdkafka producer that waits for the broker once per epoch, not
+once per batch (`KafkaRecordSink`); each dict record becomes one message,
 value = the record as JSON, key = `record[key]` (default `offer_id`, so a
 repeat after a crash carries the same key as the original: a consumer
 dedupes by key, and a compacted topic keeps one message per offer;
@@ -34,14 +35,16 @@ instead). At-least-once: after kill -9 the last epoch is produced again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from threading import Lock
 from typing import Any
+from zlib import adler32
 
 import orjson
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.connectors.kafka import KafkaSource
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 
 from .files import Item, Lines  # `(label, None)`: the end of a partition (`tail=False` at EOF)
@@ -187,26 +190,56 @@ class KafkaEventSource(FixedPartitionedSource[Item, int]):
         return high
 
 
-class _RecordPartition(StatelessSinkPartition[dict]):
-    def __init__(self, inner: StatelessSinkPartition, key: str):
-        self._inner, self._key = inner, key
+class _RecordPartition(StatefulSinkPartition[dict, None]):
+    """Produces without waiting; `snapshot` (each epoch's end) waits for the broker's acks."""
+
+    def __init__(self, sink: KafkaRecordSink):
+        self._sink = sink
+        self._producer = sink.producer()
 
     def write_batch(self, items: list[dict]) -> None:
-        self._inner.write_batch([_message(item, self._key) for item in items])
+        produce, topic, key = self._producer.produce, self._sink.topic, self._sink.key
+        for record in items:
+            value = record.get(key)
+            message = (topic, orjson.dumps(record), None if value is None else str(value).encode())
+            while True:
+                try:
+                    produce(*message)
+                    break
+                except BufferError:  # librdkafka's queue is full: let it send, then retry
+                    self._producer.poll(0.05)
+        self._producer.poll(0)  # delivery reports of earlier batches
+
+    def snapshot(self) -> None:
+        """Everything written in this epoch is on the broker before the epoch commits."""
+        self._producer.flush()
 
     def close(self) -> None:
-        self._inner.close()
+        self._producer.flush()
 
 
-def _message(record: dict, key: str) -> KafkaSinkMessage:
-    value = record.get(key)
-    return KafkaSinkMessage(
-        str(value).encode() if value is not None else None, orjson.dumps(record)
-    )
+class KafkaRecordSink(FixedPartitionedSink[dict, None]):
+    """Dict records as JSON messages on `topic`, keyed by `record[key]`.
 
+    Bytewax's own `KafkaSink` flushes the producer after every batch: the
+    worker then waits for the broker's acknowledgement each time any output
+    is written, twice per batch with offers and the decision log on Kafka,
+    which on the wall clock means once every few milliseconds. Here a batch
+    is handed to librdkafka without waiting (it sends after its linger, 5 ms
+    by default) and the wait is once per epoch, in `snapshot`, which Bytewax
+    calls at each epoch's end before that epoch's state is committed: a
+    message of a committed epoch is on the broker, and after kill -9 the
+    epochs after the last commit are produced again (at-least-once, as
+    before; a consumer dedupes by the key).
 
-class KafkaRecordSink(DynamicSink[dict]):
-    """Dict records as JSON messages on `topic`, keyed by `record[key]`."""
+    The sink has `parts` partitions, all writing to the same topic: they only
+    decide which worker writes what. `route` maps an item's key to one of them;
+    the flow sets both so that each shard's records are written by the worker
+    that owns the shard (`keymoment.flows.outputs.keep_local`), and nothing
+    crosses workers. By default: one partition (one worker writes all).
+    One producer per process, shared by its partitions (librdkafka's is
+    thread-safe).
+    """
 
     def __init__(
         self,
@@ -215,8 +248,40 @@ class KafkaRecordSink(DynamicSink[dict]):
         key: str = "offer_id",
         config: dict | None = None,
     ):
-        self.key = key
-        self.inner = KafkaSink(list(brokers), topic, add_config=config)
+        self.brokers, self.topic, self.key = list(brokers), topic, key
+        self.config = {"bootstrap.servers": ",".join(self.brokers), **(config or {})}
+        self.parts = 1
+        self.route: Callable[[str], int] = _adler32
+        self._producer: Producer | None = None
+        self._lock = Lock()
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RecordPartition:
-        return _RecordPartition(self.inner.build(step_id, worker_index, worker_count), self.key)
+    def producer(self) -> Producer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer({**self.config, "error_cb": _log_error})
+            return self._producer
+
+    def list_parts(self) -> list[str]:
+        return [f"part-{i:02d}" for i in range(self.parts)]
+
+    def part_fn(self, item_key: str) -> int:
+        return self.route(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RecordPartition:
+        return _RecordPartition(self)
+
+    def __getstate__(self) -> dict:
+        """Pickled without its producer and lock (Bytewax may copy the flow to a process)."""
+        return {**self.__dict__, "_producer": None, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=Lock())
+
+
+def _adler32(key: str) -> int:
+    return adler32(key.encode())
+
+
+def _log_error(error: ConfluentKafkaError) -> None:
+    """A client-level error (broker down...): librdkafka retries by itself; said once each."""
+    log.warning("kafka sink: %s", error.str())

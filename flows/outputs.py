@@ -18,15 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
-from zlib import crc32
+from zlib import adler32, crc32
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from keymoment.connectors.files import JsonlFileSink, dumps_line
+from keymoment.connectors.kafka import KafkaRecordSink
 
 from .delivery import deliver, is_staged
+from .placement import SPREAD, shard_index
 
 Call = TypeVar("Call")  # what a shard call produced (a `ShardOutput`)
 
@@ -44,6 +46,9 @@ def output_keyed(
     """
     if is_staged(sink):
         return deliver(step_id, records, sink, check_expiry=check_expiry)
+    if isinstance(sink, KafkaRecordSink):
+        op.output(step_id, records, keep_local(sink))
+        return None
     return output(step_id, op.map(f"{step_id}-values", records, _value), sink)
 
 
@@ -88,7 +93,39 @@ def output_each(
         chunk = _chunk(lines) if lines is not None else lambda call: _lines(records(call))
         op.output(step_id, op.filter_map(f"{step_id}-lines", calls, chunk), sink)
         return None
+    if isinstance(sink, KafkaRecordSink):  # calls keyed by shard: each written where it was made
+        keyed = op.flat_map(f"{step_id}-records", calls, _keyed_records(records))
+        op.output(step_id, keyed, keep_local(sink))
+        return None
     return output(step_id, op.flat_map(f"{step_id}-records", calls, records), sink, check_expiry)
+
+
+def keep_local(sink: KafkaRecordSink) -> KafkaRecordSink:
+    """Route a shard's records to the sink partition of the worker that owns the shard.
+
+    The sink gets `SPREAD` partitions; Bytewax builds partition `i` on worker
+    `i % W` and a shard `s` lives on worker `s % W` (flows/placement.py), so a
+    shard key routed to partition `s % SPREAD` is written where it was
+    decided. Other keys (an unkeyed stream's "") go by their hash, as before.
+    """
+    sink.parts = SPREAD
+    sink.route = _shard_part
+    return sink
+
+
+def _shard_part(key: str) -> int:
+    index = shard_index(key)
+    return index if index is not None else adler32(key.encode())
+
+
+def _keyed_records(
+    records: Callable[[Call], list[dict]],
+) -> Callable[[Call], list[tuple[str, dict]]]:
+    def keyed(call: Call) -> list[tuple[str, dict]]:
+        key = call[0]  # type: ignore[index] # the shard calls are (shard key, output)
+        return [(key, record) for record in records(call)]
+
+    return keyed
 
 
 def _chunk(lines: Callable[[Call], bytes]) -> Callable[[Call], tuple[str, bytes] | None]:

@@ -80,3 +80,10 @@ def shard_key(index: int) -> str:
 
 def shard_keys(count: int) -> list[str]:
     return [shard_key(i) for i in range(count)]
+
+
+def shard_index(key: str) -> int | None:
+    """The index in a `shard_key` name (`shard-0003.50` -> 3); None for any other key."""
+    if key.startswith("shard-") and key[6:10].isdigit():
+        return int(key[6:10])
+    return None

@@ -9,7 +9,8 @@ from bytewax.testing import TestingSource, run_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from keymoment.connectors.kafka import KafkaRecordSink
-from keymoment.flows.outputs import output
+from keymoment.flows.outputs import keep_local, output
+from keymoment.flows.placement import SPREAD, shard_key
 from tests.integration.test_sources_kafka import create_topic
 
 
@@ -62,3 +63,30 @@ def test_the_key_is_the_offer_id_by_default(kafka_broker) -> None:
     assert [k.decode() for k, _ in read_topic(kafka_broker.bootstrap, topic)] == [
         r["offer_id"] for r in records
     ]
+
+
+def test_a_batch_is_on_the_broker_when_its_epoch_snapshot_returns(kafka_broker) -> None:
+    """Writes do not wait for the broker; the epoch's snapshot does (at-least-once).
+
+    With a linger of a minute nothing is sent by itself: the messages are on
+    the topic only because `snapshot` (called by Bytewax at each epoch's end,
+    before the epoch commits) waited for them.
+    """
+    topic = create_topic(kafka_broker.bootstrap)
+    sink = KafkaRecordSink([kafka_broker.bootstrap], topic, config={"linger.ms": 60_000})
+    part = sink.build_part("out", sink.list_parts()[0], None)
+    records = [{"offer_id": f"{i:032x}"} for i in range(50)]
+    part.write_batch(records)
+    assert read_topic(kafka_broker.bootstrap, topic) == []
+    part.snapshot()
+    assert [orjson.loads(v) for _, v in read_topic(kafka_broker.bootstrap, topic)] == records
+    part.close()
+
+
+def test_the_flow_routes_each_shard_to_the_sink_partition_of_its_worker() -> None:
+    """`keep_local`: shard `s` goes to partition `s % SPREAD`, built on worker `s % W`."""
+    sink = keep_local(KafkaRecordSink(["127.0.0.1:9"], "t"))
+    assert len(sink.list_parts()) == SPREAD
+    for s in range(16):
+        assert sink.part_fn(shard_key(s)) % SPREAD == s % SPREAD
+    assert sink.part_fn("") == KafkaRecordSink(["127.0.0.1:9"], "t").part_fn("")
