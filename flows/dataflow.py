@@ -350,9 +350,11 @@ def _offers(
 
     Metrics name a channel's sink by its channel and the catch-all sink `default`.
     Offers stay keyed by shard: a webhook delivers them keyed so (flows/delivery.py).
-    A JSONL file takes each shard call's offers as one chunk (`output_each`).
+    A JSONL file takes each shard call's offers as one chunk (`output_each`), all of
+    them without a test per offer when it is the only sink.
     """
     named = {c: url for c, url in settings.sinks.items() if c != ALL_CHANNELS}
+    every = not named  # the catch-all sink, if any, takes every offer
     routes = [(c, c, sink_from_url(url), _is_channel(c)) for c, url in sorted(named.items())]
     if ALL_CHANNELS in settings.sinks:
         catch_all = sink_from_url(settings.sinks[ALL_CHANNELS])
@@ -360,7 +362,7 @@ def _offers(
     failures = []
     for step, _name, sink, wanted in routes:
         if isinstance(sink, JsonlFileSink):
-            picked = _offers_of(wanted)
+            picked = _every_offer if every else _offers_of(wanted)
             failures.append(output_each(f"offers-{step}-out", keyed, picked, sink, expiry))
         else:
             mine = op.filter(f"offers-{step}", offers(), _keyed(wanted))
@@ -373,6 +375,10 @@ def _offers(
 
 def _offers_of(wanted: Callable[[dict], bool]) -> Callable[[tuple[str, ShardOutput]], list[dict]]:
     return lambda item: [offer for offer in item[1].offers if wanted(offer)]
+
+
+def _every_offer(item: tuple[str, ShardOutput]) -> list[dict]:
+    return item[1].offers
 
 
 def _decision_records(item: tuple[str, ShardOutput]) -> list[dict]:
