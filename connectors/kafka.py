@@ -270,13 +270,6 @@ class KafkaRecordSink(FixedPartitionedSink[dict, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RecordPartition:
         return _RecordPartition(self)
 
-    def __getstate__(self) -> dict:
-        """Pickled without its producer and lock (Bytewax may copy the flow to a process)."""
-        return {**self.__dict__, "_producer": None, "_lock": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _lock=Lock())
-
 
 def _adler32(key: str) -> int:
     return adler32(key.encode())

@@ -84,6 +84,5 @@ def shard_keys(count: int) -> list[str]:
 
 def shard_index(key: str) -> int | None:
     """The index in a `shard_key` name (`shard-0003.50` -> 3); None for any other key."""
-    if key.startswith("shard-") and key[6:10].isdigit():
-        return int(key[6:10])
-    return None
+    index = key.removeprefix("shard-").partition(".")[0] if key.startswith("shard-") else ""
+    return int(index) if index.isdigit() else None
