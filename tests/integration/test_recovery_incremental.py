@@ -34,7 +34,9 @@ from tests.integration.test_recovery_kill import killed_and_resumed
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("incremental")
-    return write_generated(out, customers=4000, days=240, seed=37, noise=0.005)
+    # 8000 customers: with 4000 the flow, faster since the fifth session, could finish
+    # before its third kill
+    return write_generated(out, customers=8000, days=240, seed=37, noise=0.005)
 
 
 @pytest.fixture(scope="module")
