@@ -29,6 +29,7 @@ from keymoment.rollout.watch import install_sighup
 from .runview import RunView, Ticker, start_line
 
 NETWORK_SCHEMES = {"redis": 6379, "rediss": 6379, "kafka": 9092}
+SPREAD_SHARDS = 8  # the default shard count wherever shards may be spread (shard_count)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,7 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=int, default=1, help="worker threads in this process")
     p.add_argument(
-        "--shards", type=int, default=8, help="engine shards (keep it fixed across restarts)"
+        "--shards",
+        type=int,
+        help="engine shards; keep it fixed across restarts (default: 1 for one worker in one "
+        f"process without --recovery, where more shards only cost; else {SPREAD_SHARDS}, "
+        "so that workers, processes and a resumed recovery directory can share them out)",
     )
     p.add_argument(
         "--tick", type=float, default=1.0, help="wall clock: seconds between timer sweeps"
@@ -164,7 +169,7 @@ def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imp
             cap_store=args.state,
             clock=args.clock,
             until=args.until,
-            shards=args.shards,
+            shards=shard_count(args),
             tick_seconds=args.tick,
             recovery=args.recovery is not None,
             snapshot_dir=str(Path(args.recovery) / "segments") if args.recovery else None,
@@ -180,6 +185,24 @@ def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imp
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise UserError(f"--{first['loc'][0]}: {first['msg']}") from None
+
+
+def shard_count(args: argparse.Namespace) -> int:
+    """`--shards N` as given; by default one shard when nothing can ever spread them (one
+    worker, one process, no recovery), else `SPREAD_SHARDS`.
+
+    Shards exist to be placed over workers and processes, and a recovery
+    directory fixes their count for good (a later run with more workers must
+    find the same shards). In one worker without recovery 8 shards buy nothing
+    and cost about 9 % of an event-clock run's instructions (the stamp's
+    routing, each shard's walk of the rises; docs/dataflow.md, round 8);
+    decisions are the same for any count, and a `per: pool` capacity is then
+    the backtest's exactly (one policy holds the pool).
+    """
+    if args.shards is not None:
+        return args.shards
+    alone = args.workers == 1 and args.addresses is None and args.recovery is None
+    return 1 if alone else SPREAD_SHARDS
 
 
 def unbounded(sources: list[str]) -> bool:
@@ -304,10 +327,9 @@ def _when(timestamp: float | None) -> datetime | None:
 def check_counts(args: argparse.Namespace) -> None:
     """Options that would do nothing (`--workers 0`) are errors, not silent no-ops."""
     for name in ("workers", "shards", "batch_size", "snapshot_interval"):
-        if getattr(args, name) < 1:
-            raise UserError(
-                f"--{name.replace('_', '-')} must be 1 or more, got {getattr(args, name)}"
-            )
+        value = getattr(args, name)
+        if value is not None and value < 1:  # `--shards` is None unless given
+            raise UserError(f"--{name.replace('_', '-')} must be 1 or more, got {value}")
     if args.tick <= 0:
         raise UserError(f"--tick must be more than 0 seconds, got {args.tick}")
     if args.backup_interval < 0:

@@ -141,5 +141,6 @@ def start_line(settings: Any, version: int | str, rules: int, workers: int) -> s
         f"sinks {sinks or 'none (decisions only)'}; "
         f"decisions {safe(settings.decisions) if settings.decisions else 'not logged'}; "
         f"cap store {safe(settings.cap_store) if settings.cap_store else 'memory (this process)'}; "
-        f"clock {settings.clock}; {settings.shards} shards on {workers} worker(s)"
+        f"clock {settings.clock}; {settings.shards} shard{'s' * (settings.shards != 1)} "
+        f"on {workers} worker(s)"
     )
