@@ -154,6 +154,7 @@ class Shard:
         if batch.rise_part and self.parts is not None:
             rise_pos, rise_wm = self.parts.rises(rise_pos, rise_wm, batch.rise_part)
         engine, profiles, evaluate = self.engine, self.profiles, self.engine.evaluate
+        reads = engine.reads_profiles  # else no lookup per event: no rule reads the profile
         rises, k = len(rise_pos), 0  # k: the first rise not yet in force
         # Hot loop, one pass per event (kept in one piece on purpose). Only an event at
         # which a new rise comes into force looks at the timers: after every engine call
@@ -171,7 +172,7 @@ class Shard:
                 if not engine.move_if_idle(wm):  # something fires at or before pos
                     self._fire_before(rise_pos, rise_wm, pos, now, out)
                     fired = engine.advance(wm)
-            own = evaluate(event, profiles.get(event.customer_id))
+            own = evaluate(event, profiles.get(event.customer_id) if reads else None)
             if own is None:
                 where = batch.where(bisect_left(batch.positions, pos))  # rare: looked up
                 out.dead_letters.append(DeadLetter("duplicate", where, event.event_id).record())

@@ -51,6 +51,7 @@ class BalanceMilestone(Trigger[MilestoneState]):
     """State: the count of thresholds reached; fires for the highest one an event newly reaches."""
 
     name = "balance_milestone"
+    profile_in_events = True  # the onboarding start: `opened_at`
     event_types = frozenset({"transaction"})
 
     def __init__(self, rule: BalanceMilestoneRule, index: int, ruleset: RuleSet) -> None:

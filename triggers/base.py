@@ -78,6 +78,8 @@ class Trigger(Generic[S]):
     only_salary_readings: ClassVar[bool] = False  # credits the salary tracker had a reading for
     only_kinds: frozenset[str] | None = None  # transactions of these kinds (None: any kind)
     only_actions: frozenset[str] | None = None  # app events with these actions (None: any)
+    # `on_event` reads `ctx.profile` for more than the customer filter (`reads_profile`).
+    profile_in_events: ClassVar[bool] = False
 
     def __init__(self, rule: RuleBase, index: int, ruleset: RuleSet) -> None:
         self.rule = rule
@@ -113,6 +115,15 @@ class Trigger(Generic[S]):
             and (credit or not self.only_credits)
             and (salary or not self.only_salary_readings)
         )
+
+    @property
+    def reads_profile(self) -> bool:
+        """Whether `on_event` may read the customer's reference data (`ctx.profile`).
+
+        Only the customer filter and triggers that say so do; when no rule of an
+        engine does, its driver passes no profile (`Engine.reads_profiles`).
+        """
+        return self.profile_in_events or self.customer_filter is not None
 
     def admits(self, ctx: RuleContext) -> bool:
         """The rule's customer filter, if any, against this customer's reference data."""

@@ -77,6 +77,9 @@ class Engine:
         self.horizon = max([t.horizon for t in self.triggers] + [self.dedupe_window]) + EVICT_SLACK
         self.evict_index = len(self.triggers)  # sorts after every rule at the same deadline
         self.tracks_activity = any(t.uses_activity for t in self.triggers)
+        # Whether `evaluate` needs the event's customer profile at all: a driver that knows
+        # it does not skips the lookup (a cache miss or two in a dict of every customer).
+        self.reads_profiles = any(t.reads_profile for t in self.triggers)
         self.salary = (
             SalaryTracker(ruleset.salary) if any(t.uses_salary for t in self.triggers) else None
         )
@@ -263,6 +266,7 @@ class Engine:
     ) -> list[Candidate] | None:
         """Evaluate one event; None when it repeats an event id inside the dedupe window.
 
+        `profile` may be None whatever the reference data when `reads_profiles` is False.
         The hot path of every run: the id memory's common cases and the
         activity clock are written out here rather than called (each call
         costs about as much as the work it would do).
