@@ -43,6 +43,7 @@ _PLAIN = frozenset({str, int, float, bool, type(None), datetime})  # slot values
 _tags: dict[type, str] = {}
 _classes: dict[str, Any] = {}  # tag -> class
 _slot_names: dict[type, tuple[str, ...]] = {}
+_builders: dict[type, Callable[[list[Any]], Any]] = {}
 
 
 class CodecError(ValueError):
@@ -90,12 +91,17 @@ class Classes:
         for tag in (tags or [""])[1:]:
             self.numbers[_class(tag)] = len(self.numbers)
 
+    def tags(self) -> list[str]:
+        """The table as a segment stores it (`Classes(tags)` numbers on from it)."""
+        return ["" if cls is tuple else _tag(cls) for cls in self.numbers]
+
 
 class _Writer:
     """One `encode` call: classes are numbered in the order met, their tags stored once."""
 
     def __init__(self, classes: Classes | None = None) -> None:
-        self.numbers: dict[type, int] = (classes or Classes()).numbers
+        self.classes = classes or Classes()
+        self.numbers: dict[type, int] = self.classes.numbers
         self.layouts: dict[type, tuple[int, Callable[[Any], Any], bool]] = {}
         self.encoder = msgspec.msgpack.Encoder(enc_hook=self.hook)
 
@@ -153,32 +159,53 @@ class _Writer:
         items = [v if type(v) in _PLAIN else self.tupled(v) for v in value]
         return msgspec.msgpack.Ext(_TUPLE, self.encoder.encode([self.number(type(value)), *items]))
 
-    def tags(self) -> list[str]:
-        return ["" if cls is tuple else _tag(cls) for cls in self.numbers]
-
 
 class _Reader:
     """One `decode` call: the segment's class table, then its objects rebuilt."""
 
     def __init__(self, tags: list[str]) -> None:
         self.classes: list[Any] = [tuple] + [_class(tag) for tag in tags[1:]]
-        self.slots = [() if cls is tuple else _slots(cls) for cls in self.classes]
+        self.builders = [_builder(cls) if _slots(cls) else None for cls in self.classes]
         self.decoder = msgspec.msgpack.Decoder(ext_hook=self.hook)
 
     def hook(self, code: int, data: memoryview) -> Any:
+        """Hot: once per state object (about 5 per customer) on restore."""
         if code == _PICKLED:
             return pickle.loads(data)
         items = self.decoder.decode(data)
         number = items[0]
-        cls = self.classes[number]
+        if code == _OBJECT:
+            build = self.builders[number]
+            if build is None:
+                raise CodecError(f"snapshot record of a class without slots: {number}")
+            return build(items)
         if code == _TUPLE:
-            return tuple(items[1:]) if number == 0 else cls(*items[1:])
-        if code != _OBJECT:
-            raise CodecError(f"unknown record kind {code} in a snapshot")
-        obj = cls.__new__(cls)
-        for name, value in zip(self.slots[number], items[1:], strict=True):
-            object.__setattr__(obj, name, value)
-        return obj
+            return tuple(items[1:]) if number == 0 else self.classes[number](*items[1:])
+        raise CodecError(f"unknown record kind {code} in a snapshot")
+
+
+def _builder(cls: type) -> Callable[[list[Any]], Any]:
+    """A function rebuilding a `cls` from its record's items, `[number, *slot values]`.
+
+    Generated once per class, as `dataclasses` generates an `__init__`: one
+    unpacking of the items (it checks their count) and one attribute store per
+    slot cost 0.58 us for an eight-slot object, against 3.0 us for a loop of
+    `object.__setattr__` calls (the restore's largest cost). No `__init__` runs;
+    a class that defines its own `__setattr__` is set through `object.__setattr__`.
+    """
+    builder = _builders.get(cls)
+    if builder is None:
+        names = _slots(cls)  # identifiers: Python refuses any other slot name
+        plain = cls.__setattr__ is object.__setattr__
+        values = ", ".join(f"v{i}" for i in range(len(names)))
+        lines = ["def build(items):", f"    _, {values}, = items", "    obj = new(cls)"]
+        for i, name in enumerate(names):
+            lines.append(f"    obj.{name} = v{i}" if plain else f"    put(obj, {name!r}, v{i})")
+        lines.append("    return obj")
+        namespace: dict[str, Any] = {"new": cls.__new__, "cls": cls, "put": object.__setattr__}
+        exec("\n".join(lines), namespace)  # noqa: S102 - generated from the class's slots
+        builder = _builders[cls] = namespace["build"]
+    return builder
 
 
 _outer = msgspec.msgpack.Decoder(tuple[list[str], bytes])
@@ -189,7 +216,7 @@ def encode(value: Any, classes: Classes | None = None) -> bytes:
     on from `classes` when given)."""
     writer = _Writer(classes)
     payload = writer.encoder.encode(value)
-    return msgspec.msgpack.encode((writer.tags(), payload))
+    return msgspec.msgpack.encode((writer.classes.tags(), payload))
 
 
 def decode(data: bytes | memoryview) -> Any:
@@ -221,7 +248,9 @@ def merge(segments: list[bytes], key: str = "customers") -> bytes:
     Every state stays the msgpack bytes it was written as; the mapping under `key`
     is the base's, each part's entries applied in order (None deletes), as
     `triggers.snapshots.restore` applies them; every other field is the last
-    segment's. The parts' class tables must extend the base's (`Classes`).
+    segment's. The class tables must be one numbering (`Classes`): each a prefix of
+    the longest (a base forked from memory may number a class the parts after it
+    do not hold yet, flows/snapshots.py).
     """
     try:
         tables, values = [], []
@@ -229,8 +258,8 @@ def merge(segments: list[bytes], key: str = "customers") -> bytes:
             tags, payload = _outer.decode(data)
             tables.append(tags)
             values.append(_undecoded.decode(payload))
-        last = tables[-1]
-        if any(table != last[: len(table)] for table in tables):
+        longest = max(tables, key=len)
+        if any(table != longest[: len(table)] for table in tables):
             raise CodecError("the segments of a chain number their classes differently")
         merged = dict(values[-1])
         states = merged[key] = values[0][key]
@@ -240,6 +269,6 @@ def merge(segments: list[bytes], key: str = "customers") -> bytes:
                     states.pop(name, None)
                 else:
                     states[name] = state
-        return msgspec.msgpack.encode((last, msgspec.msgpack.encode(merged)))
+        return msgspec.msgpack.encode((longest, msgspec.msgpack.encode(merged)))
     except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
         raise CodecError(f"corrupt snapshot data ({exc})") from None
