@@ -16,19 +16,29 @@ one event each. Per epoch, same run, CPU time:
 - **baseline**: the whole shard pickled (`Shard.snapshot()`, what the flow
   handed Bytewax before), first and last epoch only (it costs seconds).
 
-First a base from memory (every customer: what a fresh run or a switch
-writes), after the epochs a compaction (the chain's files merged into a new
-base, as when the parts outgrow the base), at the end restore: the
-whole-shard pickle unpickled (baseline) against the chain read back (base +
-parts, heap rebuilt), CPU time and RSS growth of each, each in a fresh
-process so that freed memory of one does not hide the other's growth. Goal
-(issue 13): a snapshot under 100 ms at 1M customers with 1% changed.
+First a base from memory (every customer: what a fresh run writes), after
+the epochs a compaction (the chain's files merged into a new base, as when
+the parts outgrow the base), then two live rules switches as the shard meets
+them (`Shard.finish` at W): a thresholds-only one and one that re-reads every
+state (dormancy 90d -> 60d), each followed by the epoch's snapshot, which is
+the shard's pause after a switch (CPU and wall); with a background chain a
+switch that re-read the states writes a switch segment and forks a child to
+write the new base (its CPU, and the memory it copied, printed when it is
+adopted), and an epoch of events runs while the child works. At the end
+restore: the whole-shard pickle unpickled (baseline) against the chain read
+back (base + parts, heap rebuilt), and the chain as a kill -9 right after the
+switch leaves it (the switch replayed), CPU time and RSS growth of each, each
+in a fresh process so that freed memory of one does not hide the other's
+growth. Goal (issue 13): a snapshot under 100 ms at 1M customers with 1%
+changed. Runs on an older checkout too (`PYTHONPATH=DIR`), for a before/after.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+import inspect
 import math
 import os
 import pickle
@@ -43,10 +53,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline_plain  # noqa: E402 - the sibling script: the rules file
 
-from keymoment.config import load_rules  # noqa: E402
 from keymoment.flows.shard import Shard  # noqa: E402
 from keymoment.flows.snapshots import Chain  # noqa: E402
+from keymoment.flows.versioning import Versions  # noqa: E402
 from keymoment.policy import build_policy  # noqa: E402
+from keymoment.rollout.versions import RulesVersion, Switch  # noqa: E402
 from keymoment.state.segments import SegmentStore  # noqa: E402
 from keymoment.triggers.engine import Engine  # noqa: E402
 from keymoment.triggers.events import AppEvent, TransactionEvent  # noqa: E402
@@ -77,8 +88,24 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def built(customers: int) -> Shard:
-    rules = load_rules(baseline_plain.RULES)
+def rules_versions(folder: Path) -> list[RulesVersion]:
+    """bench/four_rules.yaml, then a thresholds-only edit, then dormancy 90d -> 60d."""
+    text = baseline_plain.RULES.read_text()
+    edits = [("version: 1", "version: 1"), ("version: 1", "version: 2"),
+             ("inactive: 90d}", "inactive: 60d}")]  # fmt: skip
+    out = []
+    for n, (old, new) in enumerate(edits):
+        text = text.replace(old, new, 1)
+        if n == 1:
+            text = text.replace("min_amount: 50000", "min_amount: 60000", 1)
+        path = folder / f"v{n + 1}.yaml"
+        path.write_text(text.replace("version: 2", f"version: {n + 1}", 1))
+        out.append(RulesVersion.read(str(path)))
+    return out
+
+
+def built(customers: int, versions: list[RulesVersion]) -> Shard:
+    rules = versions[0].rules
     engine = Engine(rules)
     started = time.process_time()
     for i in range(customers):
@@ -90,7 +117,7 @@ def built(customers: int) -> Shard:
             gc.freeze()
     print(f"{len(engine.customers):,} customers held, built in {time.process_time() - started:.1f} "
           f"CPU s; {engine.pending_timers():,} heap entries")  # fmt: skip
-    return Shard(engine, build_policy(rules), {})
+    return Shard(engine, build_policy(rules), {}, None, Versions(versions[0]))
 
 
 def epochs(
@@ -127,8 +154,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.restore:
         return restored(args.restore[0], Path(args.restore[1]))
-    shard = built(args.customers)
     root = Path(args.dir or tempfile.mkdtemp(prefix="km-bench-segments-"))
+    versions = rules_versions(root)
+    shard = built(args.customers, versions)
     chain = Chain(SegmentStore(root), keep_seconds=math.inf)
     t_base, (record, base_size) = cpu(lambda: chain.snapshot(shard))  # the first: a base
     print(f"base from memory (every customer): {t_base:.2f} CPU s, "
@@ -138,19 +166,27 @@ def main() -> None:
     print(f"best of {args.epochs}: incremental {best_part * 1000:.1f} ms, whole shard "
           f"{t_full * 1000:.0f} ms (x{t_full / best_part:.0f}), CPU")  # fmt: skip
     parts, names = len(chain.names) - 1, list(chain.names)
-    t_merge, _ = cpu(chain.compact)
+    t_merge, _ = cpu(on_shard(chain.compact, shard))
     print(f"compaction: base + {parts} parts merged from the files into a new base "
           f"{t_merge:.2f} CPU s (the base from memory: {t_base:.2f} s)")  # fmt: skip
-    in_child(chain, names)
-    restore(chain, record, full)
+    in_child(chain, names, shard)
+    switched = switches(shard, chain, versions, args)
+    restore(chain, record, full, switched)
 
 
-def in_child(chain: Chain, names: list[str]) -> None:
+def on_shard(method, shard: Shard):  # noqa: ANN001, ANN201
+    """`method`, given the shard when it takes one (the sixth session's); a checkout before
+    it compacted without."""
+    takes = "shard" in inspect.signature(method).parameters
+    return functools.partial(method, shard) if takes else method
+
+
+def in_child(chain: Chain, names: list[str], shard: Shard) -> None:
     """The same merge as the flow runs it: in a child process, the shard's CPU apart."""
     import resource
 
     chain.names, chain.background = names, True
-    t_start, _ = cpu(chain.begin_compaction)
+    t_start, _ = cpu(on_shard(chain.begin_compaction, shard))
     assert chain.merge is not None
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     chain.merge.process.wait()
@@ -162,26 +198,97 @@ def in_child(chain: Chain, names: list[str]) -> None:
           f"{t_child:.2f} CPU s")  # fmt: skip
 
 
-def restore(chain: Chain, record: bytes, full: bytes) -> None:
+def switches(
+    shard: Shard, chain: Chain, versions: list[RulesVersion], args: argparse.Namespace
+) -> bytes:
+    """Two switches, each met by the shard and followed by the epoch's snapshot (the pause);
+    returns the record of the snapshot right after the second, as a kill -9 would leave it."""
+    chain.background = True  # as in the flow
+    at = shard.engine.watermark + timedelta(seconds=1)
+    record = b""
+    for label, version in (("thresholds-only", versions[1]), ("dormancy 90d -> 60d", versions[2])):
+        assert shard.versions is not None
+        shard.versions.schedule(Switch(at, version), shard.engine.watermark)
+        w, (c, _) = time.perf_counter(), cpu(lambda: shard.finish(at))  # noqa: B023 - run now
+        w_switch, c_switch = time.perf_counter() - w, c
+        w = time.perf_counter()
+        t_snap, (record, size) = cpu(lambda: chain.snapshot(shard))
+        w_snap = time.perf_counter() - w
+        segment = chain.names[-1].rsplit(".", 1)[-1]
+        print(f"switch, {label}: the switch {c_switch:.2f} CPU s {w_switch:.2f} s wall; the "
+              f"snapshot after it {t_snap * 1000:.1f} ms CPU {w_snap * 1000:.1f} ms wall "
+              f"({segment} segment, {size / 2**20:.1f} MiB)")  # fmt: skip
+        at += timedelta(seconds=1)
+    child_at_work(shard, chain, args)
+    return record
+
+
+def child_at_work(shard: Shard, chain: Chain, args: argparse.Namespace) -> None:
+    """An epoch of events while the forked child writes the base, then its adoption."""
+    import resource
+
+    merge = getattr(chain, "merge", None)
+    if merge is None:
+        print("  (no child: this checkout wrote the base in the shard's call)")
+        return
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    copied, rng = 0, random.Random(2)
+    now = shard.engine.watermark + timedelta(seconds=5)
+    started, c0 = time.perf_counter(), time.process_time()
+    sample = rng.sample(range(args.customers), int(args.customers * args.changed))
+    for n, i in enumerate(sample):
+        for event in events_for(i, now, "w-"):
+            shard.engine.feed(event)
+        if n % 1000 == 0:
+            copied = max(copied, private_dirty(merge.process.pid))
+    c_events = time.process_time() - c0
+    t_part, _ = cpu(lambda: chain.snapshot(shard))
+    while merge.process.poll() is None:
+        copied = max(copied, private_dirty(merge.process.pid))
+        time.sleep(0.05)
+    waited = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t_child = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    t_adopt, _ = cpu(lambda: chain.snapshot(shard))
+    print(f"  meanwhile: {len(sample):,} customers' events {c_events:.2f} CPU s, a part "
+          f"{t_part * 1000:.1f} ms; the child's base {t_child:.2f} CPU s ({waited:.1f} s wall "
+          f"from the fork's epoch), it copied {copied / 2**20:.0f} MiB of the shard's memory; "
+          f"the next snapshot adopts it ({t_adopt * 1000:.1f} ms): "
+          f"{len(chain.names)} segments")  # fmt: skip
+
+
+def private_dirty(pid: int) -> int:
+    """The memory a forked child has copied so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return 0
+    return int(fields.get("Private_Dirty", "0 kB").split()[0]) * 1024
+
+
+def restore(chain: Chain, record: bytes, full: bytes, switched: bytes) -> None:
     """Whole-shard unpickle against the chain read back, each in a fresh process (RSS)."""
-    whole, rec = chain.store.root / "whole-shard.pickle", chain.store.root / "record.pickle"
-    whole.write_bytes(full)
-    rec.write_bytes(record)
-    names = pickle.loads(record)["chain"]
-    for kind, path in (("whole", whole), ("chain", rec)):
+    root = chain.store.root
+    cases = [("whole", "whole shard", full),
+             ("chain", "chain of {} segments, heap rebuilt", record),
+             ("chain", "chain right after the switch, {} segments", switched)]  # fmt: skip
+    for n, (kind, what, data) in enumerate(cases):
+        path = root / f"restore-{n}.pickle"
+        path.write_bytes(data)
         done = subprocess.run(
             [sys.executable, __file__, "--restore", kind, str(path)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         seconds, grown, customers = done.stdout.split()
-        what = "whole shard" if kind == "whole" else f"chain of {len(names)} segments, heap rebuilt"
-        print(f"restore ({what}, fresh process): {float(seconds):.2f} CPU s, RSS "
-              f"+{int(grown) / 2**20:.0f} MiB, {int(customers):,} customers")  # fmt: skip
+        names = pickle.loads(data)["chain"] if kind == "chain" else []
+        print(f"restore ({what.format(len(names))}, fresh process): {float(seconds):.2f} CPU s, "
+              f"RSS +{int(grown) / 2**20:.0f} MiB, {int(customers):,} customers")  # fmt: skip
 
 
 def restored(kind: str, path: Path) -> None:
     """In a fresh process: one restore, printing CPU seconds, RSS growth and customers."""
-    rules = load_rules(baseline_plain.RULES)
+    rules = rules_versions(path.parent)[0].rules
     shard = Shard(Engine(rules), build_policy(rules), {})
     before = rss()
     if kind == "whole":

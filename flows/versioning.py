@@ -32,6 +32,10 @@ class Versions:
         self.since: datetime | None = None  # effective_at of the version in force
         self.pending = sorted(pending or [], key=lambda s: s.effective_at)
         self.late = 0  # switches that arrived after the watermark had passed their W
+        # The versions switched to since an incremental snapshot chain last took them
+        # (`taken`, flows/snapshots.py); None until one does. Not state: a restore starts
+        # from a snapshot, where nothing is pending to be taken.
+        self.switched: list[RulesVersion] | None = None
 
     def next_at(self) -> datetime | None:
         return self.pending[0].effective_at if self.pending else None
@@ -56,7 +60,14 @@ class Versions:
     def pop(self) -> Switch:
         switch = self.pending.pop(0)
         self.current, self.since = switch.version, switch.effective_at
+        if self.switched is not None:
+            self.switched.append(switch.version)
         return switch
+
+    def taken(self) -> list[RulesVersion]:
+        """The versions switched to, in order, since the last call (none before the first)."""
+        switched, self.switched = self.switched or [], []
+        return switched
 
     def snapshot(self) -> dict[str, Any]:
         return {

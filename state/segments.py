@@ -3,7 +3,7 @@
 The flow's incremental snapshots (flows/snapshots.py) keep what changed in an
 epoch here and hand Bytewax only the names of the segments that make up the
 state (its chain). A segment is written once under a name never used before
-(`TOKEN/SEQ.base|part`: a directory per store, named by a token unique to
+(`TOKEN/SEQ.base|part|switch`: a directory per store, named by a token unique to
 the process and store, and a sequence number) and never changed, so a record
 of any epoch Bytewax keeps names files that still hold what they held then.
 Bytewax's builder is not told its shard key, so the token, not the key,
@@ -30,7 +30,7 @@ from pathlib import Path
 
 MAGIC = b"KMSEG1"
 HEADER = len(MAGIC) + 4 + 8
-NAME = re.compile(r"[0-9a-f]+-[0-9]+-[0-9a-f]+/[0-9]{8}\.(base|part)")
+NAME = re.compile(r"[0-9a-f]+-[0-9]+-[0-9a-f]+/[0-9]{8}\.(base|part|switch)")
 EXECUTION = re.compile(r"[0-9a-f]+-[0-9]+-[0-9a-f]+")  # a store's directory: its token
 
 
@@ -51,7 +51,7 @@ class SegmentStore:
         self._seq = 0
 
     def write(self, kind: str, payload: bytes) -> str:
-        """A new segment ("base" or "part") holding `payload`; returns its name."""
+        """A new segment ("base", "part" or "switch") holding `payload`; returns its name."""
         name = self.reserve(kind)
         self.write_as(name, payload)
         return name

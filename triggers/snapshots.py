@@ -16,9 +16,15 @@ heap, so its cost grows with the customers held, whatever changed. Here:
   (docs/engine.md), so the heap is not stored at all.
 
 A part is only valid on top of the base and parts taken before it from the
-same engine: take a full snapshot after a rule-set switch (`triggers/switch.py`
-builds new state for every customer). The parts are plain data: the driver
-pickles them at once (they hold the live state objects).
+same engine, or from the engines a rule-set switch made of it: a part taken
+after switches says so (`"switches"`: each old and new rule set, `carry` and
+`reset_salary`, as `triggers.switch.switched` took them), and `restore`
+replays them (`triggers.switch.replay`) on the states before it, then
+applies its customers. That is exact because the part holds every customer
+changed since the previous one, before the switch or after: every other
+customer held, at the switch, the state the previous part left. The parts
+are plain data: the driver encodes them at once (they hold the live state
+objects).
 tests/unit/test_snapshots.py replays a stream with parts taken at random
 points, restores from base + parts at each, and checks the candidates and
 the state are those of an engine that never stopped.
@@ -30,6 +36,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .engine import SNAPSHOT_VERSION, Engine
+from .switch import replay
 
 
 def changes(engine: Engine) -> dict[str, Any]:
@@ -43,12 +50,15 @@ def changes(engine: Engine) -> dict[str, Any]:
 
 
 def restore(engine: Engine, base: dict[str, Any], parts: Iterable[dict[str, Any]]) -> None:
-    """`base` (a full snapshot) and then `parts`, oldest first; the timers rebuilt."""
+    """`base` (a full snapshot) and then `parts`, oldest first, with the switches they
+    name (module docstring); the timers rebuilt. `engine` runs the last rule set."""
     engine.restore(base)
     customers = engine.customers
     for part in parts:
         if part.get("v") != SNAPSHOT_VERSION or not part.get("part"):
             raise ValueError("not an incremental snapshot of this engine version")
+        for old, new, carry, reset_salary in part.get("switches", ()):
+            replay(customers, old, new, carry, reset_salary)
         for cid, state in part["customers"].items():
             if state is None:
                 customers.pop(cid, None)

@@ -40,6 +40,39 @@ def switched(
         new.customers, new._heap = old.customers, old._heap  # nothing to re-read: O(rules)
         new._evictions = old._evictions
         return new
+    _adapt(old, new, carry, reset_salary)
+    new.customers = old.customers
+    new.rebuild_timers()
+    return new
+
+
+def keeps_state(
+    old: RuleSet, new: RuleSet, carry: Mapping[int, int], reset_salary: bool = False
+) -> bool:
+    """Whether `switched` from `old` to `new` hands every customer state over as it is."""
+    return _untouched(Engine(old), Engine(new), carry, reset_salary)
+
+
+def replay(
+    customers: dict[str, CustomerState],
+    old: RuleSet,
+    new: RuleSet,
+    carry: Mapping[int, int],
+    reset_salary: bool = False,
+) -> None:
+    """What `switched` does to the customer states, in place, without building the heap.
+
+    For a restore that replays a switch between two snapshots (flows/snapshots.py):
+    it rebuilds the timers once, after its last part.
+    """
+    before, after = Engine(old), Engine(new)
+    if not _untouched(before, after, carry, reset_salary):
+        before.customers = customers
+        _adapt(before, after, carry, reset_salary)
+
+
+def _adapt(old: Engine, new: Engine, carry: Mapping[int, int], reset_salary: bool) -> None:
+    """Every customer of `old` re-read for `new`'s rules: rule states and queued timers."""
     adopted = {j: i for i, j in carry.items()}  # old index -> new index
     for customer in old.customers.values():
         _adopt_rules(old, new, customer, carry, reset_salary)
@@ -52,9 +85,6 @@ def switched(
             current = new.triggers[index].deadline(customer, key)
             due = deadline if current is None else min(deadline, current)
             customer.queue((index, key) if key else index, due)  # the first of its slot
-    new.customers = old.customers
-    new.rebuild_timers()
-    return new
 
 
 def _untouched(old: Engine, new: Engine, carry: Mapping[int, int], reset_salary: bool) -> bool:

@@ -8,27 +8,36 @@ segments leave after 2 s. A real `python -m bytewax.run` is killed with
 SIGKILL three times while writing and resumed; the offer ids of the decision
 log and the offers file equal an uninterrupted run's. Then the store's bad
 input: a corrupt or a missing segment makes the resume fail with one line
-naming the file and exit status 2, no traceback.
+naming the file and exit status 2, no traceback. And a rules switch that
+re-reads every state (a removed rule): killed about a second after it, while
+the chain names the switch segment (the switch is replayed on resume) or the
+base a forked child wrote since, the resumed run decides what an
+uninterrupted one decides.
 """
 
 from __future__ import annotations
 
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.flowkit import (
+    RULES,
     bytewax_run,
     offer_ids,
+    records,
     replay_settings,
     start,
     write_generated,
 )
 from tests.integration.test_recovery_kill import killed_and_resumed
+from tests.integration.test_rollout_flow import _wait_for_version, switch_time, v8, versions_of
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +101,46 @@ def test_a_bad_segment_is_one_error_line(killed: dict, tmp_path: Path, damage: s
     assert len(lines) == 1, err[-2000:]
     word = "is corrupt" if damage == "corrupt" else "is missing"
     assert lines[0].startswith("keymoment: cannot resume") and word in lines[0], lines[0]
+
+
+def test_kill_9_right_after_a_switch_decides_as_uninterrupted(tmp_path: Path) -> None:
+    """Version 8 (a removed rule: every state re-read) at 40 % of the stream; killed 1.1-1.6 s
+    after its first decision (one or two epochs later), then resumed to the end."""
+    monkey = pytest.MonkeyPatch()
+    monkey.setenv("KEYMOMENT_LIST_DIRS", str(RULES.parent / "lists"))
+    started: list[subprocess.Popen] = []
+    try:
+        data = write_generated(tmp_path, customers=12000, days=240, seed=31)
+        rollout = f"{switch_time(data, 0.4)}={v8(tmp_path)}"
+        clean, crashed, recovery = tmp_path / "clean", tmp_path / "crashed", tmp_path / "recovery"
+        bytewax_run(
+            replay_settings(data, clean, shards=4, batch_size=100, rollouts=[rollout]), timeout=600
+        )
+        recovery.mkdir()
+        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+        settings = replay_settings(
+            data, crashed, shards=4, batch_size=100, recovery=True, rollouts=[rollout],
+            snapshot_dir=str(recovery / "segments"), snapshot_keep_seconds=2.0,
+        )  # fmt: skip
+        args = ("-r", str(recovery), "-s", "1", "-b", "0")
+        proc = start(settings, *args)
+        started.append(proc)
+        _wait_for_version(proc, crashed / "decisions.jsonl", 8)
+        time.sleep(random.Random(5).uniform(1.1, 1.6))
+        assert proc.poll() is None, "the flow finished before the kill: use more input"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kinds = {p.suffix for p in (recovery / "segments").glob("*/*")}
+        assert ".switch" in kinds, kinds  # the switch wrote no base in the shard's call
+        final = start(settings, *args)
+        started.append(final)
+        _, err = final.communicate(timeout=600)
+        assert final.returncode == 0, err[-2000:]
+        assert "compaction failed" not in err, err[-2000:]
+    finally:
+        monkey.undo()
+        for running in started:  # never leave a flow running behind a failed test
+            running.kill()
+    expected = records(clean / "decisions.jsonl")
+    assert versions_of(expected) == {7, 8}
+    assert records(crashed / "decisions.jsonl") == expected

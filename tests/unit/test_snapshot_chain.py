@@ -1,19 +1,22 @@
 """Property: a shard restored from the chain record of ANY epoch continues exactly.
 
 The flow's pieces without Bytewax (flows/snapshots.py): one `Shard` (engine,
-policy, rules versions with a switch at a random time) processes the
-generator's stream batch by batch and takes an incremental snapshot
-(`Chain.snapshot`) after random batches, with a random compaction ratio, so
-chains hold bases, parts and compactions in any mix, and the switch forces a
-base. Then, as Bytewax may resume from any epoch it kept, a fresh shard is
-restored from the record of a random earlier epoch, while the segments the
-first shard wrote after that epoch are still on disk (they must not leak into
-the restore), and processes the rest: its decisions must be the
-uninterrupted shard's, record for record, and its final state the same. The
-resumed shard snapshots on into the same chain; a third shard restored from
-its last record holds its state exactly. In some examples the compactions
-run in a child process, as in the flow, so a merge is adopted whenever it
-happens to finish.
+policy, rules versions with one to three switches at random times, maybe in
+one epoch: a threshold, then a dormancy length, which re-reads every state,
+then a reshaped rule and new salary settings) processes the generator's
+stream batch by batch and takes an incremental snapshot (`Chain.snapshot`)
+after random batches, with a random compaction ratio, so chains hold bases,
+parts, switch segments and compactions in any mix. Then, as Bytewax may
+resume from any epoch it kept, a fresh shard is restored from the record of
+a random earlier epoch, while the segments the first shard wrote after that
+epoch are still on disk (they must not leak into the restore), and processes
+the rest: its decisions must be the uninterrupted shard's, record for record,
+and its final state the same. The resumed shard snapshots on into the same
+chain; a third shard restored from its last record holds its state exactly.
+In some examples the compactions run in a child process, as in the flow, so
+a merge is adopted whenever it happens to finish (a merge of the files, or a
+base forked from memory after a switch segment), and a restore from an epoch
+before that replays the switches.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import math
 import pickle
 import shutil
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_snapshot_codec import shape
@@ -55,23 +59,34 @@ def world() -> dict:
     out = Path(tempfile.mkdtemp(prefix="km-chain-"))
     shutil.copytree(EXAMPLE.parent / "lists", out / "lists")
     text = EXAMPLE.read_text()
-    (out / "v7.yaml").write_text(text)
-    v8 = text.replace("version: 7", "version: 8", 1).replace(
-        "min_amount: 50000", "min_amount: 20000", 1
-    )
-    (out / "v8.yaml").write_text(v8)
+    edits = [  # each version edits the one before
+        [],
+        [("min_amount: 50000", "min_amount: 20000")],  # a threshold: every state as it is
+        [("inactive: 90d", "inactive: 60d")],  # a timer's length: every state re-read
+        [("kinds: [cash_deposit, transfer_in]", "kinds: [cash_deposit]"),
+         ("min_interval: 25d", "min_interval: 20d")],  # a reshaped rule, new salary series
+    ]  # fmt: skip
+    versions = []
+    for n, pairs in enumerate(edits):
+        for old, new in [("version: 7", f"version: {7 + n}"), *pairs]:
+            assert old in text
+            text = text.replace(old, new, 1)
+        (out / f"v{7 + n}.yaml").write_text(text)
+        versions.append(RulesVersion.read(str(out / f"v{7 + n}.yaml")))
+        text = text.replace(f"version: {7 + n}", "version: 7", 1)
     (out / "events.jsonl").write_bytes(b"\n".join(PAYLOADS) + b"\n")
-    v7, v8r = RulesVersion.read(str(out / "v7.yaml")), RulesVersion.read(str(out / "v8.yaml"))
+    v7 = versions[0]
     replay = Replay(
         v7.rules, PROFILES, build_policy(v7.rules), versions=Versions(v7), batch_size=97
     )
     batches = list(replay.batches([str(out / "events.jsonl")]))
-    return {"v7": v7, "v8": v8r, "batches": batches, "until": GEN.until_at}
+    return {"versions": versions, "batches": batches, "until": GEN.until_at}
 
 
-def new_shard(world: dict, at: datetime) -> Shard:
-    v7 = world["v7"]
-    versions = Versions(v7, [Switch(at, world["v8"])])
+def new_shard(world: dict, *ats: datetime) -> Shard:
+    """A shard on v7, switching to v8, v9, v10 in turn at `ats` (as many as given)."""
+    v7, later = world["versions"][0], world["versions"][1:]
+    versions = Versions(v7, [Switch(at, v) for at, v in zip(sorted(ats), later, strict=False)])
     return Shard(Engine(v7.rules), build_policy(v7.rules), PROFILES, None, versions)
 
 
@@ -102,12 +117,13 @@ def test_resume_from_any_epoch_continues_exactly(data: st.DataObject) -> None:
 
 def resume_from_any_epoch(world: dict, root: Path, data: st.DataObject) -> None:
     batches, n = world["batches"], len(world["batches"])
-    at = datetime.fromisoformat(data.draw(st.sampled_from(TIMES), label="switch"))
+    switch_times = st.lists(st.sampled_from(TIMES), min_size=1, max_size=3)
+    at = [datetime.fromisoformat(t) for t in data.draw(switch_times, label="switches")]
     RATIO[0] = data.draw(st.sampled_from([0.02, 0.2, 1.0, 1000.0]), label="compact ratio")
     BACKGROUND[0] = data.draw(st.booleans(), label="compactions in a child process")
     cuts = sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=15), label="cuts"))
     resume_at = data.draw(st.sampled_from(cuts), label="resume epoch")
-    first, snaps, reference = new_shard(world, at), {}, []
+    first, snaps, reference = new_shard(world, *at), {}, []
     writer = chain(root)
     for i, batch in enumerate(batches):
         reference.append(first.process(batch))
@@ -116,7 +132,7 @@ def resume_from_any_epoch(world: dict, root: Path, data: st.DataObject) -> None:
     reference.append(first.finish(world["until"]))
     writer.settle()
 
-    second, resumed, outs, last = new_shard(world, at), chain(root), [], None
+    second, resumed, outs, last = new_shard(world, *at), chain(root), [], None
     resumed.restore(second, pickle.loads(snaps[resume_at]))
     for i in range(resume_at + 1, n):
         outs.append(second.process(batches[i]))
@@ -127,7 +143,7 @@ def resume_from_any_epoch(world: dict, root: Path, data: st.DataObject) -> None:
     assert records(outs) == records(reference[resume_at + 1 :])
     assert customers(second) == customers(first)
     if last is not None:  # the resumed shard's own chain restores its state too
-        third = new_shard(world, at)
+        third = new_shard(world, *at)
         chain(root).restore(third, pickle.loads(last[0]))
         assert customers(third) == last[1]
 
@@ -137,3 +153,33 @@ def customers(shard: Shard) -> object:
     rebuilt sorted, a switch adapts each customer alone), and a customer evicted and back
     within one epoch keeps its place in a restore but moves to the end in the engine."""
     return shape(dict(sorted(shard.engine.customers.items())))
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["switch segments kept", "forked base"])
+def test_resume_right_after_each_switch(tmp_path: Path, background: bool) -> None:
+    """A snapshot every batch; the shard resumed from the record of the epoch of each switch
+    (a kill -9 right after it) decides what the uninterrupted one decides. The first two
+    switches (a threshold, a dormancy length) meet in one batch. Kept: compactions only by
+    the ratio, never reached, so later segments replay earlier switches too; forked: each
+    switch segment's base is written by a child."""
+    w = world()
+    batches, times = w["batches"], TIMES
+    first_at = datetime.fromisoformat(times[len(times) * 4 // 10])
+    ats = [first_at, first_at + timedelta(microseconds=1), datetime.fromisoformat(times[-50])]
+    first, kept, reference = new_shard(w, *ats), {}, []
+    writer = Chain(SegmentStore(tmp_path, fsync=False), math.inf, 1000.0, background=background)
+    for i, batch in enumerate(batches):
+        reference.append(first.process(batch))
+        record = writer.snapshot(first)[0]
+        if writer.names[-1].endswith(".switch"):
+            kept[i] = record
+    reference.append(first.finish(w["until"]))
+    writer.settle()
+    assert len(kept) == 2, kept
+    for i, record in kept.items():
+        second = new_shard(w, *ats)
+        Chain(SegmentStore(tmp_path, fsync=False), math.inf).restore(second, pickle.loads(record))
+        outs = [second.process(batch) for batch in batches[i + 1 :]]
+        outs.append(second.finish(w["until"]))
+        assert records(outs) == records(reference[i + 1 :])
+        assert customers(second) == customers(first)
