@@ -445,6 +445,7 @@ def profile(pid: int, args: argparse.Namespace, rate: float) -> subprocess.Popen
     if not args.profile:
         return None
     out = Path(args.profile) / f"live-{args.processes}p-{rate:.0f}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
     cmd = ["py-spy", "record", "--nonblocking", "-r", "50", "-f", "raw", "-p", str(pid)]
     cmd += ["-d", str(int(args.seconds)), "-o", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -29,7 +29,8 @@ value = the record as JSON, key = `record[key]` (default `offer_id`, so a
 repeat after a crash carries the same key as the original: a consumer
 dedupes by key, and a compacted topic keeps one message per offer;
 `customer_id` keeps one customer's offers in order on one partition
-instead). At-least-once: after kill -9 the last epoch is produced again.
+instead). At-least-once: after kill -9 the last epoch is produced again;
+a message librdkafka gave up on is produced again before its epoch commits.
 """
 
 from __future__ import annotations
@@ -201,21 +202,19 @@ class _RecordPartition(StatefulSinkPartition[dict, None]):
         produce, topic, key = self._producer.produce, self._sink.topic, self._sink.key
         for record in items:
             value = record.get(key)
-            message = (topic, orjson.dumps(record), None if value is None else str(value).encode())
-            while True:
-                try:
-                    produce(*message)
-                    break
-                except BufferError:  # librdkafka's queue is full: let it send, then retry
-                    self._producer.poll(0.05)
+            message = orjson.dumps(record), None if value is None else str(value).encode()
+            try:
+                produce(topic, *message)
+            except BufferError:  # librdkafka's queue is full
+                self._sink.produce(*message)
         self._producer.poll(0)  # delivery reports of earlier batches
 
     def snapshot(self) -> None:
         """Everything written in this epoch is on the broker before the epoch commits."""
-        self._producer.flush()
+        self._sink.settle()
 
     def close(self) -> None:
-        self._producer.flush()
+        self._sink.settle()
 
 
 class KafkaRecordSink(FixedPartitionedSink[dict, None]):
@@ -239,6 +238,15 @@ class KafkaRecordSink(FixedPartitionedSink[dict, None]):
     crosses workers. By default: one partition (one worker writes all).
     One producer per process, shared by its partitions (librdkafka's is
     thread-safe).
+
+    Nothing is dropped: librdkafka reports only the messages it gave up on
+    (`delivery.report.only.error`, so a delivered message costs no Python
+    call). One that timed out (the broker unreachable or stalled for longer
+    than `message.timeout.ms`) is produced again at the epoch's end, and the
+    epoch does not commit until it is on the broker: a broker outage stalls
+    the flow, it does not lose offers. One the broker refused for good (too
+    large for it, not authorised, no such topic) stops the flow with
+    `KafkaSinkError`, naming the topic and the reason.
     """
 
     def __init__(
@@ -254,12 +262,57 @@ class KafkaRecordSink(FixedPartitionedSink[dict, None]):
         self.route: Callable[[str], int] = _adler32
         self._producer: Producer | None = None
         self._lock = Lock()
+        self._undelivered: list[tuple[bytes, bytes | None]] = []
 
     def producer(self) -> Producer:
         with self._lock:
             if self._producer is None:
-                self._producer = Producer({**self.config, "error_cb": _log_error})
+                self._producer = Producer(
+                    {
+                        **self.config,
+                        "error_cb": _log_error,
+                        "on_delivery": self._on_delivery,
+                        "delivery.report.only.error": True,
+                    }
+                )
             return self._producer
+
+    def produce(self, value: bytes, key: bytes | None) -> None:
+        """Hands one message to librdkafka, letting it send first while its queue is full."""
+        producer = self.producer()
+        while True:
+            try:
+                producer.produce(self.topic, value, key)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def settle(self) -> None:
+        """Returns once every message produced so far is on the broker (class docstring)."""
+        producer = self.producer()
+        producer.flush()
+        while self._undelivered:
+            with self._lock:
+                again, self._undelivered = self._undelivered, []
+            log.warning(
+                "kafka sink: %d messages to %s were not acknowledged in time; producing them again",
+                len(again),
+                self.topic,
+            )
+            for value, key in again:
+                self.produce(value, key)
+            producer.flush()
+
+    def _on_delivery(self, error: ConfluentKafkaError | None, message: Any) -> None:
+        """librdkafka gave up on `message` (only failures are reported)."""
+        if error is None:
+            return
+        if error.code() not in _TRY_AGAIN and not error.retriable():
+            raise KafkaSinkError(
+                f"kafka sink: the broker refused a message to {self.topic}: {error.str()}"
+            )
+        with self._lock:
+            self._undelivered.append((message.value(), message.key()))
 
     def list_parts(self) -> list[str]:
         return [f"part-{i:02d}" for i in range(self.parts)]
@@ -269,6 +322,19 @@ class KafkaRecordSink(FixedPartitionedSink[dict, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RecordPartition:
         return _RecordPartition(self)
+
+
+class KafkaSinkError(Exception):
+    """The broker refused a message for good: the flow stops rather than drop it."""
+
+
+# Errors after which the same message may well be accepted later.
+_TRY_AGAIN = {
+    ConfluentKafkaError._MSG_TIMED_OUT,
+    ConfluentKafkaError._TIMED_OUT,
+    ConfluentKafkaError._TRANSPORT,
+    ConfluentKafkaError._ALL_BROKERS_DOWN,
+}
 
 
 def _adler32(key: str) -> int:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+
 import bytewax.operators as op
 import orjson
+import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from keymoment.connectors.kafka import KafkaRecordSink
+from keymoment.connectors.kafka import KafkaRecordSink, KafkaSinkError
 from keymoment.flows.outputs import keep_local, output
 from keymoment.flows.placement import SPREAD, shard_key
 from tests.integration.test_sources_kafka import create_topic
+from tests.support.servers import KafkaBroker
 
 
 def read_topic(bootstrap: str, topic: str, partition: int = 0) -> list[tuple[bytes, bytes]]:
@@ -81,6 +85,60 @@ def test_a_batch_is_on_the_broker_when_its_epoch_snapshot_returns(kafka_broker) 
     part.snapshot()
     assert [orjson.loads(v) for _, v in read_topic(kafka_broker.bootstrap, topic)] == records
     part.close()
+
+
+def test_messages_the_client_gave_up_on_are_produced_again_at_the_epoch_end() -> None:
+    """A stalled broker makes librdkafka time messages out; the snapshot sends them again.
+
+    The broker (one of this test's own) is stopped with SIGSTOP, so the
+    messages written meanwhile time out after `message.timeout.ms` and the
+    client reports them failed. Once the broker runs again, the epoch's
+    snapshot produces them again and returns only when they are on the topic.
+    """
+    broker = KafkaBroker().start()
+    try:
+        topic = create_topic(broker.bootstrap)
+        config = {"message.timeout.ms": 1000, "request.timeout.ms": 500}
+        sink = KafkaRecordSink([broker.bootstrap], topic, config=config)
+        part = sink.build_part("out", sink.list_parts()[0], None)
+        records = [{"offer_id": f"{i:032x}"} for i in range(50)]
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            part.write_batch(records)
+            sink.producer().flush()  # returns once every message is delivered or given up
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        assert len(sink._undelivered) == len(records)
+        part.snapshot()
+        got = [orjson.loads(v) for _, v in read_topic(broker.bootstrap, topic)]
+        assert {r["offer_id"] for r in got} == {r["offer_id"] for r in records}  # repeats allowed
+        part.close()
+    finally:
+        broker.stop()
+
+
+def test_a_message_the_broker_refuses_for_good_stops_the_flow() -> None:
+    """A permanent refusal (here: not authorised) is not retried forever: it names the topic."""
+    sink = KafkaRecordSink(["127.0.0.1:9"], "offers")
+    refused = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaSinkError, match="refused a message to offers"):
+        sink._on_delivery(refused, None)
+    sink._on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), _Message(b"{}", b"k"))
+    assert sink._undelivered == [(b"{}", b"k")]
+
+
+class _Message:
+    """What `_on_delivery` reads of a confluent_kafka message."""
+
+    def __init__(self, value: bytes, key: bytes) -> None:
+        self._value, self._key = value, key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
 
 
 def test_the_flow_routes_each_shard_to_the_sink_partition_of_its_worker() -> None:
