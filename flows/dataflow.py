@@ -27,7 +27,7 @@ import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -39,25 +39,26 @@ from keymoment.connectors.files import JsonlFileSink
 from keymoment.policy.parking import EndWait
 from keymoment.rollout.audit import process_info
 from keymoment.rollout.versions import RulesVersion, Switch
-from keymoment.state.segments import SegmentStore
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 from keymoment.triggers.ruleset import RuleSet
 
-from . import snapshots
 from .collect import FROZEN_GC, YOUNG_GC
 from .connect import policy_for, profiles_from, sink_from_url, source_from_url, versions_from
-from .instrument import Observability, probed
-from .metrics import FlowMetrics
 from .outputs import output, output_each, output_keyed
 from .owners import placement_for
 from .placement import shard_keys
 from .replay import reads_balances
-from .rules_source import RulesSource
 from .settings import ALL_CHANNELS, FlowSettings, from_env
 from .shard import Shard, ShardOutput
 from .stamp import Batch, Clock, Stamper
 from .versioning import Versions
+
+if TYPE_CHECKING:  # imported where used: a run without recovery, metrics or a rules watch
+    # (every event-clock run from files) does without them, about 45 ms of start-up
+    from .instrument import Observability
+    from .metrics import FlowMetrics
+    from .snapshots import Chain
 
 
 def wall_clock() -> datetime:
@@ -82,7 +83,9 @@ class ShardLogic(StatefulBatchLogic[Batch | Switch, ShardOutput, Any]):
         # The event clock has no latency to protect: freeze, never collect (flows.collect).
         self.collect = YOUNG_GC if shard.clock is not None else FROZEN_GC
         if resume is not None:
-            snapshots.resume(shard, resume, self.chain)
+            from .snapshots import resume as resume_shard
+
+            resume_shard(shard, resume, self.chain)
         if self.chain is None:  # only an incremental chain reads the changed customers: without
             shard.engine.dirty = None  # one the set would hold every customer ever seen, for good
         self.next_tick_at = wall_clock() + self.tick if self.tick else None
@@ -138,11 +141,15 @@ class ShardLogic(StatefulBatchLogic[Batch | Switch, ShardOutput, Any]):
         return snap
 
 
-def chain_for(settings: FlowSettings) -> snapshots.Chain | None:
+def chain_for(settings: FlowSettings) -> Chain | None:
     """The shard's incremental snapshot chain, when recovery is on with a snapshot directory."""
     if not settings.recovery or settings.snapshot_dir is None:
         return None
-    return snapshots.Chain(
+    from keymoment.state.segments import SegmentStore
+
+    from .snapshots import Chain
+
+    return Chain(
         SegmentStore(settings.snapshot_dir),
         keep_seconds=settings.snapshot_keep_seconds,
         compact_ratio=settings.snapshot_compact_ratio,
@@ -215,6 +222,8 @@ def build_flow(
     if stoppable is not None:
         srcs = stoppable(list(srcs))
     if observability is not None:
+        from .instrument import probed
+
         srcs = probed(list(srcs), observability)
     ins = [op.input(f"in-{i}", flow, src) for i, src in enumerate(srcs)]
     raw = ins[0] if len(ins) == 1 else op.merge("in", *ins)
@@ -268,6 +277,8 @@ def _with_reloads(
     With metrics, each audit record also moves `keymoment_rules_info` (applied) or
     `keymoment_rules_reload_failures_total` (rejected).
     """
+    from .rules_source import RulesSource
+
     source = RulesSource(
         settings.rules,
         initial,
