@@ -278,7 +278,8 @@ def flow_command(bootstrap: str, args: argparse.Namespace, customers: Path) -> l
         *(sys.executable, "-m", "keymoment", "run", "--rules", str(args.rules)),
         *("--source", f"kafka://{bootstrap}/tx?start=earliest&fetch_wait_ms={args.fetch_wait_ms}"),
         *("--sink", f"kafka://{bootstrap}/offers?key=customer_id"),
-        *("--customers", f"file:{customers}", "--shards", str(args.shards)),
+        *("--customers", f"file:{customers}"),
+        *(("--shards", str(args.shards)) if args.shards else ()),
         *("--tick", str(args.tick), "--no-reload"),
         *(("--decisions", f"kafka://{bootstrap}/decisions") if args.decisions else ()),
     ]
@@ -576,7 +577,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--rules", default=str(RULES))
-    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument(
+        "--shards", type=int, help="engine shards per run (default: the command's own default)"
+    )
     parser.add_argument("--tick", type=float, default=1.0)
     parser.add_argument(
         "--against", help="another checkout (git worktree): each rate runs it too, interleaved"
@@ -614,7 +617,8 @@ def main() -> None:
     items = load_items(data, needed, args.processes)
     print(
         f"live latency through Kafka (Tansu), `keymoment run` x{args.processes} process(es), "
-        f"{args.customers:,} customers, {Path(args.rules).name}, {args.shards} shards, "
+        f"{args.customers:,} customers, {Path(args.rules).name}, "
+        f"{args.shards or 'default'} shards, "
         f"{args.seconds:g} s per rate (first {args.warmup:g} s dropped)"
     )
     print(baseline_pace(data, 300_000), f"(load {load()})", flush=True)
