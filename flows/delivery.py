@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeGuard
+from typing import Protocol
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -40,10 +40,6 @@ class StagedSink(Protocol):
     """A sink that delivers through a `DeliveryStage` (the webhook)."""
 
     def delivery_stage(self) -> DeliveryStage: ...
-
-
-def is_staged(sink: object) -> TypeGuard[StagedSink]:
-    return callable(getattr(sink, "delivery_stage", None))
 
 
 class DeliveryLogic(StatefulBatchLogic[dict, dict, list[dict]]):

@@ -16,8 +16,9 @@ Bytewax item per record through three steps; to any other sink one by one.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 from zlib import adler32, crc32
 
 import bytewax.operators as op
@@ -25,10 +26,13 @@ from bytewax.dataflow import Stream
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from keymoment.connectors.files import JsonlFileSink, dumps_line
-from keymoment.connectors.kafka import KafkaRecordSink
 
-from .delivery import deliver, is_staged
 from .placement import SPREAD, shard_index
+
+if TYPE_CHECKING:
+    from keymoment.connectors.kafka import KafkaRecordSink
+
+    from .delivery import StagedSink
 
 Call = TypeVar("Call")  # what a shard call produced (a `ShardOutput`)
 
@@ -45,8 +49,10 @@ def output_keyed(
     shard. Returns the stream of dead letters for a webhook, else None.
     """
     if is_staged(sink):
+        from .delivery import deliver
+
         return deliver(step_id, records, sink, check_expiry=check_expiry)
-    if isinstance(sink, KafkaRecordSink):
+    if is_kafka(sink):
         op.output(step_id, records, keep_local(sink))
         return None
     return output(step_id, op.map(f"{step_id}-values", records, _value), sink)
@@ -64,6 +70,8 @@ def output(
     `STAGE_KEYS` delivery keys. Other sinks return None.
     """
     if is_staged(sink):
+        from .delivery import deliver
+
         keyed = op.map(f"{step_id}-key", records, _stage_key)
         return deliver(step_id, keyed, sink, check_expiry=check_expiry)
     if isinstance(sink, FixedPartitionedSink):
@@ -93,11 +101,23 @@ def output_each(
         chunk = _chunk(lines) if lines is not None else lambda call: _lines(records(call))
         op.output(step_id, op.filter_map(f"{step_id}-lines", calls, chunk), sink)
         return None
-    if isinstance(sink, KafkaRecordSink):  # calls keyed by shard: each written where it was made
+    if is_kafka(sink):  # calls keyed by shard: each written where it was made
         keyed = op.flat_map(f"{step_id}-records", calls, _keyed_records(records))
         op.output(step_id, keyed, keep_local(sink))
         return None
     return output(step_id, op.flat_map(f"{step_id}-records", calls, records), sink, check_expiry)
+
+
+def is_staged(sink: object) -> TypeGuard[StagedSink]:
+    """A sink with a delivery stage of its own (the webhook's: `keymoment.flows.delivery`)."""
+    return callable(getattr(sink, "delivery_stage", None))
+
+
+def is_kafka(sink: object) -> TypeGuard[KafkaRecordSink]:
+    """Without importing the Kafka client: a flow that attaches no Kafka sink never loads it
+    (45 ms of start-up), and then no sink can be one."""
+    kafka = sys.modules.get("keymoment.connectors.kafka")
+    return kafka is not None and isinstance(sink, kafka.KafkaRecordSink)
 
 
 def keep_local(sink: KafkaRecordSink) -> KafkaRecordSink:
