@@ -48,6 +48,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 
+from .errors import ConnectorError
 from .files import Item, Lines  # `(label, None)`: the end of a partition (`tail=False` at EOF)
 
 log = logging.getLogger(__name__)
@@ -324,7 +325,7 @@ class KafkaRecordSink(FixedPartitionedSink[dict, None]):
         return _RecordPartition(self)
 
 
-class KafkaSinkError(Exception):
+class KafkaSinkError(ConnectorError):
     """The broker refused a message for good: the flow stops rather than drop it."""
 
 

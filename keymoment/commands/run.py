@@ -14,7 +14,8 @@ import signal
 import socket
 import sys
 import threading
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 from keymoment.cli import UserError
 from keymoment.commands.args import timestamp
 from keymoment.config import RulesFile
+from keymoment.connectors.errors import failure
 from keymoment.flows.settings import ALL_CHANNELS
 from keymoment.rollout.cli import add_rollout_arguments
 from keymoment.rollout.watch import install_sighup
@@ -300,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     # The event clock is a replay: its shards freeze instead of collecting (flows.collect).
     replay = no_automatic_gc() if settings.clock == "event" else nullcontext()
     try:
-        with replay:
+        with replay, connector_failures():
             cli_main(
                 flow,
                 workers_per_process=args.workers,
@@ -374,6 +376,19 @@ def metrics_from(args: argparse.Namespace, rules_path: str):  # noqa: ANN201 - O
     assert obs.listener is not None
     print(f"keymoment run: metrics at {obs.listener.url}/metrics", file=sys.stderr, flush=True)
     return obs
+
+
+@contextmanager
+def connector_failures() -> Iterator[None]:
+    """A connector that stopped the flow (`ConnectorError`: a broker refusing offers for
+    good, ...) is one line, not Bytewax's traceback of it."""
+    try:
+        yield
+    except Exception as exc:
+        stopped = failure(exc)
+        if stopped is None:
+            raise
+        raise UserError(str(stopped)) from None
 
 
 def stay_up() -> None:
