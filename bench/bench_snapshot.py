@@ -53,6 +53,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline_plain  # noqa: E402 - the sibling script: the rules file
 
+from keymoment.flows import snapshots  # noqa: E402
 from keymoment.flows.shard import Shard  # noqa: E402
 from keymoment.flows.snapshots import Chain  # noqa: E402
 from keymoment.flows.versioning import Versions  # noqa: E402
@@ -203,7 +204,7 @@ def switches(
 ) -> bytes:
     """Two switches, each met by the shard and followed by the epoch's snapshot (the pause);
     returns the record of the snapshot right after the second, as a kill -9 would leave it."""
-    chain.background = True  # as in the flow
+    chain.background, forks = True, timed_forks()  # as in the flow
     at = shard.engine.watermark + timedelta(seconds=1)
     record = b""
     for label, version in (("thresholds-only", versions[1]), ("dormancy 90d -> 60d", versions[2])):
@@ -211,20 +212,23 @@ def switches(
         shard.versions.schedule(Switch(at, version), shard.engine.watermark)
         w, (c, _) = time.perf_counter(), cpu(lambda: shard.finish(at))  # noqa: B023 - run now
         w_switch, c_switch = time.perf_counter() - w, c
-        w = time.perf_counter()
+        w, done = time.perf_counter(), len(forks)
         t_snap, (record, size) = cpu(lambda: chain.snapshot(shard))
         w_snap = time.perf_counter() - w
         segment = chain.names[-1].rsplit(".", 1)[-1]
+        fork = "".join(f"; of which the fork {c * 1e3:.1f} ms CPU {w * 1e3:.1f} ms wall"
+                       for c, w in forks[-1:] if len(forks) > done)  # fmt: skip
         print(f"switch, {label}: the switch {c_switch:.2f} CPU s {w_switch:.2f} s wall; the "
               f"snapshot after it {t_snap * 1000:.1f} ms CPU {w_snap * 1000:.1f} ms wall "
-              f"({segment} segment, {size / 2**20:.1f} MiB)")  # fmt: skip
+              f"({segment} segment, {size / 2**20:.1f} MiB{fork})")  # fmt: skip
         at += timedelta(seconds=1)
     child_at_work(shard, chain, args)
     return record
 
 
 def child_at_work(shard: Shard, chain: Chain, args: argparse.Namespace) -> None:
-    """An epoch of events while the forked child writes the base, then its adoption."""
+    """An epoch of events while the forked child writes the base, then its adoption, then
+    the same epoch again with no child (the parent's cost of copy on write)."""
     import resource
 
     merge = getattr(chain, "merge", None)
@@ -232,16 +236,8 @@ def child_at_work(shard: Shard, chain: Chain, args: argparse.Namespace) -> None:
         print("  (no child: this checkout wrote the base in the shard's call)")
         return
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    copied, rng = 0, random.Random(2)
-    now = shard.engine.watermark + timedelta(seconds=5)
-    started, c0 = time.perf_counter(), time.process_time()
-    sample = rng.sample(range(args.customers), int(args.customers * args.changed))
-    for n, i in enumerate(sample):
-        for event in events_for(i, now, "w-"):
-            shard.engine.feed(event)
-        if n % 1000 == 0:
-            copied = max(copied, private_dirty(merge.process.pid))
-    c_events = time.process_time() - c0
+    started, rng, copied = time.perf_counter(), random.Random(2), 0
+    c_with = epoch_of_events(shard, rng, args, "w-")
     t_part, _ = cpu(lambda: chain.snapshot(shard))
     while merge.process.poll() is None:
         copied = max(copied, private_dirty(merge.process.pid))
@@ -250,11 +246,40 @@ def child_at_work(shard: Shard, chain: Chain, args: argparse.Namespace) -> None:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     t_child = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     t_adopt, _ = cpu(lambda: chain.snapshot(shard))
-    print(f"  meanwhile: {len(sample):,} customers' events {c_events:.2f} CPU s, a part "
-          f"{t_part * 1000:.1f} ms; the child's base {t_child:.2f} CPU s ({waited:.1f} s wall "
-          f"from the fork's epoch), it copied {copied / 2**20:.0f} MiB of the shard's memory; "
-          f"the next snapshot adopts it ({t_adopt * 1000:.1f} ms): "
-          f"{len(chain.names)} segments")  # fmt: skip
+    c_without = epoch_of_events(shard, rng, args, "x-")
+    print(f"  meanwhile: an epoch of events {c_with:.2f} CPU s (with no child: {c_without:.2f} "
+          f"s), a part {t_part * 1000:.1f} ms; the child's base {t_child:.2f} CPU s "
+          f"({waited:.1f} s wall from the fork's epoch), it copied at least "
+          f"{copied / 2**20:.0f} MiB of the shard's memory; the next snapshot adopts it "
+          f"({t_adopt * 1000:.1f} ms): {len(chain.names)} segments")  # fmt: skip
+
+
+def epoch_of_events(shard: Shard, rng: random.Random, args: argparse.Namespace, tag: str) -> float:
+    """CPU seconds of one event each for `--changed` of the customers."""
+    now = shard.engine.watermark + timedelta(seconds=5)
+    started = time.process_time()
+    for i in rng.sample(range(args.customers), int(args.customers * args.changed)):
+        for event in events_for(i, now, tag):
+            shard.engine.feed(event)
+    return time.process_time() - started
+
+
+def timed_forks() -> list[tuple[float, float]]:
+    """(CPU, wall) seconds of each `flows.snapshots._fork_base` call from now on: the fork
+    itself, within the snapshot's figures (a checkout without it never calls it)."""
+    calls: list[tuple[float, float]] = []
+    fork = getattr(snapshots, "_fork_base", None)
+    if fork is None:
+        return calls
+
+    def timed(*args):  # noqa: ANN002, ANN202
+        c, w = time.process_time(), time.perf_counter()
+        out = fork(*args)
+        calls.append((time.process_time() - c, time.perf_counter() - w))
+        return out
+
+    snapshots._fork_base = timed
+    return calls
 
 
 def private_dirty(pid: int) -> int:
