@@ -17,6 +17,7 @@ uninterrupted one decides.
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 import signal
@@ -103,44 +104,44 @@ def test_a_bad_segment_is_one_error_line(killed: dict, tmp_path: Path, damage: s
     assert lines[0].startswith("keymoment: cannot resume") and word in lines[0], lines[0]
 
 
-def test_kill_9_right_after_a_switch_decides_as_uninterrupted(tmp_path: Path) -> None:
+def test_kill_9_right_after_a_switch_decides_as_uninterrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Version 8 (a removed rule: every state re-read) at 40 % of the stream; killed 1.1-1.6 s
     after its first decision (one or two epochs later), then resumed to the end."""
-    monkey = pytest.MonkeyPatch()
-    monkey.setenv("KEYMOMENT_LIST_DIRS", str(RULES.parent / "lists"))
-    started: list[subprocess.Popen] = []
+    monkeypatch.setenv("KEYMOMENT_LIST_DIRS", str(RULES.parent / "lists"))
+    data = write_generated(tmp_path, customers=12000, days=240, seed=31)
+    flow = functools.partial(
+        replay_settings, data, shards=4, batch_size=100,
+        rollouts=[f"{switch_time(data, 0.4)}={v8(tmp_path)}"],
+    )  # fmt: skip
+    bytewax_run(flow(tmp_path / "clean"), timeout=600)
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    settings = flow(
+        tmp_path / "crashed", recovery=True, snapshot_dir=str(recovery / "segments"),
+        snapshot_keep_seconds=2.0,
+    )  # fmt: skip
+    args = ("-r", str(recovery), "-s", "1", "-b", "0")
+    proc = start(settings, *args)
     try:
-        data = write_generated(tmp_path, customers=12000, days=240, seed=31)
-        rollout = f"{switch_time(data, 0.4)}={v8(tmp_path)}"
-        clean, crashed, recovery = tmp_path / "clean", tmp_path / "crashed", tmp_path / "recovery"
-        bytewax_run(
-            replay_settings(data, clean, shards=4, batch_size=100, rollouts=[rollout]), timeout=600
-        )
-        recovery.mkdir()
-        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
-        settings = replay_settings(
-            data, crashed, shards=4, batch_size=100, recovery=True, rollouts=[rollout],
-            snapshot_dir=str(recovery / "segments"), snapshot_keep_seconds=2.0,
-        )  # fmt: skip
-        args = ("-r", str(recovery), "-s", "1", "-b", "0")
-        proc = start(settings, *args)
-        started.append(proc)
-        _wait_for_version(proc, crashed / "decisions.jsonl", 8)
+        _wait_for_version(proc, tmp_path / "crashed" / "decisions.jsonl", 8)
         time.sleep(random.Random(5).uniform(1.1, 1.6))
         assert proc.poll() is None, "the flow finished before the kill: use more input"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kinds = {p.suffix for p in (recovery / "segments").glob("*/*")}
-        assert ".switch" in kinds, kinds  # the switch wrote no base in the shard's call
-        final = start(settings, *args)
-        started.append(final)
-        _, err = final.communicate(timeout=600)
-        assert final.returncode == 0, err[-2000:]
-        assert "compaction failed" not in err, err[-2000:]
     finally:
-        monkey.undo()
-        for running in started:  # never leave a flow running behind a failed test
-            running.kill()
-    expected = records(clean / "decisions.jsonl")
+        proc.kill()  # never left running behind a failed assertion
+    kinds = {p.suffix for p in (recovery / "segments").glob("*/*")}
+    assert ".switch" in kinds, kinds  # the switch wrote no base in the shard's call
+    final = start(settings, *args)
+    try:
+        _, err = final.communicate(timeout=600)
+    finally:
+        final.kill()
+    assert final.returncode == 0, err[-2000:]
+    assert "compaction failed" not in err, err[-2000:]
+    expected = records(tmp_path / "clean" / "decisions.jsonl")
     assert versions_of(expected) == {7, 8}
-    assert records(crashed / "decisions.jsonl") == expected
+    assert records(tmp_path / "crashed" / "decisions.jsonl") == expected
