@@ -13,10 +13,11 @@ tests/support/servers.py) and writing its sent offers to the topic `offers`.
 
 Why Kafka and not a Redis Stream: it is what a bank's core systems would
 publish to, the scale plan (docs/scaling.md) is in Kafka partitions, and
-the client is librdkafka (C): a probe here moved 300k messages through
-Tansu at 1.4 us of producer CPU and 0.8 us of broker CPU each, so the
-broker takes little of the two cores the flow needs. (Reading a Redis
-Stream costs the flow redis-py's Python reply parsing per entry.)
+the client is librdkafka (C). The broker is not free on these two cores:
+Tansu's in-memory log costs it about 2.5 us per message written and more
+per message read as the log grows (`bench/bench_broker.py`: 0.3-0.6 of a
+core at 60k/s), CPU the flow does not get. (Reading a Redis Stream costs
+the flow redis-py's Python reply parsing per entry.)
 
 The producer (this process) sends the generator's events, pre-split by the
 shard hash (`crc32(customer_id) % P`, partition i read by process i), open
