@@ -196,6 +196,7 @@ def build_flow(
     clock: Clock = wall_clock,
     observability: Observability | None = None,
     stoppable: Callable[[list[Source]], list[Source]] | None = None,
+    versions: tuple[RulesVersion, list[Switch]] | None = None,
 ) -> Dataflow:
     """The whole dataflow; the optional arguments let demo, tests and benchmarks plug in.
 
@@ -205,10 +206,13 @@ def build_flow(
     `offer_sink`, when given, receives every sent offer (beside any URL sinks).
     `clock` is the wall clock of `--clock wall` (unused on the event clock).
     `observability` counts the flow into its metrics (`run --metrics`, flows/instrument.py).
+    `versions`: the rules to start on and the `--rollout` switches, when the caller has
+    read them already (`keymoment run` checks them first): a Redis key is then read once,
+    so the flow runs the version that was checked, and a rules file is parsed once.
     """
     metrics = observability.metrics if observability is not None else None
     live = clock if settings.clock == "wall" else None
-    initial, switches = versions_from(settings)
+    initial, switches = versions or versions_from(settings)
     rules = initial.rules
     if profiles is None:
         profiles = profiles_from(settings.customers)

@@ -280,13 +280,14 @@ def run(args: argparse.Namespace) -> int:
     check_reachable([u for u in urls if u])  # a plain TCP probe: quick, and quiet
     stop, view = Stop(), RunView(wall_clock=settings.clock == "wall")
     try:
-        rules = versions_from(settings)[0].rules  # a file or a Redis key (keymoment.rollout)
+        versions = versions_from(settings)  # a file or a Redis key (keymoment.rollout)
+        rules = versions[0].rules
         check_sink_channels(settings.sinks, rules)
         observability = metrics_from(args, settings.rules)
         sources = [source_from_url(url, settings.batch_size) for url in settings.sources]
         flow = build_flow(
             settings, sources=sources, observe=view.observe, observability=observability,
-            stoppable=lambda inputs: stoppable(inputs, stop),
+            stoppable=lambda inputs: stoppable(inputs, stop), versions=versions,
         )  # fmt: skip
     except ConnectError as exc:
         raise UserError(str(exc)) from None
