@@ -19,6 +19,10 @@ new index -> old index, computed from the two rules files by
 The timers are rebuilt from each customer's `queued` map, which holds the
 earliest entry of every pending timer (engine module docstring), so stale
 entries of the old heap are simply left behind.
+
+An incremental snapshot chain (flows/snapshots.py) asks `keeps_state` whether
+a switch left every state as it was, and a restore from a chain that spans a
+switch that did not re-applies its per-customer pass with `replay`.
 """
 
 from __future__ import annotations

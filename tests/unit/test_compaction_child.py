@@ -5,7 +5,9 @@ child exited 0 the next snapshot names its base and the parts written since,
 and a shard restored from that record holds the same customers. A child that
 fails is one line on stderr and the merge is done in the flow instead. The
 child on its own: a missing segment is one line and exit status 2, and no
-output file.
+output file. After a switch that re-reads every state, a forked child writes
+the base: one that fails is one line and the chain forks again; its class
+table is adopted only when it is one numbering with the chain's.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 from test_snapshot_chain import customers, new_shard, world
 
 from keymoment.flows import snapshots
-from keymoment.flows.snapshots import Chain
+from keymoment.flows.snapshots import Chain, Forked
 from keymoment.state.segments import SegmentStore
 
 
@@ -79,3 +82,52 @@ def test_the_child_alone_refuses_a_missing_segment(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "is missing" in done.stderr
     assert not (tmp_path / out).exists()
+
+
+def switched_chain(root: Path, blocked: bool = False) -> tuple[object, Chain]:
+    """A background chain whose shard met switches that re-read every state: the epoch's
+    segment is a switch segment and a child was forked to write the new base (`blocked`:
+    a directory where its temporary file would go, so that it fails)."""
+    w = world()
+    chain = Chain(SegmentStore(root, fsync=False), keep_seconds=math.inf, background=True)
+    shard = new_shard(w, w["until"], w["until"], w["until"])  # v8, v9, v10 only at the end
+    shard.process(w["batches"][0])
+    chain.snapshot(shard)
+    if blocked:  # the name the fork will write: after the switch segment's
+        (root / f"{chain.store.execution}/{chain.store._seq + 2:08d}.base.tmp").mkdir()
+    shard.finish(w["until"])  # the three switches, then the end of input
+    chain.snapshot(shard)
+    assert chain.names[-1].endswith(".switch") and isinstance(chain.merge.process, Forked)
+    return shard, chain
+
+
+def test_a_failed_fork_is_one_line_and_forks_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shard, chain = switched_chain(tmp_path, blocked=True)
+    chain.merge.process.wait()
+    for blocker in tmp_path.glob("*/*.tmp"):
+        blocker.rmdir()
+    chain.snapshot(shard)
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("keymoment: background compaction failed (IsADirectoryError")
+    assert err.endswith("; trying again")
+    assert isinstance(chain.merge.process, Forked)  # forked again in the same snapshot
+    chain.settle()
+    assert chain.names[0].endswith(".base") and not any(n.endswith(".switch") for n in chain.names)
+    again = new_shard(world())
+    chain.restore(again, pickle.loads(chain.snapshot(shard)[0]))
+    assert customers(again) == customers(shard)
+
+
+def test_a_forked_base_is_adopted_only_in_one_numbering(tmp_path: Path) -> None:
+    _, chain = switched_chain(tmp_path)
+    chain.settle(adopt=False)
+    mine = chain.classes.tags()
+    assert chain._renumbered(msgspec.msgpack.encode(mine[:-1]))  # the child met fewer classes
+    assert chain.classes.tags() == mine
+    longer = [*mine, "keymoment.triggers.state:RuleState"]
+    assert chain._renumbered(msgspec.msgpack.encode(longer))  # the chain numbers on from it
+    assert chain.classes.tags() == longer
+    clash = [*mine[:-1], "keymoment.triggers.state:Slotted"]
+    assert not chain._renumbered(msgspec.msgpack.encode(clash))
