@@ -131,3 +131,29 @@ def test_a_forked_base_is_adopted_only_in_one_numbering(tmp_path: Path) -> None:
     assert chain.classes.tags() == longer
     clash = [*mine[:-1], "keymoment.triggers.state:Slotted"]
     assert not chain._renumbered(msgspec.msgpack.encode(clash))
+
+
+def test_a_fork_that_cannot_start_writes_the_base_in_the_flow_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No memory or process slot for a child: one line, the base from memory in the
+    shard's call (the pause, once), and a chain that restores the same state."""
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(snapshots.os, "fork", no_fork)
+    w = world()
+    chain = Chain(SegmentStore(tmp_path, fsync=False), keep_seconds=math.inf, background=True)
+    shard = new_shard(w, w["until"], w["until"], w["until"])
+    shard.process(w["batches"][0])
+    chain.snapshot(shard)
+    shard.finish(w["until"])
+    record, _ = chain.snapshot(shard)
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("keymoment: cannot fork (")
+    assert err.endswith("; writing the base in the flow")
+    assert chain.merge is None and len(chain.names) == 1 and chain.names[0].endswith(".base")
+    again = new_shard(world())
+    chain.restore(again, pickle.loads(record))
+    assert customers(again) == customers(shard)
