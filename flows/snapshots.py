@@ -184,6 +184,7 @@ class Chain:
     def _write_base(self, shard: Shard) -> int:
         """Every customer, from memory: a fresh engine, or a rebase done in the flow."""
         engine = shard.engine
+        engine.settle_all()  # a deferred switch's rest, in the call: a fallback's pause
         engine.dirty = set()  # parts count from this base
         payload = _segment(engine.watermark, engine.customers, shard, self.classes)
         self.names = [self.store.write("base", payload)]
@@ -417,6 +418,7 @@ def _fork_base(shard: Shard, chain: Chain, name: str) -> Forked:
             os.close(read)
             gc.disable()
             engine = shard.engine
+            engine.settle_all()  # the customers a deferred switch has not reshaped yet
             payload = _segment(engine.watermark, engine.customers, shard, chain.classes)
             chain.store.write_as(name, payload)
             os.write(write, msgspec.msgpack.encode(chain.classes.tags()))

@@ -44,6 +44,7 @@ def changes(engine: Engine) -> dict[str, Any]:
     customers, dirty = engine.customers, engine.dirty
     if dirty is None:
         raise ValueError("this engine does not track changes (Engine.dirty is None)")
+    engine.settle(dirty)  # in the rules in force, as a restore replays the switches
     part = {cid: customers.get(cid) for cid in dirty}
     engine.dirty = set()
     return {"v": SNAPSHOT_VERSION, "part": True, "watermark": engine.watermark, "customers": part}

@@ -151,7 +151,9 @@ def resume_from_any_epoch(world: dict, root: Path, data: st.DataObject) -> None:
 def customers(shard: Shard) -> object:
     """Every customer's state, by id: the customers dict's order is not state (the heap is
     rebuilt sorted, a switch adapts each customer alone), and a customer evicted and back
-    within one epoch keeps its place in a restore but moves to the end in the engine."""
+    within one epoch keeps its place in a restore but moves to the end in the engine. A
+    deferred switch is applied to every customer first (engine.Deferred)."""
+    shard.engine.settle_all()  # in the rules in force: a switch reshapes each on first touch
     return shape(dict(sorted(shard.engine.customers.items())))
 
 
