@@ -32,11 +32,8 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
-
-from bytewax.inputs import Source
-from bytewax.outputs import Sink
 
 from keymoment.connectors.urlparts import (
     file_path,
@@ -50,6 +47,10 @@ from keymoment.connectors.urlparts import (
 )
 from keymoment.state import CapStore, MemoryCapStore
 from keymoment.triggers.events import CustomerProfile
+
+if TYPE_CHECKING:  # Bytewax is imported by the builders that need it: `backtest` never does
+    from bytewax.inputs import Source
+    from bytewax.outputs import Sink
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 
 from keymoment.config import RulesFile
-from keymoment.connectors.files import records_in
+from keymoment.connectors.lines import records_in
 
 from .health import Health, Listener
 from .metrics import FlowMetrics

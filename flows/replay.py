@@ -17,7 +17,7 @@ from datetime import datetime
 from itertools import islice
 from pathlib import Path
 
-from keymoment.connectors.files import JsonlReader
+from keymoment.connectors.lines import JsonlReader
 from keymoment.policy import ContactPolicy
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile, Event

@@ -34,7 +34,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar, cast, overload
 from zlib import crc32
 
-from keymoment.connectors.files import Item, Lines, records_in
+from keymoment.connectors.lines import Item, Lines, records_in
 from keymoment.connectors.wire import DeadLetter, decode, decode_many
 from keymoment.triggers.events import Event
 

@@ -165,13 +165,16 @@ _ZERO = timedelta(0)
 UtcTime = Annotated[AwareDatetime, BeforeValidator(_strict_time)]
 
 
-class TransactionEvent(msgspec.Struct, frozen=True):
+class TransactionEvent(msgspec.Struct, frozen=True, gc=False):
     """A posting on one of the customer's accounts; `amount` is in minor units.
 
     Events are msgspec structs, not pydantic models: the wire decoder
     (`keymoment.connectors.wire`) validates the JSON in one pass and builds
     them directly, which is several times cheaper per event (README,
     "Libraries and why"). They are trusted after that and hold no logic.
+    `gc=False` on all three: they hold only strings, numbers and datetimes, so no
+    cycle can run through one, and a million of them a second need not be
+    tracked by the cyclic collector (16 bytes and a list insertion each).
     """
 
     event_id: str
@@ -194,7 +197,7 @@ class TransactionEvent(msgspec.Struct, frozen=True):
         return self.initiated_by or DEFAULT_INITIATOR.get(self.kind, "customer")
 
 
-class AppEvent(msgspec.Struct, frozen=True):
+class AppEvent(msgspec.Struct, frozen=True, gc=False):
     """A mobile-app interaction."""
 
     event_id: str
@@ -207,7 +210,7 @@ class AppEvent(msgspec.Struct, frozen=True):
     type: Literal["app"] = "app"
 
 
-class ConversionEvent(msgspec.Struct, frozen=True):
+class ConversionEvent(msgspec.Struct, frozen=True, gc=False):
     """The customer took up a product; used for attribution, never for triggering by default."""
 
     event_id: str

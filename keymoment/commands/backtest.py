@@ -19,7 +19,7 @@ from keymoment.cli import UserError
 from keymoment.commands.args import timestamp
 from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.connectors.customers import ReferenceDataError, read_profiles
-from keymoment.connectors.files import dumps_line
+from keymoment.connectors.lines import dumps_line
 from keymoment.connectors.urls import cap_store_from_url
 from keymoment.desk.tally import Tally
 from keymoment.flows.replay import Replay

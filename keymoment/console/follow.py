@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from keymoment.connectors import urls
-from keymoment.connectors.files import payloads_in
+from keymoment.connectors.lines import payloads_in
 from keymoment.connectors.urlparts import safe
 
 log = logging.getLogger(__name__)
