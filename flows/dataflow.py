@@ -378,7 +378,10 @@ def _offers(
     for step, _name, sink, wanted in routes:
         if isinstance(sink, JsonlFileSink):
             picked = _every_offer if every else _offers_of(wanted)
-            failures.append(output_each(f"offers-{step}-out", keyed, picked, sink, expiry))
+            lines = _offer_lines if every else None  # every offer: its lines without the dicts
+            failures.append(
+                output_each(f"offers-{step}-out", keyed, picked, sink, expiry, lines=lines)
+            )
         else:
             mine = op.filter(f"offers-{step}", offers(), _keyed(wanted))
             failures.append(output_keyed(f"offers-{step}-out", mine, sink, expiry))
@@ -394,6 +397,10 @@ def _offers_of(wanted: Callable[[dict], bool]) -> Callable[[tuple[str, ShardOutp
 
 def _every_offer(item: tuple[str, ShardOutput]) -> list[dict]:
     return item[1].offers
+
+
+def _offer_lines(item: tuple[str, ShardOutput]) -> bytes:
+    return item[1].offer_lines()
 
 
 def _decision_records(item: tuple[str, ShardOutput]) -> list[dict]:

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from keymoment.connectors.lines import dumps_line
 from keymoment.connectors.wire import DeadLetter
 from keymoment.policy import ContactPolicy
 from keymoment.policy.decision import Decision
@@ -81,6 +82,13 @@ class ShardOutput:
         if self._offers is None:
             self._offers = [d.offer() for d in self.decisions if d.outcome == "sent"]
         return self._offers
+
+    def offer_lines(self) -> bytes:
+        """The sent decisions' offers as JSONL lines, without their dicts (`Decision.offer_line`)
+        when nothing built them yet."""
+        if self._offers is not None:
+            return b"".join([dumps_line(offer) for offer in self._offers])
+        return b"".join([d.offer_line() for d in self.decisions if d.outcome == "sent"])
 
     def decision_records(self) -> list[dict]:
         """The decision log's records (built only when a decision log is attached)."""

@@ -102,6 +102,28 @@ class Decision:
         except TypeError:  # a non-str key in the attributes after all: `dumps_line`'s own way
             return orjson.dumps(self.log_record(), option=_LINE)
 
+    def offer_line(self) -> bytes:
+        """`offer()` as its JSONL line (`connectors.files.dumps_line`), byte for byte.
+
+        For an offers file: the line made as `log_line` makes its own (the times left to
+        orjson when that is exact), without the offer's dict of `_iso` strings, which a
+        file sink would only serialise again (28k instructions per offer, of which the
+        times were about half). Anything `log_line` would not write this way takes
+        `offer()`.
+        """
+        c, extra, lead = self.candidate, self.variant_attributes, self.lead
+        attributes = {**c.attributes, **extra} if extra else c.attributes
+        if self._fields is not None or not self._utc_scalars(attributes):
+            return orjson.dumps(self._offer_fields(), option=_LINE)
+        due_at = lead.due_at if lead is not None else None
+        record = self._offer_record(
+            attributes, c.triggered_at, self.send_at, self.expires_at, due_at
+        )
+        try:
+            return orjson.dumps(record, option=_LINE_UTC_Z)
+        except TypeError:
+            return orjson.dumps(self._offer_fields(), option=_LINE)
+
     def _utc_scalars(self, attributes: Mapping[str, Any]) -> bool:
         """Whether `log_line` may leave the times to orjson: see there."""
         send_at, expires_at, lead = self.send_at, self.expires_at, self.lead

@@ -1,4 +1,4 @@
-"""`Decision.log_line` writes `dumps_line(log_record())` byte for byte, for any decision.
+"""`Decision.log_line` and `offer_line` write `dumps_line` of their dicts, byte for byte.
 
 The line leaves the times to orjson (`OPT_UTC_Z`) when that is exact, and falls back
 to the record's own path when not: times in other zones (offsets with seconds too),
@@ -99,3 +99,18 @@ def test_the_line_is_the_same_after_the_offer_was_built(decision):
     before = decision.log_line()
     decision.offer()
     assert decision.log_line() == before == dumps_line(decision.log_record())
+
+
+@settings(max_examples=400, deadline=None)
+@given(decision=decisions())
+def test_the_offer_line_is_the_offers_line(decision):
+    """`offer_line` (an offers file's line, made without the offer's dict) is `offer()`'s."""
+    assert decision.offer_line() == dumps_line(decision.offer())
+
+
+@settings(max_examples=50, deadline=None)
+@given(decision=decisions())
+def test_the_offer_line_is_the_same_after_the_offer_was_built(decision):
+    before = decision.offer_line()
+    decision.offer()
+    assert decision.offer_line() == before == dumps_line(decision.offer())
