@@ -22,7 +22,7 @@ and the step count travels in the offer's attributes (`journey_step`).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -105,6 +105,10 @@ class FollowUp(Trigger[FollowUpState]):
     @property
     def horizon(self) -> timedelta:
         return self.within + MAX_SEND_LAG
+
+    def timing(self) -> tuple[Any, ...]:
+        """Pending deadlines are `send_at + within`: a new `within` moves them (`adopt`)."""
+        return (self.within,)
 
     def on_sent(self, ctx: RuleContext, offer: SentOffer) -> None:
         """Arm a follow-up of this earlier offer, unless the journey is at its last step."""

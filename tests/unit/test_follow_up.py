@@ -135,3 +135,32 @@ def test_a_follow_up_of_its_own_campaign_needs_max_steps():
         rules(after={"campaign": "second"})
     with pytest.raises(ValueError, match="after.campaign"):
         rules(after={"campaign": "nowhere"})
+
+
+def test_a_switch_to_a_longer_within_moves_the_pending_follow_up():
+    """`within` 3d -> 5d while a follow-up waits: it fires 5 days after the offer, not 3.
+
+    A longer `within` grows the engine's horizon, so without `FollowUp.timing()` the
+    switch took the hand-over for unchanged rules and the old deadline stayed.
+    """
+    from keymoment.rollout.diff import diff
+    from keymoment.triggers.engine import Engine
+    from keymoment.triggers.follow_up import SentOffer
+    from keymoment.triggers.switch import switched
+
+    old, new = rules(), rules(within="5d")
+    engine = Engine(old)
+    engine.advance(T0)
+    engine.evaluate(_event(view("C1", T0)))  # the customer's state exists
+    assert engine.feedback(SentOffer("C1", "first", "o-1", T0, "wealth", 0)) == []
+    change = diff(old, new)
+    engine = switched(engine, new, change.carry, change.reset_salary)
+    assert engine.advance(T0 + timedelta(days=4)) == []
+    [fired] = engine.advance(T0 + timedelta(days=6))
+    assert (fired.rule_id, fired.triggered_at) == ("again", T0 + timedelta(days=5))
+
+
+def _event(record: dict):  # type: ignore[no-untyped-def]
+    from keymoment.connectors.wire import decode
+
+    return decode(orjson.dumps(record), "test")
