@@ -65,3 +65,16 @@ def test_dedupe_adds_each_offer_id_once_across_a_replayed_batch(redis_server) ->
     entries = redis.Redis.from_url(redis_server.url).xrange(stream)
     ids = [orjson.loads(f[b"data"]).get("offer_id") for _, f in entries]
     assert ids == [o["offer_id"] for o in _offers(45)] + [None]
+
+
+def test_dedupe_survives_a_server_that_lost_its_scripts(redis_server) -> None:
+    """After SCRIPT FLUSH (as after a restart or failover) the next batch still lands, once each."""
+    stream = f"offers-{uuid.uuid4().hex}"
+    part = RedisStreamSink(redis_server.url, stream, dedupe_ttl=3600).build("out", 0, 1)
+    part.write_batch(_offers(10))
+    redis.Redis.from_url(redis_server.url).script_flush()
+    part.write_batch(_offers(25))
+    entries = redis.Redis.from_url(redis_server.url).xrange(stream)
+    assert [orjson.loads(f[b"data"])["offer_id"] for _, f in entries] == [
+        r["offer_id"] for r in _offers(25)
+    ]

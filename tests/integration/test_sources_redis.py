@@ -41,15 +41,18 @@ def client(redis_server) -> redis.Redis:
 
 
 def test_each_stream_is_a_partition_and_positions_are_stream_ids(client, redis_server) -> None:
-    """Every entry of two streams comes out once as (`stream:id`, data); no `data` -> empty."""
+    """Every entry of two streams comes out once as (`stream:id`, data); no `data` -> empty;
+    `data` after another field is still found."""
     tx, app = f"tx-{uuid.uuid4().hex}", f"app-{uuid.uuid4().hex}"
     tx_ids, app_ids = _add(client, tx, 0, 2500), _add(client, app, 0, 3)
     odd = client.xadd(app, {"other": b"1"}).decode()
+    late = client.xadd(app, {"other": b"2", "data": b"{}"}).decode()
     got = _collect(RedisStreamSource(redis_server.url, [tx, app], batch_size=100, tail=False))
     assert [p for p, _ in got if p.startswith(tx)] == [f"{tx}:{i}" for i in tx_ids]
-    assert [p for p, _ in got if p.startswith(app)] == [f"{app}:{i}" for i in [*app_ids, odd]]
+    assert [p for p, _ in got if p.startswith(app)] == [f"{app}:{i}" for i in [*app_ids, odd, late]]
     assert dict(got)[f"{tx}:{tx_ids[7]}"] == orjson.dumps({"event_id": f"{tx}-7"})
     assert dict(got)[f"{app}:{odd}"] == b""
+    assert dict(got)[f"{app}:{late}"] == b"{}"
 
 
 def test_recovery_resumes_after_the_snapshotted_stream_id(client, redis_server, tmp_path) -> None:
