@@ -88,12 +88,13 @@ class _StreamPartition(StatefulSourcePartition[Item, str]):
         self._batch, self._poll, self._tail = batch_size, poll_interval, tail
         self._awake: datetime | None = None
         self._failures = 0
+        self._asked = False  # an XREAD sent whose reply is not read yet
 
     def next_batch(self) -> list[Item]:
         try:
-            self._conn.send_command(
-                "XREAD", "COUNT", self._batch, "STREAMS", self._stream, self._last_id
-            )
+            if not self._asked:
+                self._ask()
+            self._asked = False
             reply = self._conn.read_response()
         except LOST as exc:
             self._conn.disconnect()  # the next call reconnects
@@ -107,8 +108,31 @@ class _StreamPartition(StatefulSourcePartition[Item, str]):
             return []
         self._awake = None
         self._last_id = entries[-1][0].decode()
+        if len(entries) == self._batch:
+            self._ask_ahead()
         prefix = self._stream
         return [(f"{prefix}:{eid.decode()}", _data(fields)) for eid, fields in entries]
+
+    def _ask(self) -> None:
+        self._conn.send_command(
+            "XREAD", "COUNT", self._batch, "STREAMS", self._stream, self._last_id
+        )
+        self._asked = True
+
+    def _ask_ahead(self) -> None:
+        """A full batch means more is waiting: ask for it now, read the reply on the next call.
+
+        The server then works while the flow processes this batch, instead of
+        the worker waiting for it in the next call (on shared cores, for the
+        server to be scheduled). Only after a full batch: a reply fixed now
+        would miss what arrives while this batch is processed, a delay when
+        the flow keeps up. The position stays the last entry emitted.
+        """
+        try:
+            self._ask()
+        except LOST:
+            self._asked = False
+            self._conn.disconnect()  # the next call reconnects and asks again
 
     def _back_off(self, exc: Exception) -> list[Item]:
         if self._failures == 0:
