@@ -16,6 +16,7 @@ every decision, in order, and every final state must equal the reference's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import pickle
@@ -211,3 +212,40 @@ def test_the_switch_itself_reshapes_nobody() -> None:
     assert [entry[1:3] for entry in new._heap] == [("", LAG)]
     new.settle_all()
     assert new._deferred is None and len(new._heap) > 1
+
+
+def test_a_shorter_horizon_evicts_a_quiet_customer_when_the_full_pass_would() -> None:
+    """The deferral's lag covers a horizon that shrank, not only timer lengths.
+
+    Only a 30-day window sets the horizon; the switch shortens it to one day and no timer
+    length changes. A customer quiet since before the switch must be gone one day after
+    its last event, as the full pass (its eviction check re-read at the switch) has it,
+    not 30 days after (its old check, found by the old heap alone).
+    """
+    from test_triggers_support import app, at, ruleset
+
+    def rules(window: str) -> object:
+        return ruleset(
+            {
+                "rule_id": "w",
+                "trigger": "window_threshold",
+                "window": window,
+                "value": 5,
+                "filter": {"type": "app", "action": "page_view"},
+            },  # fmt: skip
+        )
+
+    old, new = rules("30d"), rules("1d")
+    held = {}
+    for deferred in (False, True):
+        engine = Engine(old)  # type: ignore[arg-type]
+        engine.feed(app("e1", at(0), "page_view", customer="quiet"))
+        engine.feed(app("e2", at(1), "page_view", customer="busy"))
+        engine.advance(at(1, hours=1))
+        full = mock.patch.object(switch, "_lag", return_value=None)  # the reference
+        with full if not deferred else contextlib.nullcontext():
+            engine = switch.switched(engine, new, {0: 0})  # type: ignore[arg-type]
+        engine.advance(at(3))
+        held[deferred] = set(engine.customers)
+    assert held[False] == set()  # both were quiet for longer than the new horizon
+    assert held[True] == held[False]
