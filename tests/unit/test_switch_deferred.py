@@ -249,3 +249,33 @@ def test_a_shorter_horizon_evicts_a_quiet_customer_when_the_full_pass_would() ->
         held[deferred] = set(engine.customers)
     assert held[False] == set()  # both were quiet for longer than the new horizon
     assert held[True] == held[False]
+
+
+def test_a_customer_changed_before_the_switch_is_written_reshaped() -> None:
+    """A part taken after a deferred switch holds its changed customers in the new shape.
+
+    The customer's only event came before the switch (so it is in the part) and nothing
+    touches it after: `changes` must reshape it before writing it, or the restore, which
+    replays the switch only on the states before the part, takes its old dormancy deadline.
+    """
+    from test_triggers_support import app, at, ruleset
+
+    from keymoment.triggers import snapshots
+
+    old = ruleset({"rule_id": "d", "trigger": "dormancy", "inactive": "90d"})
+    new = ruleset({"rule_id": "d", "trigger": "dormancy", "inactive": "45d"})
+    engine = Engine(old)
+    engine.dirty = set()
+    base = engine.snapshot()
+    engine.feed(app("e1", at(0), "login", customer="a"))
+    engine.advance(at(1))
+    engine = switch.switched(engine, new, {0: 0})
+    part = snapshots.changes(engine)
+    part["switches"] = [(old, new, {0: 0}, False)]  # as the driver names them
+    restored = Engine(new)
+    snapshots.restore(
+        restored, pickle.loads(pickle.dumps(base)), [pickle.loads(pickle.dumps(part))]
+    )
+    fired = [(c.rule_id, c.triggered_at) for c in engine.advance(at(50))]
+    assert fired == [("d", at(45))]  # the 45-day dormancy
+    assert [(c.rule_id, c.triggered_at) for c in restored.advance(at(50))] == fired
