@@ -308,3 +308,72 @@ def test_decode_many_is_decode_of_each_in_order(payloads, balances, now):
     records = [(f"f:{n}", raw) for n, raw in enumerate(payloads, 1)]
     got = decode_many(records, now=now, balances=balances)
     assert got == [oracle(raw, source, now=now, balances=balances) for source, raw in records]
+
+
+# Money that is mostly of the shapes `decode_many`'s whole-batch path takes (`digits.dd`,
+# leading zeros, zero, signs, limits, separators inside), and now and then any money at all.
+_BATCH_MONEY = (
+    st.builds("{}.{:02d}".format, st.integers(0, 10**12 + 1).map(str), st.integers(0, 99))
+    | st.sampled_from(["0.50", "00.05", "0.00", "-0.00", "-0.50", "-007.10", "1000000000000.00",
+                       "1000000000000.01", "9999999999999999.99", "1.00,2.00", "1.00\n2.00",
+                       "5", "5.5", "050"])
+    | _MONEY
+)  # fmt: skip
+
+
+def _batch_line(base: dict, time: str, amount: object, balance: object, extra: dict) -> bytes:
+    data = {**base, "occurred_at": time, **extra}
+    if base is TX:
+        data["amount"] = amount
+        if balance == "absent":
+            data.pop("balance_after")
+        else:
+            data["balance_after"] = balance
+    return dumps(data)
+
+
+_BATCH_LINES = st.builds(
+    _batch_line,
+    st.sampled_from([TX, TX, TX, APP, CONV]),
+    st.sampled_from(["2026-01-01T08:00:00Z", "2026-01-01T08:59:59Z", "2026-01-01T09:00:01Z",
+                     "2026-01-01T10:00:00.5Z", "2026-01-01T11:00:00+01:00"])
+    | _TIME_TEXT,
+    _BATCH_MONEY,
+    _BATCH_MONEY | st.just(None) | st.just("absent"),
+    st.just({}) | st.just({}) | st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=1),
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        _BATCH_LINES | st.sampled_from([b"", b" ", b"{}{}", b"{} {}", b"x" * (MAX_PAYLOAD + 1)]),
+        max_size=12,
+    ),
+    st.booleans(),
+    st.sampled_from([None, datetime(2026, 1, 1, 9, tzinfo=UTC)]),
+)  # fmt: skip
+def test_whole_batches_decode_as_message_by_message(payloads, balances, now):
+    """`decode_many` (its whole-batch path first) gives what `_one_by_one`, the message-by-
+    message path, and the oracle give: every field, with the same types, and each reject."""
+    records = [(f"f:{n}", raw) for n, raw in enumerate(payloads, 1)]
+    got = decode_many(records, now=now, balances=balances)
+    one_by_one = wire._one_by_one(records, now, timedelta(minutes=5), balances)
+    expected = [oracle(raw, source, now=now, balances=balances) for source, raw in records]
+    assert got == one_by_one == expected
+    for event, want in zip(got, expected, strict=True):
+        assert type(event) is type(want)
+        if not isinstance(event, DeadLetter):
+            assert [type(v) for v in msgspec.structs.astuple(event)] == [
+                type(v) for v in msgspec.structs.astuple(want)
+            ]
+
+
+def test_whole_batch_path_takes_plain_batches():
+    """Plain batches (the test above's point) go through `_whole`: it is not always refused."""
+    lines = [_batch_line(TX, "2026-01-01T08:00:00Z", "0.50", "-007.10", {}),
+             _batch_line(APP, "2026-01-01T08:00:01Z", None, None, {}),
+             _batch_line(TX, "2026-01-01T08:00:01Z", "12.34", "absent", {})]  # fmt: skip
+    events = wire._whole(lines, None, timedelta(minutes=5), True)
+    assert [getattr(e, "amount", None) for e in events] == [50, None, 1234]
+    assert [getattr(e, "balance_after", None) for e in events] == [-710, None, None]
