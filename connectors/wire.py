@@ -237,9 +237,7 @@ def _one_by_one(
     return out
 
 
-def _minors(
-    values: list[object], shapes: frozenset[bytes], convert: bool = True
-) -> list[int]:
+def _minors(values: list[object], shapes: frozenset[bytes], convert: bool = True) -> list[int]:
     """Money texts of `shapes` (digits as `0`; each `digits.dd` when converted) -> minor
     units, or `_Refused`.
 

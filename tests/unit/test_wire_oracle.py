@@ -332,30 +332,48 @@ def _batch_line(base: dict, time: str, amount: object, balance: object, extra: d
     return dumps(data)
 
 
-_BATCH_LINES = st.builds(
+_PLAIN_MONEY = st.builds("{}.{:02d}".format, st.integers(0, 10**6).map(str), st.integers(1, 99))
+_PLAIN_LINES = st.builds(
     _batch_line,
     st.sampled_from([TX, TX, TX, APP, CONV]),
-    st.sampled_from(["2026-01-01T08:00:00Z", "2026-01-01T08:59:59Z", "2026-01-01T09:00:01Z",
-                     "2026-01-01T10:00:00.5Z", "2026-01-01T11:00:00+01:00"])
-    | _TIME_TEXT,
-    _BATCH_MONEY,
-    _BATCH_MONEY | st.just(None) | st.just("absent"),
-    st.just({}) | st.just({}) | st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=1),
+    st.sampled_from(["2026-01-01T08:00:00Z", "2026-01-01T08:59:59Z", "2026-01-01T09:00:01Z"]),
+    _PLAIN_MONEY,
+    _PLAIN_MONEY | st.just("-12.00") | st.just("absent"),
+    st.just({}),
+)  # fmt: skip
+_ODD_TIMES = st.sampled_from(["2026-01-01T10:00:00.5Z", "2026-01-01T11:00:00+01:00"]) | _TIME_TEXT
+_PLAIN_TIME = st.just("2026-01-01T08:00:00Z")
+_ODD_LINES = st.one_of(  # a plain line but for one thing, or no event at all
+    st.builds(_batch_line, st.just(TX), _PLAIN_TIME, _BATCH_MONEY, _PLAIN_MONEY, st.just({})),
+    st.builds(_batch_line, st.just(TX), _PLAIN_TIME, _PLAIN_MONEY,
+              _BATCH_MONEY | st.just(None), st.just({})),
+    st.builds(_batch_line, st.just(TX), _PLAIN_TIME, _PLAIN_MONEY | st.just("1.00,2.00"),
+              st.sampled_from(["1.00,2.00", "-1,2.00", "1.00\n2.00", "1,2"]), st.just({})),
+    st.builds(_batch_line, st.sampled_from([TX, APP, CONV]), _ODD_TIMES, _PLAIN_MONEY,
+              _PLAIN_MONEY, st.just({})),
+    st.builds(_batch_line, st.sampled_from([TX, APP, CONV]), _PLAIN_TIME, _PLAIN_MONEY,
+              _PLAIN_MONEY, st.dictionaries(st.sampled_from(_KEYS), _VALUES, min_size=1,
+                                            max_size=2)),
+    st.sampled_from([b"", b" ", b"{}{}", b"{} {}", b"x" * (MAX_PAYLOAD + 1),
+                     dumps({**APP, "colour": "x" * MAX_PAYLOAD})]),  # JSON, but too long
 )  # fmt: skip
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=700, deadline=None)
 @given(
-    st.lists(
-        _BATCH_LINES | st.sampled_from([b"", b" ", b"{}{}", b"{} {}", b"x" * (MAX_PAYLOAD + 1)]),
-        max_size=12,
-    ),
+    st.lists(_PLAIN_LINES, max_size=8),
+    st.none() | st.tuples(st.integers(0, 8), _ODD_LINES),
     st.booleans(),
     st.sampled_from([None, datetime(2026, 1, 1, 9, tzinfo=UTC)]),
 )  # fmt: skip
-def test_whole_batches_decode_as_message_by_message(payloads, balances, now):
+def test_whole_batches_decode_as_message_by_message(payloads, odd, balances, now):
     """`decode_many` (its whole-batch path first) gives what `_one_by_one`, the message-by-
-    message path, and the oracle give: every field, with the same types, and each reject."""
+    message path, and the oracle give: every field, with the same types, and each reject.
+
+    Plain batches (the whole-batch path's), and the same with one odd line among them (any
+    money, time, field or JSON), which that path must refuse unless it gives the same."""
+    if odd is not None:
+        payloads.insert(*odd)
     records = [(f"f:{n}", raw) for n, raw in enumerate(payloads, 1)]
     got = decode_many(records, now=now, balances=balances)
     one_by_one = wire._one_by_one(records, now, timedelta(minutes=5), balances)
