@@ -126,8 +126,9 @@ def _whole(
     msgspec parses every message first (`map`), so that the amounts and
     balances of all the transactions can be checked and converted in a
     few C calls over the batch (`_money`) instead of a dozen Python steps
-    each; the loop then does what `_one_by_one` does with the times, and
-    builds the events. It accepts only what `_one_by_one` accepts, with
+    each; the loop then does what `_one_by_one` does with the times
+    (written out again: a call per event would cost more than the batch
+    saves), and builds the events. It accepts only what `_one_by_one` accepts, with
     the same values; everything else is refused, and `_one_by_one` gives
     the results. A hot loop, kept in one piece.
     """
