@@ -446,7 +446,9 @@ def main() -> None:
     args = parser.parse_args()
     problems = check_constants()
     if problems:
-        raise SystemExit("the baseline's constants are not the rules file's: " + "; ".join(problems))
+        raise SystemExit(
+            "the baseline's constants are not the rules file's: " + "; ".join(problems)
+        )
     payloads, until = generated(args.events, args.customers)
     profiles = profile_lines(args.customers)
     until_us = to_us(until.isoformat())

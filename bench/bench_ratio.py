@@ -2,14 +2,19 @@
 
     python bench/bench_ratio.py                                   # 1M events / 100k customers
     python bench/bench_ratio.py --events 200000 --customers 20000 --repeat 3
-    python bench/bench_ratio.py --rules examples/rules.yaml       # all eight rules
+    python bench/bench_ratio.py --rules examples/rules.yaml       # all eight rules, their baseline
 
 One data set (the seeded generator's stream, written once to a JSONL file),
 then rounds; each round runs every case once, in an order that alternates
 between rounds, and each case keeps its best CPU time (the machine is
 shared: CPU seconds move less with the load than wall seconds). Cases:
 
-- `baseline`: bench/baseline_plain.py in this process (four rules only);
+- `baseline`: the plain baseline in this process, for the rules run: bench/baseline_plain.py
+  (the four rules of bench/four_rules.yaml, the default) or, with `--rules examples/rules.yaml`,
+  bench/baseline_plain_all.py (its eight rules, reading the profiles of customers.jsonl
+  as the commands do; its constants are checked against the file first). Both are
+  checked to give the engine's candidates by tests/unit/test_baseline_plain.py. Like
+  every in-process case it runs with the GC on (their own `timed` turns it off);
 - `decode+engine`: the project's decoder (`decode_many`, as the backtest calls it) and
   `Engine.feed` in this process;
 - `backtest --policy off`, `backtest`, `run --clock event`: the real
@@ -26,8 +31,9 @@ shared: CPU seconds move less with the load than wall seconds). Cases:
 
 Each line prints events per CPU second and the ratio to the baseline of the
 same run (issue 13's goals: backtest >= 0.6, run --clock event >= 0.45).
-With `--rules` other than the four-rule file, the engine does more work than
-the baseline; the ratio is then against the four-rule baseline, as labelled.
+The header and the baseline's line say which baseline was used. With any
+other `--rules` file the engine does other work than the baseline; the ratio
+is then against the four-rule baseline, as labelled.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline_plain  # noqa: E402 - the sibling script, not a package
+import baseline_plain_all  # noqa: E402 - the sibling script, not a package
 
 REPO = Path(__file__).resolve().parent.parent
 Case = Callable[[], float]  # returns CPU seconds
@@ -101,7 +108,18 @@ def commands(rules: str, events: Path, profiles: Path, until: str, out: Path) ->
             "run --clock event": run}  # fmt: skip
 
 
-def prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[bytes], Path, Path, str, str]:
+def eight_rules(rules: str) -> bool:
+    """Whether `rules` is examples/rules.yaml, whose eight rules baseline_plain_all.py does."""
+    return Path(rules).resolve() == baseline_plain_all.RULES.resolve()
+
+
+def baseline_label(rules: str) -> str:
+    return "baseline (eight rules)" if eight_rules(rules) else "baseline (four rules)"
+
+
+def prepare(
+    args: argparse.Namespace, tmp: Path
+) -> tuple[list[bytes], list[bytes], Path, Path, str, str]:
     from keymoment.connectors.generator import Generator
 
     gen = Generator(seed=1, customers=args.customers, days=240, activity=0.3)
@@ -109,19 +127,24 @@ def prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[bytes], Path, Pat
     events, one, profiles = tmp / "events.jsonl", tmp / "one.jsonl", tmp / "customers.jsonl"
     events.write_bytes(b"\n".join(payloads) + b"\n")
     one.write_bytes(payloads[0] + b"\n")
-    profiles.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+    lines = [orjson.dumps(p) for p in gen.profiles()]
+    profiles.write_bytes(b"".join(line + b"\n" for line in lines))
     until = gen.until_at.isoformat().replace("+00:00", "Z")
-    return payloads, events, profiles, until, str(one)
+    return payloads, lines, events, profiles, until, str(one)
 
 
 def cases(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Case], dict[str, Case], int]:
-    payloads, events, profiles, until, one = prepare(args, tmp)
+    payloads, lines, events, profiles, until, one = prepare(args, tmp)
     until_us = baseline_plain.to_us(until)
     from keymoment.config import load_rules
 
     rules = load_rules(args.rules)
+    if eight_rules(args.rules):
+        base: Case = in_process(lambda: baseline_plain_all.run(payloads, lines, until_us))
+    else:
+        base = in_process(lambda: baseline_plain.run(payloads, until_us))
     main = {
-        "baseline": in_process(lambda: baseline_plain.run(payloads, until_us)),
+        "baseline": base,
         "decode+engine": in_process(lambda: decode_and_feed(rules, payloads, until)),
     }
     startup = {}
@@ -177,6 +200,8 @@ def main() -> None:
         help="a checkout of an older revision: its commands run too, as `... (before)` cases",
     )
     args = parser.parse_args()
+    if eight_rules(args.rules) and (problems := baseline_plain_all.check_constants()):
+        raise SystemExit("baseline_plain_all.py is not examples/rules.yaml: " + "; ".join(problems))
     with tempfile.TemporaryDirectory() as tmp:
         main_cases, startup, n = cases(args, Path(tmp))
         if args.only:
@@ -201,15 +226,21 @@ def rounds(all_cases: dict[str, Case], repeat: int) -> dict[str, float]:
 
 def report(best: dict[str, float], n: int, args: argparse.Namespace) -> None:
     base = n / best["baseline"]
-    label = "" if args.rules == str(baseline_plain.RULES) else " (baseline: four rules)"
+    if eight_rules(args.rules):
+        label = "baseline: bench/baseline_plain_all.py, the same eight rules"
+    elif Path(args.rules).resolve() == baseline_plain.RULES.resolve():
+        label = "baseline: bench/baseline_plain.py, the same four rules"
+    else:
+        label = "baseline: bench/baseline_plain.py, four rules: NOT the same triggers"
     print(f"{n:,} events, {args.customers:,} customers, rules {Path(args.rules).name}, "
-          f"best of {args.repeat} interleaved rounds, CPU seconds{label}")  # fmt: skip
+          f"best of {args.repeat} interleaved rounds, CPU seconds; {label}")  # fmt: skip
     print(f"  {'case':24s} {'CPU s':>7s} {'events/CPU-s':>13s} {'ratio':>6s}"
           f" {'net CPU s':>9s} {'net/s':>10s} {'net ratio':>9s}")  # fmt: skip
     for name, cpu in best.items():
         if name.startswith("startup "):
             continue
-        line = f"  {name:24s} {cpu:7.2f} {n / cpu:13,.0f} {n / cpu / base:6.2f}"
+        shown = baseline_label(args.rules) if name == "baseline" else name
+        line = f"  {shown:24s} {cpu:7.2f} {n / cpu:13,.0f} {n / cpu / base:6.2f}"
         start = best.get(f"startup {name}")
         if start is not None:
             net = cpu - start
