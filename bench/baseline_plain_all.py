@@ -15,13 +15,14 @@ loan-abandoned (absence, 30m).
 `run(payloads, profiles, until_us)` takes the events and the customers file's
 lines (what `keymoment backtest --customers` reads: the generator's
 `profiles()` as JSONL) and returns the candidates as tuples
-`(rule_id, customer_id, event_id, triggered_at_us, timer)`; it parses the
-profiles itself, into what the rules read: each customer's `opened_at` (the
-milestone's onboarding start) and the set of customers the wealth-curious
-filter admits. `engine_candidates` gives the engine's candidates in the
-same form (profiles passed to `Engine.feed` as the backtest does), and the
-main program (and `tests/unit/test_baseline_plain.py`) checks that they are
-equal. The constants below are the rules file's, written out;
+`(rule_id, customer_id, event_id, triggered_at_us, timer)`. It parses the
+profiles itself into what the rules read, each customer's `opened_at` (the
+milestone's onboarding start) and whether the wealth-curious filter admits
+it, and copies both into a customer's state when the state is created (one
+lookup per state, not per event). `engine_candidates` gives the engine's
+candidates in the same form (each event's profile passed to `Engine.feed`),
+and the main program (and `tests/unit/test_baseline_plain.py`) checks that
+they are equal. The constants below are the rules file's, written out;
 `check_constants` reads the file and says where they differ.
 
 What it leaves out because no candidate depends on it: candidate attributes
@@ -94,7 +95,8 @@ def _run(  # noqa: C901, PLR0912, PLR0915
         if p.get("segment") in WEALTH_SEGMENTS and WEALTH_TAGS_NONE.isdisjoint(p.get("tags", ())):
             wealthy.add(cid)
     # custs: customer -> [0 last_seen, 1 seen ids, 2 last_act, 3 act_id, 4 fired_for,
-    #   5 dormancy queued, 6 deposits, 7 window, 8 first_seen, 9 payers, 10 armed salaries,
+    #   5 dormancy queued, 6 deposits, 7 window (False: the filter refuses the customer),
+    #   8 onboarding start (opened_at, else the state's first event), 9 payers, 10 armed salaries,
     #   11 salary queued, 12 milestones reached, 13 pending loan start, 14 absence queued]
     # payers: counterparty -> [last transfer at, its amount, series length, newest salary at]
     heap: list[tuple] = []
@@ -169,8 +171,10 @@ def _run(  # noqa: C901, PLR0912, PLR0915
             if seen_at is not None and abs(t - seen_at) <= DEDUPE:
                 continue
         else:
-            s = custs[cid] = [t, {}, None, None, None, None, None, None, t, None, None, None,
-                              0, None, None]  # fmt: skip
+            # the profile is read once per state: its onboarding start and the window's filter
+            s = custs[cid] = [t, {}, None, None, None, None, None,
+                              None if cid in wealthy else False, opened.get(cid, t),
+                              None, None, None, 0, None, None]  # fmt: skip
             heappush(heap, (t + HORIZON, cid, EVICT))
         newest = t if t > s[0] else s[0]
         seen = s[1]
@@ -199,7 +203,7 @@ def _run(  # noqa: C901, PLR0912, PLR0915
                 s[2], s[3] = t, eid
         if typ == "transaction":
             if s[12] < 3:  # honeymoon: a threshold newly passed within 90 days of opening
-                start = opened.get(cid, s[8])
+                start = s[8]
                 if start <= t and t - start <= ONBOARDING:
                     bal = d.get("balance_after")
                     if bal is not None:
@@ -290,8 +294,8 @@ def _run(  # noqa: C901, PLR0912, PLR0915
         if typ == "app":
             action = d["action"]
             if action == "page_view":
-                if d.get("product") == "wealth" and cid in wealthy:
-                    win = s[7]
+                win = s[7]
+                if win is not False and d.get("product") == "wealth":
                     if win is None:
                         win = s[7] = [[], False]
                     times = win[0]
