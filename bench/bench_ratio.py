@@ -13,10 +13,15 @@ shared: CPU seconds move less with the load than wall seconds). Cases:
   (the four rules of bench/four_rules.yaml, the default) or, with `--rules examples/rules.yaml`,
   bench/baseline_plain_all.py (its eight rules, reading the profiles of customers.jsonl
   as the commands do; its constants are checked against the file first). Both are
-  checked to give the engine's candidates by tests/unit/test_baseline_plain.py. Like
-  every in-process case it runs with the GC on (their own `timed` turns it off);
+  checked to give the engine's candidates by tests/unit/test_baseline_plain.py;
 - `decode+engine`: the project's decoder (`decode_many`, as the backtest calls it) and
-  `Engine.feed` in this process;
+  `Engine.feed` in this process.
+
+Both in-process cases run with automatic collections off: the baseline's definition
+says "GC off", and the replay commands turn them off too (flows/collect.py). Until the
+eighth session this script left them on for the baseline, which cost it 18-23 % (1M
+events, same run: 5.16-5.31 against 4.25-4.34 CPU s), so every ratio printed before
+then is about a fifth too kind (docs/benchmarks.md);
 - `backtest --policy off`, `backtest`, `run --clock event`: the real
   commands as subprocesses on the file, CPU of the child, start-up included;
   `startup` is the same command on a one-event file, and the `net` column
@@ -59,11 +64,17 @@ Case = Callable[[], float]  # returns CPU seconds
 
 
 def in_process(run: Callable[[], object]) -> Case:
+    """A case in this process with automatic collections off (see the module docstring)."""
+
     def case() -> float:
         gc.collect()
-        cpu = time.process_time()
-        run()
-        return time.process_time() - cpu
+        gc.disable()
+        try:
+            cpu = time.process_time()
+            run()
+            return time.process_time() - cpu
+        finally:
+            gc.enable()
 
     return case
 
