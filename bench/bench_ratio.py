@@ -34,6 +34,12 @@ then is about a fifth too kind (docs/benchmarks.md);
   modules at start (about 0.13 CPU s); each startup case runs once first, unmeasured,
   to fill that cache.
 
+After the table, each command's decision log of its last run (every command writes
+its own: now, before, start-up) is checked against the baseline's candidates of its
+last run, as (rule, customer, event, triggered_at) with their counts: one decision per
+candidate. A difference prints NOT EQUAL and the script exits 1, so no ratio stands for
+work that was not the same.
+
 Each line prints events per CPU second and the ratio to the baseline of the
 same run (issue 13's goals: backtest >= 0.6, run --clock event >= 0.45).
 The header and the baseline's line say which baseline was used. With any
@@ -50,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,35 +151,65 @@ def prepare(
     return payloads, lines, events, profiles, until, str(one)
 
 
-def cases(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Case], dict[str, Case], int]:
+def cases(
+    args: argparse.Namespace, tmp: Path, found: list
+) -> tuple[dict[str, Case], dict[str, Case], int]:
+    """The cases by name, their start-up cases, the event count; `found` gets the
+    baseline's candidates of each of its runs (for `check`)."""
     payloads, lines, events, profiles, until, one = prepare(args, tmp)
     until_us = baseline_plain.to_us(until)
     from keymoment.config import load_rules
 
     rules = load_rules(args.rules)
     if eight_rules(args.rules):
-        base: Case = in_process(lambda: baseline_plain_all.run(payloads, lines, until_us))
+        base: Case = in_process(
+            lambda: found.append(baseline_plain_all.run(payloads, lines, until_us))
+        )
     else:
-        base = in_process(lambda: baseline_plain.run(payloads, until_us))
+        base = in_process(lambda: found.append(baseline_plain.run(payloads, until_us)))
     main = {
         "baseline": base,
         "decode+engine": in_process(lambda: decode_and_feed(rules, payloads, until)),
     }
     startup = {}
-    for name, argv in commands(args.rules, events, profiles, until, tmp).items():
-        cache = tmp / "pycache"
+    cache = tmp / "pycache"
+    for where in ("now", "before", "startup", "startup-before"):
+        (tmp / where).mkdir()
+    now = commands(args.rules, events, profiles, until, tmp / "now")
+    before = commands(args.rules, events, profiles, until, tmp / "before")
+    at_start = commands(args.rules, Path(one), profiles, until, tmp / "startup")
+    before_start = commands(args.rules, Path(one), profiles, until, tmp / "startup-before")
+    for name, argv in now.items():
         main[name] = command(argv, cache=cache)
-        startup[name] = command(_swap(argv, events, Path(one)), cache=cache)
+        startup[name] = command(at_start[name], cache=cache)
         if args.against:
-            main[f"{name} (before)"] = command(argv, args.against, cache)
-            startup[f"{name} (before)"] = command(
-                _swap(argv, events, Path(one)), args.against, cache
-            )
+            main[f"{name} (before)"] = command(before[name], args.against, cache)
+            startup[f"{name} (before)"] = command(before_start[name], args.against, cache)
     return main, startup, len(payloads)
 
 
-def _swap(argv: list[str], events: Path, one: Path) -> list[str]:
-    return [a.replace(str(events), str(one)) for a in argv]
+def check(found: list, out: Path, names: list[str]) -> list[str]:
+    """Lines saying whether each decision log of this run holds exactly the baseline's
+    candidates (rule, customer, event, triggered_at; one decision per candidate)."""
+    if not found:
+        return []
+    expected = Counter(c[:4] for c in found[-1])
+    lines = []
+    for where, label in (("now", ""), ("before", " (before)")):
+        for name, log in (("backtest", "d.jsonl"), ("run --clock event", "r.jsonl")):
+            path = out / where / log
+            if f"{name}{label}" not in names or not path.exists():
+                continue
+            got = Counter()
+            with path.open("rb") as f:
+                for line in f:
+                    d = orjson.loads(line)
+                    at = baseline_plain.to_us(d["triggered_at"])
+                    got[(d["rule_id"], d["customer_id"], d["event_id"], at)] += 1
+            same = "equal" if got == expected else "NOT EQUAL"
+            counts = f"{sum(got.values()):,} against {len(found[-1]):,}"
+            lines.append(f"  {name}{label}: the decision log's candidates {same} ({counts})")
+    return lines
 
 
 def decode_and_feed(rules: object, payloads: list[bytes], until: str) -> None:
@@ -214,7 +251,8 @@ def main() -> None:
     if eight_rules(args.rules) and (problems := baseline_plain_all.check_constants()):
         raise SystemExit("baseline_plain_all.py is not examples/rules.yaml: " + "; ".join(problems))
     with tempfile.TemporaryDirectory() as tmp:
-        main_cases, startup, n = cases(args, Path(tmp))
+        found: list = []
+        main_cases, startup, n = cases(args, Path(tmp), found)
         if args.only:
             keep = {"baseline", *args.only, *(f"{k} (before)" for k in args.only)}
             main_cases = {k: v for k, v in main_cases.items() if k in keep}
@@ -223,7 +261,11 @@ def main() -> None:
                 startup[name]()
         best = rounds(main_cases | {f"startup {k}": v for k, v in startup.items()
                                     if k in main_cases}, args.repeat)  # fmt: skip
+        checks = check(found, Path(tmp), list(main_cases))
     report(best, n, args)
+    print("\n".join(checks))
+    if any("NOT EQUAL" in line for line in checks):
+        raise SystemExit(1)
 
 
 def rounds(all_cases: dict[str, Case], repeat: int) -> dict[str, float]:
