@@ -25,6 +25,7 @@ import argparse
 import gc
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from datetime import UTC, datetime
 from heapq import heappop, heappush
 from pathlib import Path
@@ -185,18 +186,26 @@ def _run(payloads: list[bytes], until_us: int | None, custs: dict) -> list[Cand]
     return out
 
 
-def engine_candidates(payloads: list[bytes], until: datetime | None) -> list[Cand]:
-    """The project's decoder and engine over the same payloads, candidates as `run` gives them."""
+def engine_candidates(
+    payloads: list[bytes],
+    until: datetime | None,
+    rules: Path = RULES,
+    profiles: dict[str, Any] | None = None,
+) -> list[Cand]:
+    """The project's decoder and engine over the same payloads (each event with its profile
+    from `profiles`, by customer id, when given), candidates as `run` gives them."""
     from keymoment.config import load_rules
     from keymoment.connectors.wire import DeadLetter, decode
     from keymoment.triggers.engine import Engine
 
-    engine = Engine(load_rules(RULES))
+    engine = Engine(load_rules(rules))
+    by_id = profiles or {}
     found = []
     for raw in payloads:
         event = decode(raw, "baseline")
         if type(event) is not DeadLetter:
-            found.extend(engine.feed(event).candidates)  # type: ignore[arg-type]
+            profile = by_id.get(event.customer_id)  # type: ignore[union-attr]
+            found.extend(engine.feed(event, profile).candidates)  # type: ignore[arg-type]
     found.extend(engine.advance(until or engine.watermark))  # type: ignore[arg-type]
     return [(c.rule_id, c.customer_id, c.event_id, _us(c.triggered_at), c.timer) for c in found]
 
@@ -207,11 +216,16 @@ def _us(at: datetime) -> int:
 
 def timed(payloads: list[bytes], until_us: int | None) -> tuple[float, float, list[Cand]]:
     """Wall and CPU seconds of one baseline run, GC off as the baseline's definition says."""
+    return gc_off(run, payloads, until_us)
+
+
+def gc_off(baseline: Callable[..., list[Cand]], *args: Any) -> tuple[float, float, list[Cand]]:
+    """Wall and CPU seconds of `baseline(*args)` with automatic collections off, and its result."""
     gc.collect()
     gc.disable()
     try:
         wall, cpu = time.perf_counter(), time.process_time()
-        found = run(payloads, until_us)
+        found = baseline(*args)
         return time.perf_counter() - wall, time.process_time() - cpu, found
     finally:
         gc.enable()

@@ -3,7 +3,10 @@
 The same style as bench/baseline_plain.py (its four rules, `four_rules.yaml`):
 orjson, dicts and lists, integer microsecond times, one timer heap, no
 validation, no dead letters, no contact policy, the GC off, one loop function
-with locals, written for exactly these rules and nothing else. The rules:
+with locals, written for exactly these rules and nothing else (so the loop's first part,
+the time, the dedupe memory and the activity clock, is baseline_plain.py's written again:
+a call per event for it would slow the yardstick; the helpers around the loop are shared).
+The rules:
 big-deposit (large_deposit), payroll-found (salary_credit, only_first),
 payroll-stopped (salary_missed, grace 10d), gone-quiet (dormancy),
 welcome-back (reactivation), honeymoon (balance_milestone), wealth-curious
@@ -34,9 +37,7 @@ for a transaction inside its customer's onboarding window.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
-import time
 from bisect import bisect_right
 from datetime import datetime
 from heapq import heappop, heappush
@@ -46,7 +47,8 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline_plain import EPOCH, generated, to_us  # noqa: E402 - the sibling script
+from baseline_plain import EPOCH, gc_off, generated, to_us  # noqa: E402 - the sibling script
+from baseline_plain import engine_candidates as plain_engine_candidates  # noqa: E402
 
 RULES = Path(__file__).resolve().parent.parent / "examples" / "rules.yaml"
 RULE_IDS = ("big-deposit", "payroll-found", "payroll-stopped", "gone-quiet", "welcome-back",
@@ -403,21 +405,10 @@ def engine_candidates(
     payloads: list[bytes], profiles: list[bytes], until: datetime | None
 ) -> list[Cand]:
     """The project's decoder and engine over the same events and profiles, as `run` gives them."""
-    from keymoment.config import load_rules
     from keymoment.connectors.customers import parse_profile
-    from keymoment.connectors.wire import DeadLetter, decode
-    from keymoment.triggers.engine import Engine
 
     by_id = {p.customer_id: p for p in (parse_profile(orjson.loads(line)) for line in profiles)}
-    engine = Engine(load_rules(RULES))
-    found = []
-    for raw in payloads:
-        event = decode(raw, "baseline")
-        if type(event) is not DeadLetter:
-            found.extend(engine.feed(event, by_id.get(event.customer_id)).candidates)  # type: ignore[union-attr, arg-type]
-    found.extend(engine.advance(until or engine.watermark))  # type: ignore[arg-type]
-    return [(c.rule_id, c.customer_id, c.event_id, to_us(c.triggered_at.isoformat()), c.timer)
-            for c in found]  # fmt: skip
+    return plain_engine_candidates(payloads, until, RULES, by_id)
 
 
 def profile_lines(customers: int, seed: int = 1) -> list[bytes]:
@@ -432,14 +423,7 @@ def timed(
     payloads: list[bytes], profiles: list[bytes], until_us: int | None
 ) -> tuple[float, float, list[Cand]]:
     """Wall and CPU seconds of one baseline run, GC off as the baseline's definition says."""
-    gc.collect()
-    gc.disable()
-    try:
-        wall, cpu = time.perf_counter(), time.process_time()
-        found = run(payloads, profiles, until_us)
-        return time.perf_counter() - wall, time.process_time() - cpu, found
-    finally:
-        gc.enable()
+    return gc_off(run, payloads, profiles, until_us)
 
 
 def main() -> None:

@@ -56,10 +56,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -71,18 +71,11 @@ REPO = Path(__file__).resolve().parent.parent
 Case = Callable[[], float]  # returns CPU seconds
 
 
-def in_process(run: Callable[[], object]) -> Case:
+def in_process(run: Callable[[], Any]) -> Case:
     """A case in this process with automatic collections off (see the module docstring)."""
 
     def case() -> float:
-        gc.collect()
-        gc.disable()
-        try:
-            cpu = time.process_time()
-            run()
-            return time.process_time() - cpu
-        finally:
-            gc.enable()
+        return baseline_plain.gc_off(run)[1]
 
     return case
 

@@ -19,14 +19,18 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "baseline_plain.py"
 
 
-@pytest.fixture(scope="module")
-def baseline():  # noqa: ANN201 - the script as a module
-    spec = importlib.util.spec_from_file_location("baseline_plain", BENCH)
+def _script(path: Path):  # noqa: ANN202 - a bench script as a module
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules["baseline_plain"] = module
+    sys.modules[path.stem] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def baseline():  # noqa: ANN201 - the script as a module
+    return _script(BENCH)
 
 
 def test_baseline_gives_the_engines_candidates_on_the_generator_stream(baseline) -> None:
@@ -59,12 +63,7 @@ EIGHT = {"big-deposit", "payroll-found", "payroll-stopped", "gone-quiet", "welco
 
 @pytest.fixture(scope="module")
 def baseline_all():  # noqa: ANN201 - the script as a module
-    spec = importlib.util.spec_from_file_location("baseline_plain_all", BENCH_ALL)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["baseline_plain_all"] = module
-    spec.loader.exec_module(module)
-    return module
+    return _script(BENCH_ALL)
 
 
 def test_eight_rule_baseline_constants_are_the_rules_files(baseline_all, tmp_path: Path) -> None:
