@@ -184,6 +184,8 @@ class ShardBuilder:
         versions = Versions(self.initial, list(self.switches))
         parts = self.partitions if self.partitions > 1 else None
         shard = Shard(Engine(rules), policy, self.profiles, self.clock, versions, partitions=parts)
+        if self.metrics is not None:
+            self.metrics.watch_shard(shard)
         return ShardLogic(shard, self.settings, resume, self.metrics)
 
 

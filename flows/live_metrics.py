@@ -1,7 +1,8 @@
 """The metrics read when Prometheus asks, not counted on the data path (flows/metrics.py).
 
 The watermark's lag behind the wall clock, the candidates parked for the
-cap store, and each sink's delivery-stage counts cost nothing between
+cap store, the rules switches that reached a shard late, and each sink's
+delivery-stage counts cost nothing between
 scrapes: `Live` reads them from the objects `FlowMetrics` watches.
 """
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class Live(Collector):
-    """Values read at scrape time: watermark and lag, parked candidates, sink counters."""
+    """Values read at scrape time: watermark and lag, parked candidates, late switches, sinks."""
 
     def __init__(self, metrics: FlowMetrics) -> None:
         self.m = metrics
@@ -33,6 +34,14 @@ class Live(Collector):
         )
         parked.add_metric([p], sum(getattr(x, "pending", 0) for x in self.m.policies))
         yield parked
+        late = CounterMetricFamily(
+            "keymoment_rules_switches_late",
+            "Rules switches that reached a shard after its watermark passed their time W "
+            "(applied at once; raise --reload-lead)",
+            labels=["process"],
+        )
+        late.add_metric([p], sum(_late(shard) for shard in self.m.shards))
+        yield late
         yield from self._sinks(p)
 
     def _watermark(self, p: str) -> Iterator[Metric]:
@@ -70,6 +79,12 @@ class Live(Collector):
             backlog.add_metric([p, sink], counts.get("backlog", 0))
         yield from families.values()
         yield backlog
+
+
+def _late(shard: Any) -> int:
+    """A shard's late switches; its `versions` is replaced on restore, so read each time."""
+    versions = getattr(shard, "versions", None)
+    return getattr(versions, "late", 0) if versions is not None else 0
 
 
 def stage_of(sink: Any) -> Any:

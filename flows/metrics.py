@@ -10,7 +10,8 @@ rules file and the command line, never a customer, account or amount.
 Counting happens once per shard call (one input batch, one tick), over the
 lists the shard returns, plus a few hooks: the cap store's reserve calls,
 snapshots, sinks. What can be read at scrape time (the watermark's lag, the
-candidates parked for the cap store, a sink's own delivery counters) is
+candidates parked for the cap store, rules switches that reached a shard
+late, a sink's own delivery counters) is
 read then, by `_Live`, so the data path pays nothing for it.
 """
 
@@ -59,6 +60,7 @@ class FlowMetrics:
         self.calls = 0  # shard calls counted: the engine is running once this is above 0
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.policies: list[Any] = []
+        self.shards: list[Any] = []
         self.sinks: dict[str, Any] = {}
         self.handed: Tally[str] = Tally()  # offers handed to sinks that keep no counts
         self.routes: dict[str, str] | None = None
@@ -211,6 +213,10 @@ class FlowMetrics:
     def watch_policy(self, policy: Any) -> None:
         """Read `pending` (candidates parked for the cap store) from it at every scrape."""
         self.policies.append(policy)
+
+    def watch_shard(self, shard: Any) -> None:
+        """Read its rules switches that came late (`Versions.late`) at every scrape."""
+        self.shards.append(shard)
 
     def time_store(self, store: Any) -> Any:
         """Time the store's reserve calls and count its failures, on the instance itself.

@@ -128,6 +128,7 @@ def test_records_events_and_dead_letters_add_up(stayed_up) -> None:
     info = samples["keymoment_rules_info"][0].labels
     assert info["version"] == "7" and samples["keymoment_watermark_lag_seconds"][0].value > 0
     assert samples["keymoment_cap_store_latency_seconds_count"][0].value > 0
+    assert [s.value for s in samples["keymoment_rules_switches_late_total"]] == [0]
 
 
 def test_health_and_readiness_of_the_run(stayed_up) -> None:

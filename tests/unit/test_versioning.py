@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from keymoment.flows.metrics import FlowMetrics
 from keymoment.flows.stamp import Accepted, Batch
 from keymoment.flows.versioning import Versions, split
 from keymoment.rollout.versions import RulesVersion, Switch
@@ -50,3 +55,29 @@ def test_a_late_switch_is_counted_and_a_repeated_one_ignored():
     assert versions.pending == [] and versions.current is v8
     again = Versions.restored(versions.snapshot())
     assert again.current.rules == v8.rules and again.since == T0 and again.late == 1
+
+
+def test_late_switches_are_a_metric_that_survives_a_restore():
+    """`keymoment_rules_switches_late_total` sums every shard's count at scrape time, and reads
+    the `Versions` a restore put in place of the old one."""
+
+    def late_total(metrics: FlowMetrics) -> float:
+        text = generate_latest(metrics.registry).decode()
+        families = text_string_to_metric_families(text)
+        family = next(f for f in families if f.name == "keymoment_rules_switches_late")
+        return sum(s.value for s in family.samples if s.name.endswith("_total"))
+
+    v7 = RulesVersion.read(str(EXAMPLE))
+    v8 = RulesVersion.parse(
+        str(EXAMPLE), EXAMPLE.read_bytes().replace(b"version: 7", b"version: 8"), str(EXAMPLE)
+    )
+    metrics = FlowMetrics()
+    early, late = SimpleNamespace(versions=Versions(v7)), SimpleNamespace(versions=Versions(v7))
+    metrics.watch_shard(early)
+    metrics.watch_shard(late)
+    assert late_total(metrics) == 0
+    early.versions.schedule(Switch(T0 + H, v8), watermark=T0)  # in time: not late
+    late.versions.schedule(Switch(T0, v8), watermark=T0 + H)
+    assert late_total(metrics) == 1
+    late.versions = Versions.restored(late.versions.snapshot())  # as Shard.restore does
+    assert late_total(metrics) == 1
