@@ -172,7 +172,7 @@ class ShardBuilder:
         self.settings, self.profiles, self.clock = settings, profiles, clock
         self.initial, self.switches = versions
         self.metrics, self.partitions = metrics, partitions
-        self.end_wait = EndWait()  # one end-of-input wait for all shards of this process
+        self.end_wait = EndWait(settings.end_wait)  # one end-of-input wait for all shards
 
     def __call__(self, resume: bytes | None) -> ShardLogic:
         clock = self.clock or wall_clock

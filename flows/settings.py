@@ -55,6 +55,9 @@ class FlowSettings(BaseModel):
     # Several input partitions: seconds of wall time after which a silent partition stops
     # holding the watermark back (flows/partitions.py); None: never (exact replays).
     idle_timeout: float | None = Field(default=None, gt=0)
+    # End of input with candidates still parked for a dead cap store: how long the process
+    # (all its shards together: one `EndWait`) retries before they end `expired`.
+    end_wait: float = Field(default=10.0, ge=0)
 
     def to_env(self) -> dict[str, str]:
         return {ENV: self.model_dump_json()}

@@ -31,6 +31,8 @@ from keymoment.rollout.watch import install_sighup
 from .runview import RunView, Ticker, start_line
 
 NETWORK_SCHEMES = {"redis": 6379, "rediss": 6379, "kafka": 9092}
+# FlowSettings fields whose flag is not the field's name with dashes (for error lines)
+_FLAGS = {"tick_seconds": "tick", "rules_lead_seconds": "reload-lead", "cap_store": "state"}
 SPREAD_SHARDS = 8  # the default shard count wherever shards may be spread (shard_count)
 
 
@@ -92,6 +94,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="several input partitions: a partition silent for S seconds (wall time) stops "
         "holding the watermark back until it sends again (default: never)",
+    )
+    p.add_argument(
+        "--end-wait",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="end of input: seconds this process keeps retrying a cap store that does not "
+        "answer before the candidates still waiting for it end expired [10]",
     )
     p.add_argument("--recovery", metavar="DIR", help="enable Bytewax recovery with state in DIR")
     p.add_argument(
@@ -183,10 +193,12 @@ def settings_from(args: argparse.Namespace):  # noqa: ANN201 - FlowSettings, imp
             watch_rules=args.clock == "wall" and not args.no_reload and unbounded(args.source),
             rules_lead_seconds=args.reload_lead,
             idle_timeout=args.idle_timeout,
+            end_wait=args.end_wait,
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        raise UserError(f"--{first['loc'][0]}: {first['msg']}") from None
+        field = str(first["loc"][0])
+        raise UserError(f"--{_FLAGS.get(field, field.replace('_', '-'))}: {first['msg']}") from None
 
 
 def shard_count(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 from datetime import timedelta
+from pathlib import Path
 
+import orjson
 import redis
 
 from keymoment.policy import build_policy
@@ -21,6 +23,7 @@ from tests.unit.test_policy_support import (
     rules_file,
 )
 
+EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
 CAPS = [{"id": "daily", "scope": "customer", "limit": 2, "window": "day"}]
 
 
@@ -253,3 +256,40 @@ def test_a_wall_clock_shard_settles_parked_candidates_at_end_of_input(fresh_redi
     out = shard.finish(None)
     assert [(d.offer_id, d.outcome) for d in out.decisions] == [(c.offer_id, "expired")]
     assert policy.pending == 0
+
+
+def test_run_end_wait_sets_how_long_the_end_of_input_waits_for_the_store(fresh_redis, tmp_path):
+    """`keymoment run --end-wait S` on a store that answers PING but refuses every write (a
+    replica of nobody): the candidates that need a slot end `expired / cap_store_unavailable`
+    after S seconds of retries, not the default 10; `--end-wait 0` does not wait at all."""
+    import subprocess
+    import sys
+    import time
+
+    from keymoment.connectors.generator import Generator
+
+    gen = Generator(seed=1, customers=2000, days=240, activity=0.3)
+    events, customers = tmp_path / "events.jsonl", tmp_path / "customers.jsonl"
+    events.write_bytes(b"\n".join(gen.iter_bytes(limit=600)) + b"\n")
+    customers.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+    admin = redis.Redis.from_url(fresh_redis.url)
+    admin.replicaof("127.0.0.1", free_port())
+    elapsed, outcomes = {}, {}
+    for wait in ("0", "4"):
+        log = tmp_path / f"decisions-{wait}.jsonl"
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "keymoment", "run", "--rules", str(EXAMPLE_RULES),
+             "--source", f"file:{events}", "--customers", f"file:{customers}",
+             "--clock", "event", "--state", fresh_redis.url, "--end-wait", wait,
+             "--decisions", f"file:{log}"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        elapsed[wait] = time.monotonic() - started
+        records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+        outcomes[wait] = {(r["outcome"], r["reason"]) for r in records}
+    admin.close()
+    assert elapsed["4"] >= 4 and elapsed["0"] < elapsed["4"] - 2
+    for seen in outcomes.values():
+        assert ("expired", "cap_store_unavailable") in seen
+        assert not any(outcome == "sent" for outcome, _ in seen)

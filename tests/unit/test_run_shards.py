@@ -34,3 +34,28 @@ def test_the_start_line_names_the_shard_count() -> None:
     assert start_line(settings, 7, 8, 1).endswith("clock wall; 1 shard on 1 worker(s)")
     settings = settings_from(build_parser(BASE).parse_args([*BASE, "--workers", "2"]))
     assert start_line(settings, 7, 8, 2).endswith("clock wall; 8 shards on 2 worker(s)")
+
+
+@pytest.mark.parametrize(
+    "extra,flag",
+    [
+        (["--end-wait", "-1"], "--end-wait"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--tick", "-2"], "--tick"),
+        (["--idle-timeout", "0"], "--idle-timeout"),
+    ],
+)
+def test_a_bad_setting_names_its_flag_in_one_line(extra: list[str], flag: str) -> None:
+    """Settings refused by validation name the flag the operator typed, not the field."""
+    from keymoment.cli import UserError
+
+    with pytest.raises(UserError) as raised:
+        settings_from(build_parser(BASE).parse_args([*BASE, *extra]))
+    message = str(raised.value)
+    assert message.startswith(f"{flag}: ") and "\n" not in message
+
+
+def test_end_wait_reaches_the_settings() -> None:
+    assert settings_from(build_parser(BASE).parse_args(BASE)).end_wait == 10
+    args = build_parser(BASE).parse_args([*BASE, "--end-wait", "2.5"])
+    assert settings_from(args).end_wait == 2.5
