@@ -60,7 +60,7 @@ class ShardOutput:
     them; the decision log's records likewise (`decision_records`).
     """
 
-    __slots__ = ("decisions", "_offers", "dead_letters", "lines", "events")
+    __slots__ = ("decisions", "_offers", "dead_letters", "lines", "events", "watermark")
 
     def __init__(
         self,
@@ -75,6 +75,7 @@ class ShardOutput:
         self.dead_letters = dead_letters  # decode rejects passed through, and duplicates
         self.lines = lines  # input records behind this call (shard 0 only), for the live view
         self.events = events  # own events this call evaluated
+        self.watermark: datetime | None = None  # the shard's after this call (the live view)
 
     @property
     def offers(self) -> list[dict]:
@@ -148,10 +149,13 @@ class Shard:
         at = self.versions.next_at() if self.versions is not None else None
         parts = split(batch, at) if at is not None else None
         if parts is None:
-            return self._process(batch)
-        out = self._process(parts[0])
-        self._switch(out)
-        return _joined(out, self.process(parts[1]))
+            out = self._process(batch)
+        else:
+            out = self._process(parts[0])
+            self._switch(out)
+            out = _joined(out, self.process(parts[1]))
+        out.watermark = self.engine.watermark
+        return out
 
     def _process(self, batch: Batch) -> ShardOutput:
         out = _output(batch.dead_letters, batch.lines, len(batch.positions))
@@ -203,6 +207,7 @@ class Shard:
         self._switches_until(now - self.lateness, out)
         self._decide(self.engine.advance(now - self.lateness), now, out)
         self._record(self.policy.retry_pending(now), out, now)
+        out.watermark = self.engine.watermark
         return out
 
     def finish(self, until: datetime | None) -> ShardOutput:
@@ -219,6 +224,7 @@ class Shard:
             self._decide(self.engine.advance(end), None, out)
         if self.engine.watermark is not None:  # every parked candidate is decided now
             self._record(self.policy.settle(self.engine.watermark), out, None)
+        out.watermark = self.engine.watermark
         return out
 
     # -- rollout -----------------------------------------------------------

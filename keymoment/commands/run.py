@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -308,8 +308,6 @@ def run(args: argparse.Namespace) -> int:
     warn_uneven(settings.shards, args.workers * processes)
     install_sighup()
     print(start_line(settings, rules.version, len(rules.rules), args.workers), file=sys.stderr)
-    if observability is not None:
-        view.watermark = lambda: _when(observability.metrics.watermark_at)
     stop.install()
     ticker = Ticker(view).start()
     # The event clock is a replay: its shards freeze instead of collecting (flows.collect).
@@ -333,10 +331,6 @@ def run(args: argparse.Namespace) -> int:
         if observability is not None:
             observability.close()
     return stop.exit_code
-
-
-def _when(timestamp: float | None) -> datetime | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 def check_counts(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
@@ -35,13 +36,16 @@ class RunView:
         self.no_profile = 0
         self.dead: Counter[str] = Counter()
         self.warned = False
-        self.watermark: Any = None  # a callable giving the watermark, when metrics are on
+        self.watermark: datetime | None = None  # the newest of the shards' watermarks
 
     def observe(self, output: ShardOutput) -> None:
         """Once per shard call: its decisions counted by outcome and reason in C, then the
         few distinct pairs added up (a Python loop per decision cost more)."""
         pairs = Counter(map(_OUTCOME_REASON, output.decisions))
+        mark = output.watermark
         with self.lock:
+            if mark is not None and (self.watermark is None or mark > self.watermark):
+                self.watermark = mark
             self.lines += output.lines
             self.events += output.events
             for letter in output.dead_letters:
@@ -68,8 +72,7 @@ class RunView:
         with self.lock:
             dead = sum(self.dead.values())
             decided, sent = sum(self.outcomes.values()), self.outcomes["sent"]
-            events = self.events
-        mark = self.watermark() if self.watermark else None
+            events, mark = self.events, self.watermark
         at = f"  watermark {mark:%Y-%m-%d %H:%M:%S}" if mark is not None else ""
         return (
             f"  {events / elapsed:,.0f} events/s{at}  {decided:,} candidates  "
@@ -87,6 +90,8 @@ class RunView:
             f"  candidates: {sum(self.outcomes.values()):,} ({outcomes})",
             f"  dead letters: {sum(self.dead.values()):,} ({dead})",
         ]
+        if self.watermark is not None:
+            lines.append(f"  watermark: {self.watermark:%Y-%m-%d %H:%M:%S} UTC")
         if self.warned:
             lines.append(f"  {old_input_warning(self.expired_ttl)}")
         decided = sum(self.outcomes.values())
