@@ -159,10 +159,12 @@ class RulesContactPolicy:
     def update_rules(self, rules: RulesFile) -> None:
         """Roll out a new rules file: parked candidates, counters and the store carry over.
 
-        List files are re-resolved from the new file; other list sources (Redis) stay.
+        List files are re-resolved from the new file; other list sources (Redis sets, a
+        backtest's `FixedLists` copy of them) stay.
         """
-        others = [s for s in self.suppression.sources if not isinstance(s, FileLists)]
-        files = [s for s in self.suppression.sources if isinstance(s, FileLists)]
+        sources = self.suppression.sources
+        others = [s for s in sources if type(s) is not FileLists]
+        files = [s for s in sources if type(s) is FileLists]
         check_every = files[0].check_every if files else 5.0
         sources = [FileLists(rules.lists, check_every=check_every), *others] if files else others
         lists = {c.campaign_id: c.lists for c in rules.campaigns}

@@ -52,6 +52,11 @@ class FileLists:
         self._checked_at = float("-inf")
         self.refresh(force=True)
 
+    @property
+    def names(self) -> list[str]:
+        """The lists this source holds (a file not read yet holds everyone)."""
+        return list(self._sets)
+
     def members(self, names: Sequence[str], customer_ids: Sequence[str]) -> dict[str, set[str]]:
         found = self.holding(names, customer_ids)
         return {n: set(found.get(n, ())) for n in names}
@@ -100,6 +105,15 @@ class FileLists:
             self.counters["list_read_errors"] += 1
 
 
+class FixedLists(FileLists):
+    """Named sets fixed at start and asked like the files: a backtest's copy of the
+    Redis-held lists (`backtest --history`, state/history_copy.py)."""
+
+    def __init__(self, sets: Mapping[str, frozenset[str]]) -> None:
+        super().__init__({})
+        self._sets.update(sets)
+
+
 class Suppression:
     """Which list, if any, suppresses each candidate, over every source."""
 
@@ -111,7 +125,7 @@ class Suppression:
         # whether a source other than files is consulted (Redis sets: it can be unavailable)
         self.remote = any(not isinstance(s, FileLists) for s in self.sources)
         # files that hold no list at all (a rules file without `lists:`) are not asked
-        self._asked = [s for s in self.sources if not isinstance(s, FileLists) or s.paths]
+        self._asked = [s for s in self.sources if not isinstance(s, FileLists) or s.names]
         self.asks = bool(self._asked)  # False: `lookup` always answers {}
         self._files = [s for s in self._asked if isinstance(s, FileLists)]
 

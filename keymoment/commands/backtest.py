@@ -28,6 +28,7 @@ from keymoment.policy import ContactPolicy, FirstChannelPolicy, build_policy
 from keymoment.rollout.cli import add_rollout_arguments, shown_rules, versions_from
 from keymoment.triggers.events import CustomerProfile
 
+from . import history
 from .files import open_output, write_json_and_html
 from .summary import Progress, Summary, render
 
@@ -55,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--prefix", help="key namespace in the --state Redis for this backtest's reservations"
     )
+    parser.add_argument("--history", metavar="URL", help=history.HELP)
     parser.add_argument("--json", metavar="OUT", help="write the summary as JSON (docs/desk.md)")
     parser.add_argument("--html", metavar="OUT", help="write the summary as one HTML page")
     parser.add_argument(
@@ -77,7 +79,16 @@ def run(args: argparse.Namespace) -> int:
     versions = versions_from(args)
     shown = shown_rules(rules, versions)  # before the replay uses up the schedule
     profiles = _profiles(args.customers)
-    policy = _policy(rules, scratch_state(args.state, args.prefix), args.policy == "on")
+    if args.history:
+        if args.state or args.prefix or args.policy == "off":
+            raise UserError(
+                "--history replays on a copy of the live history in memory, under the "
+                "contact policy: leave --state, --prefix and --policy off out"
+            )
+        every = [rules, *(s.version.rules for s in versions.pending)] if versions else [rules]
+        policy = history.history_policies(args.history, every)(rules)
+    else:
+        policy = _policy(rules, scratch_state(args.state, args.prefix), args.policy == "on")
     replay = Replay(rules, profiles, policy, until=args.until, versions=versions)
     summary = Summary()
     tally = Tally() if args.json or args.html else None

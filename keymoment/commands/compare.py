@@ -1,7 +1,8 @@
 """`keymoment compare`: two rule versions on the same history, side by side.
 
 Both sides replay the same input through the same driver (`flows.replay`)
-with their own engine, policy and in-memory cap store. When both rule files
+with their own engine, policy and in-memory cap store (with `--history`, each
+its own copy of the live contact history: keymoment/commands/history.py). When both rule files
 have the same engine settings (lateness, max_future) the input is decoded
 and stamped once and each batch goes to both shards; otherwise each side
 replays the input on its own. The figures are `keymoment.desk.compare`'s.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from keymoment.cli import UserError
@@ -20,10 +21,11 @@ from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.desk.compare import compare
 from keymoment.flows.replay import Replay
 from keymoment.flows.shard import Shard, ShardOutput
-from keymoment.policy import build_policy
+from keymoment.policy import ContactPolicy, build_policy
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
+from . import history
 from .args import timestamp
 from .backtest import _profiles
 from .files import write_json_and_html
@@ -48,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--sample", type=int, default=10, help="customer ids to list per side [%(default)s]"
     )
+    parser.add_argument("--history", metavar="URL", help=history.HELP)
     parser.set_defaults(handler=run)
 
 
@@ -58,9 +61,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--sample must be 0 or more")
     old_rules, new_rules = (_load(path) for path in args.rules)
     profiles = _profiles(args.customers)
+    policy = (
+        history.history_policies(args.history, [old_rules, new_rules])
+        if args.history
+        else build_policy
+    )
     started = time.perf_counter(), time.process_time()
     try:
-        old, new, events = replay_both(old_rules, new_rules, profiles, args.events, args.until)
+        old, new, events = replay_both(
+            old_rules, new_rules, profiles, args.events, args.until, policy
+        )
     except OSError as exc:
         raise UserError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
     rule_ids = ([r.rule_id for r in old_rules.rules], [r.rule_id for r in new_rules.rules])
@@ -89,14 +99,16 @@ def replay_both(
     profiles: dict[str, CustomerProfile],
     paths: Sequence[str],
     until: Any,
+    policy: Callable[[RulesFile], ContactPolicy] = build_policy,
 ) -> tuple[list[dict], list[dict], int]:
-    """Both sides' decision records and the number of events replayed."""
-    old = Replay(old_rules, profiles, build_policy(old_rules), until=until)
+    """Both sides' decision records and the number of events replayed; `policy` builds
+    each side's contact policy (on a store of its own)."""
+    old = Replay(old_rules, profiles, policy(old_rules), until=until)
     if old_rules.engine != new_rules.engine:  # other watermark settings: stamp each side alone
-        new = Replay(new_rules, profiles, build_policy(new_rules), until=until)
+        new = Replay(new_rules, profiles, policy(new_rules), until=until)
         (first, events), (second, _) = _records(old.outputs(paths)), _records(new.outputs(paths))
         return first, second, events
-    other = Shard(Engine(new_rules), build_policy(new_rules), profiles)
+    other = Shard(Engine(new_rules), policy(new_rules), profiles)
     a: list[dict] = []
     b: list[dict] = []
     events = 0

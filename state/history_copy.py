@@ -1,0 +1,147 @@
+"""A read-only copy of a Redis cap store's contact history, for a backtest to start from.
+
+`keymoment backtest --history redis://...` replays its events on top of what the
+live engine has already reserved: every slot of every sorted set under the prefix
+(the caps' `cap:` keys and the human channels' `lead:` capacity keys) and every
+offer record (`offer:`), so a candidate the live engine already decided gets the
+same answer again (a replay of its offer_id) and a new one counts against what was
+really sent. With `lists=1` the suppression sets named by the rules file are copied
+too. The copy only reads (TIME, SCAN, ZRANGE, GET, PTTL, SMEMBERS): it never writes,
+not even the history marker or the reservation script, so it is safe against the
+store a live flow is using.
+
+It is a copy key by key, not a point-in-time snapshot: a reservation the live
+engine makes while the copy runs may be seen in some of its keys and not in
+others. Expiry: each key's remaining time to live is added to the server's clock
+when the copy starts, and the memory store compares that with the replay's clock,
+so a replay of past events keeps every copied key for its whole run (it is what
+the live store holds now); a key without a time to live never expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from .caps import CapStoreUnavailable
+from .memory_caps import MemoryCapStore
+from .redis_caps import RedisCapStore
+
+NEVER = 2**62  # the expiry of a key that has no time to live
+BATCH = 500  # keys read per round trip
+
+
+@dataclass
+class HistoryCopy:
+    """The copied history (`MemoryCapStore.restore`'s format), the copied lists, and counts."""
+
+    snapshot: dict[str, Any]
+    lists: dict[str, frozenset[str]] = field(default_factory=dict)
+    keys: int = 0  # sorted sets copied
+    slots: int = 0  # their members: reservations times the keys each took
+    offers: int = 0  # offer records copied
+    server_ms: int = 0  # the server's clock when the copy began
+
+    def store(self) -> MemoryCapStore:
+        """A new memory store holding the copy: one per replay (`compare` runs two)."""
+        store = MemoryCapStore()
+        store.restore(self.snapshot)
+        return store
+
+    def describe(self, where: str) -> str:
+        """One line for the operator: where from and how much."""
+        members = sum(len(ids) for ids in self.lists.values())
+        lists = f", {len(self.lists)} list(s) with {members} member(s)" if self.lists else ""
+        return (
+            f"history: copied {self.offers} offer record(s), {self.keys} cap and capacity "
+            f"key(s) holding {self.slots} slot(s){lists} from {where}"
+        )
+
+
+def copy_history(source: RedisCapStore, list_names: Sequence[str] = ()) -> HistoryCopy:
+    """Read `source`'s prefix into a `HistoryCopy` (raises `CapStoreUnavailable`).
+
+    `list_names` are the suppression lists to copy when `source.lists` is set; without
+    it a server holding one of those sets is refused, as the live store refuses it
+    (an operator's do-not-contact set must not be ignored in silence).
+    """
+    copy: HistoryCopy = source._call(lambda: _copy(source.client, source.prefix))
+    copy.lists = source._call(lambda: _lists(source, list_names))
+    return copy
+
+
+def _copy(client: Any, prefix: str) -> HistoryCopy:
+    seconds, micros = client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    keys: dict[str, tuple[list[tuple[int, str]], int]] = {}
+    offers: dict[str, tuple[str, int, int]] = {}
+    copy = HistoryCopy({"keys": keys, "offers": offers}, server_ms=now_ms)
+    head, literal = len(prefix) + 1, _escaped(prefix)
+    for kind in ("cap", "lead"):  # the sorted sets: caps, and the human channels' capacity
+        for name, (pairs, ttl) in _read(client, f"{literal}:{kind}:*", "zset", _zset):
+            if ttl != -2:  # -2: gone between the scan and the read
+                keys[name[head:]] = ([(int(s), m) for m, s in pairs], _expiry(now_ms, ttl))
+                copy.slots += len(pairs)
+    for name, (record, ttl) in _read(client, f"{literal}:offer:*", "string", _get):
+        if record is not None and ttl != -2:  # `offer:{<tag>}:<offer_id>` -> "index|tag"
+            index, _, tag = record.partition("|")
+            offers[name.rsplit("}:", 1)[1]] = (tag, int(index), _expiry(now_ms, ttl))
+    copy.keys, copy.offers = len(keys), len(offers)
+    return copy
+
+
+def _lists(source: RedisCapStore, names: Sequence[str]) -> dict[str, frozenset[str]]:
+    """The named sets when the store reads lists from Redis; else none may exist."""
+    if not names:
+        return {}
+    pipe = source.client.pipeline(transaction=False)
+    for name in names:
+        pipe.smembers(f"{source.prefix}:list:{name}")
+    found = dict(zip(names, pipe.execute(), strict=True))
+    if source.lists:
+        return {name: frozenset(ids) for name, ids in found.items()}
+    held = [f"{source.prefix}:list:{name}" for name, ids in found.items() if ids]
+    if held:
+        raise CapStoreUnavailable(
+            f"Redis holds suppression sets ({', '.join(held)}) but the history URL has no "
+            "lists=1: add it, so the backtest reads them as the live flow must"
+        )
+    return {}
+
+
+def _read(
+    client: Any, pattern: str, kind: str, read: Callable[[Any, str], None]
+) -> Iterator[tuple[str, tuple[Any, int]]]:
+    """(key, (value, pttl)) for every key of `kind` matching `pattern`, a batch per round trip."""
+    for batch in _batches(client.scan_iter(match=pattern, count=1000, _type=kind)):
+        pipe = client.pipeline(transaction=False)
+        for name in batch:
+            read(pipe, name)
+            pipe.pttl(name)
+        replies = pipe.execute()
+        yield from zip(batch, zip(replies[::2], replies[1::2], strict=True), strict=True)
+
+
+def _zset(pipe: Any, name: str) -> None:
+    pipe.zrange(name, 0, -1, withscores=True)
+
+
+def _get(pipe: Any, name: str) -> None:
+    pipe.get(name)
+
+
+def _batches(names: Iterable[str]) -> Iterator[list[str]]:
+    it = iter(names)
+    while batch := list(islice(it, BATCH)):
+        yield batch
+
+
+def _expiry(now_ms: int, ttl_ms: int) -> int:
+    return NEVER if ttl_ms < 0 else now_ms + ttl_ms
+
+
+def _escaped(prefix: str) -> str:
+    """`prefix` as a literal in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
