@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from keymoment.policy import build_policy
 from keymoment.policy.holdout import bucket, in_control
-from keymoment.policy.suppression import FileLists
+from keymoment.policy.suppression import FileLists, FixedLists
 from keymoment.state import MemoryCapStore, cap_key
 from tests.unit.test_policy_support import (
     T0,
@@ -162,6 +162,34 @@ def test_one_candidate_per_call_is_suppressed_as_in_a_batch(tmp_path):
     assert [d.reason for d in one_by_one if d.outcome == "suppressed"] == [
         "do_not_contact", "blacklist", "do_not_contact", "do_not_contact", "vip", "vip",
     ]  # fmt: skip
+
+
+def test_a_backtests_copy_of_redis_lists_suppresses_beside_the_files_and_after_a_rollout(
+    tmp_path,
+):
+    """`FixedLists` (backtest --history's copy of Redis-held sets) is asked with the files,
+    on the one-candidate path and in a batch, and stays when a new rules version comes in."""
+    dnc, vip = tmp_path / "dnc.txt", tmp_path / "vip.txt"
+    dnc.write_text("D1\n")
+    vip.write_text("")  # the list is declared; its members here are in Redis only
+    rules = rules_file([campaign("a", lists=["vip"])], lists={"do_not_contact": dnc, "vip": vip})
+    copied = FixedLists({"vip": frozenset({"V1"}), "do_not_contact": frozenset({"D2"})})
+    policy = build_policy(
+        rules, store=MemoryCapStore(), clock=fixed_clock, lists=[FileLists(rules.lists), copied]
+    )
+    cands = [candidate("r-a", "a", who) for who in ("D1", "D2", "V1", "X")]
+    profs = profiles(*(profile(c.customer_id) for c in cands))
+    expected = [("r-a", "suppressed", "do_not_contact")] * 2 + [
+        ("r-a", "suppressed", "vip"),
+        ("r-a", "sent", "admitted"),
+    ]
+    assert outcomes(policy.decide(cands, profs, T0)) == expected
+    policy.update_rules(rules.model_copy(update={"version": 2}))
+    later = [candidate("r-a", "a", c.customer_id, at=T0 + timedelta(days=9)) for c in cands]
+    assert (
+        outcomes([d for c in later for d in policy.decide([c], profs, T0 + timedelta(days=9))])
+        == expected
+    )
 
 
 def test_a_changed_list_file_takes_effect_after_the_check_interval(tmp_path):

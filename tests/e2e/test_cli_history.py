@@ -1,0 +1,152 @@
+"""`backtest --history` and `compare --history` against a history a real `keymoment run` wrote.
+
+The live side: `keymoment run --clock event --state redis://...` on the first month
+of a generated stream. The backtest of the second month on a copy of that history
+must decide every candidate exactly as one backtest of both months does (the rule
+is per event, so both find the same candidates; only the caps carry over), where
+the same backtest without the history sends offers the weekly cap would refuse.
+Nothing is written to the live store.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from keymoment.connectors.generator import Generator
+from tests.support.cli import keymoment
+
+# A large deposit by amount alone (no customer has 100,000 earlier credits), capped weekly.
+RULES = """\
+version: 1
+timezone: Asia/Shanghai
+currency: CNY
+rules:
+  - {rule_id: big-deposit, trigger: large_deposit, campaign: wealth-welcome, min_amount: 2000,
+     multiple: 5, min_history: 100000, lookback: 1d, kinds: [cash_deposit, transfer_in, payroll]}
+campaigns:
+  - {campaign_id: wealth-welcome, offer_code: WM-DEP-01, channels: [app_push, sms],
+     priority: 50, value: 120.0, ttl: 24h, holdout: 0.1, lists: [vip-opt-out]}
+channels:
+  sms: {}
+  app_push: {}
+caps:
+  - {id: weekly-any, scope: customer, limit: 1, window: 7d}
+lists:
+  vip-opt-out: vip-opt-out.txt   # empty: the test's ids are in Redis only
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("history")
+    gen = Generator(seed=3, customers=400, start_at=datetime(2026, 1, 1, tzinfo=UTC), days=60)
+    cut = (gen.start_at + timedelta(days=30)).isoformat().replace("+00:00", "Z")
+    lines = list(gen.iter_bytes())
+    first = [b for b in lines if orjson.loads(b)["occurred_at"] < cut]
+    files = {"rules": out / "rules.yaml", "all": out / "all.jsonl", "customers": out / "c.jsonl"}
+    files |= {"first": out / "first.jsonl", "second": out / "second.jsonl"}
+    files["rules"].write_text(RULES)
+    (out / "vip-opt-out.txt").write_text("")
+    files["all"].write_bytes(b"".join(b + b"\n" for b in lines))
+    files["first"].write_bytes(b"".join(b + b"\n" for b in first))
+    files["second"].write_bytes(b"".join(b + b"\n" for b in lines[len(first) :]))
+    files["customers"].write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in gen.profiles()))
+    return files
+
+
+def outcomes(path: Path) -> dict[str, tuple]:
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return {r["offer_id"]: (r["outcome"], r["reason"], r.get("channel")) for r in records}
+
+
+def backtest(data: dict[str, Path], events: Path, out: Path, *more: object) -> dict[str, tuple]:
+    result = keymoment(
+        "backtest", "--rules", data["rules"], "--events", events, "--customers",
+        data["customers"], "--decisions", out, *more,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return outcomes(out)
+
+
+def test_a_backtest_on_the_live_history_decides_as_if_it_had_seen_it(
+    data: dict[str, Path], fresh_redis, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    live_log = tmp_path / "live.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "keymoment", "run", "--rules", str(data["rules"]),
+         "--source", f"file:{data['first']}", "--customers", f"file:{data['customers']}",
+         "--clock", "event", "--state", fresh_redis.url, "--decisions", f"file:{live_log}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    client = redis.Redis.from_url(fresh_redis.url)
+    stored = {k: client.dump(k) for k in client.scan_iter(match="*")}
+    whole = backtest(data, data["all"], tmp_path / "whole.jsonl")
+    live = outcomes(live_log)
+    assert live and all(whole[k] == v for k, v in live.items())  # the run decided as replayed
+
+    on_history = backtest(
+        data, data["second"], tmp_path / "on-history.jsonl", "--history", fresh_redis.url
+    )
+    alone = backtest(data, data["second"], tmp_path / "alone.jsonl")
+    assert on_history.keys() == alone.keys() and len(on_history) > 100
+    assert on_history == {k: whole[k] for k in on_history}
+    capped = [k for k in alone if alone[k][0] == "sent" and whole[k][1] == "weekly-any"]
+    assert capped  # without the history the second month sends what the weekly cap refuses
+    assert {k: client.dump(k) for k in client.scan_iter(match="*")} == stored  # not written
+
+    compared = keymoment(
+        "compare", "--rules", data["rules"], "--rules", data["rules"], "--events",
+        data["second"], "--customers", data["customers"], "--history", fresh_redis.url,
+        "--json", tmp_path / "compare.json",
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr
+    assert compared.stderr.startswith("history: copied ")
+    sides = orjson.loads((tmp_path / "compare.json").read_bytes())["sides"]
+    sent = sum(1 for v in on_history.values() if v[0] == "sent")
+    assert sides["old"]["funnel"]["sent"] == sides["new"]["funnel"]["sent"] == sent
+
+
+def test_suppression_sets_in_redis_are_copied_with_lists_1(
+    data: dict[str, Path], fresh_redis, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A set the URL does not read is refused in one line; with lists=1 it suppresses."""
+    alone = backtest(data, data["second"], tmp_path / "alone.jsonl")
+    sent = sorted({k for k, v in alone.items() if v[0] == "sent"})
+    records = [orjson.loads(line) for line in (tmp_path / "alone.jsonl").read_bytes().splitlines()]
+    customer = next(r["customer_id"] for r in records if r["offer_id"] == sent[0])
+    redis.Redis.from_url(fresh_redis.url).sadd("km:list:vip-opt-out", customer)
+    refused = keymoment(
+        "backtest", "--rules", data["rules"], "--events", data["second"],
+        "--decisions", tmp_path / "x.jsonl", "--history", fresh_redis.url,
+    )  # fmt: skip
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
+    assert "lists=1" in refused.stderr and "Traceback" not in refused.stderr
+    listed = backtest(
+        data, data["second"], tmp_path / "listed.jsonl", "--history", f"{fresh_redis.url}?lists=1"
+    )
+    assert listed[sent[0]] == ("suppressed", "vip-opt-out", None)
+
+
+@pytest.mark.parametrize(
+    ("more", "says"),
+    [
+        (["--history", "redis://127.0.0.1:1/0?timeout=0.2"], "--history: redis unreachable"),
+        (["--history", "memory:"], "--history takes the live cap store's redis:// URL"),
+        (["--history", "redis://127.0.0.1:1/0", "--state", "memory:"], "leave --state"),
+        (["--history", "redis://127.0.0.1:1/0", "--policy", "off"], "--policy off out"),
+    ],
+)
+def test_mistakes_get_one_line(data: dict[str, Path], tmp_path: Path, more, says) -> None:  # type: ignore[no-untyped-def]
+    result = keymoment(
+        "backtest", "--rules", data["rules"], "--events", data["second"],
+        "--decisions", tmp_path / "x.jsonl", *more,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr
