@@ -86,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
                 "contact policy: leave --state, --prefix and --policy off out"
             )
         every = [rules, *(s.version.rules for s in versions.pending)] if versions else [rules]
-        policy = history.history_policies(args.history, every)(rules)
+        build, copied = history.history_policies(args.history, every)
+        policy = build(rules)
     else:
         policy = _policy(rules, scratch_state(args.state, args.prefix), args.policy == "on")
+        copied = None
     replay = Replay(rules, profiles, policy, until=args.until, versions=versions)
     summary = Summary()
     tally = Tally() if args.json or args.html else None
@@ -108,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
     summary.still_pending = policy.pending
     print(render(summary, shown, args.decisions))
     if tally is not None:
-        write_pages(args, summary_json(summary, shown, tally))
+        data = summary_json(summary, shown, tally)
+        if copied is not None:
+            data["history"] = copied
+        write_pages(args, data)
     return 0
 
 

@@ -61,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--sample must be 0 or more")
     old_rules, new_rules = (_load(path) for path in args.rules)
     profiles = _profiles(args.customers)
-    policy = (
+    policy, copied = (
         history.history_policies(args.history, [old_rules, new_rules])
         if args.history
-        else build_policy
+        else (build_policy, None)
     )
     started = time.perf_counter(), time.process_time()
     try:
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     result = compare(old, new, rule_ids, args.sample)
     result["input"] = {"events": events, "old_rules": args.rules[0], "new_rules": args.rules[1]}
     result["versions"] = {"old": old_rules.version, "new": new_rules.version}
+    if copied is not None:
+        result["history"] = copied
     wall, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
     print(render(result, wall, cpu))
     _write(args, result)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from keymoment.cli import UserError
 from keymoment.config import RulesFile
@@ -24,8 +26,11 @@ HELP = (
 )
 
 
-def history_policies(url: str, rules: Sequence[RulesFile]) -> Callable[[RulesFile], ContactPolicy]:
-    """Copy the history at `url` once; the result builds each replay's policy on it.
+def history_policies(
+    url: str, rules: Sequence[RulesFile]
+) -> tuple[Callable[[RulesFile], ContactPolicy], dict[str, Any]]:
+    """Copy the history at `url` once: what builds each replay's policy on it, and what
+    was copied (for `--json`).
 
     Prints one line saying what was copied; every problem is one `UserError` line.
     """
@@ -45,10 +50,20 @@ def history_policies(url: str, rules: Sequence[RulesFile]) -> Callable[[RulesFil
         raise UserError(f"--history: {exc}") from None
     finally:
         source.close()
-    print(f"{copy.describe(f'{where(url)} prefix {source.prefix}')}", file=sys.stderr)
+    origin = f"{where(url)} prefix {source.prefix}"
+    print(copy.describe(origin), file=sys.stderr)
+    copied_at = datetime.fromtimestamp(copy.server_ms / 1000, UTC).isoformat()
+    about = {
+        "source": origin,
+        "copied_at": copied_at.replace("+00:00", "Z"),
+        "offers": copy.offers,
+        "keys": copy.keys,
+        "slots": copy.slots,
+        "lists": {name: len(ids) for name, ids in copy.lists.items()},
+    }
 
     def policy(rules: RulesFile) -> ContactPolicy:
         lists = [FileLists(rules.lists), FixedLists(copy.lists)] if copy.lists else None
         return build_policy(rules, store=copy.store(), lists=lists)
 
-    return policy
+    return policy, about

@@ -108,7 +108,10 @@ def test_a_backtest_on_the_live_history_decides_as_if_it_had_seen_it(
     )  # fmt: skip
     assert compared.returncode == 0, compared.stderr
     assert compared.stderr.startswith("history: copied ")
-    sides = orjson.loads((tmp_path / "compare.json").read_bytes())["sides"]
+    result = orjson.loads((tmp_path / "compare.json").read_bytes())
+    assert result["history"]["offers"] == sum(1 for v in live.values() if v[0] == "sent")
+    assert result["history"]["source"].endswith(" prefix km")
+    sides = result["sides"]
     sent = sum(1 for v in on_history.values() if v[0] == "sent")
     assert sides["old"]["funnel"]["sent"] == sides["new"]["funnel"]["sent"] == sent
 
