@@ -52,8 +52,12 @@ def wilson(converted: int, customers: int) -> Rate:
     return Rate(customers, converted, float(low), float(high))
 
 
-def newcombe(treated: Rate, control: Rate) -> Uplift:
-    """Newcombe's hybrid score interval for treated.rate - control.rate, Fisher's exact p."""
+def newcombe(treated: Rate, control: Rate, level: float = LEVEL) -> Uplift:
+    """Newcombe's hybrid score interval for treated.rate - control.rate, Fisher's exact p.
+
+    `level` other than 95% is for intervals that must hold together: m of them
+    at `1 - 0.05/m` each hold simultaneously (Bonferroni).
+    """
     if not treated.customers or not control.customers:
         return Uplift(math.nan, math.nan, math.nan, math.nan)
     from scipy.stats import fisher_exact
@@ -66,21 +70,24 @@ def newcombe(treated: Rate, control: Rate) -> Uplift:
         control.customers,
         method="newcomb",
         compare="diff",
-        alpha=1 - LEVEL,
+        alpha=1 - level,
     )
     table = [
         [treated.converted, treated.customers - treated.converted],
         [control.converted, control.customers - control.converted],
     ]
     p_value = float(fisher_exact(table).pvalue)
-    return Uplift(treated.rate - control.rate, float(low), float(high), p_value)
+    bounds = max(-1.0, float(low)), min(1.0, float(high))  # statsmodels can round past ±1
+    return Uplift(treated.rate - control.rate, *bounds, p_value)
 
 
-def too_small(treated: Rate, control: Rate) -> str | None:
+def too_small(
+    treated: Rate, control: Rate, names: tuple[str, str] = ("treated", "control")
+) -> str | None:
     """Why this comparison cannot say anything, or None when it can."""
     small = [
         f"{name} arm has {arm.customers:,} customer{'s' if arm.customers != 1 else ''}"
-        for name, arm in (("treated", treated), ("control", control))
+        for name, arm in zip(names, (treated, control), strict=True)
         if arm.customers < MIN_ARM
     ]
     if small:
