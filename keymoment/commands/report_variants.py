@@ -2,11 +2,15 @@
 
 For a campaign with variants, a customer's first candidate puts them in one
 arm: `control` (the holdout), or the variant it was `sent` with. Per arm the
-conversion rate; then every variant's uplift over control and every pair's
-difference, with a two-sided z-test each. With `m` comparisons in one
-campaign, p-values are Holm-adjusted (step-down, so it controls the
-family-wise error at 5% without Bonferroni's loss of power), and each
-interval is taken at level `1 - 0.05/m`, which holds for all `m` at once.
+conversion rate with its Wilson interval; then every variant's uplift over
+control and every pair's difference, each with Newcombe's hybrid score
+interval and Fisher's exact p (`keymoment.desk.stats`: both stay honest for
+small arms and rates near 0 or 1, where Wald intervals and the z-test do
+not). With `m` comparisons in one campaign, p-values are Holm-adjusted
+(step-down, so it controls the family-wise error at 5% without Bonferroni's
+loss of power), and each interval is taken at level `1 - 0.05/m`, which
+holds for all `m` at once. A comparison with an arm of fewer than `MIN_ARM`
+customers still counts in `m` but is marked too small, never significant.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import combinations
-from statistics import NormalDist
 from typing import Any
+
+from keymoment.desk.stats import LEVEL, MIN_ARM, Rate, newcombe, too_small, wilson
 
 ALPHA = 0.05
 CONTROL = "control"
@@ -29,14 +34,13 @@ class Arm:
     customers: int = 0
     converted: int = 0
 
-    @property
-    def rate(self) -> float:
-        return self.converted / self.customers if self.customers else 0.0
-
 
 @dataclass(frozen=True)
 class Comparison:
-    """`first` minus `second`: the rate difference, its interval, raw and Holm-adjusted p."""
+    """`first` minus `second`: the rate difference, its interval, raw and Holm-adjusted p.
+
+    `warning` says why an arm is too small to judge; such a comparison is never significant.
+    """
 
     first: str
     second: str
@@ -45,10 +49,11 @@ class Comparison:
     high: float
     p: float
     p_holm: float = math.nan
+    warning: str | None = None
 
     @property
     def significant(self) -> bool:
-        return self.p_holm < ALPHA
+        return self.warning is None and self.p_holm < ALPHA
 
 
 def variant_arms(
@@ -83,12 +88,10 @@ def compare(arms: Mapping[str, Arm]) -> list[Comparison]:
     pairs = [(v, CONTROL) for v in variants if CONTROL in arms]
     pairs += list(combinations(variants, 2))
     level = 1 - ALPHA / max(len(pairs), 1)
-    raw = [_z_test(a, b, arms[a], arms[b], level) for a, b in pairs]
+    rates = {name: wilson(arm.converted, arm.customers) for name, arm in arms.items()}
+    raw = [_test(a, b, rates[a], rates[b], level) for a, b in pairs]
     adjusted = holm([c.p for c in raw])
-    return [
-        Comparison(c.first, c.second, c.diff, c.low, c.high, c.p, p)
-        for c, p in zip(raw, adjusted, strict=True)
-    ]
+    return [replace(c, p_holm=p) for c, p in zip(raw, adjusted, strict=True)]
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -104,37 +107,44 @@ def holm(p_values: list[float]) -> list[float]:
     return out
 
 
-def _z_test(first: str, second: str, a: Arm, b: Arm, level: float) -> Comparison:
-    diff = a.rate - b.rate
-    if not a.customers or not b.customers:
-        return Comparison(first, second, diff, math.nan, math.nan, math.nan)
-    se = math.sqrt(a.rate * (1 - a.rate) / a.customers + b.rate * (1 - b.rate) / b.customers)
-    half = NormalDist().inv_cdf(0.5 + level / 2) * se
-    pooled = (a.converted + b.converted) / (a.customers + b.customers)
-    se0 = math.sqrt(pooled * (1 - pooled) * (1 / a.customers + 1 / b.customers))
-    p = math.erfc(abs(diff) / se0 / math.sqrt(2)) if se0 else 1.0
-    return Comparison(first, second, diff, diff - half, diff + half, p)
+def _test(first: str, second: str, a: Rate, b: Rate, level: float) -> Comparison:
+    u = newcombe(a, b, level)
+    warning = too_small(a, b, (first, second))
+    return Comparison(first, second, u.diff, u.low, u.high, u.p_value, warning=warning)
 
 
 def render_variants(arms: Mapping[str, Mapping[str, Arm]]) -> str:
     """The table `report` prints after the campaign uplift; empty when no campaign has variants."""
     if not arms:
         return ""
-    lines = ["variants (first candidate sent, by arm; Holm-adjusted over each campaign's tests):"]
+    lines = [
+        f"variants (first candidate sent, by arm, {LEVEL:.0%} Wilson intervals;"
+        " Holm-adjusted over each campaign's tests):"
+    ]
     for campaign in sorted(arms):
         lines.append(f"  {campaign}")
         for name in sorted(arms[campaign]):
-            arm = arms[campaign][name]
-            lines.append(f"    {name:<12}{arm.customers:>9,} customers{arm.rate:>8.1%} converted")
+            r = wilson(arms[campaign][name].converted, arms[campaign][name].customers)
+            lines.append(f"    {name:<12}{r.customers:>9,} customers{r.rate:>8.1%} converted"
+                         f"  [{r.low:.1%}, {r.high:.1%}]")  # fmt: skip
         tests = compare(arms[campaign])
         if tests:
             level = 1 - ALPHA / len(tests)
-            lines.append(f"    {'comparison':<22}{'diff':>9}  {f'{level:.1%} interval':<20}"
-                         f"{'p':>8}{'p Holm':>8}  significant")  # fmt: skip
+            lines.append(f"    {'comparison':<22}{'diff':>9}  {f'{level:.1%} Newcombe':<20}"
+                         f"{'p Fisher':>9}{'p Holm':>8}  significant")  # fmt: skip
         for t in tests:
             interval = f"[{t.low * 100:+.1f}, {t.high * 100:+.1f}]pp"
+            verdict = "too small" if t.warning else "yes" if t.significant else "no"
             lines.append(
                 f"    {t.first + ' - ' + t.second:<22}{t.diff * 100:>+7.1f}pp  {interval:<20}"
-                f"{t.p:>8.3f}{t.p_holm:>8.3f}  {'yes' if t.significant else 'no'}"
+                f"{_p(t.p):>9}{_p(t.p_holm):>8}  {verdict}"
             )
+        warnings = [f"      {t.first} - {t.second}: {t.warning}" for t in tests if t.warning]
+        if warnings:
+            lines.append(f"    too small (an arm needs at least {MIN_ARM} customers):")
+            lines.extend(warnings)
     return "\n".join(lines)
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
