@@ -67,27 +67,38 @@ def copy_history(source: RedisCapStore, list_names: Sequence[str] = ()) -> Histo
     it a server holding one of those sets is refused, as the live store refuses it
     (an operator's do-not-contact set must not be ignored in silence).
     """
-    copy: HistoryCopy = source._call(lambda: _copy(source.client, source.prefix))
+    copy: HistoryCopy = source._call(lambda: _copy(_nodes(source), source.prefix))
     copy.lists = source._call(lambda: _lists(source, list_names))
     return copy
 
 
-def _copy(client: Any, prefix: str) -> HistoryCopy:
-    seconds, micros = client.time()
+def _nodes(source: RedisCapStore) -> list[Any]:
+    """One plain client per primary of a Cluster (each SCANs and reads its own keys, one
+    pipeline per batch: redis-py's Cluster pipeline costs twice the client CPU), else the
+    one client. A resharding during the copy makes a node answer MOVED: the copy fails."""
+    if not source.cluster:
+        return [source.client]
+    cluster: Any = source.client
+    return [cluster.get_redis_connection(node) for node in cluster.get_primaries()]
+
+
+def _copy(clients: list[Any], prefix: str) -> HistoryCopy:
+    seconds, micros = clients[0].time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     keys: dict[str, tuple[list[tuple[int, str]], int]] = {}
     offers: dict[str, tuple[str, int, int]] = {}
     copy = HistoryCopy({"keys": keys, "offers": offers}, server_ms=now_ms)
     head, literal = len(prefix) + 1, _escaped(prefix)
-    for kind in ("cap", "lead"):  # the sorted sets: caps, and the human channels' capacity
-        for name, (pairs, ttl) in _read(client, f"{literal}:{kind}:*", "zset", _zset):
-            if ttl != -2:  # -2: gone between the scan and the read
-                keys[name[head:]] = ([(int(s), m) for m, s in pairs], _expiry(now_ms, ttl))
-                copy.slots += len(pairs)
-    for name, (record, ttl) in _read(client, f"{literal}:offer:*", "string", _get):
-        if record is not None and ttl != -2:  # `offer:{<tag>}:<offer_id>` -> "index|tag"
-            index, _, tag = record.partition("|")
-            offers[name.rsplit("}:", 1)[1]] = (tag, int(index), _expiry(now_ms, ttl))
+    for client in clients:
+        for kind in ("cap", "lead"):  # the sorted sets: caps, and human channels' capacity
+            for name, (pairs, ttl) in _read(client, f"{literal}:{kind}:*", "zset", _zset):
+                if ttl != -2:  # -2: gone between the scan and the read
+                    keys[name[head:]] = ([(int(s), m) for m, s in pairs], _expiry(now_ms, ttl))
+                    copy.slots += len(pairs)
+        for name, (record, ttl) in _read(client, f"{literal}:offer:*", "string", _get):
+            if record is not None and ttl != -2:  # `offer:{<tag>}:<offer_id>` -> "index|tag"
+                index, _, tag = record.partition("|")
+                offers[name.rsplit("}:", 1)[1]] = (tag, int(index), _expiry(now_ms, ttl))
     copy.keys, copy.offers = len(keys), len(offers)
     return copy
 
