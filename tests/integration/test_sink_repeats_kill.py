@@ -21,6 +21,10 @@ have accepted each offer once (so every un-acknowledged offer was sent
 again after the resume), and every Kafka message's key must be its
 offer_id (what a consumer dedupes by). The repeats of the at-least-once
 sinks are printed, not asserted: they depend on where the kills fall.
+A sink holding an offer_id the uninterrupted run did not send (or missing
+one) fails with each such id's records on every sink, which run wrote
+them (by the sinks' own write times), and the uninterrupted run's
+decisions for that customer (`explain`).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import orjson
 import redis
 
 from tests.integration.flowkit import bytewax_run, replay_settings, start, write_generated
-from tests.integration.test_sinks_kafka import read_topic
+from tests.integration.test_sinks_kafka import read_messages
 from tests.integration.test_sources_kafka import create_topic
 from tests.support.gateway import Gateway
 
@@ -51,9 +55,63 @@ SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
 MEASURED = ("decisions", "app_push", "sms")
 
 
-def stream_ids(url: str, stream: str) -> list[str]:
+Written = list[tuple[int, dict]]  # (wall ms of the write, record) per message, in order
+SHOWN = ("rule_id", "customer_id", "trigger", "event_id", "triggered_at", "outcome", "reason")
+SHOWN += ("channel", "variant", "offer_id")
+
+
+def stream_records(url: str, stream: str) -> Written:
+    """A Redis Stream's records with the time of their XADD (the entry id's milliseconds)."""
     entries = redis.Redis.from_url(url).xrange(stream)
-    return [orjson.loads(fields[b"data"])["offer_id"] for _, fields in entries]
+    return [(int(eid.split(b"-")[0]), orjson.loads(fields[b"data"])) for eid, fields in entries]
+
+
+def ids(written: Written) -> list[str]:
+    return [record["offer_id"] for _, record in written]
+
+
+def shown(record: dict) -> dict:
+    """The fields that tell decisions apart (no attributes: no amounts in a test log)."""
+    return {k: record[k] for k in SHOWN if k in record}
+
+
+def writer(at_ms: int, runs: list[tuple[int, int]]) -> str:
+    """Which run was alive when a sink stamped a write: `killed run i`, or `final run`."""
+    for i, (began, ended) in enumerate(runs):
+        if began <= at_ms <= ended:
+            return "final run" if i == len(runs) - 1 else f"killed run {i + 1}"
+    return "no run"
+
+
+def explain(
+    sinks: dict[str, Written], expected: dict[str, set[str]], clean: Path, runs: list
+) -> str:
+    """Each offer_id a sink holds that the uninterrupted run did not put there, or misses.
+
+    For each: every record of it on every sink with the run that wrote it, and the
+    uninterrupted run's decisions for its customer (so a different decision shows).
+    """
+    decided = [orjson.loads(line) for line in clean.read_bytes().splitlines()]
+    by_customer: dict[str, list[dict]] = {}
+    for d in decided:
+        by_customer.setdefault(d["customer_id"], []).append(d)
+    lines = []
+    for name, written in sinks.items():
+        got, want = set(ids(written)), expected.get(name, set())
+        for kind, diff in (("extra", got - want), ("missing", want - got)):
+            for offer_id in sorted(diff):
+                lines.append(f"{name}: {kind} {offer_id}")
+                customer = None
+                for where, held in sinks.items():
+                    for at, record in held:
+                        if record["offer_id"] == offer_id:
+                            customer = record["customer_id"]
+                            lines.append(f"  on {where} by {writer(at, runs)}: {shown(record)}")
+                for d in decided:
+                    if d["offer_id"] == offer_id:
+                        customer = d["customer_id"]
+                lines += [f"  clean: {shown(d)}" for d in by_customer.get(customer or "", [])]
+    return "\n".join(lines)
 
 
 def clean_ids(path: Path) -> dict[str, set[str]]:
@@ -77,21 +135,32 @@ def wait_for_growth(proc: subprocess.Popen, path: Path, size: int, timeout: floa
     raise AssertionError("no new output within the timeout")
 
 
-def kill_loop(settings, recovery: Path, watch: Path, kills: int) -> None:
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def kill_loop(settings, recovery: Path, watch: Path, kills: int) -> list[tuple[int, int]]:
+    """The killed runs and the final one; each run's (start, end) in wall ms, for `writer`."""
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
     args = ("-r", str(recovery), "-s", "1", "-b", "0")
     rng = random.Random(17)
+    runs = []
     for _ in range(kills):
         before = watch.stat().st_size if watch.exists() else 0
+        started = wall_ms()
         proc = start(settings, *args)
         wait_for_growth(proc, watch, before)
         time.sleep(rng.uniform(1.5, 3.0))  # past at least one committed epoch
         assert proc.poll() is None, "the flow finished before the kill: use more input"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        runs.append((started, wall_ms()))
+    started = wall_ms()
     final = start(settings, *args)
     _, err = final.communicate(timeout=2400)
+    runs.append((started, wall_ms()))
     assert final.returncode == 0, err[-2000:]
+    return runs
 
 
 def test_kafka_redis_and_webhook_sinks_after_kill_9(
@@ -118,19 +187,25 @@ def test_kafka_redis_and_webhook_sinks_after_kill_9(
     settings = settings.model_copy(update={"sinks": sinks, "decisions": decisions_url})
     (tmp_path / "recovery").mkdir()
     try:
-        kill_loop(settings, tmp_path / "recovery", crashed / "dead.jsonl", KILLS)
+        runs = kill_loop(settings, tmp_path / "recovery", crashed / "dead.jsonl", KILLS)
     finally:
         gateway.stop()
+    on_kafka = read_messages(kafka_broker.bootstrap, topic)
+    keys = [k.decode() for k, _, _ in on_kafka]
+    written = {
+        "decisions": stream_records(redis_server.url, decisions),
+        "app_push": [(at, orjson.loads(v)) for _, v, at in on_kafka],
+        "sms": stream_records(redis_server.url, sms),
+    }
+    differs = explain(written, expected, clean / "decisions.jsonl", runs)
+    assert not differs, f"offer_ids the uninterrupted run did not write there:\n{differs}"
+    assert keys == ids(written["app_push"])
+    on_sms, logged = ids(written["sms"]), ids(written["decisions"])
+    assert len(expected["app_push"]) > 500 and len(expected["sms"]) > 50
+    assert sorted(logged) == sorted(expected["decisions"])  # dedupe: each exactly once
     others = set().union(*(v for k, v in expected.items() if k not in MEASURED))
     assert len(others) > 100 and set(gateway.accepted) == others
     assert set(gateway.accepted.values()) == {1} and gateway.bad_signatures == 0
-    on_kafka = read_topic(kafka_broker.bootstrap, topic)
-    keys = [k.decode() for k, _ in on_kafka]
-    assert keys == [orjson.loads(v)["offer_id"] for _, v in on_kafka]
-    on_sms, logged = stream_ids(redis_server.url, sms), stream_ids(redis_server.url, decisions)
-    assert len(expected["app_push"]) > 500 and len(expected["sms"]) > 50
-    assert set(keys) == expected["app_push"] and set(on_sms) == expected["sms"]
-    assert sorted(logged) == sorted(expected["decisions"])  # dedupe: each exactly once
     report = {
         "kills": KILLS,
         "kafka": (len(keys), len(keys) - len(set(keys))),

@@ -19,7 +19,13 @@ from tests.support.servers import KafkaBroker
 
 
 def read_topic(bootstrap: str, topic: str, partition: int = 0) -> list[tuple[bytes, bytes]]:
-    """Everything on one partition, read with an assignment (Tansu hangs on group joins)."""
+    """Everything on one partition as (key, value), read with an assignment."""
+    return [(key, value) for key, value, _ in read_messages(bootstrap, topic, partition)]
+
+
+def read_messages(bootstrap: str, topic: str, partition: int = 0) -> list[tuple[bytes, bytes, int]]:
+    """Everything on one partition as (key, value, producer timestamp in ms), read with an
+    assignment (Tansu hangs on group joins)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -29,7 +35,7 @@ def read_topic(bootstrap: str, topic: str, partition: int = 0) -> list[tuple[byt
         }
     )
     consumer.assign([TopicPartition(topic, partition, 0)])
-    out: list[tuple[bytes, bytes]] = []
+    out: list[tuple[bytes, bytes, int]] = []
     try:
         while True:
             msg = consumer.poll(10)
@@ -37,7 +43,7 @@ def read_topic(bootstrap: str, topic: str, partition: int = 0) -> list[tuple[byt
             if msg.error():
                 assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
                 return out
-            out.append((msg.key(), msg.value()))
+            out.append((msg.key(), msg.value(), msg.timestamp()[1]))
     finally:
         consumer.close()
 
