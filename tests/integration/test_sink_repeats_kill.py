@@ -21,15 +21,21 @@ have accepted each offer once (so every un-acknowledged offer was sent
 again after the resume), and every Kafka message's key must be its
 offer_id (what a consumer dedupes by). The repeats of the at-least-once
 sinks are printed, not asserted: they depend on where the kills fall.
-A sink holding an offer_id the uninterrupted run did not send (or missing
-one) fails with each such id's records on every sink, which run wrote
-them (by the sinks' own write times), and the uninterrupted run's
-decisions for that customer (`explain`).
+A sink (or the gateway) holding an offer_id the uninterrupted run did not
+send there, or missing one, fails with each such id's records on every
+sink, which run wrote them (by the sinks' own write times) and the
+uninterrupted run's decisions for that customer (`explain`); a change of
+keymoment's source while the test ran (a rebase of the checkout) fails
+on its own. On a fast machine the default input ends before ten kills:
+`KM_KILL_CUSTOMERS` sets its size (20,000 for ten kills on an idle
+two-core machine; whole-shard snapshots every second get far slower
+beyond that, see docs/connectors.md).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import random
 import signal
@@ -43,12 +49,14 @@ from pathlib import Path
 import orjson
 import redis
 
-from tests.integration.flowkit import bytewax_run, replay_settings, start, write_generated
+from tests.integration.flowkit import REPO, bytewax_run, replay_settings, start, write_generated
 from tests.integration.test_sinks_kafka import read_messages
 from tests.integration.test_sources_kafka import create_topic
 from tests.support.gateway import Gateway
 
 KILLS = int(os.environ.get("KM_KILLS", "2"))
+# each run must get past the last one: a fast machine needs more input (`KM_KILL_CUSTOMERS`)
+CUSTOMERS = int(os.environ.get("KM_KILL_CUSTOMERS", 4000 + 500 * max(KILLS - 2, 0)))
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
 
 
@@ -105,13 +113,21 @@ def explain(
                 for where, held in sinks.items():
                     for at, record in held:
                         if record["offer_id"] == offer_id:
-                            customer = record["customer_id"]
+                            customer = record.get("customer_id", customer)
                             lines.append(f"  on {where} by {writer(at, runs)}: {shown(record)}")
                 for d in decided:
                     if d["offer_id"] == offer_id:
                         customer = d["customer_id"]
                 lines += [f"  clean: {shown(d)}" for d in by_customer.get(customer or "", [])]
     return "\n".join(lines)
+
+
+def source_digest() -> str:
+    """keymoment's source, which every run of the test imports from the checkout."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "keymoment").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def clean_ids(path: Path) -> dict[str, set[str]]:
@@ -167,8 +183,8 @@ def test_kafka_redis_and_webhook_sinks_after_kill_9(
     tmp_path: Path, kafka_broker, redis_server, monkeypatch
 ) -> None:
     """Every offer on every sink after the kills; the dedupe and the gateway hold each once."""
-    customers = 4000 + 500 * max(KILLS - 2, 0)  # each run must get past the last one
-    data = write_generated(tmp_path, customers=customers, days=240, seed=31, noise=0.005)
+    code = source_digest()
+    data = write_generated(tmp_path, customers=CUSTOMERS, days=240, seed=31, noise=0.005)
     clean = tmp_path / "clean"
     bytewax_run(replay_settings(data, clean, shards=4, batch_size=100), timeout=900)
     expected = clean_ids(clean / "decisions.jsonl")
@@ -177,7 +193,15 @@ def test_kafka_redis_and_webhook_sinks_after_kill_9(
     crashed = tmp_path / "crashed"
     settings = replay_settings(data, crashed, shards=4, batch_size=100, recovery=True)
     monkeypatch.setenv("KM_KILL_SECRET", SECRET)
-    gateway = Gateway(SECRET, lambda offer_id, attempt: 503 if attempt <= 4 else 200).start()
+    accepted: Written = []  # the gateway's 2xx answers, for `explain`
+
+    def answer(offer_id: str, attempt: int) -> int:
+        if attempt <= 4:
+            return 503
+        accepted.append((wall_ms(), {"offer_id": offer_id}))
+        return 200
+
+    gateway = Gateway(SECRET, answer).start()
     sinks = {
         "app_push": f"kafka://{kafka_broker.bootstrap}/{topic}",
         "sms": f"{redis_server.url}?stream={sms}&dedupe=0",
@@ -190,20 +214,23 @@ def test_kafka_redis_and_webhook_sinks_after_kill_9(
         runs = kill_loop(settings, tmp_path / "recovery", crashed / "dead.jsonl", KILLS)
     finally:
         gateway.stop()
+    # a checkout rebased or edited mid-run would have its runs decide with different code
+    assert source_digest() == code, "keymoment's source changed while the test ran"
     on_kafka = read_messages(kafka_broker.bootstrap, topic)
     keys = [k.decode() for k, _, _ in on_kafka]
     written = {
         "decisions": stream_records(redis_server.url, decisions),
         "app_push": [(at, orjson.loads(v)) for _, v, at in on_kafka],
         "sms": stream_records(redis_server.url, sms),
+        "webhook": accepted,
     }
-    differs = explain(written, expected, clean / "decisions.jsonl", runs)
+    others = set().union(*(v for k, v in expected.items() if k not in MEASURED))
+    differs = explain(written, {**expected, "webhook": others}, clean / "decisions.jsonl", runs)
     assert not differs, f"offer_ids the uninterrupted run did not write there:\n{differs}"
     assert keys == ids(written["app_push"])
     on_sms, logged = ids(written["sms"]), ids(written["decisions"])
     assert len(expected["app_push"]) > 500 and len(expected["sms"]) > 50
     assert sorted(logged) == sorted(expected["decisions"])  # dedupe: each exactly once
-    others = set().union(*(v for k, v in expected.items() if k not in MEASURED))
     assert len(others) > 100 and set(gateway.accepted) == others
     assert set(gateway.accepted.values()) == {1} and gateway.bad_signatures == 0
     report = {
