@@ -49,7 +49,8 @@ from pathlib import Path
 import orjson
 import redis
 
-from tests.integration.flowkit import REPO, bytewax_run, replay_settings, start, write_generated
+import keymoment
+from tests.integration.flowkit import bytewax_run, replay_settings, start, write_generated
 from tests.integration.test_sinks_kafka import read_messages
 from tests.integration.test_sources_kafka import create_topic
 from tests.support.gateway import Gateway
@@ -123,9 +124,10 @@ def explain(
 
 
 def source_digest() -> str:
-    """keymoment's source, which every run of the test imports from the checkout."""
+    """The source of the keymoment every run imports: the installed one, which for an
+    editable install is a checkout other work may change (not this file's checkout)."""
     digest = hashlib.sha256()
-    for path in sorted((REPO / "keymoment").rglob("*.py")):
+    for path in sorted(Path(keymoment.__file__).parent.rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
