@@ -47,11 +47,20 @@ class Replay:
         until: datetime | None = None,
         batch_size: int = DEFAULT_BATCH,
         versions: Versions | None = None,
+        decide_from: datetime | None = None,
     ) -> None:
-        """`versions`: the rules as loaded and the switches of a `--rollout` (flows.versioning)."""
+        """`versions`: the rules as loaded and the switches of a `--rollout` (flows.versioning).
+
+        `decide_from`: a warm-up (`backtest --from`). The events before it build the
+        engine's state (dormancy clocks, salary series, windows, milestones), and the
+        candidates triggered before it are counted (`warmed_up`), not decided. So the
+        policy sees only the candidates from then on, with the rules' state as a run
+        started long before would hold it.
+        """
         engine = Engine(rules)
         engine.dirty = None  # a replay takes no incremental snapshots
         self.shard = Shard(engine, policy, profiles, versions=versions)
+        self.shard.decide_from = decide_from
         # A rollout replay may switch to rules that read balances: keep them then.
         self.balances = versions is not None or reads_balances(rules)
         self.stamper = Stamper(
@@ -59,6 +68,11 @@ class Replay:
         )
         self.until, self.batch_size = until, batch_size
         self._readers: list[tuple[JsonlReader, int]] = []
+
+    @property
+    def warmed_up(self) -> int:
+        """Candidates triggered before `decide_from`: not decided."""
+        return self.shard.warmed_up
 
     @property
     def after_until(self) -> int:

@@ -141,6 +141,10 @@ class Shard:
         self.lateness = engine.lateness
         self.last_at: datetime | None = None  # newest occurred_at seen: the end of input
         self.feedback = Feedback(engine, profiles)
+        # A replay's warm-up (`backtest --from`): candidates triggered before it are counted
+        # in `warmed_up`, not decided; the events before it only build the engine's state.
+        self.decide_from: datetime | None = None
+        self.warmed_up = 0
 
     # -- the three entry points ------------------------------------------
 
@@ -288,12 +292,15 @@ class Shard:
         if now is not None:
             self._record(self.policy.decide(candidates, self.profiles, now), out, now)
             return
-        start = 0
+        start, before = 0, self.decide_from
         for end in range(1, len(candidates) + 1):
             at = candidates[start].triggered_at
             if end == len(candidates) or candidates[end].triggered_at != at:
-                group = candidates[start:end]
-                self._record(self.policy.decide(group, self.profiles, at), out, None)
+                if before is not None and at < before:
+                    self.warmed_up += end - start
+                else:
+                    group = candidates[start:end]
+                    self._record(self.policy.decide(group, self.profiles, at), out, None)
                 start = end
 
     def _record(self, decisions: list[Decision], out: ShardOutput, now: datetime | None) -> None:

@@ -16,7 +16,7 @@ import sys
 from urllib.parse import parse_qs, quote, urlsplit
 
 from keymoment.cli import UserError
-from keymoment.commands.args import timestamp
+from keymoment.commands.args import add_from_argument, checked_from, timestamp
 from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.connectors.customers import ReferenceDataError, read_profiles
 from keymoment.connectors.lines import dumps_line
@@ -30,7 +30,7 @@ from keymoment.triggers.events import CustomerProfile
 
 from . import history
 from .files import open_output, write_json_and_html
-from .summary import Progress, Summary, render
+from .summary import Progress, Summary, render, warm_up_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--until", type=timestamp, help="replay up to this RFC 3339 time; timers due by then fire"
     )
+    add_from_argument(parser)
     parser.add_argument("--decisions", required=True, help="decision log output (JSONL, .gz ok)")
     parser.add_argument("--dead-letters", help="dead-letter output (JSONL)")
     parser.add_argument(
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.readable():
             print(f"  {problem}", file=sys.stderr)
         return 1
+    decide_from = checked_from(args.decide_from, args.until)
     versions = versions_from(args)
     shown = shown_rules(rules, versions)  # before the replay uses up the schedule
     profiles = _profiles(args.customers)
@@ -91,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         policy = _policy(rules, scratch_state(args.state, args.prefix), args.policy == "on")
         copied = None
-    replay = Replay(rules, profiles, policy, until=args.until, versions=versions)
+    replay = Replay(
+        rules, profiles, policy, until=args.until, versions=versions, decide_from=decide_from
+    )
     summary = Summary()
     tally = Tally() if args.json or args.html else None
     with _Outputs(args.decisions, args.dead_letters, tally) as out:
@@ -107,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if progress:
             progress.done()
     summary.after_until = replay.after_until
+    summary.warm_up = warm_up_json(decide_from, replay.warmed_up)
     summary.still_pending = policy.pending
     print(render(summary, shown, args.decisions))
     if tally is not None:
@@ -124,6 +129,7 @@ def summary_json(summary: Summary, rules: RulesFile, tally: Tally) -> dict:
         "lines": summary.lines,
         "events": summary.events,
         "after_until": summary.after_until,
+        "warm_up": summary.warm_up,
         "dead_letters": dict(summary.dead_letters.most_common()),
         "still_pending": summary.still_pending,
         "decisions": tally.as_json(r.rule_id for r in rules.rules),

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from keymoment.cli import UserError
 from keymoment.config import RulesError, RulesFile, load_rules
@@ -26,9 +27,10 @@ from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
 from . import history
-from .args import timestamp
+from .args import add_from_argument, checked_from, timestamp
 from .backtest import _profiles
 from .files import write_json_and_html
+from .summary import warm_up_json, warm_up_line
 from .tables import change, n, text_table
 
 
@@ -45,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--customers", help="customer reference data (JSONL) [none]")
     parser.add_argument("--until", type=timestamp, help="replay up to this RFC 3339 time [end]")
+    add_from_argument(parser)
     parser.add_argument("--json", metavar="OUT", help="write the comparison as JSON (docs/desk.md)")
     parser.add_argument("--html", metavar="OUT", help="write the comparison as one HTML page")
     parser.add_argument(
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"give --rules twice (OLD, then NEW), got {len(args.rules)}")
     if args.sample < 0:
         raise UserError("--sample must be 0 or more")
+    decide_from = checked_from(args.decide_from, args.until)
     old_rules, new_rules = (_load(path) for path in args.rules)
     profiles = _profiles(args.customers)
     policy, copied = (
@@ -68,14 +72,18 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter(), time.process_time()
     try:
-        old, new, events = replay_both(
-            old_rules, new_rules, profiles, args.events, args.until, policy
+        both = replay_both(
+            old_rules, new_rules, profiles, args.events, args.until, policy, decide_from
         )
     except OSError as exc:
         raise UserError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
     rule_ids = ([r.rule_id for r in old_rules.rules], [r.rule_id for r in new_rules.rules])
-    result = compare(old, new, rule_ids, args.sample)
-    result["input"] = {"events": events, "old_rules": args.rules[0], "new_rules": args.rules[1]}
+    result = compare(both.old, both.new, rule_ids, args.sample)
+    old_warm, new_warm = (warm_up_json(decide_from, count) for count in both.warmed_up)
+    result["input"] = {
+        "events": both.events, "old_rules": args.rules[0], "new_rules": args.rules[1],
+        "warm_up": {"old": old_warm, "new": new_warm} if decide_from is not None else None,
+    }  # fmt: skip
     result["versions"] = {"old": old_rules.version, "new": new_rules.version}
     if copied is not None:
         result["history"] = copied
@@ -95,6 +103,15 @@ def _load(path: str) -> RulesFile:
         ) from None
 
 
+class Replayed(NamedTuple):
+    """Both sides' decision records, the events replayed, each side's warm-up candidates."""
+
+    old: list[dict]
+    new: list[dict]
+    events: int
+    warmed_up: tuple[int, int]
+
+
 def replay_both(
     old_rules: RulesFile,
     new_rules: RulesFile,
@@ -102,15 +119,17 @@ def replay_both(
     paths: Sequence[str],
     until: Any,
     policy: Callable[[RulesFile], ContactPolicy] = build_policy,
-) -> tuple[list[dict], list[dict], int]:
-    """Both sides' decision records and the number of events replayed; `policy` builds
-    each side's contact policy (on a store of its own)."""
-    old = Replay(old_rules, profiles, policy(old_rules), until=until)
+    decide_from: datetime | None = None,
+) -> Replayed:
+    """Both sides replayed; `policy` builds each side's contact policy (on a store of its
+    own), `decide_from` is the warm-up's end (`Replay`)."""
+    old = Replay(old_rules, profiles, policy(old_rules), until=until, decide_from=decide_from)
     if old_rules.engine != new_rules.engine:  # other watermark settings: stamp each side alone
-        new = Replay(new_rules, profiles, policy(new_rules), until=until)
+        new = Replay(new_rules, profiles, policy(new_rules), until=until, decide_from=decide_from)
         (first, events), (second, _) = _records(old.outputs(paths)), _records(new.outputs(paths))
-        return first, second, events
+        return Replayed(first, second, events, (old.warmed_up, new.warmed_up))
     other = Shard(Engine(new_rules), policy(new_rules), profiles)
+    other.decide_from = decide_from
     a: list[dict] = []
     b: list[dict] = []
     events = 0
@@ -120,7 +139,7 @@ def replay_both(
         events += len(batch.positions)
     a += old.shard.finish(until).decision_records()
     b += other.finish(until).decision_records()
-    return a, b, events
+    return Replayed(a, b, events, (old.warmed_up, other.warmed_up))
 
 
 def _records(outputs: Any) -> tuple[list[dict], int]:
@@ -155,6 +174,10 @@ def render(result: dict, wall: float, cpu: float) -> str:
         "arbitration losses by winner, new (change from old):",
         _flat(old["arbitration_losses"], new["arbitration_losses"], "winner"),
     ]
+    warm = result["input"].get("warm_up")
+    if warm is not None:
+        counts = f"{warm['old']['candidates']:,} (old) and {warm['new']['candidates']:,} (new)"
+        lines.insert(1, warm_up_line(warm["old"]["from"], counts))
     lines += _customers(result["customers"])
     lines.append("candidates whose outcome changed (old->new):")
     changed = result["changed"]

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
@@ -39,6 +40,7 @@ class Summary:
     decided: Counter[Decided] = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
     still_pending: int = 0
+    warm_up: dict | None = None  # `--from`: `warm_up_json`
 
     def add(self, output: ShardOutput) -> None:
         """One driver call: its input records, dead letters and decisions."""
@@ -118,6 +120,8 @@ def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
     ]
     if summary.after_until:
         lines.append(f"skipped {summary.after_until:,} events after --until")
+    if summary.warm_up is not None:
+        lines.append(warm_up_line(summary.warm_up["from"], f"{summary.warm_up['candidates']:,}"))
     lines.append(f"dead letters: {dead:,}")
     if dead:
         lines.append(_counts(["reason", "events"], summary.dead_letters.most_common()))
@@ -135,6 +139,21 @@ def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
     lines += warnings(summary)
     lines.append(f"decision log: {decisions_path} ({sum(summary.candidates.values()):,} decisions)")
     return "\n".join(lines)
+
+
+def warm_up_json(decide_from: datetime | None, candidates: int) -> dict | None:
+    """`--json`'s `warm_up` (docs/desk.md): until when, and the candidates not decided."""
+    if decide_from is None:
+        return None
+    return {"from": decide_from.isoformat().replace("+00:00", "Z"), "candidates": candidates}
+
+
+def warm_up_line(at: str, candidates: str) -> str:
+    """`--from`'s summary line; `candidates` is the count (`compare`: a count per side)."""
+    return (
+        f"warm-up: the events before {at} (--from) built the rules' state; "
+        f"{candidates} candidates they triggered were not decided"
+    )
 
 
 def warnings(summary: Summary) -> list[str]:

@@ -165,6 +165,12 @@ def backtest_page(summary: dict[str, Any]) -> str:
         f"<p>{t['candidates']:,} candidates, {t['customers_contacted']:,} customers contacted; "
         f"rules version {version}.</p>"
     )
+    if (warm := summary.get("warm_up")) is not None:
+        head += (
+            f"<p>Decided from {escape(warm['from'])} (<code>--from</code>): the events before "
+            f"it built the rules' state, and the {warm['candidates']:,} candidates they "
+            "triggered were not decided.</p>"
+        )
     return page("keymoment backtest", summary, [head, *decisions_sections(t, "decisions")])
 
 

@@ -137,6 +137,90 @@ def test_suppression_sets_in_redis_are_copied_with_lists_1(
     assert listed[sent[0]] == ("suppressed", "vip-opt-out", None)
 
 
+# The same, with a dormancy rule on the same weekly cap: its timers are armed by the first
+# month's events and many come due in the second.
+TIMER_RULES = RULES.replace(
+    "campaigns:\n",
+    "  - {rule_id: gone-quiet, trigger: dormancy, campaign: win-back, inactive: 20d}\n"
+    "campaigns:\n"
+    "  - {campaign_id: win-back, offer_code: WB-SMS-03, channels: [sms, app_push],\n"
+    "     priority: 40, value: 30.0, ttl: 24h}\n",
+)
+
+
+def triggered(path: Path) -> dict[str, datetime]:
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return {r["offer_id"]: datetime.fromisoformat(r["triggered_at"]) for r in records}
+
+
+def test_a_warm_up_on_the_live_history_decides_the_second_month_as_one_backtest(
+    data: dict[str, Path], fresh_redis, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """`--from` the cut over both months, on the history the live run wrote in the first:
+    every candidate from the cut on, dormancy timers armed before it among them, is
+    decided as the backtest of both months decides it (the run stops at the cut with
+    `--until`, so it decided every timer due by then)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TIMER_RULES)
+    (tmp_path / "vip-opt-out.txt").write_text("")
+    timers = {**data, "rules": rules}
+    cut = min(
+        orjson.loads(line)["occurred_at"] for line in data["second"].read_bytes().splitlines()
+    )
+    subprocess.run(
+        [sys.executable, "-m", "keymoment", "run", "--rules", str(rules),
+         "--source", f"file:{data['first']}", "--customers", f"file:{data['customers']}",
+         "--clock", "event", "--until", cut, "--state", fresh_redis.url,
+         "--decisions", f"file:{tmp_path / 'live.jsonl'}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    whole = backtest(timers, data["all"], tmp_path / "whole.jsonl")
+    at, start = triggered(tmp_path / "whole.jsonl"), datetime.fromisoformat(cut)
+    result = keymoment(
+        "backtest", "--rules", rules, "--events", data["all"], "--customers", data["customers"],
+        "--decisions", tmp_path / "warm.jsonl", "--history", fresh_redis.url, "--from", cut,
+        "--json", tmp_path / "warm.json", "--html", tmp_path / "warm.html",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warm = outcomes(tmp_path / "warm.jsonl")
+    assert warm == {k: v for k, v in whole.items() if at[k] >= start}
+    before = sum(1 for k in whole if at[k] < start)
+    assert f"{before:,} candidates they triggered were not decided" in result.stdout
+    summary = orjson.loads((tmp_path / "warm.json").read_bytes())
+    assert summary["warm_up"] == {"from": cut, "candidates": before}
+    assert f"the {before:,} candidates they triggered" in (tmp_path / "warm.html").read_text()
+    # without the history the warm-up's offers were never reserved: the cap lets more through
+    fresh = backtest(timers, data["all"], tmp_path / "fresh.jsonl", "--from", cut)
+    assert fresh.keys() == warm.keys()
+    assert [k for k in fresh if fresh[k][0] == "sent" and warm[k][1] == "weekly-any"]
+    # the second month alone knows no customer quiet since the first: its dormancy differs
+    alone = backtest(timers, data["second"], tmp_path / "alone.jsonl", "--history", fresh_redis.url)
+    records = [orjson.loads(line) for line in (tmp_path / "warm.jsonl").read_bytes().splitlines()]
+    quiet = {r["offer_id"] for r in records if r["rule_id"] == "gone-quiet"}
+    assert quiet and not quiet <= alone.keys()
+
+    compared = keymoment(
+        "compare", "--rules", rules, "--rules", data["rules"], "--events", data["all"],
+        "--customers", data["customers"], "--history", fresh_redis.url, "--from", cut,
+        "--json", tmp_path / "compare.json",
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr
+    sides = orjson.loads((tmp_path / "compare.json").read_bytes())
+    assert sides["input"]["warm_up"]["old"] == {"from": cut, "candidates": before}
+    sent = sum(1 for v in warm.values() if v[0] == "sent")
+    assert sides["sides"]["old"]["funnel"]["sent"] == sent
+    assert "(--from) built the rules' state" in compared.stdout
+
+
+def test_from_after_until_is_one_line(data: dict[str, Path], tmp_path: Path) -> None:
+    result = keymoment(
+        "backtest", "--rules", data["rules"], "--events", data["all"], "--decisions",
+        tmp_path / "x.jsonl", "--from", "2026-03-01T00:00:00Z", "--until", "2026-02-01T00:00:00Z",
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "--from is after --until" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("more", "says"),
     [

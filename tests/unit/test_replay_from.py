@@ -1,0 +1,103 @@
+"""`Replay(decide_from=F)`, the warm-up of `backtest --from`: state from every event,
+decisions only from F.
+
+The engine's candidates do not depend on the policy's answers when no rule follows up
+on a sent offer (examples/rules.yaml has none), so a replay with a warm-up must find
+exactly the candidates of the whole replay that were triggered at or after F, and
+count the others; the timers armed before F (dormancy, missed salary) fire after it as
+in the whole replay. The contact policy starts with an empty history at F, so only
+the candidates, not their outcomes, are compared here (tests/e2e/test_cli_history.py
+checks the outcomes on a copied live history).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keymoment.config import RulesFile, load_rules
+from keymoment.connectors.customers import parse_profile
+from keymoment.connectors.generator import Generator
+from keymoment.flows.replay import Replay
+from keymoment.policy import build_policy
+from keymoment.state import MemoryCapStore
+from keymoment.triggers.events import CustomerProfile
+
+RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
+Key = tuple[str, str, str | None, datetime]  # rule, customer, event, triggered_at
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, RulesFile, datetime]:
+    gen = Generator(seed=11, customers=400, days=200)
+    path = tmp_path_factory.mktemp("from") / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in gen.iter_bytes()))
+    profiles = {p["customer_id"]: parse_profile(p) for p in gen.profiles()}
+    return path, profiles, load_rules(RULES), gen.until_at
+
+
+def replay(
+    stream: tuple[Path, dict[str, CustomerProfile], RulesFile, datetime],
+    decide_from: datetime | None,
+) -> tuple[Counter[Key], Replay]:
+    path, profiles, rules, until = stream
+    policy = build_policy(rules, store=MemoryCapStore())
+    run = Replay(rules, profiles, policy, until=until, decide_from=decide_from)
+    decided: Counter[Key] = Counter()
+    for out in run.outputs([str(path)]):
+        for record in out.decision_records():
+            at = datetime.fromisoformat(record["triggered_at"])
+            decided[(record["rule_id"], record["customer_id"], record["event_id"], at)] += 1
+    return decided, run
+
+
+@pytest.fixture(scope="module")
+def whole(stream) -> Counter[Key]:  # type: ignore[no-untyped-def]
+    return replay(stream, None)[0]
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_warm_up_decides_the_whole_replays_candidates_from_its_end(
+    stream, whole: Counter[Key], data: st.DataObject
+) -> None:  # type: ignore[no-untyped-def]
+    """F anywhere in the stream, or exactly a candidate's time (decided: at or after F)."""
+    times = sorted({k[3] for k in whole})
+    start = times[0].replace(hour=0, minute=0, second=0, microsecond=0)
+    decide_from = data.draw(
+        st.one_of(
+            st.sampled_from(times),
+            st.integers(0, 210 * 86_400).map(lambda s: start + timedelta(seconds=s)),
+        )
+    )
+    decided, run = replay(stream, decide_from)
+    later = Counter({k: n for k, n in whole.items() if k[3] >= decide_from})
+    assert decided == later
+    assert run.warmed_up == sum(n for k, n in whole.items() if k[3] < decide_from)
+
+
+def test_timers_armed_in_the_warm_up_fire_after_it(stream, whole: Counter[Key]) -> None:  # type: ignore[no-untyped-def]
+    """Dormancy candidates after F of customers with no event after F: only the warm-up's
+    state knows them, so a replay of the events after F alone misses them."""
+    path, profiles, rules, until = stream
+    decide_from = min(at for _, _, _, at in whole) + timedelta(days=130)
+    decided, _ = replay(stream, decide_from)
+    lines = path.read_bytes().splitlines()
+    after = [
+        line
+        for line in lines
+        if datetime.fromisoformat(orjson.loads(line)["occurred_at"]) >= decide_from
+    ]
+    later_only = path.with_name("later.jsonl")
+    later_only.write_bytes(b"".join(line + b"\n" for line in after))
+    alone, _ = replay((later_only, profiles, rules, until), None)
+    quiet = {k for k in decided if k[0] == "gone-quiet"}
+    assert quiet and not quiet <= set(alone)
