@@ -101,3 +101,33 @@ def test_timers_armed_in_the_warm_up_fire_after_it(stream, whole: Counter[Key]) 
     alone, _ = replay((later_only, profiles, rules, until), None)
     quiet = {k for k in decided if k[0] == "gone-quiet"}
     assert quiet and not quiet <= set(alone)
+
+
+@pytest.mark.parametrize("lateness", [None, "1h"], ids=["shared-batches", "each-side-alone"])
+def test_compare_warms_up_both_sides(stream, lateness: str | None) -> None:  # type: ignore[no-untyped-def]
+    """`replay_both` with `decide_from`: each side decides what its own replay with the
+    warm-up decides, on both of its paths (one stamping for both sides, or one each
+    when the engine settings differ)."""
+    from keymoment.commands.compare import replay_both
+
+    path, profiles, rules, until = stream
+    other = rules
+    if lateness is not None:
+        data = rules.model_dump(mode="json", by_alias=True)
+        data["engine"] = {**data.get("engine", {}), "allowed_lateness": lateness}
+        other = RulesFile.model_validate(data)
+    decide_from = min(k[3] for k in replay(stream, None)[0]) + timedelta(days=60)
+    both = replay_both(rules, other, profiles, [str(path)], until, decide_from=decide_from)
+    for records, side in ((both.old, rules), (both.new, other)):
+        alone, run = replay((path, profiles, side, until), decide_from)
+        keys = Counter(
+            (
+                r["rule_id"],
+                r["customer_id"],
+                r["event_id"],
+                datetime.fromisoformat(r["triggered_at"]),
+            )
+            for r in records
+        )
+        assert keys == alone and sum(alone.values()) > 50
+    assert both.warmed_up[0] == replay((path, profiles, rules, until), decide_from)[1].warmed_up > 0
