@@ -23,7 +23,9 @@ keymoment.flows.dataflow:get_flow` with the settings in `KEYMOMENT_FLOW`.
 
 from __future__ import annotations
 
+import os
 import pickle
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -44,12 +46,20 @@ from keymoment.triggers.events import CustomerProfile
 from keymoment.triggers.ruleset import RuleSet
 
 from .collect import FROZEN_GC, YOUNG_GC
-from .connect import policy_for, profiles_from, sink_from_url, source_from_url, versions_from
+from .connect import (
+    ConnectError,
+    policy_for,
+    profiles_from,
+    rules_from,
+    sink_from_url,
+    source_from_url,
+    versions_from,
+)
 from .outputs import output, output_each, output_keyed
 from .owners import placement_for
 from .placement import shard_keys
 from .replay import reads_balances
-from .settings import ALL_CHANNELS, FlowSettings, from_env
+from .settings import ALL_CHANNELS, FlowSettings, SettingsError, from_env
 from .shard import Shard, ShardOutput
 from .stamp import Batch, Clock, Stamper
 from .versioning import Versions
@@ -447,5 +457,53 @@ def _not_channels(channels: frozenset[str]) -> Callable[[dict], bool]:
 
 
 def get_flow() -> Dataflow:
-    """Entry point for `python -m bytewax.run keymoment.flows.dataflow:get_flow`."""
-    return build_flow(from_env())
+    """Entry point for `python -m bytewax.run keymoment.flows.dataflow:get_flow`.
+
+    Bad settings, or a metrics port that is taken, end the process with one line on
+    stderr and exit code 2 (bytewax.run imports the flow before it starts anything).
+    """
+    try:
+        settings = from_env()
+        return build_flow(settings, observability=_listening(settings))
+    except (SettingsError, ConnectError) as exc:
+        print(f"keymoment: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _listening(settings: FlowSettings) -> Observability | None:
+    """`"metrics"` of the settings: this process's listener, as `keymoment run --metrics`
+    starts it (port + the process id bytewax.run was given)."""
+    if settings.metrics is None:
+        return None
+    from .health import parse_listen
+    from .instrument import Observability
+
+    try:
+        host, port = parse_listen(settings.metrics)
+    except ValueError as exc:
+        raise SettingsError(f"metrics: {exc}") from None
+    process = bytewax_process_id(sys.argv[1:], os.environ)
+    try:
+        return Observability(process).start(host, port + process, rules_from(settings.rules))
+    except OSError as exc:
+        where = f"{host}:{port + process}"
+        raise SettingsError(f"metrics: cannot listen on {where}: {exc.strerror or exc}") from None
+
+
+def bytewax_process_id(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """The process id `python -m bytewax.run` runs as, found as it finds it: `-i N` /
+    `--process-id N`, else `BYTEWAX_PROCESS_ID`, else a Kubernetes StatefulSet pod's ordinal
+    (`BYTEWAX_POD_NAME` after `BYTEWAX_STATEFULSET_NAME-`), else 0 (a single process)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-i", "--process-id", type=int)
+    given = parser.parse_known_args(list(argv))[0].process_id
+    if given is not None:
+        return int(given)
+    if environ.get("BYTEWAX_PROCESS_ID"):
+        return int(environ["BYTEWAX_PROCESS_ID"])
+    pod, statefulset = environ.get("BYTEWAX_POD_NAME"), environ.get("BYTEWAX_STATEFULSET_NAME")
+    if pod and statefulset:
+        return int(pod.replace(f"{statefulset}-", ""))
+    return 0

@@ -58,6 +58,10 @@ class FlowSettings(BaseModel):
     # End of input with candidates still parked for a dead cap store: how long the process
     # (all its shards together: one `EndWait`) retries before they end `expired`.
     end_wait: float = Field(default=10.0, ge=0)
+    # `python -m bytewax.run ...:get_flow` only: serve /metrics, /healthz and /readyz at
+    # "[HOST:]PORT" (loopback unless HOST is given), process N on PORT + N, as `run --metrics`
+    # does; `keymoment run` takes `--metrics` instead and leaves this out.
+    metrics: str | None = None
 
     def to_env(self) -> dict[str, str]:
         return {ENV: self.model_dump_json()}

@@ -234,3 +234,84 @@ def test_a_live_reload_moves_the_rules_version_and_a_refused_one_counts(tmp_path
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_bytewax_run_serves_metrics_from_the_settings(redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`python -m bytewax.run ...:get_flow` as two processes (`-i 0/1 -a ...`), with
+    `"metrics"` in KEYMOMENT_FLOW: each listens on PORT + its id, on loopback. The flow
+    runs on the wall clock over a Redis stream, so it is scraped while it runs: every
+    record written is counted once over the two processes, and the decisions counted
+    equal the decision log's lines."""
+    import redis
+
+    from keymoment.flows.settings import FlowSettings
+    from tests.integration.flowkit import start
+
+    stream, port = f"tx-{free_port()}", free_port()
+    gen = Generator(seed=8, customers=200, start_at=datetime(2026, 1, 1, tzinfo=UTC), days=60)
+    lines = list(gen.iter_bytes())
+    client = redis.Redis.from_url(redis_server.url)
+    for i in range(0, len(lines), 500):
+        pipe = client.pipeline(transaction=False)
+        for line in lines[i : i + 500]:
+            pipe.xadd(stream, {"data": line})
+        pipe.execute()
+    settings = FlowSettings(
+        rules=str(REPO / "examples/rules.yaml"),
+        sources=[f"{redis_server.url}?stream={stream}&start=0"],
+        decisions=f"file:{tmp_path / 'decisions.jsonl'}",
+        shards=4,
+        metrics=str(port),
+    )
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    procs = [start(settings, "-i", str(i), "-a", addresses) for i in (0, 1)]
+    urls = [f"http://127.0.0.1:{port + i}" for i in (0, 1)]
+    try:
+
+        def read_all() -> bool:
+            total = 0.0
+            for url in urls:
+                if not _ready(url):
+                    return False
+                total += sum(
+                    s.value for s in _samples(url).get("keymoment_input_records_total", [])
+                )
+            return total == len(lines)
+
+        assert wait_until(read_all, 120), [p.poll() for p in procs]
+        decided: Counter = Counter()
+        for i, url in enumerate(urls):
+            for s in _samples(url).get("keymoment_decisions_total", []):
+                assert s.labels["process"] == str(i)
+                decided[i] += int(s.value)
+        log = tmp_path / "decisions.jsonl"
+        assert wait_until(
+            lambda: log.exists() and len(log.read_bytes().splitlines()) == sum(decided.values()), 30
+        )
+        assert sum(decided.values()) > 50
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+
+
+def test_bytewax_run_with_a_taken_metrics_port_is_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    from keymoment.flows.settings import FlowSettings
+    from tests.integration.flowkit import start
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = FlowSettings(
+            rules=str(REPO / "examples/rules.yaml"), sources=[f"file:{tmp_path / 'none.jsonl'}"],
+            clock="event", metrics=str(port),
+        )  # fmt: skip
+        (tmp_path / "none.jsonl").write_bytes(b"")
+        proc = start(settings)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err

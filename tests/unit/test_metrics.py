@@ -265,3 +265,16 @@ def test_listen_addresses_default_to_loopback(text, expected) -> None:
 def test_bad_listen_addresses_are_one_line_errors(text) -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_listen(text)
+
+
+def test_the_process_id_of_bytewax_run_is_found_as_bytewax_finds_it() -> None:
+    from keymoment.flows.dataflow import bytewax_process_id
+
+    flow = "keymoment.flows.dataflow:get_flow"
+    assert bytewax_process_id([flow], {}) == 0
+    assert bytewax_process_id([flow, "-i", "3", "-a", "h:1;h:2"], {}) == 3
+    assert bytewax_process_id([flow, "--process-id=2", "-w", "2"], {}) == 2
+    assert bytewax_process_id([flow], {"BYTEWAX_PROCESS_ID": "1"}) == 1
+    assert bytewax_process_id([flow, "-i", "4"], {"BYTEWAX_PROCESS_ID": "1"}) == 4
+    pod = {"BYTEWAX_POD_NAME": "km-flow-5", "BYTEWAX_STATEFULSET_NAME": "km-flow"}
+    assert bytewax_process_id([flow], pod) == 5
