@@ -88,6 +88,7 @@ class _StreamPartition(StatefulSourcePartition[Item, str]):
         self._batch, self._poll, self._tail = batch_size, poll_interval, tail
         self._awake: datetime | None = None
         self._failures = 0
+        self._lost: str | None = None  # why reads fail, while they do (`lost`)
         self._asked = False  # an XREAD sent whose reply is not read yet
 
     def next_batch(self) -> list[Item]:
@@ -139,6 +140,7 @@ class _StreamPartition(StatefulSourcePartition[Item, str]):
             log.warning(
                 "redis stream %s unreachable (%s); retrying", self._stream, type(exc).__name__
             )
+            self._lost = f"unreachable ({type(exc).__name__}), retrying"
         self._failures += 1
         delay = min(0.05 * 2 ** min(self._failures, 10), MAX_NAP)
         self._awake = datetime.now(UTC) + timedelta(seconds=delay)
@@ -147,7 +149,12 @@ class _StreamPartition(StatefulSourcePartition[Item, str]):
     def _recovered(self) -> None:
         if self._failures:
             log.warning("redis stream %s reachable again", self._stream)
-            self._failures = 0
+            self._failures, self._lost = 0, None
+
+    def lost(self) -> str | None:
+        """Why the server cannot be read now, or None: `/readyz` asks (flows/instrument.py),
+        from the listener's thread (one attribute read)."""
+        return self._lost
 
     def next_awake(self) -> datetime | None:
         return self._awake

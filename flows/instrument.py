@@ -4,7 +4,9 @@
 demo` call before the dataflow starts. Readiness (`/readyz`) holds when:
 - rules: the rules file is loaded (its version is in `keymoment_rules_info`);
 - sources: every source partition this process reads was opened (a Kafka
-  or Redis source connects there);
+  or Redis source connects there), and none says it lost its server since
+  (a Redis stream partition retrying a lost connection; a Kafka partition
+  does not say: librdkafka reconnects on its own and only logs);
 - engine: a shard has processed its first batch or tick;
 - cap_store: the cap store answers (`CapStore.check()`, at most once a second).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
@@ -31,13 +34,27 @@ class Probe:
     def __init__(self) -> None:
         self.opening = 0  # source partitions being opened now
         self.failed: str | None = None
+        self.lost: dict[str, Callable[[], str | None]] = {}  # open partitions: their `lost`
+
+    def sources(self) -> str | None:
+        """The readiness check's answer: a partition that failed to open, is opening, or
+        says it lost its server (a Redis stream partition retrying: `lost()`)."""
+        if self.failed or self.opening:
+            return self.failed or "opening"
+        found = [f"{name}: {why}" for name, check in list(self.lost.items()) if (why := check())]
+        return "; ".join(found) or None
 
 
 class _CountedPartition(StatefulSourcePartition):
     """Counts each batch's records for `keymoment_input_records_total{source}` (`records_in`)."""
 
-    def __init__(self, inner: StatefulSourcePartition, count: Callable[[int], None]) -> None:
-        self.inner, self.count = inner, count
+    def __init__(
+        self,
+        inner: StatefulSourcePartition,
+        count: Callable[[int], None],
+        forget: Callable[[], object],
+    ) -> None:
+        self.inner, self.count, self.forget = inner, count, forget
 
     def next_batch(self) -> Iterable[Any]:
         items = self.inner.next_batch()  # a list from every source: counting does not consume it
@@ -52,7 +69,19 @@ class _CountedPartition(StatefulSourcePartition):
         return self.inner.snapshot()
 
     def close(self) -> None:
+        self.forget()
         self.inner.close()
+
+
+def _no_loss() -> None:
+    return None
+
+
+def _lost_of(part: Any) -> Callable[[], str | None]:
+    """The partition's `lost`, under the wrappers (`.inner`) around it; else never lost."""
+    while not hasattr(part, "lost") and hasattr(part, "inner"):
+        part = part.inner
+    return getattr(part, "lost", _no_loss)
 
 
 class ProbedSource(FixedPartitionedSource):
@@ -77,7 +106,9 @@ class ProbedSource(FixedPartitionedSource):
             raise
         finally:
             self.probe.opening -= 1
-        return _CountedPartition(part, self.metrics.reader(for_part))
+        self.probe.lost[for_part] = _lost_of(part)
+        forget = partial(self.probe.lost.pop, for_part, None)
+        return _CountedPartition(part, self.metrics.reader(for_part), forget)
 
 
 def probed(sources: list[Source], obs: Observability) -> list[Source]:
@@ -121,7 +152,7 @@ class Observability:
         self.metrics.rules_loaded(rules.version)
         p = self.probe
         self.health.add("rules", lambda: None)  # loaded before the listener starts
-        self.health.add("sources", lambda: p.failed or ("opening" if p.opening else None))
+        self.health.add("sources", p.sources)
         m = self.metrics
         self.health.add("engine", lambda: None if m.calls else "waiting for the first batch")
         self.health.add("cap_store", Throttled(self._check_store))

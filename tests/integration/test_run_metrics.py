@@ -315,3 +315,40 @@ def test_bytewax_run_with_a_taken_metrics_port_is_one_line(tmp_path) -> None:  #
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_readiness_follows_a_redis_source_lost_and_back(fresh_redis, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A real `keymoment run --metrics` on the wall clock over a Redis stream: ready; the
+    server killed: 503 naming the stream; the server back: ready again, and it reads on."""
+    import redis
+
+    def add(count: int) -> int:
+        client = redis.Redis.from_url(fresh_redis.url)
+        lines = list(Generator(seed=4, customers=100, days=60).iter_bytes(limit=count))
+        for line in lines:
+            client.xadd("tx", {"data": line})
+        return len(lines)
+
+    first = add(200)
+    port = free_port()
+    rules = str(REPO / "examples/rules.yaml")
+    command = [sys.executable, "-m", "keymoment", "run", "--rules", rules, "--source",
+               f"{fresh_redis.url}?stream=tx&start=0", "--decisions",
+               f"file:{tmp_path / 'decisions.jsonl'}", "--metrics", str(port)]  # fmt: skip
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: _ready(url), 60), proc.poll()
+        fresh_redis.kill()
+        assert wait_until(lambda: not _ready(url), 30)
+        status, text = _get(url + "/readyz")
+        assert status == 503 and "sources: tx: unreachable" in text, text
+        fresh_redis.start()
+        assert wait_until(lambda: _ready(url), 30), _get(url + "/readyz")
+        second = add(100)  # an empty server again; its new ids are later than the last read
+        records = lambda: sum(s.value for s in _samples(url)["keymoment_input_records_total"])  # noqa: E731
+        assert wait_until(lambda: records() == first + second, 30), (records(), first, second)
+        assert first == 200 and second == 100
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
