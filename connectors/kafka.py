@@ -14,7 +14,9 @@ group, offsets kept only in Bytewax recovery state), so that:
 - consumer errors never crash the flow: a message-level error is emitted as
   an empty payload at its position (a dead letter), a `(position, b"")`
   item between the batch's `Lines`; a client-level error
-  (broker down, ...) is logged and skipped, librdkafka reconnects by itself;
+  (broker down, ...) is logged and skipped, librdkafka reconnects by itself,
+  and while no broker connection is up the partition says so to `/readyz`
+  (`Brokers`, from librdkafka's statistics);
 - the snapshot is the next offset after the last message actually emitted.
   (Bytewax's partition moves its offset on error messages too, whose offset
   is negative; ours ignores those.) `start=latest` is fixed as a concrete
@@ -55,6 +57,30 @@ log = logging.getLogger(__name__)
 STARTS = {"earliest": OFFSET_BEGINNING, "latest": OFFSET_END}
 
 
+STATS_MS = 1000  # how often librdkafka reports its brokers' states (`Brokers`)
+
+
+class Brokers:
+    """Whether a consumer has a broker connection up, from librdkafka's statistics.
+
+    librdkafka reconnects by itself and reports a lost broker only as a log-level
+    error, with nothing when it is back. Its statistics (JSON every `STATS_MS`,
+    served inside `consume`) give each broker's state, so `lost()` can say when none
+    is `UP` and stop saying it once one is. It costs one JSON parse a second per
+    partition. Before the first report nothing is known and nothing is said.
+    """
+
+    def __init__(self) -> None:
+        self.down: str | None = None
+        self.reports = 0
+
+    def report(self, stats: str) -> None:
+        self.reports += 1
+        brokers = orjson.loads(stats).get("brokers", {}).values()
+        up = any(b.get("state") == "UP" for b in brokers)  # a lost broker leaves the list
+        self.down = None if up else "no broker connection up, retrying"
+
+
 class _PositionedPartition(StatefulSourcePartition[Item, int]):
     """One assigned topic partition, read with librdkafka directly: `Lines` of messages.
 
@@ -66,11 +92,20 @@ class _PositionedPartition(StatefulSourcePartition[Item, int]):
     `--profile`); here a message costs one f-string and one tuple.
     """
 
-    def __init__(self, consumer: Any, prefix: str, offset: int, label: str = "", batch: int = 1000):
+    def __init__(
+        self,
+        consumer: Any,
+        prefix: str,
+        offset: int,
+        label: str = "",
+        batch: int = 1000,
+        brokers: Brokers | None = None,
+    ):
         """`consumer`: assigned to this partition; `prefix`: `topic:partition:`; `label`:
         `topic:partition`, sent as `(label, None)` at the end (`tail=False` with
-        `end_markers`); "" sends nothing."""
+        `end_markers`); "" sends nothing. `brokers`: the consumer's statistics (`lost`)."""
         self._consumer, self._prefix, self._batch = consumer, prefix, batch
+        self._brokers = brokers
         self._part = prefix.removesuffix(":")  # `topic:partition`, the `Lines` label
         self._offset = offset
         self._label = label
@@ -120,6 +155,10 @@ class _PositionedPartition(StatefulSourcePartition[Item, int]):
     def snapshot(self) -> int:
         return self._offset
 
+    def lost(self) -> str | None:
+        """Why this partition cannot read now, or None: `/readyz` asks (flows/instrument.py)."""
+        return self._brokers.down if self._brokers is not None else None
+
     def close(self) -> None:
         self._consumer.close()
 
@@ -167,10 +206,14 @@ class KafkaEventSource(FixedPartitionedSource[Item, int]):
         idx, topic = for_part.split("-", 1)
         assert topic in self.topics, "cannot resume from a different set of Kafka topics"
         offset = self.start if resume_state is None else resume_state
-        consumer = Consumer(self._consumer_config())
+        brokers = Brokers()
+        stats = {"statistics.interval.ms": STATS_MS, "stats_cb": brokers.report}
+        consumer = Consumer({**stats, **self._consumer_config()})  # the user's config wins
         consumer.assign([TopicPartition(topic, int(idx), offset)])  # no consumer group
         label = f"{topic}:{idx}" if self.end_markers else ""
-        return _PositionedPartition(consumer, f"{topic}:{idx}:", offset, label, self.batch_size)
+        return _PositionedPartition(
+            consumer, f"{topic}:{idx}:", offset, label, self.batch_size, brokers
+        )
 
     def _consumer_config(self) -> dict:
         return {

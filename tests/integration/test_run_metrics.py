@@ -317,38 +317,74 @@ def test_bytewax_run_with_a_taken_metrics_port_is_one_line(tmp_path) -> None:  #
     assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
 
 
-def test_readiness_follows_a_redis_source_lost_and_back(fresh_redis, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A real `keymoment run --metrics` on the wall clock over a Redis stream: ready; the
-    server killed: 503 naming the stream; the server back: ready again, and it reads on."""
-    import redis
+class _Feed:
+    """A source server a test kills and starts again, and how to write events to it."""
 
-    def add(count: int) -> int:
-        client = redis.Redis.from_url(fresh_redis.url)
+    def __init__(self, kind: str, redis_server) -> None:  # type: ignore[no-untyped-def]
+        self.kind = kind
+        if kind == "redis":
+            self.server, self.url, self.part = (
+                redis_server,
+                f"{redis_server.url}?stream=tx&start=0",
+                "tx",
+            )
+        else:
+            from tests.integration.test_sources_kafka import create_topic
+            from tests.support.servers import KafkaBroker
+
+            self.server = KafkaBroker().start()
+            topic = create_topic(self.server.bootstrap)
+            self.url, self.part = f"kafka://{self.server.bootstrap}/{topic}", f"0-{topic}"
+        self.lost = "unreachable" if kind == "redis" else "no broker connection up"
+
+    def add(self, count: int) -> int:
         lines = list(Generator(seed=4, customers=100, days=60).iter_bytes(limit=count))
-        for line in lines:
-            client.xadd("tx", {"data": line})
+        if self.kind == "redis":
+            import redis
+
+            client = redis.Redis.from_url(self.server.url)
+            for line in lines:
+                client.xadd("tx", {"data": line})
+        else:
+            from tests.integration.test_sources_kafka import produce
+
+            produce(self.server.bootstrap, self.url.rsplit("/", 1)[1], list(lines))
         return len(lines)
 
-    first = add(200)
+    def kill(self) -> None:
+        self.server.kill() if self.kind == "redis" else self.server.stop()
+
+
+@pytest.mark.parametrize("kind", ["redis", "kafka"])
+def test_readiness_follows_a_source_server_lost_and_back(fresh_redis, tmp_path, kind) -> None:  # type: ignore[no-untyped-def]
+    """A real `keymoment run --metrics` on the wall clock over a Redis stream or a Kafka
+    topic: ready; the server killed: 503 naming the partition; the server back: ready
+    again (and on Redis, whose source reads on from its last id, the new entries read)."""
+    feed = _Feed(kind, fresh_redis)
+    first = feed.add(200)
     port = free_port()
     rules = str(REPO / "examples/rules.yaml")
-    command = [sys.executable, "-m", "keymoment", "run", "--rules", rules, "--source",
-               f"{fresh_redis.url}?stream=tx&start=0", "--decisions",
-               f"file:{tmp_path / 'decisions.jsonl'}", "--metrics", str(port)]  # fmt: skip
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    log = f"file:{tmp_path / 'decisions.jsonl'}"
+    command = [sys.executable, "-m", "keymoment", "run", "--rules", rules, "--source", feed.url,
+               "--decisions", log, "--metrics", str(port)]  # fmt: skip
+    with (tmp_path / "stderr").open("w") as err:  # librdkafka logs each retry: not a pipe
+        proc = subprocess.Popen(command, stderr=err)
     url = f"http://127.0.0.1:{port}"
+    records = lambda: sum(s.value for s in _samples(url)["keymoment_input_records_total"])  # noqa: E731
     try:
-        assert wait_until(lambda: _ready(url), 60), proc.poll()
-        fresh_redis.kill()
+        assert wait_until(lambda: _ready(url) and records() == first, 60), proc.poll()
+        feed.kill()
         assert wait_until(lambda: not _ready(url), 30)
         status, text = _get(url + "/readyz")
-        assert status == 503 and "sources: tx: unreachable" in text, text
-        fresh_redis.start()
+        assert status == 503 and f"sources: {feed.part}: {feed.lost}" in text, text
+        feed.server.start()
         assert wait_until(lambda: _ready(url), 30), _get(url + "/readyz")
-        second = add(100)  # an empty server again; its new ids are later than the last read
-        records = lambda: sum(s.value for s in _samples(url)["keymoment_input_records_total"])  # noqa: E731
-        assert wait_until(lambda: records() == first + second, 30), (records(), first, second)
-        assert first == 200 and second == 100
+        if kind == "redis":  # an empty server again; its new ids are later than the last read
+            second = feed.add(100)
+            assert wait_until(lambda: records() == first + second, 30), (records(), first)
+        assert first == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+        if kind == "kafka":
+            feed.server.stop()

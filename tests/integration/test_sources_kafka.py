@@ -154,3 +154,36 @@ def test_latest_is_fixed_when_first_built_so_a_resume_misses_nothing(kafka_broke
     assert _collect(source, db) == []
     produce(kafka_broker.bootstrap, topic, _values("new", 0, 2))
     assert [v for _, v in _collect(source, db)] == _values("new", 0, 2)
+
+
+def test_a_partition_says_when_its_broker_is_lost_and_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`lost()` (what `/readyz` asks) from librdkafka's statistics: None while the broker
+    is up; a reason once it is killed; None again once a broker answers on its address."""
+    import time
+
+    from tests.support.servers import KafkaBroker
+
+    broker = KafkaBroker().start()
+    try:
+        topic = create_topic(broker.bootstrap)
+        produce(broker.bootstrap, topic, _values("a", 0, 3))
+        part = KafkaEventSource([broker.bootstrap], [topic]).build_part("in", f"0-{topic}", None)
+
+        def polled(until) -> bool:  # type: ignore[no-untyped-def]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                part.next_batch()  # serves the statistics callback
+                if until():
+                    return True
+                time.sleep(0.05)
+            return False
+
+        assert polled(lambda: part._brokers.reports > 0 and part.lost() is None)  # type: ignore[union-attr]
+        broker.stop()
+        assert polled(lambda: part.lost() is not None)
+        assert part.lost() == "no broker connection up, retrying"
+        broker.start()
+        assert polled(lambda: part.lost() is None)
+        part.close()
+    finally:
+        broker.stop()
