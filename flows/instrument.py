@@ -5,8 +5,8 @@ demo` call before the dataflow starts. Readiness (`/readyz`) holds when:
 - rules: the rules file is loaded (its version is in `keymoment_rules_info`);
 - sources: every source partition this process reads was opened (a Kafka
   or Redis source connects there), and none says it lost its server since
-  (a Redis stream partition retrying a lost connection; a Kafka partition
-  does not say: librdkafka reconnects on its own and only logs);
+  (`lost()`: a Redis stream partition retrying a failed read, a Kafka
+  partition whose consumer reports no broker up);
 - engine: a shard has processed its first batch or tick;
 - cap_store: the cap store answers (`CapStore.check()`, at most once a second).
 """
@@ -38,7 +38,7 @@ class Probe:
 
     def sources(self) -> str | None:
         """The readiness check's answer: a partition that failed to open, is opening, or
-        says it lost its server (a Redis stream partition retrying: `lost()`)."""
+        says it lost its server (`lost()`, the Redis and Kafka partitions')."""
         if self.failed or self.opening:
             return self.failed or "opening"
         found = [f"{name}: {why}" for name, check in list(self.lost.items()) if (why := check())]
