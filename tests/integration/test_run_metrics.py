@@ -352,7 +352,10 @@ class _Feed:
         return len(lines)
 
     def kill(self) -> None:
-        self.server.kill() if self.kind == "redis" else self.server.stop()
+        if self.kind == "redis":
+            self.server.kill()  # the fixture's server: started again on the same port
+        else:
+            self.server.stop()
 
 
 @pytest.mark.parametrize("kind", ["redis", "kafka"])

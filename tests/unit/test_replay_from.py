@@ -13,6 +13,7 @@ checks the outcomes on a copied live history).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -49,12 +50,15 @@ def replay(
     path, profiles, rules, until = stream
     policy = build_policy(rules, store=MemoryCapStore())
     run = Replay(rules, profiles, policy, until=until, decide_from=decide_from)
-    decided: Counter[Key] = Counter()
-    for out in run.outputs([str(path)]):
-        for record in out.decision_records():
-            at = datetime.fromisoformat(record["triggered_at"])
-            decided[(record["rule_id"], record["customer_id"], record["event_id"], at)] += 1
-    return decided, run
+    return keys(r for out in run.outputs([str(path)]) for r in out.decision_records()), run
+
+
+def keys(records: Iterable[dict]) -> Counter[Key]:
+    """The candidates of decision records, with their counts."""
+    return Counter(
+        (r["rule_id"], r["customer_id"], r["event_id"], datetime.fromisoformat(r["triggered_at"]))
+        for r in records
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +108,7 @@ def test_timers_armed_in_the_warm_up_fire_after_it(stream, whole: Counter[Key]) 
 
 
 @pytest.mark.parametrize("lateness", [None, "1h"], ids=["shared-batches", "each-side-alone"])
-def test_compare_warms_up_both_sides(stream, lateness: str | None) -> None:  # type: ignore[no-untyped-def]
+def test_compare_warms_up_both_sides(stream, whole: Counter[Key], lateness: str | None) -> None:  # type: ignore[no-untyped-def]
     """`replay_both` with `decide_from`: each side decides what its own replay with the
     warm-up decides, on both of its paths (one stamping for both sides, or one each
     when the engine settings differ)."""
@@ -116,18 +120,10 @@ def test_compare_warms_up_both_sides(stream, lateness: str | None) -> None:  # t
         data = rules.model_dump(mode="json", by_alias=True)
         data["engine"] = {**data.get("engine", {}), "allowed_lateness": lateness}
         other = RulesFile.model_validate(data)
-    decide_from = min(k[3] for k in replay(stream, None)[0]) + timedelta(days=60)
+    decide_from = min(k[3] for k in whole) + timedelta(days=60)
     both = replay_both(rules, other, profiles, [str(path)], until, decide_from=decide_from)
-    for records, side in ((both.old, rules), (both.new, other)):
+    sides = ((both.old, rules, both.warmed_up[0]), (both.new, other, both.warmed_up[1]))
+    for records, side, warmed_up in sides:
         alone, run = replay((path, profiles, side, until), decide_from)
-        keys = Counter(
-            (
-                r["rule_id"],
-                r["customer_id"],
-                r["event_id"],
-                datetime.fromisoformat(r["triggered_at"]),
-            )
-            for r in records
-        )
-        assert keys == alone and sum(alone.values()) > 50
-    assert both.warmed_up[0] == replay((path, profiles, rules, until), decide_from)[1].warmed_up > 0
+        assert keys(records) == alone and sum(alone.values()) > 50
+        assert warmed_up == run.warmed_up > 0
