@@ -124,7 +124,7 @@ class Replay:
             yield Batch([], [], [], NO_EVENTS, None, list(rejects), counts[0])
 
 
-OneEvent = tuple[Event, str, int, bytes]  # an accepted event, its source and line, the payload
+OneEvent = tuple[Event, str, int]  # an accepted event, its source and line
 
 
 def _occurred_at(item: OneEvent) -> datetime:

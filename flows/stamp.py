@@ -35,9 +35,10 @@ from typing import Any, NamedTuple, TypeVar, cast, overload
 from zlib import crc32
 
 from keymoment.connectors.lines import Item, Lines, records_in
-from keymoment.connectors.wire import DeadLetter, decode, decode_many
+from keymoment.connectors.wire import DeadLetter, decode_many
 from keymoment.triggers.events import Event
 
+from .handover import Packed, pack_events, unpack_events
 from .partitions import FAR, part_id, partition_of
 from .placement import shard_keys
 from .rises import pack, unpack
@@ -57,41 +58,38 @@ def position(source: str, line: int) -> str:
 class Accepted(NamedTuple):
     """Accepted events in order, as columns of one entry each: no object per event.
 
-    A file batch without a reject is its decoded list, its label repeated, its
-    line numbers and its lines as they were read; a shard that gets every
-    event of its batch gets these very columns.
+    A file batch without a reject is its decoded list, its label repeated and
+    its line numbers; a shard that gets every event of its batch gets these
+    very columns. The payloads are not kept: a shard in another process gets
+    the decoded events (`flows.handover`), not the text to decode again.
     """
 
     events: Sequence[Event]
     sources: Sequence[str]  # a file's or a Kafka partition's label, or a message's position
     lines: Sequence[int]  # a file line's number (the position is `source:line`), or -1
-    raws: Sequence[bytes]  # the payloads, decoded again on the far side of a process boundary
 
     def picked(self, indices: Sequence[int]) -> Accepted:
         """The events at `indices` (ascending), copied in C; the other columns as views.
 
-        A shard reads its events; their sources, lines and payloads only for a
-        duplicate's dead letter or to cross to another process, so copying those
-        three columns for every shard (1.3k instructions per event with eight
-        shards) bought nothing.
+        A shard reads its events; their sources and lines only for a duplicate's
+        dead letter or to cross to another process, so copying those columns for
+        every shard (1.3k instructions per event with eight shards, when there were
+        three) bought nothing.
         """
         if len(indices) == len(self.events):  # every one of them
             return self
-        events, sources, lines, raws = self
+        events, sources, lines = self
         return Accepted(
-            list(map(events.__getitem__, indices)),
-            Picked(sources, indices),
-            Picked(lines, indices),
-            Picked(raws, indices),
+            list(map(events.__getitem__, indices)), Picked(sources, indices), Picked(lines, indices)
         )
 
     def part(self, start: int, stop: int | None = None) -> Accepted:
         """The events from index `start` to `stop`."""
         cut = slice(start, stop)
-        return Accepted(self.events[cut], self.sources[cut], self.lines[cut], self.raws[cut])
+        return Accepted(self.events[cut], self.sources[cut], self.lines[cut])
 
 
-NO_EVENTS = Accepted((), (), (), ())
+NO_EVENTS = Accepted((), (), ())
 
 
 class Picked(Sequence[T]):
@@ -122,11 +120,10 @@ class Batch(NamedTuple):
     """What one shard gets per input batch (every shard gets one, for the watermark).
 
     Own events travel decoded within a process. Between processes Bytewax
-    pickles the batch: then each event travels as its raw payload and is
-    decoded again on arrival (`_rebuild`), in the shard's process, which is
-    several times cheaper than pickling a pydantic model and spreads the
-    decoding over the processes. The rises travel packed (`flows.rises`): as
-    lists of datetimes they cost more than the events.
+    pickles the batch: then the events travel packed as MessagePack of their
+    structs (`flows.handover`), not as their payloads to decode again, and so
+    do the rises (`flows.rises`): as lists of datetimes they cost more than
+    the events.
     """
 
     rise_pos: list[int]  # batch positions where the watermark rose, ascending
@@ -137,48 +134,38 @@ class Batch(NamedTuple):
     dead_letters: list[dict]  # decode rejects (shard 0 only), passed through to the output
     lines: int  # input records in the batch (shard 0 only), for the live view
     rise_part: Sequence[int] = ()  # partitioned: the partition (`part_id`) of each rise
-    balances: bool = True  # the stamp step kept `balance_after`: decode again the same way
 
     def where(self, j: int) -> str:
         """The dead-letter position of this shard's `j`-th event."""
         return position(self.own.sources[j], self.own.lines[j])
 
     def __reduce__(self) -> tuple[Any, tuple]:
-        own = (list(self.positions), *map(list, self.own[1:]))  # sources, lines, payloads
+        own = self.own
         packed = pack(self.rise_pos, self.rise_wm)
         parts = array("q", self.rise_part).tobytes() if self.rise_part else b""
-        return (
-            _rebuild,
-            (*packed, own, self.last_at, self.dead_letters, self.lines, parts, self.balances),
-        )
+        where = (list(self.positions), list(own.sources), list(own.lines))
+        args = (*packed, where, pack_events(own.events), self.last_at, self.dead_letters)
+        return _rebuild, (*args, self.lines, parts)
 
 
 def _rebuild(
     packed_pos: bytes,
     packed_wm: bytes,
-    own: tuple[list[int], list[str], list[int], Sequence[bytes]],
+    where: tuple[list[int], list[str], list[int]],
+    events: Packed,
     last_at: datetime | None,
     dead_letters: list[dict],
     lines: int,
-    packed_parts: bytes = b"",
-    balances: bool = True,
+    packed_parts: bytes,
 ) -> Batch:
-    """Decode again what the stamp step accepted (no clock check: it passed once already),
-    with or without `balance_after` as the stamp step decoded it."""
+    """The batch as the stamp step made it, but for the payloads: no shard reads them."""
     rise_pos, rise_wm = unpack(packed_pos, packed_wm)
     parts = array("q")
     parts.frombytes(packed_parts)
-    positions, sources, numbers, raws = own
-    events = []
-    for source, payload in zip(sources, raws, strict=True):
-        event = decode(payload, source, balances=balances)
-        assert not isinstance(event, DeadLetter), "accepted once, so accepted again"
-        events.append(event)
-    again = Accepted(events, sources, numbers, raws)
+    positions, sources, numbers = where
+    own = Accepted(unpack_events(events), sources, numbers)
     wm: list[datetime] = rise_wm  # type: ignore[assignment]  # LazyWatermarks: a read-only list
-    return Batch(
-        rise_pos, wm, positions, again, last_at, dead_letters, lines, parts.tolist(), balances
-    )
+    return Batch(rise_pos, wm, positions, own, last_at, dead_letters, lines, parts.tolist())
 
 
 def accepted_lines(
@@ -200,8 +187,8 @@ def accepted_lines(
     pairs = zip(repeat(label), raws)
     decoded = decode_many(pairs, now=now, max_future=max_future, balances=balances)
     if not any(map(isinstance, decoded, repeat(DeadLetter))):  # no reject: no Python loop
-        return Accepted(cast(list[Event], decoded), [label] * len(raws), numbers, raws)
-    events, kept, payloads = [], [], []
+        return Accepted(cast(list[Event], decoded), [label] * len(raws), numbers)
+    events, kept = [], []
     for i, event in enumerate(decoded):
         if isinstance(event, DeadLetter):
             record = event.record()
@@ -210,8 +197,7 @@ def accepted_lines(
         else:
             events.append(event)
             kept.append(numbers[i])
-            payloads.append(raws[i])
-    return Accepted(events, [label] * len(events), kept, payloads)
+    return Accepted(events, [label] * len(events), kept)
 
 
 def joined(parts: Sequence[Accepted]) -> Accepted:
@@ -221,13 +207,11 @@ def joined(parts: Sequence[Accepted]) -> Accepted:
     events: list[Event] = []
     sources: list[str] = []
     lines: list[int] = []
-    raws: list[bytes] = []
     for part in parts:
         events += part.events
         sources += part.sources
         lines += part.lines
-        raws += part.raws
-    return Accepted(events, sources, lines, raws)
+    return Accepted(events, sources, lines)
 
 
 def _without(positions: range, skipped: list[int]) -> list[int]:
@@ -327,15 +311,14 @@ class Stamper:
     ) -> Accepted:
         """Messages `(source, payload)` decoded in one call; rejects to `dead`."""
         decoded = decode_many(messages, now=now, max_future=self.max_future, balances=self.balances)
-        events, sources, payloads = [], [], []
-        for (source, payload), event in zip(messages, decoded, strict=True):
+        events, sources = [], []
+        for (source, _), event in zip(messages, decoded, strict=True):
             if isinstance(event, DeadLetter):
                 dead.append(event.record())
             else:
                 events.append(event)
                 sources.append(source)
-                payloads.append(payload)
-        return Accepted(events, sources, [-1] * len(events), payloads)
+        return Accepted(events, sources, [-1] * len(events))
 
     def stamp(self, accepted: Accepted, dead: list[dict], lines: int) -> list[Batch]:
         """Decoded events in stream order -> one `Batch` per shard, in shard order.
@@ -429,7 +412,6 @@ class Stamper:
     ) -> list[Batch]:
         """One `Batch` per shard, all with the batch's rises; shard 0's carries the rejects
         and the count of input records."""
-        keeps = self.balances
         return [
             Batch(
                 rise_pos,
@@ -440,7 +422,6 @@ class Stamper:
                 dead if s == 0 else [],
                 lines if s == 0 else 0,
                 rise_part,
-                keeps,
             )  # fmt: skip
             for s in range(self.count)
         ]

@@ -124,7 +124,7 @@ def _message(source: str, kinds: list[str], lines: int) -> Batch:
     events, positions = [], [f"{source}:{i + 1}" for i in range(len(kinds))]
     for i, (kind, position) in enumerate(zip(kinds, positions, strict=True)):
         events.append(decode(_event(i, kind), position))
-    own = Accepted(events, positions, [-1] * len(kinds), [b""] * len(kinds))  # type: ignore[arg-type]  # decode gives no dead letter here
+    own = Accepted(events, positions, [-1] * len(kinds))  # type: ignore[arg-type]  # decode gives no dead letter here
     return Batch([], [], list(range(len(kinds))), own, None, [], lines)
 
 

@@ -43,7 +43,7 @@ def stamped(batches: list[list], shards: int, until: datetime | None) -> list[tu
     out: list = []
     for events in batches:
         n = len(events)
-        accepted = Accepted(events, ["f"] * n, list(range(n)), [b""] * n) if n else NO_EVENTS
+        accepted = Accepted(events, ["f"] * n, list(range(n))) if n else NO_EVENTS
         per_shard = stamper.stamp(accepted, [], n)
         first = per_shard[0]
         for batch in per_shard:

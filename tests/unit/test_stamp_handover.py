@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import pickle
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keymoment.config import load_rules
 from keymoment.connectors.files import JsonlReader, Lines, records_in
 from keymoment.flows.dataflow import keeps_balances
+from keymoment.flows.handover import pack_events, unpack_events
 from keymoment.flows.settings import FlowSettings
-from keymoment.flows.stamp import Stamper
+from keymoment.flows.stamp import Accepted, Batch, Stamper
+from keymoment.triggers.events import (
+    MAX_AMOUNT_MINOR,
+    TRANSACTION_KINDS,
+    Action,
+    AppEvent,
+    ConversionEvent,
+    Initiator,
+    TransactionEvent,
+)
 
 RULES = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
 FOUR = Path(__file__).resolve().parents[2] / "bench" / "four_rules.yaml"
@@ -38,8 +51,8 @@ def _stamper(balances: bool) -> Stamper:
     return Stamper(2, timedelta(0), timedelta(minutes=5), balances=balances)
 
 
-def test_a_rebuilt_batch_decodes_balances_as_the_stamp_step_did() -> None:
-    """Across a process boundary an event is decoded again, with balance_after only if kept."""
+def test_a_rebuilt_batch_holds_the_events_as_the_stamp_step_decoded_them() -> None:
+    """Across a process boundary an event arrives as decoded, balance_after only if kept."""
     lines = Lines("f.jsonl", [_tx(i) for i in range(6)], 1, None)
     for balances in (False, True):
         for _key, batch in _stamper(balances)([lines]):
@@ -81,3 +94,55 @@ def test_a_batch_counts_its_lines_and_no_end_marker() -> None:
     stamper = Stamper(2, timedelta(0), timedelta(minutes=5), partitioned=True)
     stamped = stamper([lines, ("f", None)])
     assert stamped[0][1].lines == 3
+
+
+TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)  # what JSON can carry
+SOME = st.none() | TEXT
+TIMES = st.datetimes(datetime(1900, 1, 1), datetime(9000, 12, 31)).map(
+    lambda at: at.replace(tzinfo=UTC)
+)
+EVENTS = st.one_of(
+    st.builds(
+        TransactionEvent,
+        TEXT,
+        TEXT,
+        TIMES,
+        TEXT,
+        st.sampled_from(["credit", "debit"]),
+        st.integers(1, MAX_AMOUNT_MINOR),
+        st.sampled_from(TRANSACTION_KINDS),
+        SOME,
+        st.none() | st.sampled_from(get_args(Initiator)),
+        SOME,
+        st.none() | st.integers(-MAX_AMOUNT_MINOR, MAX_AMOUNT_MINOR),
+        SOME,
+    ),  # fmt: skip
+    st.builds(AppEvent, TEXT, TEXT, TIMES, st.sampled_from(get_args(Action)), SOME, SOME, SOME),
+    st.builds(ConversionEvent, TEXT, TEXT, TIMES, TEXT, SOME),
+)
+
+
+@given(st.lists(EVENTS, max_size=40))
+def test_packed_events_come_back_equal_in_order_and_in_utc(events: list) -> None:
+    """Any mix of the three event types, every optional field set or not, round-trips."""
+    again = unpack_events(pickle.loads(pickle.dumps(pack_events(events))))
+    assert again == events
+    assert [type(e) for e in again] == [type(e) for e in events]
+    assert all(e.occurred_at.tzinfo is UTC for e in again)  # the one UTC the engine compares
+
+
+@given(st.lists(EVENTS, min_size=1, max_size=20), st.data())
+def test_a_shard_across_processes_gets_its_batch_as_in_the_stamp_steps(events, data) -> None:
+    """Positions, events, sources and lines of a picked shard survive the trip to another
+    process, so a duplicate's dead letter names the same `file:line` there."""
+    n = len(events)
+    picked = sorted(data.draw(st.sets(st.integers(0, n - 1))))
+    own = Accepted(events, [f"t:{i % 2}" for i in range(n)], list(range(5, 5 + n))).picked(picked)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = Batch([0], [at], picked, own, at, [], n)
+    again = pickle.loads(pickle.dumps(batch))
+    assert again.positions == picked and list(again.own.events) == list(own.events)
+    assert [again.where(j) for j in range(len(picked))] == [
+        batch.where(j) for j in range(len(picked))
+    ]
+    assert list(again.rise_wm) == [at] and again.last_at == at and again.lines == n

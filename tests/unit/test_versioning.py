@@ -21,8 +21,7 @@ H = timedelta(hours=1)
 
 def own(*positions: int) -> Accepted:
     """Stand-in events (split reads positions only), one per position, named by it."""
-    return Accepted([None] * len(positions), [f"f:{p}" for p in positions], [-1] * len(positions),
-                    [b""] * len(positions))  # type: ignore[list-item]  # fmt: skip
+    return Accepted([None] * len(positions), [f"f:{p}" for p in positions], [-1] * len(positions))  # type: ignore[list-item]  # fmt: skip
 
 
 def test_a_batch_splits_at_its_first_rise_at_or_past_the_switch():
