@@ -17,7 +17,7 @@ from keymoment.policy.decision import Decision
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
-from keymoment.triggers.follow_up import SentOffer
+from keymoment.triggers.follow_up import SentOffer, sent_offer
 
 
 class Feedback:
@@ -42,8 +42,6 @@ class Feedback:
         return out
 
     def offer(self, d: Decision) -> SentOffer:
-        c = d.candidate
-        step = int(c.attributes.get("journey_step", 0)) if c.trigger == "follow_up" else 0
+        send_at = d.send_at or d.candidate.triggered_at  # `sent` decisions always have one
         product = self.products.get(d.campaign_id)
-        send_at = d.send_at or c.triggered_at  # `sent` decisions always have one
-        return SentOffer(c.customer_id, d.campaign_id, d.offer_id, send_at, product, step)
+        return sent_offer(d.candidate, d.campaign_id, d.offer_id, send_at, product)

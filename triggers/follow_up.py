@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import RuleBase, RuleContext, Trigger
+from .candidate import Candidate
 from .durations import Duration, format_duration
 from .events import Event
 from .filters import EventFilter
@@ -49,6 +50,14 @@ class SentOffer(NamedTuple):
     send_at: datetime
     product: str | None
     step: int  # 0 for a first offer; a follow-up's offer carries its own step
+
+
+def sent_offer(
+    c: Candidate, campaign_id: str, offer_id: str, send_at: datetime, product: str | None
+) -> SentOffer:
+    """The engine's view of candidate `c` sent as `offer_id` (a follow-up carries its step)."""
+    step = int(c.attributes.get("journey_step", 0)) if c.trigger == "follow_up" else 0
+    return SentOffer(c.customer_id, campaign_id, offer_id, send_at, product, step)
 
 
 class After(BaseModel):

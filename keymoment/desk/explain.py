@@ -18,6 +18,7 @@ from typing import Any
 
 from keymoment.config import RulesFile
 from keymoment.triggers.events import CustomerProfile, Event, TransactionEvent
+from keymoment.triggers.follow_up import SentOffer
 
 from . import near, timers
 from .reasons import clock, spell
@@ -47,7 +48,14 @@ class Explanation:
         """The text `keymoment explain` prints: a headline, the timeline, near misses, notes."""
         out = [self._headline()]
         timeline = [(c["at"], 1, _candidate_line(c)) for c in self.candidates]
-        timeline += [(e["at"], 0, f"{clock(e['at'])}  event      {e['text']}") for e in self.events]
+        timeline += [  # at one time: events, then candidates, then the offers they became
+            (
+                e["at"],
+                2 if e["kind"] == "offer" else 0,
+                f"{clock(e['at'])}  {e['kind']:<9}  {e['text']}",
+            )
+            for e in self.events
+        ]
         out += [f"  {text}" for _, _, text in sorted(timeline, key=lambda t: (t[0], t[1]))]
         if self.near_misses:
             out.append("rules without a candidate for this customer:")
@@ -133,13 +141,18 @@ def _with_events(
     profile: CustomerProfile | None,
     until: datetime | None,
 ) -> None:
-    changes, replayed = timers.replay(rules, events, profile, until)
+    changes, replayed = timers.replay(rules, events, profile, until, sent=mine)
     arming = {r.get("event_id") for r in mine}
     for change in changes:
-        text = _timer_text(change, change.event.event_id in arming)
+        cause = change.event
+        if isinstance(cause, SentOffer):  # a follow-up armed on it
+            key, kind, text = "offer_id", "offer", _timer_text(change, False)
+            cause_id = cause.offer_id
+        else:
+            key, kind, text = "event_id", "event", _timer_text(change, cause.event_id in arming)
+            cause_id = cause.event_id
         if text:
-            at = change.event.occurred_at.isoformat().replace("+00:00", "Z")
-            result.events.append({"at": at, "event_id": change.event.event_id, "text": text})
+            result.events.append({"at": _iso(change.at), "kind": kind, key: cause_id, "text": text})
     fired = {r["rule_id"] for r in mine} | {c.rule_id for c in replayed}
     for rule in rules.rules:
         if rule.rule_id not in fired:
@@ -157,7 +170,10 @@ def _timer_text(change: timers.TimerChange, armed_a_candidate: bool) -> str | No
         parts += [f"moved {rule} to {clock(_iso(at))}" for rule, at in change.moved]
     if not parts:
         return None
-    return f"{describe(change.event)}: {'; '.join(parts)}"
+    cause = change.event
+    if isinstance(cause, SentOffer):
+        return f"{cause.campaign_id} offer {cause.offer_id} sent: {'; '.join(parts)}"
+    return f"{describe(cause)}: {'; '.join(parts)}"
 
 
 def _iso(at: datetime) -> str:

@@ -1,11 +1,22 @@
-"""Which of one customer's events armed, moved or cancelled a timer: the engine, replayed.
+"""Which of one customer's events and sent offers armed, moved or cancelled a timer: the
+engine, replayed.
 
 The customer's events alone go through a fresh `Engine` with the same
-rules. A customer's state depends only on their own events, and a timer's
-candidate carries its deadline as `triggered_at`, so this replay finds the
-same timers as the full one. After each event the customer's armed timers
-are read the way the engine itself reads them (`Trigger.deadline` for each
-queued slot) and compared with those before it.
+rules. A customer's state depends only on their own events and on the offers
+sent to them, and a timer's candidate carries its deadline as `triggered_at`,
+so this replay finds the same timers as the full one. After each event the
+customer's armed timers are read the way the engine itself reads them
+(`Trigger.deadline` for each queued slot) and compared with those before it.
+
+Follow-up rules arm on sent offers, which only the policy decides. So each
+candidate the replay produces that the decision log says was `sent` goes
+back to the engine as the driver feeds it back (`flows.feedback`): right
+after the event that triggered it, and a timer's before the customer's next
+event. That is the full run's order whenever some other customer's event
+moved the watermark past the timer's deadline first, as in any busy stream;
+when this customer's own next event is the first past it, the full run
+evaluates that event before the offer comes back (the explanation's replay
+check then names the difference).
 """
 
 from __future__ import annotations
@@ -18,19 +29,28 @@ from keymoment.config import RulesFile
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile, Event
+from keymoment.triggers.follow_up import SentOffer, sent_offer
+
+from .records import when
 
 Timers = dict[tuple[str, str], datetime]  # (rule_id, key) -> deadline
 
 
 @dataclass(frozen=True)
 class TimerChange:
-    """What one event did to the customer's timers, and the candidates it led to."""
+    """What one event or sent offer did to the customer's timers, and what it led to."""
 
-    event: Event
+    event: Event | SentOffer
     armed: list[tuple[str, datetime]]
     moved: list[tuple[str, datetime]]
     cancelled: list[str]
     candidates: list[Candidate]
+
+    @property
+    def at(self) -> datetime:
+        """The event's time, or the offer's `send_at`."""
+        event = self.event
+        return event.send_at if isinstance(event, SentOffer) else event.occurred_at
 
 
 def replay(
@@ -38,24 +58,61 @@ def replay(
     events: Iterable[Event],
     profile: CustomerProfile | None,
     until: datetime | None = None,
+    sent: Iterable[dict] = (),
 ) -> tuple[list[TimerChange], list[Candidate]]:
-    """Every event's timer changes, and every candidate the customer's events produce."""
-    engine = Engine(rules)
-    changes: list[TimerChange] = []
-    candidates: list[Candidate] = []
-    before: Timers = {}
-    last: datetime | None = None
-    for event in sorted(events, key=lambda e: e.occurred_at):
-        fed = engine.feed(event, profile)
-        candidates += fed.candidates
-        last = max(last, event.occurred_at) if last else event.occurred_at
-        after = armed_timers(engine, event.customer_id)
-        changes.append(_diff(event, before, after, fed.candidates))
-        before = after
-    end = until or last
-    if end is not None:
-        candidates += engine.advance(end)
-    return changes, candidates
+    """Every event's and sent offer's timer changes, and every candidate the customer's events
+    produce; `sent`: the customer's decision-log records (the `sent` ones come back)."""
+    return _Replay(rules, profile, sent).run(events, until)
+
+
+class _Replay:
+    def __init__(self, rules: RulesFile, profile: CustomerProfile | None, sent: Iterable[dict]):
+        self.engine, self.profile = Engine(rules), profile
+        self.products = {c.campaign_id: c.product for c in rules.campaigns}
+        self.sent = {  # a sent decision by its candidate: rule, triggered_at, event
+            (r["rule_id"], when(r["triggered_at"]), r.get("event_id")): r
+            for r in sent
+            if r.get("outcome") == "sent" and r.get("send_at") and r.get("offer_id")
+        }
+        self.changes: list[TimerChange] = []
+        self.candidates: list[Candidate] = []
+
+    def run(
+        self, events: Iterable[Event], until: datetime | None
+    ) -> tuple[list[TimerChange], list[Candidate]]:
+        engine, last = self.engine, None
+        timers: Timers = {}
+        for event in sorted(events, key=lambda e: e.occurred_at):
+            timers = self._decided(engine.advance(event.occurred_at - engine.lateness), timers)
+            own = engine.evaluate(event, self.profile) or []
+            after = armed_timers(engine, event.customer_id)
+            self.changes.append(_diff(event, timers, after, own))
+            timers = self._decided(own, after)
+            last = max(last, event.occurred_at) if last else event.occurred_at
+        end = until or last
+        if end is not None:
+            self._decided(engine.advance(end), timers)
+        return self.changes, self.candidates
+
+    def _decided(self, found: list[Candidate], timers: Timers) -> Timers:
+        """Candidates the policy decided: the sent ones back to the engine, one by one, with
+        what each did to the timers (and the candidates due at once that it led to)."""
+        queue = list(found)
+        while queue:
+            c = queue.pop(0)
+            self.candidates.append(c)
+            record = self.sent.get((c.rule_id, c.triggered_at, c.event_id))
+            if record is None:
+                continue
+            campaign, send_at = record["campaign_id"], when(record["send_at"])
+            product = self.products.get(campaign)
+            offer = sent_offer(c, campaign, record["offer_id"], send_at, product)
+            due = self.engine.feedback(offer, self.profile)
+            after = armed_timers(self.engine, c.customer_id)
+            self.changes.append(_diff(offer, timers, after, due))
+            queue += due
+            timers = after
+        return timers
 
 
 def armed_timers(engine: Engine, customer_id: str) -> Timers:
@@ -73,7 +130,10 @@ def armed_timers(engine: Engine, customer_id: str) -> Timers:
     return out
 
 
-def _diff(event: Event, before: Timers, after: Timers, fired: list[Candidate]) -> TimerChange:
+def _diff(
+    cause: Event | SentOffer, before: Timers, after: Timers, fired: list[Candidate]
+) -> TimerChange:
+    now = cause.send_at if isinstance(cause, SentOffer) else cause.occurred_at
     armed = [(rule, at) for (rule, key), at in after.items() if (rule, key) not in before]
     moved = [
         (rule, at)
@@ -83,7 +143,7 @@ def _diff(event: Event, before: Timers, after: Timers, fired: list[Candidate]) -
     fired_rules = {(c.rule_id, c.triggered_at) for c in fired}
     cancelled = [
         rule
-        for (rule, key), at in before.items()
-        if (rule, key) not in after and (rule, at) not in fired_rules and at > event.occurred_at
+        for (rule, key), due in before.items()
+        if (rule, key) not in after and (rule, due) not in fired_rules and due > now
     ]
-    return TimerChange(event, armed, moved, cancelled, fired)
+    return TimerChange(cause, armed, moved, cancelled, fired)

@@ -21,7 +21,12 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
+from keymoment.config import load_rules
+from keymoment.connectors.customers import read_profiles
 from keymoment.connectors.outcomes import lead_outcomes, variant_conversions
+from keymoment.connectors.wire import decode
+from keymoment.desk.explain import explain
+from keymoment.desk.reasons import clock
 from keymoment.policy.variants import variant_bucket
 from tests.integration.flowkit import (
     bytewax_run,
@@ -130,6 +135,63 @@ def test_follow_ups_are_exactly_the_uncancelled_sent_offers(scenario: dict):
     follow = {r["event_id"]: _z(r["triggered_at"]) for r in log if r["trigger"] == "follow_up"}
     assert follow == expected
     assert 0 < len(follow) < sum(r["campaign_id"] == "payroll-package" for r in log)
+
+
+def _by_customer(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault(row["customer_id"], []).append(row)
+    return out
+
+
+def test_explain_replays_every_follow_up_from_the_sent_offers_in_the_log(scenario: dict):
+    """For every customer with a sent payroll package, `explain`'s replay (the customer's
+    events, and the log's sent offers fed back) finds exactly the candidates the log holds,
+    follow-ups included, and shows the offer arming each follow-up at send_at + 3d."""
+    rules = load_rules(str(RULES))
+    log = _by_customer(scenario["log"])
+    events = _by_customer(read(scenario["events"]))
+    profiles, _ = read_profiles(scenario["customers"])
+    sent = [c for c, rs in log.items() if any(_package_sent(r) for r in rs)]
+    assert len(sent) > 100
+    for customer in sent:
+        mine = [decode(orjson.dumps(e), "e") for e in events.get(customer, [])]
+        found = explain(customer, log[customer], rules, mine, profiles.get(customer),
+                        _z(scenario["until"]))  # fmt: skip
+        assert found.notes == [], customer
+        offers = [e for e in found.events if e["kind"] == "offer"]
+        nudges = [r for r in log[customer] if r["rule_id"] == "payroll-nudge"]
+        for nudge in nudges:  # the offer it follows armed it, due at its triggered_at
+            armed = f"armed payroll-nudge (due {clock(nudge['triggered_at'])})"
+            offer = next(e for e in offers if e["offer_id"] == nudge["event_id"])
+            assert armed in offer["text"], (customer, offer)
+
+
+def test_explain_names_the_conversion_that_cancelled_a_follow_up(scenario: dict):
+    """A conversion carrying a sent package's offer_id inside its 3 days: the CLI's timeline
+    lists the offer arming payroll-nudge and then that conversion cancelling it."""
+    log = scenario["log"]
+    deadlines = {r["offer_id"]: _z(r["send_at"]) + timedelta(days=3) for r in log
+                 if _package_sent(r)}  # fmt: skip
+    conversion = next(
+        c for c in scenario["conversions"]
+        if c["offer_id"] in deadlines and _z(c["occurred_at"]) < deadlines[c["offer_id"]]
+    )  # fmt: skip
+    out = keymoment(
+        "explain", "--decisions", scenario["decisions"], "--customer", conversion["customer_id"],
+        "--rules", RULES, "--events", scenario["events"], "--customers", scenario["customers"],
+        "--until", scenario["until"],
+    )  # fmt: skip
+    lines = out.splitlines()
+    armed = next(i for i, line in enumerate(lines) if conversion["offer_id"] in line)
+    assert "offer" in lines[armed] and "armed payroll-nudge" in lines[armed], lines
+    cancelled = next(i for i, line in enumerate(lines) if conversion["event_id"] in line)
+    assert cancelled > armed and "cancelled payroll-nudge" in lines[cancelled], lines
+    assert not any(line.startswith("note:") for line in lines), lines
+
+
+def _package_sent(record: dict) -> bool:
+    return record["campaign_id"] == "payroll-package" and record["outcome"] == "sent"
 
 
 def test_report_recovers_the_seeded_uplift_and_shows_rm_leads(scenario: dict):
