@@ -10,7 +10,8 @@ replay and live. Without `follow_up` rules this is one truth test per call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
+from datetime import datetime
 
 from keymoment.config import RulesFile
 from keymoment.policy.decision import Decision
@@ -41,7 +42,45 @@ class Feedback:
                 )
         return out
 
+    def logged(self, candidates: Sequence[Candidate], log: Logged) -> list[Candidate]:
+        """The candidates a decision log says were sent, fed back as if this run had sent
+        them (`backtest --from` with `--sent-log`); returns the candidates that made due."""
+        out: list[Candidate] = []
+        for c in candidates:
+            record = log.get((c.rule_id, c.triggered_at, c.event_id))
+            if record is not None:
+                offer = offer_in_log(c, record, self.products)
+                out += self.engine.feedback(offer, self.profiles.get(c.customer_id))
+        return out
+
     def offer(self, d: Decision) -> SentOffer:
         send_at = d.send_at or d.candidate.triggered_at  # `sent` decisions always have one
         product = self.products.get(d.campaign_id)
         return sent_offer(d.candidate, d.campaign_id, d.offer_id, send_at, product)
+
+
+Logged = dict[tuple[str, datetime, str | None], dict]  # (rule_id, triggered_at, event_id)
+
+
+def sent_in_log(records: Iterable[dict], campaigns: Container[str] | None = None) -> Logged:
+    """The `sent` decisions of decision-log records (`campaigns`: of those only), by their
+    candidate: rule, `triggered_at` and event, as a replay finds the candidate again."""
+    return {
+        (r["rule_id"], _when(r["triggered_at"]), r.get("event_id")): r
+        for r in records
+        if r.get("outcome") == "sent"
+        and r.get("send_at")
+        and r.get("offer_id")
+        and (campaigns is None or r["campaign_id"] in campaigns)
+    }
+
+
+def offer_in_log(c: Candidate, record: dict, products: Mapping[str, str | None]) -> SentOffer:
+    """Candidate `c` as the log's `sent` record of it says it went out."""
+    campaign = record["campaign_id"]
+    send_at = _when(record["send_at"])
+    return sent_offer(c, campaign, record["offer_id"], send_at, products.get(campaign))
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -24,6 +24,7 @@ from keymoment.triggers.events import CustomerProfile, Event
 from keymoment.triggers.ruleset import RuleSet
 
 from .collect import FrozenGc, no_automatic_gc
+from .feedback import Logged
 from .shard import Shard, ShardOutput
 from .stamp import NO_EVENTS, Accepted, Batch, Stamper, accepted_lines
 from .versioning import Versions
@@ -48,6 +49,7 @@ class Replay:
         batch_size: int = DEFAULT_BATCH,
         versions: Versions | None = None,
         decide_from: datetime | None = None,
+        warm_sent: Logged | None = None,
     ) -> None:
         """`versions`: the rules as loaded and the switches of a `--rollout` (flows.versioning).
 
@@ -55,12 +57,14 @@ class Replay:
         engine's state (dormancy clocks, salary series, windows, milestones), and the
         candidates triggered before it are counted (`warmed_up`), not decided. So the
         policy sees only the candidates from then on, with the rules' state as a run
-        started long before would hold it.
+        started long before would hold it. `warm_sent`: the live decision log's sent
+        offers before it (`flows.feedback.sent_in_log`), fed back in the warm-up where
+        the live driver fed them back, so follow-ups of them fire after it (`--sent-log`).
         """
         engine = Engine(rules)
         engine.dirty = None  # a replay takes no incremental snapshots
         self.shard = Shard(engine, policy, profiles, versions=versions)
-        self.shard.decide_from = decide_from
+        self.shard.decide_from, self.shard.warm_sent = decide_from, warm_sent
         # A rollout replay may switch to rules that read balances: keep them then.
         self.balances = versions is not None or reads_balances(rules)
         self.stamper = Stamper(
@@ -73,6 +77,11 @@ class Replay:
     def warmed_up(self) -> int:
         """Candidates triggered before `decide_from`: not decided."""
         return self.shard.warmed_up
+
+    @property
+    def fed_back(self) -> int:
+        """Warm-up candidates that `warm_sent` says were sent: fed back to the engine."""
+        return self.shard.fed_back
 
     @property
     def after_until(self) -> int:

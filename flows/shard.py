@@ -44,7 +44,7 @@ from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 from keymoment.triggers.switch import switched
 
-from .feedback import Feedback
+from .feedback import Feedback, Logged
 from .partitions import PartitionClock
 from .stamp import Batch, Clock
 from .versioning import TICK, Versions, split
@@ -145,6 +145,10 @@ class Shard:
         # in `warmed_up`, not decided; the events before it only build the engine's state.
         self.decide_from: datetime | None = None
         self.warmed_up = 0
+        # With it (`--sent-log`), a warm-up candidate the live decision log says was sent goes
+        # back to the engine as the live driver fed it back: follow-ups arm on it.
+        self.warm_sent: Logged | None = None
+        self.fed_back = 0  # such offers found
 
     # -- the three entry points ------------------------------------------
 
@@ -298,10 +302,20 @@ class Shard:
             if end == len(candidates) or candidates[end].triggered_at != at:
                 if before is not None and at < before:
                     self.warmed_up += end - start
+                    if self.warm_sent:
+                        self._fed_back(candidates[start:end], out)
                 else:
                     group = candidates[start:end]
                     self._record(self.policy.decide(group, self.profiles, at), out, None)
                 start = end
+
+    def _fed_back(self, warm: list[Candidate], out: ShardOutput) -> None:
+        """Warm-up candidates the live log says were sent, fed back (`warm_sent`); the
+        follow-ups already due are decided like any others (counted, before `decide_from`)."""
+        assert self.warm_sent is not None
+        sent = [c for c in warm if (c.rule_id, c.triggered_at, c.event_id) in self.warm_sent]
+        self.fed_back += len(sent)
+        self._decide(self.feedback.logged(sent, self.warm_sent), None, out)
 
     def _record(self, decisions: list[Decision], out: ShardOutput, now: datetime | None) -> None:
         """Emit decisions, then feed the sent ones back (follow-ups due at once are decided too)."""

@@ -16,7 +16,7 @@ import sys
 from urllib.parse import parse_qs, quote, urlsplit
 
 from keymoment.cli import UserError
-from keymoment.commands.args import add_from_argument, checked_from, timestamp
+from keymoment.commands.args import add_from_argument, checked_from, timestamp, warm_sent
 from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.connectors.customers import ReferenceDataError, read_profiles
 from keymoment.connectors.lines import dumps_line
@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     decide_from = checked_from(args.decide_from, args.until)
     versions = versions_from(args)
+    every = [rules, *(s.version.rules for s in versions.pending)] if versions else [rules]
+    sent = warm_sent(args.sent_log, every, decide_from)
     shown = shown_rules(rules, versions)  # before the replay uses up the schedule
     profiles = _profiles(args.customers)
     if args.history:
@@ -87,15 +89,15 @@ def run(args: argparse.Namespace) -> int:
                 "--history replays on a copy of the live history in memory, under the "
                 "contact policy: leave --state, --prefix and --policy off out"
             )
-        every = [rules, *(s.version.rules for s in versions.pending)] if versions else [rules]
         build, copied = history.history_policies(args.history, every)
         policy = build(rules)
     else:
         policy = _policy(rules, scratch_state(args.state, args.prefix), args.policy == "on")
         copied = None
     replay = Replay(
-        rules, profiles, policy, until=args.until, versions=versions, decide_from=decide_from
-    )
+        rules, profiles, policy, args.until, versions=versions, decide_from=decide_from,
+        warm_sent=sent,
+    )  # fmt: skip
     summary = Summary()
     tally = Tally() if args.json or args.html else None
     with _Outputs(args.decisions, args.dead_letters, tally) as out:
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         if progress:
             progress.done()
     summary.after_until = replay.after_until
-    summary.warm_up = warm_up_json(decide_from, replay.warmed_up)
+    fed_back = replay.fed_back if sent is not None else None
+    summary.warm_up = warm_up_json(decide_from, replay.warmed_up, fed_back)
     summary.still_pending = policy.pending
     print(render(summary, shown, args.decisions))
     if tally is not None:

@@ -15,11 +15,13 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 from keymoment.cli import UserError
 from keymoment.config import RulesError, RulesFile, load_rules
 from keymoment.desk.compare import compare
+from keymoment.flows.feedback import Logged
 from keymoment.flows.replay import Replay
 from keymoment.flows.shard import Shard, ShardOutput
 from keymoment.policy import ContactPolicy, build_policy
@@ -27,7 +29,7 @@ from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
 
 from . import history
-from .args import add_from_argument, checked_from, timestamp
+from .args import add_from_argument, checked_from, timestamp, warm_sent
 from .backtest import _profiles
 from .files import write_json_and_html
 from .summary import warm_up_json, warm_up_line
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--sample must be 0 or more")
     decide_from = checked_from(args.decide_from, args.until)
     old_rules, new_rules = (_load(path) for path in args.rules)
+    sent = warm_sent(args.sent_log, [old_rules, new_rules], decide_from)
     profiles = _profiles(args.customers)
     policy, copied = (
         history.history_policies(args.history, [old_rules, new_rules])
@@ -73,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter(), time.process_time()
     try:
         both = replay_both(
-            old_rules, new_rules, profiles, args.events, args.until, policy, decide_from
+            old_rules, new_rules, profiles, args.events, args.until, policy, decide_from, sent
         )
     except OSError as exc:
         raise UserError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
     rule_ids = ([r.rule_id for r in old_rules.rules], [r.rule_id for r in new_rules.rules])
     result = compare(both.old, both.new, rule_ids, args.sample)
-    old_warm, new_warm = (warm_up_json(decide_from, count) for count in both.warmed_up)
+    fed = both.fed_back if sent is not None else (None, None)
+    old_warm, new_warm = map(partial(warm_up_json, decide_from), both.warmed_up, fed)
     result["input"] = {
         "events": both.events, "old_rules": args.rules[0], "new_rules": args.rules[1],
         "warm_up": {"old": old_warm, "new": new_warm} if decide_from is not None else None,
@@ -104,12 +108,14 @@ def _load(path: str) -> RulesFile:
 
 
 class Replayed(NamedTuple):
-    """Both sides' decision records, the events replayed, each side's warm-up candidates."""
+    """Both sides' decision records, the events replayed, each side's warm-up candidates and
+    of those the ones `--sent-log` fed back."""
 
     old: list[dict]
     new: list[dict]
     events: int
     warmed_up: tuple[int, int]
+    fed_back: tuple[int, int] = (0, 0)
 
 
 def replay_both(
@@ -120,16 +126,25 @@ def replay_both(
     until: Any,
     policy: Callable[[RulesFile], ContactPolicy] = build_policy,
     decide_from: datetime | None = None,
+    warm_sent: Logged | None = None,
 ) -> Replayed:
     """Both sides replayed; `policy` builds each side's contact policy (on a store of its
-    own), `decide_from` is the warm-up's end (`Replay`)."""
-    old = Replay(old_rules, profiles, policy(old_rules), until=until, decide_from=decide_from)
+    own), `decide_from` is the warm-up's end and `warm_sent` its live offers (`Replay`)."""
+
+    def side(rules: RulesFile) -> Replay:
+        return Replay(
+            rules, profiles, policy(rules), until, decide_from=decide_from, warm_sent=warm_sent
+        )
+
+    old = side(old_rules)
     if old_rules.engine != new_rules.engine:  # other watermark settings: stamp each side alone
-        new = Replay(new_rules, profiles, policy(new_rules), until=until, decide_from=decide_from)
+        new = side(new_rules)
         (first, events), (second, _) = _records(old.outputs(paths)), _records(new.outputs(paths))
-        return Replayed(first, second, events, (old.warmed_up, new.warmed_up))
+        return Replayed(
+            first, second, events, (old.warmed_up, new.warmed_up), (old.fed_back, new.fed_back)
+        )
     other = Shard(Engine(new_rules), policy(new_rules), profiles)
-    other.decide_from = decide_from
+    other.decide_from, other.warm_sent = decide_from, warm_sent
     a: list[dict] = []
     b: list[dict] = []
     events = 0
@@ -139,7 +154,7 @@ def replay_both(
         events += len(batch.positions)
     a += old.shard.finish(until).decision_records()
     b += other.finish(until).decision_records()
-    return Replayed(a, b, events, (old.warmed_up, other.warmed_up))
+    return Replayed(a, b, events, (old.warmed_up, other.warmed_up), (old.fed_back, other.fed_back))
 
 
 def _records(outputs: Any) -> tuple[list[dict], int]:
@@ -177,7 +192,12 @@ def render(result: dict, wall: float, cpu: float) -> str:
     warm = result["input"].get("warm_up")
     if warm is not None:
         counts = f"{warm['old']['candidates']:,} (old) and {warm['new']['candidates']:,} (new)"
-        lines.insert(1, warm_up_line(warm["old"]["from"], counts))
+        fed = None
+        if "sent_fed_back" in warm["old"]:
+            fed = (
+                f"{warm['old']['sent_fed_back']:,} (old) and {warm['new']['sent_fed_back']:,} (new)"
+            )
+        lines.insert(1, warm_up_line(warm["old"]["from"], counts, fed))
     lines += _customers(result["customers"])
     lines.append("candidates whose outcome changed (old->new):")
     changed = result["changed"]

@@ -121,7 +121,9 @@ def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
     if summary.after_until:
         lines.append(f"skipped {summary.after_until:,} events after --until")
     if summary.warm_up is not None:
-        lines.append(warm_up_line(summary.warm_up["from"], f"{summary.warm_up['candidates']:,}"))
+        warm = summary.warm_up
+        fed = f"{warm['sent_fed_back']:,}" if "sent_fed_back" in warm else None
+        lines.append(warm_up_line(warm["from"], f"{warm['candidates']:,}", fed))
     lines.append(f"dead letters: {dead:,}")
     if dead:
         lines.append(_counts(["reason", "events"], summary.dead_letters.most_common()))
@@ -141,19 +143,28 @@ def render(summary: Summary, rules: RulesFile, decisions_path: str) -> str:
     return "\n".join(lines)
 
 
-def warm_up_json(decide_from: datetime | None, candidates: int) -> dict | None:
-    """`--json`'s `warm_up` (docs/desk.md): until when, and the candidates not decided."""
+def warm_up_json(
+    decide_from: datetime | None, candidates: int, fed_back: int | None = None
+) -> dict | None:
+    """`--json`'s `warm_up` (docs/desk.md): until when, the candidates not decided, and with
+    `--sent-log` how many of them the live log says were sent (fed back to the engine)."""
     if decide_from is None:
         return None
-    return {"from": decide_from.isoformat().replace("+00:00", "Z"), "candidates": candidates}
+    out: dict = {"from": decide_from.isoformat().replace("+00:00", "Z"), "candidates": candidates}
+    if fed_back is not None:
+        out["sent_fed_back"] = fed_back
+    return out
 
 
-def warm_up_line(at: str, candidates: str) -> str:
+def warm_up_line(at: str, candidates: str, fed_back: str | None = None) -> str:
     """`--from`'s summary line; `candidates` is the count (`compare`: a count per side)."""
-    return (
+    line = (
         f"warm-up: the events before {at} (--from) built the rules' state; "
         f"{candidates} candidates they triggered were not decided"
     )
+    if fed_back is not None:
+        line += f", of which {fed_back} the live log sent (fed back: --sent-log)"
+    return line
 
 
 def warnings(summary: Summary) -> list[str]:

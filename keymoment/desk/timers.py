@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from keymoment.config import RulesFile
+from keymoment.flows.feedback import offer_in_log, sent_in_log
 from keymoment.triggers.candidate import Candidate
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile, Event
-from keymoment.triggers.follow_up import SentOffer, sent_offer
-
-from .records import when
+from keymoment.triggers.follow_up import SentOffer
 
 Timers = dict[tuple[str, str], datetime]  # (rule_id, key) -> deadline
 
@@ -69,11 +68,7 @@ class _Replay:
     def __init__(self, rules: RulesFile, profile: CustomerProfile | None, sent: Iterable[dict]):
         self.engine, self.profile = Engine(rules), profile
         self.products = {c.campaign_id: c.product for c in rules.campaigns}
-        self.sent = {  # a sent decision by its candidate: rule, triggered_at, event
-            (r["rule_id"], when(r["triggered_at"]), r.get("event_id")): r
-            for r in sent
-            if r.get("outcome") == "sent" and r.get("send_at") and r.get("offer_id")
-        }
+        self.sent = sent_in_log(sent)
         self.changes: list[TimerChange] = []
         self.candidates: list[Candidate] = []
 
@@ -104,9 +99,7 @@ class _Replay:
             record = self.sent.get((c.rule_id, c.triggered_at, c.event_id))
             if record is None:
                 continue
-            campaign, send_at = record["campaign_id"], when(record["send_at"])
-            product = self.products.get(campaign)
-            offer = sent_offer(c, campaign, record["offer_id"], send_at, product)
+            offer = offer_in_log(c, record, self.products)
             due = self.engine.feedback(offer, self.profile)
             after = armed_timers(self.engine, c.customer_id)
             self.changes.append(_diff(offer, timers, after, due))

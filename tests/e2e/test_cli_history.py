@@ -237,3 +237,103 @@ def test_mistakes_get_one_line(data: dict[str, Path], tmp_path: Path, more, says
     )  # fmt: skip
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
+
+
+# The first rule's offers get a second touch 3 days on: a follow-up of offers sent before the cut
+# comes due after it.
+FOLLOW_RULES = TIMER_RULES.replace(
+    "campaigns:\n",
+    "  - {rule_id: second-touch, trigger: follow_up, campaign: second-touch,\n"
+    "     after: {campaign: wealth-welcome, outcome: sent}, within: 3d}\n"
+    "campaigns:\n"
+    "  - {campaign_id: second-touch, offer_code: WM-DEP-02, channels: [app_push],\n"
+    "     priority: 10, value: 10.0, ttl: 24h}\n",
+)
+
+
+def test_a_warm_up_feeds_back_the_live_logs_sent_offers_so_follow_ups_fire_after_it(
+    data: dict[str, Path], fresh_redis, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """With `--sent-log` the live run's own decision log: the offers it sent before the cut
+    go back to the engine in the warm-up, so every candidate from the cut on, follow-ups
+    of offers sent before it among them, is decided as one backtest of both months does.
+    Without it those follow-ups are missing, and nothing else changes."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(FOLLOW_RULES)
+    (tmp_path / "vip-opt-out.txt").write_text("")
+    follow = {**data, "rules": rules}
+    cut = min(
+        orjson.loads(line)["occurred_at"] for line in data["second"].read_bytes().splitlines()
+    )
+    live_log = tmp_path / "live.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "keymoment", "run", "--rules", str(rules),
+         "--source", f"file:{data['first']}", "--customers", f"file:{data['customers']}",
+         "--clock", "event", "--until", cut, "--state", fresh_redis.url,
+         "--decisions", f"file:{live_log}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    whole = backtest(follow, data["all"], tmp_path / "whole.jsonl")
+    at, start = triggered(tmp_path / "whole.jsonl"), datetime.fromisoformat(cut)
+    later = {k: v for k, v in whole.items() if at[k] >= start}
+    records = [orjson.loads(line) for line in (tmp_path / "whole.jsonl").read_bytes().splitlines()]
+    offered_before = {r["offer_id"] for r in records if at[r["offer_id"]] < start}
+    carried = {  # follow-ups from the cut on of offers sent before it
+        r["offer_id"] for r in records
+        if r["rule_id"] == "second-touch" and at[r["offer_id"]] >= start
+        and r["event_id"] in offered_before
+    }  # fmt: skip
+    assert carried, "no follow-up crosses the cut: the test shows nothing"
+    result = keymoment(
+        "backtest", "--rules", rules, "--events", data["all"], "--customers", data["customers"],
+        "--decisions", tmp_path / "warm.jsonl", "--history", fresh_redis.url, "--from", cut,
+        "--sent-log", live_log, "--json", tmp_path / "warm.json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert outcomes(tmp_path / "warm.jsonl") == later
+    live_sent = [orjson.loads(line) for line in live_log.read_bytes().splitlines()]
+    fed = sum(r["outcome"] == "sent" and r["campaign_id"] == "wealth-welcome" for r in live_sent)
+    assert orjson.loads((tmp_path / "warm.json").read_bytes())["warm_up"]["sent_fed_back"] == fed
+    assert f"of which {fed:,} the live log sent (fed back: --sent-log)" in result.stdout
+    without = backtest(
+        follow, data["all"], tmp_path / "without.jsonl", "--history", fresh_redis.url,
+        "--from", cut,
+    )  # fmt: skip
+    assert without == {k: v for k, v in later.items() if k not in carried}
+
+    compared = keymoment(
+        "compare", "--rules", rules, "--rules", rules, "--events", data["all"],
+        "--customers", data["customers"], "--history", fresh_redis.url, "--from", cut,
+        "--sent-log", live_log, "--json", tmp_path / "compare.json",
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr
+    sides = orjson.loads((tmp_path / "compare.json").read_bytes())
+    assert sides["input"]["warm_up"]["new"]["sent_fed_back"] == fed
+    sent = sum(1 for v in later.values() if v[0] == "sent")
+    assert sides["sides"]["new"]["funnel"]["sent"] == sent
+
+
+@pytest.mark.parametrize(
+    ("more", "says"),
+    [
+        (["--sent-log", "LOG"], "give --from too"),
+        (["--sent-log", "LOG", "--from", "2026-01-20T00:00:00Z"], "no follow_up rule"),
+        (["--sent-log", "MISSING", "--from", "2026-01-20T00:00:00Z"], "--sent-log: cannot read"),
+    ],
+)
+def test_sent_log_mistakes_get_one_line(data: dict[str, Path], tmp_path: Path, more, says) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "log.jsonl"
+    log.write_text("")
+    rules = data["rules"]
+    if "cannot read" in says:  # with a follow-up rule, so the file is read
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(FOLLOW_RULES)
+        (tmp_path / "vip-opt-out.txt").write_text("")
+    more = [str(log) if m == "LOG" else str(tmp_path / "missing.jsonl") if m == "MISSING" else m
+            for m in more]  # fmt: skip
+    result = keymoment(
+        "backtest", "--rules", rules, "--events", data["second"],
+        "--decisions", tmp_path / "x.jsonl", *more,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr

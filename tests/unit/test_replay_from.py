@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from keymoment.config import RulesFile, load_rules
 from keymoment.connectors.customers import parse_profile
 from keymoment.connectors.generator import Generator
+from keymoment.flows.feedback import Logged, sent_in_log
 from keymoment.flows.replay import Replay
-from keymoment.policy import build_policy
+from keymoment.policy import FirstChannelPolicy, build_policy
 from keymoment.state import MemoryCapStore
 from keymoment.triggers.events import CustomerProfile
 
@@ -127,3 +128,52 @@ def test_compare_warms_up_both_sides(stream, whole: Counter[Key], lateness: str 
         alone, run = replay((path, profiles, side, until), decide_from)
         assert keys(records) == alone and sum(alone.values()) > 50
         assert warmed_up == run.warmed_up > 0
+
+
+JOURNEYS = RULES.with_name("journeys.yaml")  # its payroll-nudge follows up on payroll-package
+
+
+@pytest.fixture(scope="module")
+def journeys(stream) -> tuple[RulesFile, list[dict]]:  # type: ignore[no-untyped-def]
+    """examples/journeys.yaml, and its whole replay's decision records with every candidate
+    sent (`--policy off`): which offers are sent then depends on nothing but the rules."""
+    path, profiles, _, until = stream
+    rules = load_rules(JOURNEYS)
+    run = Replay(rules, profiles, FirstChannelPolicy(rules), until=until)
+    return rules, [r for out in run.outputs([str(path)]) for r in out.decision_records()]
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_warm_up_fed_the_sent_offers_before_it_finds_every_later_follow_up(
+    stream, journeys, data: st.DataObject
+) -> None:  # type: ignore[no-untyped-def]
+    """With a follow-up rule, F anywhere: a warm-up given the whole replay's sent offers
+    before F (`--sent-log`) finds exactly the whole replay's candidates from F on, follow-ups
+    of offers sent before F among them; without them it misses those follow-ups."""
+    path, profiles, _, until = stream
+    rules, records = journeys
+    whole = keys(records)
+    times = sorted({k[3] for k in whole if k[0] == "payroll-nudge"})
+    decide_from = data.draw(st.sampled_from(times)) - timedelta(
+        seconds=data.draw(st.integers(0, 3 * 86_400 - 1))
+    )  # a cut in the 3 days before a follow-up: after its offer, so the offer is warm-up
+    before = [r for r in records if datetime.fromisoformat(r["triggered_at"]) < decide_from]
+    sent = sent_in_log(before, {"payroll-package"})
+
+    def warm(log: Logged | None) -> tuple[Counter[Key], Replay]:
+        run = Replay(rules, profiles, FirstChannelPolicy(rules), until=until,
+                     decide_from=decide_from, warm_sent=log)  # fmt: skip
+        return keys(r for out in run.outputs([str(path)]) for r in out.decision_records()), run
+
+    later = Counter({k: n for k, n in whole.items() if k[3] >= decide_from})
+    decided, run = warm(sent)
+    assert decided == later
+    assert run.fed_back == len(sent) and run.warmed_up == sum(whole.values()) - sum(later.values())
+    offered = {r["offer_id"] for r in before if r["campaign_id"] == "payroll-package"}
+    carried = {k for k in later if k[0] == "payroll-nudge" and k[2] in offered}
+    assert carried
+    missed, _ = warm(None)
+    assert missed == Counter({k: n for k, n in later.items() if k not in carried})
