@@ -6,6 +6,10 @@ decision becomes a `SentOffer` event of its customer at that point of the
 customer's order (docs/engine.md, "Feedback"). The same code runs in the
 backtest, each Bytewax shard and the benchmarks, so the point is the same in
 replay and live. Without `follow_up` rules this is one truth test per call.
+
+A warm-up (`backtest --from TIME --sent-log LIVE_LOG`) decides nothing before
+TIME, so there the offers come from the live run's decision log instead
+(`sent_in_log`, `Feedback.logged`), at the same point: its candidate's.
 """
 
 from __future__ import annotations
