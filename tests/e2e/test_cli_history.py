@@ -153,6 +153,28 @@ def triggered(path: Path) -> dict[str, datetime]:
     return {r["offer_id"]: datetime.fromisoformat(r["triggered_at"]) for r in records}
 
 
+def live_until_cut(
+    data: dict[str, Path], rules_text: str, tmp_path: Path, store: str
+) -> tuple[dict[str, Path], str, Path]:
+    """`rules_text` as the files' rules, the cut (the second month's first event), and the
+    decision log of a live `keymoment run` of the first month up to the cut on `store`."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text)
+    (tmp_path / "vip-opt-out.txt").write_text("")
+    cut = min(
+        orjson.loads(line)["occurred_at"] for line in data["second"].read_bytes().splitlines()
+    )
+    live_log = tmp_path / "live.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "keymoment", "run", "--rules", str(rules),
+         "--source", f"file:{data['first']}", "--customers", f"file:{data['customers']}",
+         "--clock", "event", "--until", cut, "--state", store,
+         "--decisions", f"file:{live_log}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return {**data, "rules": rules}, cut, live_log
+
+
 def test_a_warm_up_on_the_live_history_decides_the_second_month_as_one_backtest(
     data: dict[str, Path], fresh_redis, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -160,20 +182,8 @@ def test_a_warm_up_on_the_live_history_decides_the_second_month_as_one_backtest(
     every candidate from the cut on, dormancy timers armed before it among them, is
     decided as the backtest of both months decides it (the run stops at the cut with
     `--until`, so it decided every timer due by then)."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(TIMER_RULES)
-    (tmp_path / "vip-opt-out.txt").write_text("")
-    timers = {**data, "rules": rules}
-    cut = min(
-        orjson.loads(line)["occurred_at"] for line in data["second"].read_bytes().splitlines()
-    )
-    subprocess.run(
-        [sys.executable, "-m", "keymoment", "run", "--rules", str(rules),
-         "--source", f"file:{data['first']}", "--customers", f"file:{data['customers']}",
-         "--clock", "event", "--until", cut, "--state", fresh_redis.url,
-         "--decisions", f"file:{tmp_path / 'live.jsonl'}"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    timers, cut, _ = live_until_cut(data, TIMER_RULES, tmp_path, fresh_redis.url)
+    rules = timers["rules"]
     whole = backtest(timers, data["all"], tmp_path / "whole.jsonl")
     at, start = triggered(tmp_path / "whole.jsonl"), datetime.fromisoformat(cut)
     result = keymoment(
@@ -258,21 +268,8 @@ def test_a_warm_up_feeds_back_the_live_logs_sent_offers_so_follow_ups_fire_after
     go back to the engine in the warm-up, so every candidate from the cut on, follow-ups
     of offers sent before it among them, is decided as one backtest of both months does.
     Without it those follow-ups are missing, and nothing else changes."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(FOLLOW_RULES)
-    (tmp_path / "vip-opt-out.txt").write_text("")
-    follow = {**data, "rules": rules}
-    cut = min(
-        orjson.loads(line)["occurred_at"] for line in data["second"].read_bytes().splitlines()
-    )
-    live_log = tmp_path / "live.jsonl"
-    subprocess.run(
-        [sys.executable, "-m", "keymoment", "run", "--rules", str(rules),
-         "--source", f"file:{data['first']}", "--customers", f"file:{data['customers']}",
-         "--clock", "event", "--until", cut, "--state", fresh_redis.url,
-         "--decisions", f"file:{live_log}"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    follow, cut, live_log = live_until_cut(data, FOLLOW_RULES, tmp_path, fresh_redis.url)
+    rules = follow["rules"]
     whole = backtest(follow, data["all"], tmp_path / "whole.jsonl")
     at, start = triggered(tmp_path / "whole.jsonl"), datetime.fromisoformat(cut)
     later = {k: v for k, v in whole.items() if at[k] >= start}
