@@ -59,7 +59,7 @@ def warm_sent(
     if not paths:
         return None
     from keymoment.cli import UserError
-    from keymoment.desk.records import InputError, Skipped, decisions, when
+    from keymoment.desk.records import InputError, Skipped, decisions
     from keymoment.flows.feedback import sent_in_log
 
     if decide_from is None:
@@ -70,19 +70,27 @@ def warm_sent(
     skipped, before = Skipped(), []
     try:
         for record in decisions(paths, skipped):
-            try:
-                at = when(record["triggered_at"])
-                at < decide_from  # noqa: B015 - a time without an offset cannot compare
-            except (ValueError, TypeError):
+            at = _logged_time(record["triggered_at"])
+            if at is None:
                 skipped.add("--sent-log")  # not a time: the record cannot be matched
-                continue
-            if at < decide_from:
+            elif at < decide_from:
                 before.append(record)
     except InputError as exc:
         raise UserError(f"--sent-log: {exc}") from None
     for path, n in skipped.counts.items():
         print(f"warning: {n:,} unreadable line(s) in {path} skipped", file=sys.stderr)
     return sent_in_log(before, followed)
+
+
+def _logged_time(text: str) -> datetime | None:
+    """A decision log's time with its offset, or None for anything else."""
+    from keymoment.desk.records import when
+
+    try:
+        at = when(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
 
 
 def checked_from(decide_from: datetime | None, until: datetime | None) -> datetime | None:
