@@ -162,7 +162,7 @@ def _rebuild(
     lines: int,
     packed_parts: bytes,
 ) -> Batch:
-    """The batch as the stamp step made it, but for the payloads: no shard reads them."""
+    """The batch as the stamp step made it, its events unpacked (`flows.handover`)."""
     rise_pos, rise_wm = unpack(packed_pos, packed_wm)
     parts = array("q")
     parts.frombytes(packed_parts)
