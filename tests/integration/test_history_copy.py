@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keymoment.state import CapStore, CapStoreUnavailable, Check, Reservation, cap_key
-from keymoment.state.history_copy import copy_history
+from keymoment.state.history_copy import GET, ZRANGE, _read, _scored, copy_history
 from keymoment.state.redis_caps import RedisCapStore
 from tests.contract.test_cap_store_contract import H, calendar, one, rolling
 from tests.support.servers import RedisClusterServers
@@ -116,6 +116,30 @@ def test_the_copy_only_reads(redis_server) -> None:  # type: ignore[no-untyped-d
     assert copy.slots == sum(len(slots) for slots in held.values())
     assert copy.lists == {"do_not_contact": frozenset({"C1"}), "vip": frozenset()}
     source.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_raw_reads_give_redis_pys_own_replies(redis_server, protocol: int) -> None:  # type: ignore[no-untyped-def]
+    """The copy writes its ZRANGE, GET and PTTL as RESP itself (`_pipelined`): on either
+    protocol (redis-py 5 speaks RESP2, 8 RESP3) it reads what redis-py's own calls read,
+    for a key with non-ASCII characters, one with braces and an expiring one."""
+    prefix = f"h{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True, protocol=protocol)
+    zsets = {f"{prefix}:cap:{{Zoë}}:week:": {"o1": 1_767_225_600_123, "o2": 2},
+             f"{prefix}:cap:{{a{{b}}c}}:day:": {"o3": 9_007_199_254_740_991}}  # fmt: skip
+    for name, members in zsets.items():
+        client.zadd(name, members)
+    client.pexpire(next(iter(zsets)), 600_000)
+    client.set(f"{prefix}:offer:{{Zoë}}:o1", "0|app_push|1767225600123.000")
+    got = dict(_read(client, f"{prefix}:cap:*", "zset", ZRANGE))
+    assert {n: _scored(reply) for n, (reply, _) in got.items()} == {
+        n: [(int(s), m) for m, s in client.zrange(n, 0, -1, withscores=True)] for n in zsets
+    }
+    ttls = [got[n][1] for n in zsets]
+    assert 590_000 < ttls[0] <= 600_000 and ttls[1] == -1  # the first expires, the other not
+    offers = dict(_read(client, f"{prefix}:offer:*", "string", GET))
+    assert offers == {f"{prefix}:offer:{{Zoë}}:o1": ("0|app_push|1767225600123.000", -1)}
+    client.close()
 
 
 def test_suppression_sets_need_lists_1(redis_server) -> None:  # type: ignore[no-untyped-def]
