@@ -143,7 +143,7 @@ PTTL = b"*2\r\n$4\r\nPTTL\r\n%s"
 
 
 def _scored(reply: list) -> list[tuple[int, str]]:
-    """A ZRANGE WITHSCORES reply as (score, member): RESP3 (redis-py's default) gives
+    """A ZRANGE WITHSCORES reply as (score, member): RESP3 (redis-py 8's default) gives
     [member, score] pairs with the score a double, RESP2 one flat list of strings."""
     if reply and isinstance(reply[0], list):
         return [(int(score), member) for member, score in reply]
