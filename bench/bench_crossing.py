@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,10 +46,11 @@ from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import baseline_plain  # noqa: E402 - the sibling script, not a package
 
 from keymoment.connectors.generator import Generator  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 HASHES = {"aligned": zlib.crc32, "crossing": zlib.adler32}
 
@@ -70,12 +70,6 @@ def write_input(tmp: Path, events: int, customers: int) -> tuple[list[bytes], Pa
         for f in files:
             f.close()
     return payloads, profiles, gen.until_at.isoformat().replace("+00:00", "Z")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_pair(code: str | None, inputs: Path, profiles: Path, until: str, out: Path) -> float:
