@@ -23,15 +23,31 @@ engine fires a customer's own due timers before its next event
 (`Engine.lagging`), and on the event clock every candidate is decided at its
 `triggered_at` (`flows.shard`). tests/unit/test_partitions.py checks this
 against the backtest of the merged stream.
+
+Every shard keeps its own `PartitionClock` (shards may see the batches of
+several workers in different orders) and every shard gets every batch, so
+with S shards in a process each batch's rises would be walked S times. The
+shards of one process usually hold the same marks when a batch reaches them,
+so `rises` remembers its last few answers per worker thread, by batch (the
+same rise list object: the stamp step's, or one rebuilt per process for a
+batch from another process, `flows.stamp`) and by the marks it started from;
+a shard in that state takes the answer and the marks it ends in without the
+walk. A shard in another state walks as before, so the answers are the same.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 FAR = datetime(9999, 1, 1, tzinfo=UTC)  # the mark of a partition that holds nothing back
+# How many batches' answers a worker thread keeps (`PartitionClock.rises`): more than the
+# batches a shard can be behind the other shards of its process in the usual order.
+KEPT = 8
+
+_answers = threading.local()  # per worker thread: recent answers of `PartitionClock.rises`
 
 
 def partition_of(source: str) -> str:
@@ -41,7 +57,16 @@ def partition_of(source: str) -> str:
 
 def part_id(partition: str) -> int:
     """A stable id for a partition label, the same in every process (not `hash()`)."""
-    return int.from_bytes(hashlib.blake2b(partition.encode(), digest_size=8).digest()) >> 1
+    found = _part_ids.get(partition)
+    if found is None:
+        digest = hashlib.blake2b(partition.encode(), digest_size=8).digest()
+        found = int.from_bytes(digest) >> 1
+        if len(_part_ids) < 65536:  # labels are partitions and files: few, but not trusted
+            _part_ids[partition] = found
+    return found
+
+
+_part_ids: dict[str, int] = {}
 
 
 class PartitionClock:
@@ -55,7 +80,33 @@ class PartitionClock:
     def rises(
         self, rise_pos: Sequence[int], rise_wm: Sequence[datetime], rise_part: Sequence[int]
     ) -> tuple[list[int], list[datetime]]:
-        """Per-partition rises of one batch -> the positions where the minimum rose, ascending."""
+        """Per-partition rises of one batch -> the positions where the minimum rose, ascending.
+
+        The lists returned may be shared with other shards of the process (module
+        docstring): read them, never change them.
+        """
+        kept: list[Answer] = _answers.__dict__.setdefault("kept", [])
+        for answer in kept:
+            if (
+                answer.batch is rise_part
+                and answer.start_wm == self.watermark
+                and answer.partitions == self.partitions
+                and answer.start == self.marks
+            ):
+                self.marks, self.watermark = dict(answer.end), answer.end_wm
+                return answer.out_pos, answer.out_wm
+        start, start_wm = dict(self.marks), self.watermark
+        out_pos, out_wm = self._walk(rise_pos, rise_wm, rise_part)
+        if len(kept) >= KEPT:
+            del kept[0]
+        end, end_wm = dict(self.marks), self.watermark
+        kept.append(Answer(rise_part, self.partitions, start, start_wm, out_pos, out_wm, end,
+                           end_wm))  # fmt: skip
+        return out_pos, out_wm
+
+    def _walk(
+        self, rise_pos: Sequence[int], rise_wm: Sequence[datetime], rise_part: Sequence[int]
+    ) -> tuple[list[int], list[datetime]]:
         out_pos: list[int] = []
         out_wm: list[datetime] = []
         marks, current = self.marks, self.watermark
@@ -72,3 +123,25 @@ class PartitionClock:
                 out_wm.append(low)
         self.watermark = current
         return out_pos, out_wm
+
+
+class Answer:
+    """One walk of `PartitionClock.rises`: the batch (its rise list, held so that its id is
+    not reused), the clock's partition count, the marks it started from and ended in, and
+    the flow's rises it found."""
+
+    __slots__ = ("batch", "partitions", "start", "start_wm", "out_pos", "out_wm", "end", "end_wm")
+
+    def __init__(
+        self,
+        batch: Sequence[int],
+        partitions: int,
+        start: dict[int, datetime],
+        start_wm: datetime | None,
+        out_pos: list[int],
+        out_wm: list[datetime],
+        end: dict[int, datetime],
+        end_wm: datetime | None,
+    ) -> None:
+        self.batch, self.partitions, self.start, self.start_wm = batch, partitions, start, start_wm
+        self.out_pos, self.out_wm, self.end, self.end_wm = out_pos, out_wm, end, end_wm

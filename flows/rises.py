@@ -11,14 +11,18 @@ and decoded lazily: a shard reads only the few watermarks its bisect probes
 and its own events need, so `LazyWatermarks` converts an entry to a
 `datetime` on access.
 
-Within a process nothing is packed: messages keep their plain lists.
+Within a process nothing is packed: messages keep their plain lists. A batch
+sent to several shards of another process arrives there once per shard;
+`unpack_shared` gives each copy the same lists (per worker thread), as the
+shards of the stamping process share theirs, so the work that follows is
+done once per batch and process (`flows.partitions`).
 """
 
 from __future__ import annotations
 
 import threading
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import overload
 
@@ -48,6 +52,28 @@ def unpack(pos: bytes, wm: bytes) -> tuple[list[int], LazyWatermarks]:
     return positions.tolist(), LazyWatermarks(micros)
 
 
+Unpacked = tuple[list[int], "LazyWatermarks", list[int]]
+KEPT = 8  # batches remembered per worker thread by `unpack_shared`
+_unpacked = threading.local()
+
+
+def unpack_shared(pos: bytes, wm: bytes, parts: bytes) -> Unpacked:
+    """`unpack` and each rise's partition (`part_id`s), the same objects for every copy of
+    one batch this worker thread rebuilds (module docstring). Read-only, like the lists
+    a batch carries within its process."""
+    kept: dict[tuple[bytes, bytes, bytes], Unpacked] = _unpacked.__dict__.setdefault("kept", {})
+    key = (pos, wm, parts)
+    found = kept.get(key)
+    if found is None:
+        partitions = array("q")
+        partitions.frombytes(parts)
+        found = (*unpack(pos, wm), partitions.tolist())
+        if len(kept) >= KEPT:
+            del kept[next(iter(kept))]
+        kept[key] = found
+    return found
+
+
 class LazyWatermarks(Sequence[datetime]):
     """Watermarks as microseconds, a UTC `datetime` on access (bisect reads only a few)."""
 
@@ -58,6 +84,11 @@ class LazyWatermarks(Sequence[datetime]):
 
     def __len__(self) -> int:
         return len(self._micros)
+
+    def __iter__(self) -> Iterator[datetime]:
+        """Every watermark, converted in C (`Sequence`'s own `__iter__` calls `__getitem__`
+        per item); what a walk over all the rises reads (`flows.partitions`)."""
+        return map(EPOCH.__add__, map(ONE_US.__mul__, self._micros))
 
     @overload
     def __getitem__(self, index: int) -> datetime: ...

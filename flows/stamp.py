@@ -41,7 +41,7 @@ from keymoment.triggers.events import Event
 from .handover import Packed, pack_events, unpack_events
 from .partitions import FAR, part_id, partition_of
 from .placement import shard_keys
-from .rises import pack, unpack
+from .rises import pack, unpack_shared
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -163,13 +163,11 @@ def _rebuild(
     packed_parts: bytes,
 ) -> Batch:
     """The batch as the stamp step made it, its events unpacked (`flows.handover`)."""
-    rise_pos, rise_wm = unpack(packed_pos, packed_wm)
-    parts = array("q")
-    parts.frombytes(packed_parts)
+    rise_pos, rise_wm, parts = unpack_shared(packed_pos, packed_wm, packed_parts)
     positions, sources, numbers = where
     own = Accepted(unpack_events(events), sources, numbers)
     wm: list[datetime] = rise_wm  # type: ignore[assignment]  # LazyWatermarks: a read-only list
-    return Batch(rise_pos, wm, positions, own, last_at, dead_letters, lines, parts.tolist())
+    return Batch(rise_pos, wm, positions, own, last_at, dead_letters, lines, parts)
 
 
 def accepted_lines(

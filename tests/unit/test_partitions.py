@@ -12,6 +12,7 @@ backtest's on the merged stream, and so must the dead letters (duplicates).
 from __future__ import annotations
 
 import random
+from array import array
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -182,3 +183,85 @@ def _t(day: str) -> datetime:
 def _app(day: str) -> bytes:
     return orjson.dumps({"type": "app", "event_id": f"e{day}", "customer_id": "c1",
                          "occurred_at": f"2026-01-{day}T00:00:00Z", "action": "login"})  # fmt: skip
+
+
+@st.composite
+def worker_batches(draw: st.DrawFn) -> tuple[int, list[list[tuple[list, list, list]]]]:
+    """Batches of per-partition rises from 1-3 stamping workers, as `Stamper.stamp_parts`
+    makes them: positions ascending, each partition's marks rising except after `FAR` (an
+    idle or ended partition that speaks again starts from its new, maybe late, event)."""
+    partitions = draw(st.integers(1, 4))
+    ids = [part_id(f"p{i}") for i in range(partitions)]
+    workers = []
+    for _ in range(draw(st.integers(1, 3))):
+        marks: dict[int, int] = {}
+        batches = []
+        for _ in range(draw(st.integers(1, 6))):
+            pos, wm, part = [], [], []
+            for i in range(draw(st.integers(1, 8))):
+                p = draw(st.sampled_from(ids))
+                if draw(st.integers(0, 9)) == 0:
+                    marks[p] = -1  # FAR
+                    pos.append(i), wm.append(FAR), part.append(p)
+                    continue
+                day = draw(st.integers(1, 28))
+                if marks.get(p, 0) != -1 and day <= marks.get(p, 0):
+                    continue  # not a rise of this partition
+                marks[p] = day
+                pos.append(i), part.append(p)
+                wm.append(datetime.fromisoformat(f"2026-01-{day:02d}T00:00:00+00:00"))
+            if pos:
+                batches.append((pos, wm, part))
+        workers.append(batches)
+    return partitions, workers
+
+
+@given(worker_batches(), st.lists(st.randoms(use_true_random=False), min_size=1, max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_shards_of_a_process_share_answers_only_where_a_walk_would_give_the_same(
+    drawn: tuple[int, list], orders: list[random.Random]
+) -> None:
+    """Several shards' clocks (one thread: they share `rises`' answers) each see every
+    batch, in their own interleaving of the workers; each gets exactly what a clock of its
+    own walking every batch gets (`_walk`, which no answer is kept for)."""
+    partitions, workers = drawn
+    seen = []  # each shard's order of the batches
+    for order in orders:
+        queues = [list(batches) for batches in workers]
+        seen.append([])
+        while any(queues):
+            seen[-1].append(order.choice([q for q in queues if q]).pop(0))
+    shared = [PartitionClock(partitions) for _ in orders]
+    alone = [PartitionClock(partitions) for _ in orders]
+    for step in range(len(seen[0])):  # the shards take turns, as in one worker
+        for batches, clock, own in zip(seen, shared, alone, strict=True):
+            assert clock.rises(*batches[step]) == own._walk(*batches[step])
+            assert (clock.marks, clock.watermark) == (own.marks, own.watermark)
+
+
+class Walks(PartitionClock):
+    walks = 0
+
+    def _walk(self, *batch: Any) -> Any:
+        Walks.walks += 1
+        return super()._walk(*batch)
+
+
+def test_copies_of_one_batch_from_another_process_share_their_lists() -> None:
+    """`unpack_shared`: what `Batch` rebuilds per receiving shard is one set of lists per
+    batch, so their clocks find each other's answers (and equal bytes give equal lists)."""
+    from keymoment.flows.rises import pack, unpack_shared
+
+    t = [datetime.fromisoformat(f"2026-01-0{d}T00:00:00+00:00") for d in range(1, 4)]
+    pos, wm = pack([0, 2, 5], t)
+    parts = array("q", [part_id("a"), part_id("b"), part_id("a")]).tobytes()
+    first = unpack_shared(bytes(pos), bytes(wm), bytes(parts))
+    again = unpack_shared(bytes(pos), bytes(wm), bytes(parts))  # another copy's own bytes
+    assert all(x is y for x, y in zip(first, again, strict=True))
+    assert first[0] == [0, 2, 5] and list(first[1]) == t and first[1][1] == t[1]
+    assert first[2] == [part_id("a"), part_id("b"), part_id("a")]
+    shards = [Walks(2) for _ in range(4)]
+    copies = [first, again, first, again]
+    answers = {repr(shard.rises(*copy)) for shard, copy in zip(shards, copies, strict=True)}
+    assert Walks.walks == 1 and answers == {repr(([2, 5], [t[0], t[1]]))}
+    assert all(s.watermark == t[1] and s.marks is not shards[0].marks for s in shards[1:])
