@@ -535,9 +535,12 @@ class Engine:
     def _repeats(self, customer: CustomerState, event_id: str, at: datetime) -> bool:
         """Whether `event_id` was seen for this customer within the dedupe window."""
         seen = customer.seen
+        if type(seen) is dict:  # the shapes of `CustomerState.seen`, the live one first
+            seen_at = seen.get(event_id)
+            return seen_at is not None and abs(at - seen_at) <= self.dedupe_window
         if seen is None:
             return False
-        if isinstance(seen, str):  # the shapes of `CustomerState.seen`
+        if isinstance(seen, str):
             seen_at = customer.last_seen_at if seen == event_id else None
         elif isinstance(seen, tuple):
             seen_at = seen[1] if seen[0] == event_id else None
@@ -555,9 +558,15 @@ class Engine:
         newest = at if at > last else last
         cutoff = newest - self.dedupe_window
         seen = customer.seen
+        customer.last_seen_at = newest
+        if type(seen) is dict and last >= cutoff:  # a live burst: ids kept, some may age out
+            seen.pop(event_id, None)
+            while seen and (oldest := next(iter(seen))) and seen[oldest] < cutoff:
+                del seen[oldest]
+            seen[event_id] = at
+            return
         if isinstance(seen, str):
             seen = (seen, last)  # a bare id is the id of the event at `last_seen_at`
-        customer.last_seen_at = newest
         if isinstance(seen, tuple) and (seen[0] == event_id or seen[1] < cutoff):
             seen = None  # the one id kept is this one, or aged out
         if seen is None or last < cutoff:

@@ -7,6 +7,8 @@ import pickle
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_triggers_support import app, at, brief, ruleset, run, tx
 
 from keymoment.triggers.engine import Engine
@@ -43,6 +45,56 @@ def test_repeat_of_an_event_id_within_24h_is_a_duplicate(later, duplicate):
     fed = engine.feed(tx("x", later, "60000"), None)
     assert fed.duplicate is duplicate
     assert [c.event_id for c in fed.candidates] == ([] if duplicate else ["x"])
+
+
+def _kept(seen: object, last_seen_at: object) -> dict[object, object]:
+    """`CustomerState.seen` in any of its shapes as {event id: occurred_at}."""
+    if seen is None:
+        return {}
+    if isinstance(seen, str):
+        return {seen: last_seen_at}
+    if isinstance(seen, tuple):
+        return {seen[0]: seen[1]}
+    assert isinstance(seen, dict)
+    return dict(seen)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(["x", "y", "z"]),
+            st.sampled_from([0, 1, 12, 23, 24, 25, 40]),
+        ),
+        max_size=40,
+    )
+)
+def test_a_repeat_is_an_id_the_customer_sent_at_most_the_window_ago(steps):
+    """In-order streams: a duplicate exactly when the same customer's same id was taken at
+    most 24 h before, and the id memory holds exactly the ids taken at most 24 h before
+    the customer's newest taken event (every shape of `CustomerState.seen`)."""
+    engine = Engine(ruleset(BIG))
+    window = engine.dedupe_window
+    taken: dict[str, dict[str, object]] = {"a": {}, "b": {}}  # customer -> id -> last taken
+    hours = 0
+    for customer, event_id, step in steps:
+        hours += step
+        when = at(hours=hours)
+        last = taken[customer].get(event_id)
+        expected = last is not None and when - last <= window  # type: ignore[operator]
+        fed = engine.feed(tx(event_id, when, "60000", customer=customer), None)
+        assert fed.duplicate is expected
+        if not expected:
+            taken[customer][event_id] = when
+        state = engine.customers.get(customer)
+        if state is not None:
+            newest = max(taken[customer].values())  # type: ignore[type-var]
+            assert _kept(state.seen, state.last_seen_at) == {
+                i: t
+                for i, t in taken[customer].items()
+                if newest - t <= window  # type: ignore[operator]
+            }
 
 
 def test_duplicate_is_per_customer():
