@@ -6,12 +6,19 @@
 Builds a shard (flows/shard.Shard: engine and policy) holding `--customers`
 customers under bench/four_rules.yaml (each: a login, a card payment and an
 incoming transfer, so dormancy, reactivation and the deposit history all hold
-state), then runs `--epochs` epochs in which `--changed` of the customers get
-one event each. Per epoch, same run, CPU time:
+state), `--reserved` of them with an offer reserved in the policy's in-memory cap
+store (the default store of a single process: four keys and an offer record
+each, as the planner makes them), then runs `--epochs` epochs in which `--changed`
+of the customers get one event each and one more reservation (none with
+`--reserved 0`, the case measured before the fourteenth session). Per epoch,
+same run, CPU time:
 
 - **incremental**: `flows.snapshots.Chain.snapshot`, what the flow runs each
   epoch: the changed customers encoded (state/snapshot_codec.py, msgpack),
-  written as a segment file (fsync on) and the chain record pickled;
+  written as a segment file (fsync on) and the chain record pickled; the cap
+  store's keys and offers changed in the epoch go in the segment too;
+- the in-memory cap store whole, pickled, as each segment's rest held it before
+  the fourteenth session (first and last epoch);
 - the same part encoded with pickle (the encoding before), to compare codecs;
 - **baseline**: the whole shard pickled (`Shard.snapshot()`, what the flow
   handed Bytewax before), first and last epoch only (it costs seconds).
@@ -59,6 +66,7 @@ from keymoment.flows.snapshots import Chain  # noqa: E402
 from keymoment.flows.versioning import Versions  # noqa: E402
 from keymoment.policy import build_policy  # noqa: E402
 from keymoment.rollout.versions import RulesVersion, Switch  # noqa: E402
+from keymoment.state import Check, Option, Reservation  # noqa: E402
 from keymoment.state.segments import SegmentStore  # noqa: E402
 from keymoment.triggers.engine import Engine  # noqa: E402
 from keymoment.triggers.events import AppEvent, TransactionEvent  # noqa: E402
@@ -75,6 +83,25 @@ def events_for(i: int, at: datetime, tag: str) -> list:
         TransactionEvent(event_id=f"{tag}t{i}", customer_id=cid, occurred_at=at, account_id="A",
                          direction="credit", amount=250000, kind="transfer_in"),
     ]  # fmt: skip
+
+
+def reservation(i: int, tag: str, at: datetime) -> Reservation:
+    """An offer to customer `i` on app push, checked as the planner checks one: a daily
+    and a weekly cap on the customer, one on the channel, one on the campaign."""
+    now_ms = int(at.timestamp() * 1000)
+    head, day = f"cap:{{C{i:08d}}}", 86_400_000
+    checks = (
+        Check("daily", f"{head}:all:day", "rolling", 2, day, keep_ms=day),
+        Check("weekly", f"{head}:all:week", "rolling", 5, 7 * day, keep_ms=7 * day),
+        Check("push", f"{head}:ch:app_push", "rolling", 3, 7 * day, keep_ms=7 * day),
+        Check("camp", f"{head}:camp:deposit_thanks", "rolling", 1, 30 * day, keep_ms=30 * day),
+    )
+    option = Option(f"app_push|{now_ms}.000", now_ms, checks)
+    return Reservation(f"{tag}-C{i:08d}-deposit_thanks", f"C{i:08d}", now_ms, (option,), 30 * day)
+
+
+def reserve(shard: Shard, i: int, tag: str, at: datetime) -> None:
+    shard.policy.store.reserve(reservation(i, tag, at))  # type: ignore[attr-defined]
 
 
 def cpu(run) -> tuple[float, object]:  # noqa: ANN001
@@ -105,20 +132,25 @@ def rules_versions(folder: Path) -> list[RulesVersion]:
     return out
 
 
-def built(customers: int, versions: list[RulesVersion]) -> Shard:
+def built(customers: int, versions: list[RulesVersion], reserved: float) -> Shard:
     rules = versions[0].rules
     engine = Engine(rules)
-    started = time.process_time()
+    shard = Shard(engine, build_policy(rules), {}, None, Versions(versions[0]))
+    started, every = time.process_time(), round(1 / reserved) if reserved else 0
     for i in range(customers):
         at = T0 + timedelta(seconds=i * 86_400 * 30 // customers)
         for event in events_for(i, at, "b"):
             engine.feed(event)
+        if every and i % every == 0:
+            reserve(shard, i, "b", at)
         if i % 65_536 == 0:
             gc.collect(1)
             gc.freeze()
+    held = len(shard.policy.store)  # type: ignore[attr-defined]
     print(f"{len(engine.customers):,} customers held, built in {time.process_time() - started:.1f} "
-          f"CPU s; {engine.pending_timers():,} heap entries")  # fmt: skip
-    return Shard(engine, build_policy(rules), {}, None, Versions(versions[0]))
+          f"CPU s; {engine.pending_timers():,} heap entries; cap store: {held:,} keys and "
+          f"offer records")  # fmt: skip
+    return shard
 
 
 def epochs(
@@ -126,21 +158,26 @@ def epochs(
 ) -> tuple[bytes, bytes, list[float]]:
     """Each epoch: the chain's snapshot, the part pickled instead, the whole shard (twice)."""
     rng, now, parts, record = random.Random(1), T0 + timedelta(days=31), [], b""
-    full, t_full = b"", math.nan
+    full, t_full, t_store, store_size = b"", math.nan, math.nan, 0
     for epoch in range(args.epochs):
         for i in rng.sample(range(args.customers), int(args.customers * args.changed)):
             for event in events_for(i, now, f"e{epoch}-"):
                 shard.engine.feed(event)
+            if args.reserved:  # --reserved 0: no cap store at all, the earlier sessions' case
+                reserve(shard, i, f"e{epoch}", now)
         now += timedelta(seconds=5)
         dirty = {c: shard.engine.customers.get(c) for c in shard.engine.dirty}
         t_pickle, pickled = cpu(lambda: pickle.dumps(dirty, protocol=5))  # noqa: B023 - run now
         t_part, (record, size) = cpu(lambda: chain.snapshot(shard))
         if epoch == 0 or epoch == args.epochs - 1:  # the whole shard costs seconds: twice is enough
             t_full, full = cpu(lambda: pickle.dumps(shard.snapshot(), protocol=5))
+            t_store, whole = cpu(lambda: pickle.dumps(shard.policy.snapshot(), protocol=5))
+            store_size = len(whole)  # type: ignore[arg-type]
         parts.append(t_part)
         print(f"  epoch {epoch}: {len(dirty):,} changed | incremental {t_part * 1000:6.1f} ms "
               f"{size / 2**20:5.2f} MiB (record {len(record)} B) | same part pickled "
-              f"{t_pickle * 1000:6.1f} ms {len(pickled) / 2**20:5.2f} MiB | whole shard "
+              f"{t_pickle * 1000:6.1f} ms {len(pickled) / 2**20:5.2f} MiB | cap store whole "
+              f"{t_store * 1000:6.1f} ms {store_size / 2**20:5.2f} MiB | whole shard "
               f"{t_full * 1000:7.0f} ms {len(full) / 2**20:6.1f} MiB")  # fmt: skip
     return record, full, parts + [t_full]
 
@@ -149,6 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--changed", type=float, default=0.01)
+    parser.add_argument(
+        "--reserved", type=float, default=0.1, help="customers with a reserved offer at the start"
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--dir", help="segment directory (default: a temporary one)")
     parser.add_argument("--restore", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
@@ -157,7 +197,7 @@ def main() -> None:
         return restored(args.restore[0], Path(args.restore[1]))
     root = Path(args.dir or tempfile.mkdtemp(prefix="km-bench-segments-"))
     versions = rules_versions(root)
-    shard = built(args.customers, versions)
+    shard = built(args.customers, versions, args.reserved)
     chain = Chain(SegmentStore(root), keep_seconds=math.inf)
     t_base, (record, base_size) = cpu(lambda: chain.snapshot(shard))  # the first: a base
     print(f"base from memory (every customer): {t_base:.2f} CPU s, "

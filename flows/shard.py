@@ -327,18 +327,19 @@ class Shard:
 
     # -- recovery ----------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, store: bool = True) -> dict[str, Any]:
         """Plain data: the engine's snapshot, the last event time, the policy's own state.
 
         A Redis cap store keeps its reservations itself, idempotent by
         offer_id, so a replayed epoch gets the same answers; the policy's own
-        snapshot holds its in-memory cap store and its parked candidates.
+        snapshot holds its in-memory cap store (unless `store` is False: an
+        incremental snapshot's segment holds its changes) and its parked candidates.
         """
         return {
             "v": SNAPSHOT_VERSION,
             "engine": self.engine.snapshot(),
             "last_at": self.last_at,
-            "policy": self.policy.snapshot(),
+            "policy": self.policy.snapshot(store),
             "versions": self.versions.snapshot() if self.versions is not None else None,
         }
 

@@ -43,10 +43,15 @@ a base and the parts after it, that rebuilds the state of that epoch.
   last `KEEP_CHAINS` chains names it; segments of earlier executions stay
   until this one has run `keep_seconds`, then only the ones its chains name.
 - **What a segment holds**: the changed customers' states and the watermark,
-  encoded by state/snapshot_codec.py, and the rest of the shard's snapshot
-  (`Shard.snapshot()` without the engine: last event time, the policy's
-  in-memory cap store and parked candidates, the rules versions) pickled
-  whole, as before: small unless the cap store is in memory.
+  encoded by state/snapshot_codec.py; the in-memory cap store's keys and offer
+  records written or dropped since the last segment (`MemoryCapStore.changes`,
+  all of them in a base; empty with a Redis store, which keeps its own), which
+  the codec's `merge` joins like the states; and the rest of the shard's
+  snapshot (`Shard.snapshot()` without the engine and the cap store: last event
+  time, parked candidates and leads, the rules versions) pickled whole, small.
+  A chain written before the cap store's changes were kept holds the whole
+  store in each segment's rest: it restores from that, and the next snapshot
+  writes a base.
 - **Restore** reads the chain, applies base and parts (`snapshots.restore`,
   which replays the switches a switch segment names and rebuilds the timer
   heap from the states) and continues the chain.
@@ -73,6 +78,7 @@ import msgspec
 from keymoment.rollout.diff import diff
 from keymoment.rollout.versions import RulesVersion
 from keymoment.state import snapshot_codec as codec
+from keymoment.state.memory_caps import MemoryCapStore
 from keymoment.state.segments import SegmentError, SegmentStore
 from keymoment.triggers import snapshots
 from keymoment.triggers.engine import SNAPSHOT_VERSION as ENGINE_VERSION
@@ -186,7 +192,7 @@ class Chain:
         engine = shard.engine
         engine.settle_all()  # a deferred switch's rest, in the call: a fallback's pause
         engine.dirty = set()  # parts count from this base
-        payload = _segment(engine.watermark, engine.customers, shard, self.classes)
+        payload = _segment(engine.watermark, engine.customers, shard, self.classes, whole=True)
         self.names = [self.store.write("base", payload)]
         self.base_size, self.part_sizes = len(payload), []
         return len(payload)
@@ -325,10 +331,11 @@ class Chain:
         if record.get("v") != RECORD_VERSION or not record.get("chain"):
             raise codec.CodecError(f"unknown incremental snapshot record {record.get('v')!r}")
         names: list[str] = record["chain"]
-        tags = without_gc(lambda: self._restore(shard, names))
+        tags, current = without_gc(lambda: self._restore(shard, names))
         gc.freeze()
         self.classes = codec.Classes(tags)
-        self.names, self.engine = list(names), shard.engine
+        # a chain of an earlier build (the cap store whole in each segment): a base next
+        self.names, self.engine = list(names), shard.engine if current else None
         if shard.versions is not None:  # the switches from here on are recorded (`taken`)
             self.version = shard.versions.current
             shard.versions.taken()
@@ -336,8 +343,10 @@ class Chain:
         self.base_size = self.store.size(names[:1])
         self.part_sizes = [self.store.size([name]) for name in names[1:]]
 
-    def _restore(self, shard: Shard, names: list[str]) -> list[str]:
-        """Returns the chain's class table (its longest, `codec.merge`), to number on from."""
+    def _restore(self, shard: Shard, names: list[str]) -> tuple[list[str], bool]:
+        """Returns the chain's class table (its longest, `codec.merge`), to number on from,
+        and whether its segments hold the cap store's changes (else each one's rest holds
+        the whole store, as an earlier build wrote them)."""
         read = [self._read(name) for name in names]
         (base, _), parts = read[0], [segment for segment, _ in read[1:]]
         tags = max((table for _, table in read), key=len)
@@ -347,7 +356,14 @@ class Chain:
         rest = unpickled((parts[-1] if parts else base)["rest"])
         shard.restore({**rest, "engine": engine_base})
         snapshots.restore(shard.engine, engine_base, [_engine_part(p) for p in parts])
-        return tags
+        current = all("cap_keys" in segment for segment, _ in read)
+        store = memory_store(shard)
+        if current and store is not None:
+            store.restore({"keys": {}, "offers": {}})
+            for segment, _ in read:
+                store.apply(segment["cap_keys"], segment["cap_offers"])
+            store.keep_changes()
+        return tags, current
 
     def _read(self, name: str) -> tuple[dict[str, Any], list[str]]:
         data, tags = codec.decode_table(self.store.read(name))
@@ -389,12 +405,28 @@ def _steps(versions: list[RulesVersion]) -> list[Step]:
     return steps
 
 
+def memory_store(shard: Shard) -> MemoryCapStore | None:
+    """The shard's in-memory cap store, whose changes its segments hold; None for Redis."""
+    store = getattr(shard.policy, "store", None)
+    return store if isinstance(store, MemoryCapStore) else None
+
+
 def _segment(
-    watermark: Any, customers: dict[str, Any], shard: Shard, classes: codec.Classes, **extra: Any
+    watermark: Any,
+    customers: dict[str, Any],
+    shard: Shard,
+    classes: codec.Classes,
+    whole: bool = False,
+    **extra: Any,
 ) -> bytes:
-    rest = shard.snapshot()
+    """A segment: `customers` (the changed, or all), the cap store's changes since the last
+    segment (`whole`: all of it, and changes kept from now on), and the rest pickled."""
+    rest = shard.snapshot(store=False)
     del rest["engine"]
+    store = memory_store(shard)
+    keys, offers = ({}, {}) if store is None else store.whole() if whole else store.changes()
     segment = {"watermark": watermark, "customers": customers, "rest": pickle.dumps(rest, 5)}
+    segment |= {"cap_keys": keys, "cap_offers": offers}
     return codec.encode({**segment, **extra}, classes)
 
 
@@ -419,7 +451,7 @@ def _fork_base(shard: Shard, chain: Chain, name: str) -> Forked:
             gc.disable()
             engine = shard.engine
             engine.settle_all()  # the customers a deferred switch has not reshaped yet
-            payload = _segment(engine.watermark, engine.customers, shard, chain.classes)
+            payload = _segment(engine.watermark, engine.customers, shard, chain.classes, True)
             chain.store.write_as(name, payload)
             os.write(write, msgspec.msgpack.encode(chain.classes.tags()))
             status = 0

@@ -58,8 +58,12 @@ class ContactPolicy(Protocol):
         """How many candidates wait for the cap store."""
         ...
 
-    def snapshot(self) -> Any:
-        """Plain data for a recovery snapshot (None when there is nothing to keep)."""
+    def snapshot(self, store: bool = True) -> Any:
+        """Plain data for a recovery snapshot (None when there is nothing to keep).
+
+        `store=False`: without an in-memory cap store, which an incremental snapshot
+        keeps as its changes (flows/snapshots.py).
+        """
         ...
 
     def update_rules(self, rules: RulesFile) -> None:
@@ -156,7 +160,7 @@ class FirstChannelPolicy:
     def settle(self, clock_at: datetime) -> list[Decision]:
         return []
 
-    def snapshot(self) -> None:
+    def snapshot(self, store: bool = True) -> None:
         return None  # holds nothing between calls
 
     def update_rules(self, rules: RulesFile) -> None:

@@ -181,14 +181,16 @@ class RulesContactPolicy:
         # the usual call (one candidate, a store and lists that always answer) takes `_one`
         self._fused = self._in_process and not self.suppression.remote
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, store: bool = True) -> dict[str, Any]:
         """Plain data for a restart: the memory store's contents and the parked candidates.
 
         A Redis store keeps its reservations itself (idempotent by offer_id), so only
         the memory store is carried, and for Redis the token of the history in use, so a
         resumed process notices a server that came back empty (state/history.py).
+        `store=False` leaves the memory store out: an incremental snapshot holds its
+        changes instead (`MemoryCapStore.changes`, flows/snapshots.py).
         """
-        memory = self.store.snapshot() if isinstance(self.store, MemoryCapStore) else None
+        memory = self.store.snapshot() if store and isinstance(self.store, MemoryCapStore) else None
         parked = [(list(p.candidates), dict(p.profiles), p.screened) for p in self._pending]
         leads, history = self.desk.snapshot(), token_of(self.store)
         return {"v": 1, "store": memory, "pending": parked, "leads": leads, "history": history}

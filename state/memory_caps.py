@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from .caps import Option, Reservation, Result, rolling_admits_sorted
@@ -64,6 +65,7 @@ class _One(NamedTuple):
 
 
 _new = tuple.__new__  # a NamedTuple without its generated `__new__` frame (policy/planning.py)
+_KEY = attrgetter("key")
 
 
 class MemoryCapStore:
@@ -74,12 +76,20 @@ class MemoryCapStore:
     sweep every `SWEEP_EVERY` reservations drops the rest), and old slots are
     pruned on each write, so a long backtest holds only the history its caps can
     still see.
+
+    For incremental snapshots (flows/snapshots.py) the store can say what changed
+    since it was last asked (`whole`, then `changes`): the names of the keys and
+    offer records written or dropped are kept from `whole` on, so a segment holds
+    those and not the whole store. Until `whole` is called nothing is kept (a
+    backtest pays nothing for it).
     """
 
     def __init__(self) -> None:
         self._keys: dict[str, _Key | _One] = {}
         self._offers: dict[str, tuple[str, int, int]] = {}  # offer_id -> (tag, index, expires_ms)
         self._touches = 0
+        # the keys and offer ids written or dropped since `whole`/`changes`; None: not kept
+        self._changed: tuple[set[str], set[str]] | None = None
 
     def reserve(self, reservation: Reservation) -> Result:
         now_ms = reservation.now_ms
@@ -96,6 +106,9 @@ class MemoryCapStore:
                 self._take(reservation, option)
                 expires = now_ms + reservation.keep_ms
                 self._offers[reservation.offer_id] = (option.tag, index, expires)
+                if self._changed is not None:
+                    self._changed[0].update(map(_KEY, option.checks))
+                    self._changed[1].add(reservation.offer_id)
                 return Result(index, option.tag)
             refused.append(refusing)
         return Result(None, None, False, tuple(refused))
@@ -129,6 +142,51 @@ class MemoryCapStore:
     def restore(self, snap: dict[str, Any]) -> None:
         self._keys = {k: _restored(slots, exp) for k, (slots, exp) in snap["keys"].items()}
         self._offers = dict(snap["offers"])
+        if self._changed is not None:
+            self._changed = (set(), set())
+
+    def keep_changes(self) -> None:
+        """Keep the names of what changes from now on, for `changes` (a restored chain's)."""
+        self._changed = (set(), set())
+
+    def whole(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Every key and offer record, as `changes` gives them; changes are kept from now on.
+
+        A snapshot chain's base: each later segment holds only `changes()`.
+        """
+        self.keep_changes()
+        return dict(self._keys), dict(self._offers)
+
+    def changes(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The keys and offer records written or dropped since `whole` or the last call
+        (None for one dropped), for `apply` after a round trip through the snapshot
+        codec, which is the only way they leave the store: the entries are the store's
+        own (a `_One` is a tuple, a `_Key` a slotted object the codec encodes), so they
+        are built in C, not copied, and must be encoded before the store moves on."""
+        if self._changed is None:
+            raise RuntimeError("changes() before whole(): nothing was kept")
+        names, offer_ids = self._changed
+        self._changed = (set(), set())
+        keys = dict(zip(names, map(self._keys.get, names), strict=True))
+        return keys, dict(zip(offer_ids, map(self._offers.get, offer_ids), strict=True))
+
+    def apply(self, keys: dict[str, Any], offers: dict[str, Any]) -> None:
+        """What `whole` or `changes` gave, decoded, onto this store (None drops); the chain's
+        restore applies a base and then each part in order. The codec gives a `_One` back
+        as a list, a `_Key` as itself."""
+        held, records = self._keys, self._offers
+        for name, value in keys.items():
+            if value is None:
+                held.pop(name, None)
+            elif type(value) is _Key:
+                held[name] = value
+            else:
+                held[name] = _new(_One, value)
+        for offer_id, record in offers.items():
+            if record is None:
+                records.pop(offer_id, None)
+            else:
+                records[offer_id] = tuple(record)
 
     def __len__(self) -> int:
         """Keys plus offer records held: what the expiry tests watch shrink."""
@@ -148,6 +206,8 @@ class MemoryCapStore:
             if entry is not None and entry.expires_ms <= now_ms:
                 del keys[check.key]
                 entry = None
+                if self._changed is not None:
+                    self._changed[0].add(check.key)
             if entry is None:
                 if check.limit > 0:
                     continue
@@ -192,6 +252,9 @@ class MemoryCapStore:
         ms, but the cost is mostly freeing what expired, which both do, and listing each
         new key and offer took back about as much inside `reserve` (docs/policy.md).
         """
+        if self._changed is not None:  # the dropped are changes too
+            self._changed[0].update(k for k, v in self._keys.items() if v.expires_ms <= now_ms)
+            self._changed[1].update(k for k, v in self._offers.items() if v[2] <= now_ms)
         self._keys = {k: v for k, v in self._keys.items() if v.expires_ms > now_ms}
         self._offers = {k: v for k, v in self._offers.items() if v[2] > now_ms}
 

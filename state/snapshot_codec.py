@@ -240,17 +240,20 @@ def _kept(code: int, data: memoryview) -> msgspec.msgpack.Ext:
 
 
 _undecoded = msgspec.msgpack.Decoder(ext_hook=_kept)
+# The mappings of a snapshot segment that `merge` joins by name: the customers' states,
+# and the in-memory cap store's keys and offer records (flows/snapshots.py).
+MAPPINGS = ("customers", "cap_keys", "cap_offers")
 
 
-def merge(segments: list[bytes], key: str = "customers") -> bytes:
+def merge(segments: list[bytes], keys: tuple[str, ...] = MAPPINGS) -> bytes:
     """A base and its parts, oldest first, as one base, without rebuilding a single state.
 
-    Every state stays the msgpack bytes it was written as; the mapping under `key`
-    is the base's, each part's entries applied in order (None deletes), as
-    `triggers.snapshots.restore` applies them; every other field is the last
-    segment's. The class tables must be one numbering (`Classes`): each a prefix of
-    the longest (a base forked from memory may number a class the parts after it
-    do not hold yet, flows/snapshots.py).
+    Every state stays the msgpack bytes it was written as; each mapping of `keys`
+    the base holds is the base's, each part's entries applied in order (None
+    deletes), as `triggers.snapshots.restore` applies them; every other field is
+    the last segment's. The class tables must be one numbering (`Classes`): each a
+    prefix of the longest (a base forked from memory may number a class the parts
+    after it do not hold yet, flows/snapshots.py).
     """
     try:
         tables, values = [], []
@@ -262,13 +265,16 @@ def merge(segments: list[bytes], key: str = "customers") -> bytes:
         if any(table != longest[: len(table)] for table in tables):
             raise CodecError("the segments of a chain number their classes differently")
         merged = dict(values[-1])
-        states = merged[key] = values[0][key]
-        for value in values[1:]:
-            for name, state in value[key].items():
-                if state is None:
-                    states.pop(name, None)
-                else:
-                    states[name] = state
+        for key in keys:
+            if key not in values[0]:
+                continue
+            entries = merged[key] = values[0][key]
+            for value in values[1:]:
+                for name, entry in value[key].items():
+                    if entry is None:
+                        entries.pop(name, None)
+                    else:
+                        entries[name] = entry
         return msgspec.msgpack.encode((longest, msgspec.msgpack.encode(merged)))
     except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
         raise CodecError(f"corrupt snapshot data ({exc})") from None

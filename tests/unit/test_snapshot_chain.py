@@ -42,6 +42,7 @@ from keymoment.flows.snapshots import Chain
 from keymoment.flows.versioning import Versions
 from keymoment.policy import build_policy
 from keymoment.rollout.versions import RulesVersion, Switch
+from keymoment.state import snapshot_codec as codec
 from keymoment.state.segments import SegmentStore
 from keymoment.triggers.engine import Engine
 from keymoment.triggers.events import CustomerProfile
@@ -123,17 +124,19 @@ def resume_from_any_epoch(world: dict, root: Path, data: st.DataObject) -> None:
     BACKGROUND[0] = data.draw(st.booleans(), label="compactions in a child process")
     cuts = sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=15), label="cuts"))
     resume_at = data.draw(st.sampled_from(cuts), label="resume epoch")
-    first, snaps, reference = new_shard(world, *at), {}, []
+    first, snaps, stores, reference = new_shard(world, *at), {}, {}, []
     writer = chain(root)
     for i, batch in enumerate(batches):
         reference.append(first.process(batch))
         if i in cuts:
             snaps[i] = writer.snapshot(first)[0]
+            stores[i] = cap_store(first)
     reference.append(first.finish(world["until"]))
     writer.settle()
 
     second, resumed, outs, last = new_shard(world, *at), chain(root), [], None
     resumed.restore(second, pickle.loads(snaps[resume_at]))
+    assert cap_store(second) == stores[resume_at]  # the segments' cap-store changes, applied
     for i in range(resume_at + 1, n):
         outs.append(second.process(batches[i]))
         if i in cuts:
@@ -146,6 +149,11 @@ def resume_from_any_epoch(world: dict, root: Path, data: st.DataObject) -> None:
         third = new_shard(world, *at)
         chain(root).restore(third, pickle.loads(last[0]))
         assert customers(third) == last[1]
+
+
+def cap_store(shard: Shard) -> object:
+    """The in-memory cap store's keys and offer records, as its whole snapshot holds them."""
+    return shard.policy.snapshot()["store"]
 
 
 def customers(shard: Shard) -> object:
@@ -185,3 +193,27 @@ def test_resume_right_after_each_switch(tmp_path: Path, background: bool) -> Non
         outs.append(second.finish(w["until"]))
         assert records(outs) == records(reference[i + 1 :])
         assert customers(second) == customers(first)
+
+
+def test_a_chain_of_an_earlier_build_restores_and_rebases(tmp_path: Path) -> None:
+    """Segments written before the cap store's changes were kept (the store whole in each
+    one's rest, no `cap_keys`): the restore takes the store from the rest, and the next
+    snapshot starts the chain again from a base rather than adding a part to it."""
+    w = world()
+    first = new_shard(w)
+    for batch in w["batches"][: len(w["batches"]) // 2]:
+        first.process(batch)
+    assert cap_store(first)["keys"], "the stream must have reserved something by now"
+    rest = first.snapshot()
+    del rest["engine"]
+    engine = first.engine
+    old = {"watermark": engine.watermark, "customers": engine.customers, "rest": pickle.dumps(rest)}
+    store = SegmentStore(tmp_path, fsync=False)
+    name = store.write("base", codec.encode(old, codec.Classes()))
+    second, resumed = new_shard(w), Chain(store, math.inf)
+    resumed.restore(second, {"v": 1, "incremental": True, "chain": [name]})
+    assert cap_store(second) == cap_store(first)
+    assert customers(second) == customers(first)
+    resumed.snapshot(second)
+    assert resumed.names[0].endswith(".base") and resumed.names[0] != name
+    assert len(resumed.names) == 1
