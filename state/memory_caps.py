@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from operator import attrgetter
 from typing import Any, NamedTuple
 
 from .caps import Option, Reservation, Result, rolling_admits_sorted
@@ -65,7 +64,6 @@ class _One(NamedTuple):
 
 
 _new = tuple.__new__  # a NamedTuple without its generated `__new__` frame (policy/planning.py)
-_KEY = attrgetter("key")
 
 
 class MemoryCapStore:
@@ -78,18 +76,20 @@ class MemoryCapStore:
     still see.
 
     For incremental snapshots (flows/snapshots.py) the store can say what changed
-    since it was last asked (`whole`, then `changes`): the names of the keys and
-    offer records written or dropped are kept from `whole` on, so a segment holds
-    those and not the whole store. Until `whole` is called nothing is kept (a
-    backtest pays nothing for it).
+    since it was last asked (`whole`, then `changes`): from `whole` on, each key and
+    offer record it writes is noted as it is written (the entry itself, None for one
+    dropped), so a segment holds those and not the whole store, and taking them is
+    a swap, not a lookup of each name again. Until `whole` is called nothing is
+    kept (a backtest pays nothing for it).
     """
 
     def __init__(self) -> None:
         self._keys: dict[str, _Key | _One] = {}
         self._offers: dict[str, tuple[str, int, int]] = {}  # offer_id -> (tag, index, expires_ms)
         self._touches = 0
-        # the keys and offer ids written or dropped since `whole`/`changes`; None: not kept
-        self._changed: tuple[set[str], set[str]] | None = None
+        # the keys and offer records written (the entry) or dropped (None) since
+        # `whole`/`changes`; None: not kept
+        self._changed: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def reserve(self, reservation: Reservation) -> Result:
         now_ms = reservation.now_ms
@@ -105,10 +105,9 @@ class MemoryCapStore:
             if refusing is None:
                 self._take(reservation, option)
                 expires = now_ms + reservation.keep_ms
-                self._offers[reservation.offer_id] = (option.tag, index, expires)
+                record = self._offers[reservation.offer_id] = (option.tag, index, expires)
                 if self._changed is not None:
-                    self._changed[0].update(map(_KEY, option.checks))
-                    self._changed[1].add(reservation.offer_id)
+                    self._changed[1][reservation.offer_id] = record
                 return Result(index, option.tag)
             refused.append(refusing)
         return Result(None, None, False, tuple(refused))
@@ -143,11 +142,11 @@ class MemoryCapStore:
         self._keys = {k: _restored(slots, exp) for k, (slots, exp) in snap["keys"].items()}
         self._offers = dict(snap["offers"])
         if self._changed is not None:
-            self._changed = (set(), set())
+            self._changed = ({}, {})
 
     def keep_changes(self) -> None:
         """Keep the names of what changes from now on, for `changes` (a restored chain's)."""
-        self._changed = (set(), set())
+        self._changed = ({}, {})
 
     def whole(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Every key and offer record, as `changes` gives them; changes are kept from now on.
@@ -161,14 +160,14 @@ class MemoryCapStore:
         """The keys and offer records written or dropped since `whole` or the last call
         (None for one dropped), for `apply` after a round trip through the snapshot
         codec, which is the only way they leave the store: the entries are the store's
-        own (a `_One` is a tuple, a `_Key` a slotted object the codec encodes), so they
-        are built in C, not copied, and must be encoded before the store moves on."""
-        if self._changed is None:
+        own (a `_One` is a tuple, a `_Key` a slotted object the codec encodes), noted
+        as they were written, not copied, so they must be encoded before the store
+        moves on."""
+        changed = self._changed
+        if changed is None:
             raise RuntimeError("changes() before whole(): nothing was kept")
-        names, offer_ids = self._changed
-        self._changed = (set(), set())
-        keys = dict(zip(names, map(self._keys.get, names), strict=True))
-        return keys, dict(zip(offer_ids, map(self._offers.get, offer_ids), strict=True))
+        self._changed = ({}, {})
+        return changed
 
     def apply(self, keys: dict[str, Any], offers: dict[str, Any]) -> None:
         """What `whole` or `changes` gave, decoded, onto this store (None drops); the chain's
@@ -207,7 +206,7 @@ class MemoryCapStore:
                 del keys[check.key]
                 entry = None
                 if self._changed is not None:
-                    self._changed[0].add(check.key)
+                    self._changed[0][check.key] = None
             if entry is None:
                 if check.limit > 0:
                     continue
@@ -231,11 +230,14 @@ class MemoryCapStore:
     def _take(self, reservation: Reservation, option: Option) -> None:
         now_ms, offer_id, slot_ms = reservation.now_ms, reservation.offer_id, option.slot_ms
         keys = self._keys
+        noted = self._changed[0] if self._changed is not None else None  # `changes`
         for check in option.checks:
             key, expires = check.key, now_ms + check.keep_ms
             entry = keys.get(key)  # `_first_refusal` just dropped it if it had expired
             if entry is None:  # the usual case with many customers: a key of one slot
-                keys[key] = _new(_One, (expires, slot_ms, offer_id))
+                keys[key] = one = _new(_One, (expires, slot_ms, offer_id))
+                if noted is not None:
+                    noted[key] = one
                 continue
             if isinstance(entry, _One):  # a second slot: the key becomes a `_Key`
                 entry = keys[key] = _Key(entry.times, entry.offers, entry.expires_ms)
@@ -243,20 +245,32 @@ class MemoryCapStore:
             entry.add(slot_ms, offer_id)
             if expires > entry.expires_ms:
                 entry.expires_ms = expires
+            if noted is not None:
+                noted[key] = entry
 
     def sweep(self, now_ms: int) -> None:
         """Drop every key and offer record whose expiry has passed.
 
-        A full scan. An expiry wheel (each name listed under the hour it expires in) was
-        tried in round 4: on the 1M workload its sweeps took 215-249 ms against 282-287
-        ms, but the cost is mostly freeing what expired, which both do, and listing each
-        new key and offer took back about as much inside `reserve` (docs/policy.md).
+        A full scan; the expired are deleted in place. Until the fourteenth session the
+        sweep rebuilt both dicts from what it kept, which cost about twice as much when
+        little had expired (a store of 1M keys: 11 against 25-30 us per reservation in
+        all) and 10 % more in a steady state (8.8-9.9 against 10.2-11.5 us; /tmp
+        micro-benchmark, docs/benchmarks.md). An expiry wheel (each name listed under
+        the hour it expires in) was tried in round 4: on the 1M workload its sweeps took
+        215-249 ms against 282-287 ms, but the cost is mostly freeing what expired,
+        which both do, and listing each new key and offer took back about as much inside
+        `reserve` (docs/policy.md).
         """
+        keys, offers = self._keys, self._offers
+        gone = [k for k, v in keys.items() if v.expires_ms <= now_ms]
+        gone_offers = [k for k, v in offers.items() if v[2] <= now_ms]
+        for name in gone:
+            del keys[name]
+        for offer_id in gone_offers:
+            del offers[offer_id]
         if self._changed is not None:  # the dropped are changes too
-            self._changed[0].update(k for k, v in self._keys.items() if v.expires_ms <= now_ms)
-            self._changed[1].update(k for k, v in self._offers.items() if v[2] <= now_ms)
-        self._keys = {k: v for k, v in self._keys.items() if v.expires_ms > now_ms}
-        self._offers = {k: v for k, v in self._offers.items() if v[2] > now_ms}
+            self._changed[0].update(dict.fromkeys(gone))
+            self._changed[1].update(dict.fromkeys(gone_offers))
 
 
 def _restored(slots: Sequence[tuple[int, str]], expires_ms: int) -> _Key:
