@@ -145,7 +145,7 @@ class MemoryCapStore:
             self._changed = ({}, {})
 
     def keep_changes(self) -> None:
-        """Keep the names of what changes from now on, for `changes` (a restored chain's)."""
+        """Note what is written or dropped from now on, for `changes` (a restored chain's)."""
         self._changed = ({}, {})
 
     def whole(self) -> tuple[dict[str, Any], dict[str, Any]]:
