@@ -451,7 +451,7 @@ def _fork_base(shard: Shard, chain: Chain, name: str) -> Forked:
             gc.disable()
             engine = shard.engine
             engine.settle_all()  # the customers a deferred switch has not reshaped yet
-            payload = _segment(engine.watermark, engine.customers, shard, chain.classes, True)
+            payload = _segment(engine.watermark, engine.customers, shard, chain.classes, whole=True)
             chain.store.write_as(name, payload)
             os.write(write, msgspec.msgpack.encode(chain.classes.tags()))
             status = 0

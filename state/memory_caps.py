@@ -149,7 +149,8 @@ class MemoryCapStore:
         self._changed = ({}, {})
 
     def whole(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Every key and offer record, as `changes` gives them; changes are kept from now on.
+        """Every key and offer record, as `changes` gives them (the store's own entries:
+        encode them at once); changes are kept from now on.
 
         A snapshot chain's base: each later segment holds only `changes()`.
         """
